@@ -1,0 +1,212 @@
+"""The event catalog: every fact that crosses Kafka, in the order of the flow.
+
+One topic per event type, named by the type; every event is keyed by `bot_id` so all facts about
+one recording land on one partition, in order. Each model has a schema version that travels in the
+CloudEvent's `dataschema`; the envelope itself lives in `notetaker.common.envelope`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Event(BaseModel):
+    """Base of every payload: its topic/type, its schema version, and the bot it is about."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    bot_id: str = Field(min_length=1, max_length=200)
+
+    def fact_key(self) -> str:
+        """What makes two deliveries of this event the same fact (for a stable CloudEvent id)."""
+        return self.bot_id
+
+    @classmethod
+    def dataschema(cls) -> str:
+        return f"urn:notetaker:event:{cls.type}:v{cls.version}"
+
+
+# --- 1. From the providers (ingest) -------------------------------------------------------------
+
+
+class BotStatusChanged(Event):
+    """A meeting bot moved to a new state (joining, in call, recording, ...)."""
+
+    type: ClassVar[str] = "bot.status"
+    status: str
+    changed_at: datetime | None = None
+
+    def fact_key(self) -> str:
+        return f"{self.bot_id}:{self.status}:{self.changed_at}"
+
+
+class RecordingCompleted(Event):
+    """The provider has a recording; its URLs expire (about 4 hours after `urls_received_at`)."""
+
+    type: ClassVar[str] = "recording.completed"
+    provider: Literal["meetingbaas"] = "meetingbaas"
+    video_url: str
+    audio_url: str | None = None
+    urls_received_at: datetime
+    duration_seconds: float | None = None
+
+
+class RecordingFailed(Event):
+    """The bot never produced a recording (not admitted, crashed, ...)."""
+
+    type: ClassVar[str] = "recording.failed"
+    error_code: str
+    error_message: str = ""
+
+
+class Utterance(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    speaker: str
+    start: float
+    end: float
+    text: str
+
+
+class TranscriptReady(Event):
+    """A transcript exists, inline or at a provider URL that transcript-sync fetches."""
+
+    type: ClassVar[str] = "transcript.ready"
+    provider: Literal["meetingbaas", "gladia"]
+    utterances: list[Utterance] | None = None
+    transcript_url: str | None = None
+    language: str | None = None
+
+    def full_text(self) -> str:
+        return " ".join(u.text for u in self.utterances or [])
+
+
+# --- 2. Uploads (uploader, scheduler) ------------------------------------------------------------
+
+
+class RecordingUploadRequested(Event):
+    """A retry of an upload is due (emitted by the scheduler from the database)."""
+
+    type: ClassVar[str] = "recording.upload_requested"
+    recording_id: uuid.UUID
+    attempt: int = Field(ge=1)
+
+    def fact_key(self) -> str:
+        return f"{self.recording_id}:{self.attempt}"
+
+
+class RecordingUploaded(Event):
+    """The recording is permanent: its objects are in the private bucket."""
+
+    type: ClassVar[str] = "recording.uploaded"
+    recording_id: uuid.UUID
+    org_id: uuid.UUID
+    user_id: uuid.UUID
+    bucket: str
+    video_key: str
+    audio_key: str | None = None
+    size_bytes: int = Field(ge=0)
+    checksum: str
+
+
+class RecordingUploadFailed(Event):
+    """An upload attempt failed; `final` means no more retries."""
+
+    type: ClassVar[str] = "recording.upload_failed"
+    recording_id: uuid.UUID
+    attempt: int
+    error: str
+    final: bool
+
+    def fact_key(self) -> str:
+        return f"{self.recording_id}:{self.attempt}"
+
+
+class StorageUsage(Event):
+    """Bytes and requests one step cost, for the cost model."""
+
+    type: ClassVar[str] = "storage.usage"
+    org_id: uuid.UUID
+    recording_id: uuid.UUID
+    step: str
+    bytes_stored: int = 0
+    bytes_uploaded: int = 0
+    bytes_downloaded: int = 0
+    put_requests: int = 0
+    get_requests: int = 0
+    occurred_at: datetime
+
+    def fact_key(self) -> str:
+        return f"{self.recording_id}:{self.step}"
+
+
+# --- 3. Meetings (transcript-sync, thumbnailer) --------------------------------------------------
+
+
+class ThumbnailRequested(Event):
+    type: ClassVar[str] = "thumbnail.requested"
+    recording_id: uuid.UUID
+    org_id: uuid.UUID
+    bucket: str
+    video_key: str
+    thumbnail_key: str
+
+
+class ThumbnailGenerated(Event):
+    type: ClassVar[str] = "thumbnail.generated"
+    recording_id: uuid.UUID
+    bucket: str
+    thumbnail_key: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class MeetingSynced(Event):
+    """The meetings row changed: media columns now as listed."""
+
+    type: ClassVar[str] = "meeting.synced"
+    meeting_id: uuid.UUID
+    org_id: uuid.UUID
+    has_video: bool
+    has_transcript: bool
+    has_thumbnail: bool
+
+    def fact_key(self) -> str:
+        return f"{self.bot_id}:{self.has_video}:{self.has_transcript}:{self.has_thumbnail}"
+
+
+CATALOG: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        BotStatusChanged,
+        RecordingCompleted,
+        RecordingFailed,
+        TranscriptReady,
+        RecordingUploadRequested,
+        RecordingUploaded,
+        RecordingUploadFailed,
+        StorageUsage,
+        ThumbnailRequested,
+        ThumbnailGenerated,
+        MeetingSynced,
+    )
+}
+
+TOPICS: tuple[str, ...] = tuple(CATALOG)
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def parse(event_type: str, data: Any) -> Event:
+    """Validate `data` as the payload of `event_type`; raises KeyError or ValidationError."""
+    return CATALOG[event_type].model_validate(data)

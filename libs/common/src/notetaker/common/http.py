@@ -1,0 +1,46 @@
+"""The small HTTP surface every service has: /healthz, /readyz, /metrics; and serving an app."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from notetaker.common.metrics import metrics_asgi_app
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def health_app(ready: ReadinessCheck) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        ok = await ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Mount("/metrics", app=metrics_asgi_app()),
+        ]
+    )
+
+
+def make_server(app: object, port: int, host: str = "0.0.0.0") -> uvicorn.Server:
+    """A uvicorn server to run inside the service's own event loop (`await server.serve()`)."""
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,  # keep our structured logging
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+    )
+    return uvicorn.Server(config)

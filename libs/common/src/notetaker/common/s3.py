@@ -1,0 +1,108 @@
+"""S3: the aioboto3 client, object keys, and the bucket's rules (private, encrypted, lifecycle)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Literal
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from notetaker.common.logs import get_logger
+from notetaker.common.settings import NotetakerSettings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+else:
+    S3Client = object
+
+log = get_logger(__name__)
+
+RECORDINGS_PREFIX = "meeting-recordings/"
+MediaKind = Literal["video", "audio", "thumbnail"]
+
+
+def recording_key(
+    org_id: uuid.UUID, user_id: uuid.UUID, recording_id: uuid.UUID, kind: MediaKind, ext: str
+) -> str:
+    """Where a recording's object lives; a function of the recording, so retries overwrite."""
+    return f"{RECORDINGS_PREFIX}{org_id}/{user_id}/{recording_id}/{kind}.{ext}"
+
+
+def s3_location(bucket: str, key: str) -> str:
+    """The permanent address stored in `meetings` (never a presigned URL, which expires)."""
+    return f"s3://{bucket}/{key}"
+
+
+def parse_s3_location(location: str) -> tuple[str, str]:
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+@asynccontextmanager
+async def s3_client(settings: NotetakerSettings) -> AsyncIterator[S3Client]:
+    session = aioboto3.Session(
+        aws_access_key_id=(
+            settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
+        ),
+        aws_secret_access_key=(
+            settings.s3_secret_access_key.get_secret_value()
+            if settings.s3_secret_access_key
+            else None
+        ),
+        region_name=settings.s3_region,
+    )
+    config = Config(
+        retries={"max_attempts": 6, "mode": "adaptive"},
+        signature_version="s3v4",
+        max_pool_connections=50,
+        s3={"addressing_style": "path"},
+    )
+    async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as s3:
+        yield s3
+
+
+async def ensure_bucket(s3: S3Client, bucket: str, retention_days: int = 90) -> None:
+    """Create the recordings bucket if needed and (re)apply its rules; safe to repeat."""
+    try:
+        await s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        await s3.create_bucket(Bucket=bucket)
+        log.info("s3.bucket_created", bucket=bucket)
+    await s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    await s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    await s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "abort-stale-multipart-uploads",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": ""},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                },
+                {
+                    "ID": "recording-retention",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": RECORDINGS_PREFIX},
+                    "Expiration": {"Days": retention_days},
+                },
+            ]
+        },
+    )

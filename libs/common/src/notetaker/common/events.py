@@ -76,12 +76,13 @@ class Utterance(BaseModel):
 
 
 class TranscriptReady(Event):
-    """A transcript exists, inline or at a provider URL that transcript-sync fetches."""
+    """A transcript exists: inline, at a provider URL, or as a provider job to fetch."""
 
     type: ClassVar[str] = "transcript.ready"
     provider: Literal["meetingbaas", "gladia"]
     utterances: list[Utterance] | None = None
     transcript_url: str | None = None
+    job_id: str | None = None
     language: str | None = None
 
     def full_text(self) -> str:

@@ -6,6 +6,9 @@ Labels stay bounded: service, consumer group, topic, outcome, reason — never a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import Counter, make_asgi_app
 from prometheus_client.registry import REGISTRY
 
@@ -21,6 +24,6 @@ CONSUMER_DLQ = Counter(
 )
 
 
-def metrics_asgi_app():  # type: ignore[no-untyped-def]
+def metrics_asgi_app() -> Callable[..., Any]:
     """The `/metrics` endpoint for the default registry."""
     return make_asgi_app(registry=REGISTRY)

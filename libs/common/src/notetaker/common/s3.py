@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Literal
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from notetaker.common.logs import get_logger
@@ -55,7 +55,7 @@ async def s3_client(settings: NotetakerSettings) -> AsyncIterator[S3Client]:
         ),
         region_name=settings.s3_region,
     )
-    config = Config(
+    config = AioConfig(
         retries={"max_attempts": 6, "mode": "adaptive"},
         signature_version="s3v4",
         max_pool_connections=50,

@@ -48,3 +48,10 @@ class NotetakerSettings(BaseSettings):
         None, description="S3 access key; empty uses the AWS default credential chain."
     )
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
+
+
+def split_secrets(value: object) -> object:
+    """`a,b` in the environment becomes two secrets (current and next, for rotation)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value

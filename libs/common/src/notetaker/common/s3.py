@@ -15,7 +15,7 @@ from notetaker.common.logs import get_logger
 from notetaker.common.settings import NotetakerSettings
 
 if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3 import S3Client as S3Client
 else:
     S3Client = object
 

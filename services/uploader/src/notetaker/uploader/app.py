@@ -1,0 +1,74 @@
+"""The uploader process: the upload consumer, the thumbnail consumer, and probes/metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from notetaker.common.db import create_pool
+from notetaker.common.http import health_app, make_server
+from notetaker.common.kafka import EventConsumer, EventPublisher
+from notetaker.common.logs import get_logger
+from notetaker.common.runtime import until_stopped
+from notetaker.common.s3 import s3_client
+from notetaker.uploader.settings import UploaderSettings
+from notetaker.uploader.thumbnails import Thumbnailer
+from notetaker.uploader.upload import Uploader
+
+log = get_logger(__name__)
+
+UPLOAD_GROUP = "notetaker-uploader"
+THUMBNAIL_GROUP = "notetaker-thumbnailer"
+
+
+async def run(settings: UploaderSettings, stop: asyncio.Event) -> None:
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    pool = await create_pool(settings.database_url, settings.database_pool_max)
+    timeout = httpx.Timeout(settings.source_timeout_seconds, connect=10.0)
+    try:
+        async with (
+            s3_client(settings) as s3,
+            httpx.AsyncClient(timeout=timeout, follow_redirects=True) as http,
+        ):
+            uploader = Uploader(settings, pool, s3, http, publisher)
+            thumbnailer = Thumbnailer(
+                s3,
+                publisher,
+                width=settings.thumbnail_width,
+                at_seconds=settings.thumbnail_at_seconds,
+            )
+            consumers = [
+                EventConsumer(
+                    settings,
+                    UPLOAD_GROUP,
+                    ["recording.completed", "recording.upload_requested"],
+                    uploader.handle,
+                    publisher,
+                    max_in_flight=settings.upload_concurrency,
+                ),
+                EventConsumer(
+                    settings,
+                    THUMBNAIL_GROUP,
+                    ["thumbnail.requested"],
+                    thumbnailer.handle,
+                    publisher,
+                    max_in_flight=2,
+                ),
+            ]
+
+            async def ready() -> bool:
+                return all(c.ready.is_set() for c in consumers)
+
+            server = make_server(health_app(ready), settings.http_port)
+            tasks = [asyncio.create_task(c.run()) for c in consumers]
+            tasks.append(asyncio.create_task(server.serve()))
+            await until_stopped(stop, tasks)
+            for consumer in consumers:
+                consumer.stop()
+            server.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await pool.close()
+        await publisher.stop()

@@ -1,0 +1,105 @@
+"""The uploader's rows: `recordings` and its s3_* columns, moved through their states."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Recording:
+    id: uuid.UUID
+    org_id: uuid.UUID
+    user_id: uuid.UUID
+    bot_id: str
+    status: str
+    video_url: str | None
+    audio_url: str | None
+    urls_received_at: datetime | None
+    retry_count: int
+    video_key: str | None
+    audio_key: str | None
+    size_bytes: int | None
+    checksum: str | None
+
+
+_COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status,
+    provider_video_url AS video_url, provider_audio_url AS audio_url,
+    provider_urls_received_at AS urls_received_at, s3_upload_retry_count AS retry_count,
+    s3_video_key AS video_key, s3_audio_key AS audio_key, s3_file_size_bytes AS size_bytes,
+    s3_checksum AS checksum"""
+_SELECT_BY_BOT = f"SELECT {_COLUMNS} FROM recordings WHERE bot_id = $1"  # noqa: S608 - constant
+
+
+async def find_by_bot(pool: asyncpg.Pool, bot_id: str) -> Recording | None:
+    row = await pool.fetchrow(_SELECT_BY_BOT, bot_id)
+    return Recording(**dict(row)) if row else None
+
+
+async def save_source(
+    pool: asyncpg.Pool, bot_id: str, video_url: str, audio_url: str | None, received_at: datetime
+) -> None:
+    """Remember the provider URLs (for retries) unless the upload is already done."""
+    await pool.execute(
+        "UPDATE recordings SET provider_video_url = $2, provider_audio_url = $3,"
+        " provider_urls_received_at = $4, updated_at = now()"
+        " WHERE bot_id = $1 AND s3_upload_status <> 'complete'",
+        bot_id,
+        video_url,
+        audio_url,
+        received_at,
+    )
+
+
+async def mark_uploading(pool: asyncpg.Pool, recording_id: uuid.UUID) -> None:
+    await pool.execute(
+        "UPDATE recordings SET s3_upload_status = 'uploading', s3_upload_next_retry_at = NULL,"
+        " updated_at = now() WHERE id = $1 AND s3_upload_status <> 'complete'",
+        recording_id,
+    )
+
+
+async def mark_complete(
+    pool: asyncpg.Pool,
+    recording_id: uuid.UUID,
+    *,
+    video_key: str,
+    audio_key: str | None,
+    size_bytes: int,
+    checksum: str,
+) -> None:
+    await pool.execute(
+        "UPDATE recordings SET s3_upload_status = 'complete', s3_video_key = $2,"
+        " s3_audio_key = $3, s3_file_size_bytes = $4, s3_checksum = $5,"
+        " s3_upload_error_message = NULL, s3_upload_next_retry_at = NULL, updated_at = now()"
+        " WHERE id = $1",
+        recording_id,
+        video_key,
+        audio_key,
+        size_bytes,
+        checksum,
+    )
+
+
+async def mark_failed(
+    pool: asyncpg.Pool,
+    recording_id: uuid.UUID,
+    *,
+    error: str,
+    retry_count: int,
+    next_retry_at: datetime | None,
+) -> None:
+    """Record a failed attempt; `next_retry_at` None means failed for good."""
+    await pool.execute(
+        "UPDATE recordings SET s3_upload_status = 'failed', s3_upload_error_message = $2,"
+        " s3_upload_retry_count = $3, s3_upload_last_retry_at = now(),"
+        " s3_upload_next_retry_at = $4, updated_at = now()"
+        " WHERE id = $1 AND s3_upload_status <> 'complete'",
+        recording_id,
+        error[:2000],
+        retry_count,
+        next_retry_at,
+    )

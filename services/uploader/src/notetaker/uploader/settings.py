@@ -1,0 +1,33 @@
+"""Uploader settings: how big, how parallel, how patient."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from notetaker.common.settings import NotetakerSettings
+
+MIB = 1024 * 1024
+
+
+class UploaderSettings(NotetakerSettings):
+    service_name: str = Field("uploader", description="Name used in logs and CloudEvent source.")
+    http_port: int = Field(8002, description="Port of /healthz, /readyz and /metrics.")
+    upload_part_size_bytes: int = Field(
+        8 * MIB, ge=5 * MIB, description="Multipart part size (S3 minimum 5 MiB)."
+    )
+    upload_parts_in_flight: int = Field(
+        4, ge=1, le=32, description="Parts of one file uploading at once."
+    )
+    upload_concurrency: int = Field(4, ge=1, description="Recordings uploading at once.")
+    upload_max_attempts: int = Field(3, ge=1, description="Attempts before `failed` for good.")
+    upload_retry_delays_seconds: list[int] = Field(
+        [120, 300, 600], description="Wait before each retry (JSON list, seconds)."
+    )
+    source_url_validity_seconds: int = Field(
+        4 * 3600, description="How long a provider URL is valid after its webhook."
+    )
+    source_timeout_seconds: float = Field(
+        60.0, description="Longest wait for the provider to send more bytes."
+    )
+    thumbnail_width: int = Field(320, description="Thumbnail width in pixels (height keeps ratio).")
+    thumbnail_at_seconds: float = Field(3.0, description="Where in the video to take the frame.")

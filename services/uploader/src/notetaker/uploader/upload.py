@@ -1,0 +1,261 @@
+"""Handling `recording.completed` and `recording.upload_requested`: one attempt per event.
+
+Decisions (is the source still valid, when to retry) are plain functions; the handler does the
+I/O. A failed attempt is recorded and announced, never retried by sleeping here: the scheduler
+re-emits `recording.upload_requested` when the retry is due.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
+
+import asyncpg
+import httpx
+from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import Counter, Histogram
+
+from notetaker.common.envelope import Envelope
+from notetaker.common.events import (
+    RecordingCompleted,
+    RecordingUploaded,
+    RecordingUploadFailed,
+    RecordingUploadRequested,
+    StorageUsage,
+)
+from notetaker.common.kafka import EventPublisher
+from notetaker.common.logs import get_logger
+from notetaker.common.s3 import S3Client, recording_key
+from notetaker.uploader import recordings
+from notetaker.uploader.recordings import Recording
+from notetaker.uploader.settings import UploaderSettings
+from notetaker.uploader.transfer import SourceError, StoredObject, stream_to_s3
+
+log = get_logger(__name__)
+
+ATTEMPTS = Counter("notetaker_uploader_attempts_total", "Upload attempts by outcome.", ["outcome"])
+BYTES = Counter("notetaker_uploader_bytes_total", "Bytes copied into S3.")
+DURATION = Histogram(
+    "notetaker_uploader_upload_duration_seconds",
+    "Time to copy one recording (all its files).",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+
+
+class UnknownRecording(Exception):
+    """An event for a bot with no `recordings` row (the scheduler writes it when deploying)."""
+
+
+@dataclass(frozen=True)
+class FailurePlan:
+    retry_count: int
+    next_retry_at: datetime | None
+
+    @property
+    def final(self) -> bool:
+        return self.next_retry_at is None
+
+
+def plan_failure(
+    attempts_so_far: int, max_attempts: int, delays_seconds: list[int], now: datetime
+) -> FailurePlan:
+    """After a failed attempt: when to try again, or never (None) once attempts are used up."""
+    attempts = attempts_so_far + 1
+    if attempts >= max_attempts:
+        return FailurePlan(attempts, None)
+    delay = delays_seconds[min(attempts, len(delays_seconds)) - 1]
+    return FailurePlan(attempts, now + timedelta(seconds=delay))
+
+
+def source_expired(received_at: datetime | None, now: datetime, validity_seconds: int) -> bool:
+    return received_at is not None and now - received_at > timedelta(seconds=validity_seconds)
+
+
+def extension(url: str, default: str) -> str:
+    ext = posixpath.splitext(urlparse(url).path)[1].lstrip(".").lower()
+    return ext if ext.isalnum() and 0 < len(ext) <= 5 else default
+
+
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "flac": "audio/flac",
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "m4a": "audio/mp4",
+}
+
+
+class Uploader:
+    def __init__(
+        self,
+        settings: UploaderSettings,
+        pool: asyncpg.Pool,
+        s3: S3Client,
+        http: httpx.AsyncClient,
+        publisher: EventPublisher,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.s3 = s3
+        self.http = http
+        self.publisher = publisher
+
+    async def handle(self, envelope: Envelope) -> None:
+        event = envelope.event
+        if isinstance(event, RecordingCompleted):
+            await recordings.save_source(
+                self.pool, event.bot_id, event.video_url, event.audio_url, event.urls_received_at
+            )
+        elif not isinstance(event, RecordingUploadRequested):
+            return
+        recording = await recordings.find_by_bot(self.pool, event.bot_id)
+        if recording is None:
+            raise UnknownRecording(
+                f"no recordings row for bot {event.bot_id}: was the bot deployed by the scheduler?"
+            )
+        if recording.status == "complete":
+            # Done before (maybe we died before announcing it): announce again, same event id.
+            log.info(
+                "upload.already_complete", bot_id=recording.bot_id, recording_id=str(recording.id)
+            )
+            await self._announce(recording)
+            return
+        if recording.video_url is None:
+            raise UnknownRecording(f"recording {recording.id} has no source URL yet")
+        await self.attempt(recording)
+
+    async def attempt(self, recording: Recording) -> None:
+        context = {"bot_id": recording.bot_id, "recording_id": str(recording.id)}
+        now = datetime.now(UTC)
+        if source_expired(
+            recording.urls_received_at, now, self.settings.source_url_validity_seconds
+        ):
+            await self._fail(
+                recording,
+                "provider URL expired (received at "
+                f"{recording.urls_received_at:%Y-%m-%d %H:%M}Z); ask the provider for a new one",
+                final=True,
+            )
+            return
+        await recordings.mark_uploading(self.pool, recording.id)
+        log.info("upload.started", attempt=recording.retry_count + 1, **context)
+        started = datetime.now(UTC)
+        try:
+            video = await self._copy(recording, "video")
+            audio = await self._copy(recording, "audio") if recording.audio_url else None
+        except (SourceError, ClientError, BotoCoreError, httpx.HTTPError) as exc:
+            await self._fail(recording, f"{type(exc).__name__}: {exc}", final=False)
+            return
+        assert video is not None
+        size = video.size_bytes + (audio.size_bytes if audio else 0)
+        await recordings.mark_complete(
+            self.pool,
+            recording.id,
+            video_key=video.key,
+            audio_key=audio.key if audio else None,
+            size_bytes=size,
+            checksum=f"sha256:{video.sha256}",
+        )
+        elapsed = (datetime.now(UTC) - started).total_seconds()
+        ATTEMPTS.labels("complete").inc()
+        BYTES.inc(size)
+        DURATION.observe(elapsed)
+        log.info(
+            "upload.complete",
+            size_bytes=size,
+            seconds=round(elapsed, 3),
+            video_key=video.key,
+            parts=video.parts + (audio.parts if audio else 0),
+            **context,
+        )
+        done = await recordings.find_by_bot(self.pool, recording.bot_id)
+        assert done is not None
+        await self._announce(done, parts=video.parts + (audio.parts if audio else 0))
+
+    async def _copy(self, recording: Recording, kind: str) -> StoredObject | None:
+        url = recording.video_url if kind == "video" else recording.audio_url
+        if url is None:
+            return None
+        ext = extension(url, "mp4" if kind == "video" else "m4a")
+        key = recording_key(
+            recording.org_id,
+            recording.user_id,
+            recording.id,
+            "video" if kind == "video" else "audio",
+            ext,
+        )
+        return await stream_to_s3(
+            self.http,
+            self.s3,
+            url=url,
+            bucket=self.settings.s3_bucket,
+            key=key,
+            content_type=CONTENT_TYPES.get(ext, "application/octet-stream"),
+            part_size=self.settings.upload_part_size_bytes,
+            parts_in_flight=self.settings.upload_parts_in_flight,
+        )
+
+    async def _fail(self, recording: Recording, error: str, *, final: bool) -> None:
+        plan = plan_failure(
+            recording.retry_count,
+            1 if final else self.settings.upload_max_attempts,
+            self.settings.upload_retry_delays_seconds,
+            datetime.now(UTC),
+        )
+        await recordings.mark_failed(
+            self.pool,
+            recording.id,
+            error=error,
+            retry_count=plan.retry_count,
+            next_retry_at=plan.next_retry_at,
+        )
+        ATTEMPTS.labels("failed").inc()
+        log.warning(
+            "upload.failed",
+            bot_id=recording.bot_id,
+            recording_id=str(recording.id),
+            error=error,
+            final=plan.final,
+            next_retry_at=plan.next_retry_at,
+        )
+        await self.publisher.publish(
+            RecordingUploadFailed(
+                bot_id=recording.bot_id,
+                recording_id=recording.id,
+                attempt=recording.retry_count + 1,
+                error=error,
+                final=plan.final,
+            )
+        )
+
+    async def _announce(self, recording: Recording, parts: int = 0) -> None:
+        assert recording.video_key is not None
+        assert recording.size_bytes is not None
+        await self.publisher.publish_all(
+            [
+                RecordingUploaded(
+                    bot_id=recording.bot_id,
+                    recording_id=recording.id,
+                    org_id=recording.org_id,
+                    user_id=recording.user_id,
+                    bucket=self.settings.s3_bucket,
+                    video_key=recording.video_key,
+                    audio_key=recording.audio_key,
+                    size_bytes=recording.size_bytes,
+                    checksum=recording.checksum or "",
+                ),
+                StorageUsage(
+                    bot_id=recording.bot_id,
+                    org_id=recording.org_id,
+                    recording_id=recording.id,
+                    step="upload",
+                    bytes_stored=recording.size_bytes,
+                    bytes_uploaded=recording.size_bytes,
+                    put_requests=parts + 2,  # create + parts + complete
+                    occurred_at=datetime.now(UTC),
+                ),
+            ]
+        )

@@ -56,6 +56,7 @@ class RecordingCompleted(Event):
     audio_url: str | None = None
     urls_received_at: datetime
     duration_seconds: float | None = None
+    provider_transcript: bool = False  # the provider sends a transcript too
 
 
 class RecordingFailed(Event):
@@ -115,6 +116,7 @@ class RecordingUploaded(Event):
     audio_key: str | None = None
     size_bytes: int = Field(ge=0)
     checksum: str
+    provider_transcript: bool = False
 
 
 class RecordingUploadFailed(Event):

@@ -105,12 +105,28 @@ class EventPublisher:
             )
         await asyncio.gather(*futures)
 
-    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
-        headers = [*record.headers, ("notetaker_error", error.encode()[:4000])]
-        headers.append(("notetaker_original_offset", str(record.offset).encode()))
+    async def dead_letter(
+        self,
+        *,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes]],
+        offset: int,
+        error: str,
+    ) -> None:
+        """Park a record on `<topic>.dlq` with the error, to be inspected and replayed."""
         await self.producer.send_and_wait(
-            dlq_topic(record.topic), value=record.value, key=record.key, headers=headers
+            dlq_topic(topic),
+            value=value,
+            key=key,
+            headers=[
+                *headers,
+                ("notetaker_error", error.encode()[:4000]),
+                ("notetaker_original_offset", str(offset).encode()),
+            ],
         )
+        log.warning("event.dead_lettered", topic=topic, offset=offset, error=error[:500])
 
 
 @dataclass
@@ -275,7 +291,14 @@ class EventConsumer:
                 await asyncio.sleep(delay)
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
-        await self.publisher.dead_letter(record, error)
+        await self.publisher.dead_letter(
+            topic=record.topic,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            offset=record.offset,
+            error=error,
+        )
         CONSUMER_DLQ.labels(self.group_id, record.topic).inc()
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:

@@ -97,6 +97,7 @@ def _completed_v2(data: dict[str, Any], received_at: datetime) -> list[Event]:
             audio_url=d.audio,
             urls_received_at=received_at,
             duration_seconds=d.duration_seconds,
+            provider_transcript=bool(d.transcription),
         )
     ]
     if d.transcription:
@@ -116,7 +117,12 @@ def _failed_v2(data: dict[str, Any], _: datetime) -> list[Event]:
 def _completed_v1(data: dict[str, Any], received_at: datetime) -> list[Event]:
     d = CompletedV1Data.model_validate(data)
     events: list[Event] = [
-        RecordingCompleted(bot_id=d.bot_id, video_url=d.mp4, urls_received_at=received_at)
+        RecordingCompleted(
+            bot_id=d.bot_id,
+            video_url=d.mp4,
+            urls_received_at=received_at,
+            provider_transcript=bool(d.transcript),
+        )
     ]
     if d.transcript:
         events.append(

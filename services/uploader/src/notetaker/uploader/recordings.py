@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from notetaker.common.events import RecordingCompleted
+
 
 @dataclass(frozen=True)
 class Recording:
@@ -19,6 +21,7 @@ class Recording:
     video_url: str | None
     audio_url: str | None
     urls_received_at: datetime | None
+    provider_transcript: bool
     retry_count: int
     video_key: str | None
     audio_key: str | None
@@ -28,7 +31,8 @@ class Recording:
 
 _COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status,
     provider_video_url AS video_url, provider_audio_url AS audio_url,
-    provider_urls_received_at AS urls_received_at, s3_upload_retry_count AS retry_count,
+    provider_urls_received_at AS urls_received_at, provider_transcript,
+    s3_upload_retry_count AS retry_count,
     s3_video_key AS video_key, s3_audio_key AS audio_key, s3_file_size_bytes AS size_bytes,
     s3_checksum AS checksum"""
 _SELECT_BY_BOT = f"SELECT {_COLUMNS} FROM recordings WHERE bot_id = $1"  # noqa: S608 - constant
@@ -39,18 +43,17 @@ async def find_by_bot(pool: asyncpg.Pool, bot_id: str) -> Recording | None:
     return Recording(**dict(row)) if row else None
 
 
-async def save_source(
-    pool: asyncpg.Pool, bot_id: str, video_url: str, audio_url: str | None, received_at: datetime
-) -> None:
+async def save_source(pool: asyncpg.Pool, event: RecordingCompleted) -> None:
     """Remember the provider URLs (for retries) unless the upload is already done."""
     await pool.execute(
         "UPDATE recordings SET provider_video_url = $2, provider_audio_url = $3,"
-        " provider_urls_received_at = $4, updated_at = now()"
+        " provider_urls_received_at = $4, provider_transcript = $5, updated_at = now()"
         " WHERE bot_id = $1 AND s3_upload_status <> 'complete'",
-        bot_id,
-        video_url,
-        audio_url,
-        received_at,
+        event.bot_id,
+        event.video_url,
+        event.audio_url,
+        event.urls_received_at,
+        event.provider_transcript,
     )
 
 

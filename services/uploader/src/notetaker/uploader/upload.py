@@ -106,9 +106,7 @@ class Uploader:
     async def handle(self, envelope: Envelope) -> None:
         event = envelope.event
         if isinstance(event, RecordingCompleted):
-            await recordings.save_source(
-                self.pool, event.bot_id, event.video_url, event.audio_url, event.urls_received_at
-            )
+            await recordings.save_source(self.pool, event)
         elif not isinstance(event, RecordingUploadRequested):
             return
         recording = await recordings.find_by_bot(self.pool, event.bot_id)
@@ -246,6 +244,7 @@ class Uploader:
                     audio_key=recording.audio_key,
                     size_bytes=recording.size_bytes,
                     checksum=recording.checksum or "",
+                    provider_transcript=recording.provider_transcript,
                 ),
                 StorageUsage(
                     bot_id=recording.bot_id,

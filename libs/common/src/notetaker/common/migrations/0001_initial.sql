@@ -36,6 +36,7 @@ CREATE TABLE recordings (
     provider_video_url          text,
     provider_audio_url          text,
     provider_urls_received_at   timestamptz,
+    provider_transcript         boolean NOT NULL DEFAULT false,
     s3_upload_status            s3_upload_status NOT NULL DEFAULT 'pending',
     s3_video_key                text,
     s3_audio_key                text,

@@ -1,0 +1,169 @@
+"""The join: what a new event changes about a meeting, as a pure function of the saved state.
+
+State lives in a Faust table (changelog-backed) keyed by bot_id. `decide` returns the new state
+and the effects to carry out; a repeated event returns no effects, so replays and redeliveries
+change nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+from notetaker.common.events import (
+    Event,
+    RecordingFailed,
+    RecordingUploaded,
+    RecordingUploadFailed,
+    ThumbnailGenerated,
+    ThumbnailRequested,
+    TranscriptReady,
+)
+from notetaker.common.s3 import recording_key
+
+
+class JoinState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str | None = None
+    recording_id: uuid.UUID | None = None
+    org_id: uuid.UUID | None = None
+    video_key: str | None = None
+    audio_key: str | None = None
+    transcript_id: str | None = None  # which transcript was written (provider + source)
+    thumbnail_key: str | None = None
+    failure: str | None = None
+    gladia_requested: bool = False
+
+
+@dataclass(frozen=True)
+class WriteVideo:
+    bucket: str
+    video_key: str
+    audio_key: str | None
+
+
+@dataclass(frozen=True)
+class WriteTranscript:
+    transcript: TranscriptReady
+
+
+@dataclass(frozen=True)
+class WriteThumbnail:
+    bucket: str
+    thumbnail_key: str
+
+
+@dataclass(frozen=True)
+class MarkFailed:
+    error: str
+
+
+@dataclass(frozen=True)
+class RequestThumbnail:
+    request: ThumbnailRequested
+
+
+@dataclass(frozen=True)
+class RequestTranscription:
+    """Ask Gladia for a transcript of the stored audio (the provider gave none)."""
+
+    bucket: str
+    audio_key: str
+
+
+Effect = (
+    WriteVideo
+    | WriteTranscript
+    | WriteThumbnail
+    | MarkFailed
+    | RequestThumbnail
+    | RequestTranscription
+)
+
+
+def transcript_id(event: TranscriptReady) -> str:
+    return f"{event.provider}:{event.job_id or event.transcript_url or len(event.utterances or [])}"
+
+
+def decide(
+    state: JoinState, event: Event, *, can_transcribe: bool
+) -> tuple[JoinState, list[Effect]]:
+    """New state and effects for `event`; `can_transcribe`: Gladia is configured."""
+    if isinstance(event, RecordingUploaded):
+        return _uploaded(state, event, can_transcribe)
+    if isinstance(event, TranscriptReady):
+        if state.transcript_id == transcript_id(event):
+            return state, []
+        return state.model_copy(update={"transcript_id": transcript_id(event)}), [
+            WriteTranscript(event)
+        ]
+    if isinstance(event, ThumbnailGenerated):
+        if state.thumbnail_key == event.thumbnail_key:
+            return state, []
+        return state.model_copy(update={"thumbnail_key": event.thumbnail_key}), [
+            WriteThumbnail(event.bucket, event.thumbnail_key)
+        ]
+    if isinstance(event, RecordingUploadFailed | RecordingFailed):
+        return _failed(state, event)
+    return state, []
+
+
+def _uploaded(
+    state: JoinState, event: RecordingUploaded, can_transcribe: bool
+) -> tuple[JoinState, list[Effect]]:
+    if state.video_key == event.video_key:
+        return state, []
+    effects: list[Effect] = [WriteVideo(event.bucket, event.video_key, event.audio_key)]
+    if state.thumbnail_key is None:
+        thumbnail_key = recording_key(
+            event.org_id, event.user_id, event.recording_id, "thumbnail", "jpg"
+        )
+        effects.append(
+            RequestThumbnail(
+                ThumbnailRequested(
+                    bot_id=event.bot_id,
+                    recording_id=event.recording_id,
+                    org_id=event.org_id,
+                    bucket=event.bucket,
+                    video_key=event.video_key,
+                    thumbnail_key=thumbnail_key,
+                )
+            )
+        )
+    requested = state.gladia_requested
+    transcript_coming = event.provider_transcript or state.transcript_id is not None
+    if can_transcribe and not transcript_coming and not requested:
+        effects.append(RequestTranscription(event.bucket, event.audio_key or event.video_key))
+        requested = True
+    new_state = state.model_copy(
+        update={
+            "bucket": event.bucket,
+            "recording_id": event.recording_id,
+            "org_id": event.org_id,
+            "video_key": event.video_key,
+            "audio_key": event.audio_key,
+            "failure": None,
+            "gladia_requested": requested,
+        }
+    )
+    return new_state, effects
+
+
+def _failed(
+    state: JoinState, event: RecordingUploadFailed | RecordingFailed
+) -> tuple[JoinState, list[Effect]]:
+    if isinstance(event, RecordingUploadFailed) and not event.final:
+        return state, []  # a retry is coming
+    if state.video_key is not None:
+        return state, []  # a late failure never hides a recording we have
+    error = (
+        event.error
+        if isinstance(event, RecordingUploadFailed)
+        else (f"{event.error_code}: {event.error_message}".rstrip(": "))
+    )
+    if state.failure == error:
+        return state, []
+    return state.model_copy(update={"failure": error}), [MarkFailed(error)]

@@ -1,0 +1,93 @@
+"""Writes to `meetings`: only the media columns, only on notetaker rows, only when they change.
+
+Every write is keyed by bot_id and sets absolute values, so repeating it changes nothing; the
+`IS DISTINCT FROM` guards keep a repeat from even touching `updated_at`. Fathom rows are never
+matched (`source = 'notetaker'`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from notetaker.common.events import Utterance
+
+
+class MeetingNotFound(Exception):
+    """No notetaker meeting has this bot yet (the scheduler links them when deploying)."""
+
+
+@dataclass(frozen=True)
+class MeetingMedia:
+    id: uuid.UUID
+    org_id: uuid.UUID
+    has_video: bool
+    has_transcript: bool
+    has_thumbnail: bool
+    changed: bool
+
+
+_RETURNING = """RETURNING id, org_id, video_url IS NOT NULL AS has_video,
+    transcript_text IS NOT NULL AS has_transcript, thumbnail_url IS NOT NULL AS has_thumbnail"""
+
+
+async def _update(pool: asyncpg.Pool, bot_id: str, assignments: str, *args: Any) -> MeetingMedia:
+    """Apply `assignments` ($2.. are args) if any value differs; report the row either way."""
+    columns = [part.split("=")[0].strip() for part in assignments.split(",")]
+    differs = " OR ".join(f"{c} IS DISTINCT FROM ${i + 2}" for i, c in enumerate(columns))
+    row = await pool.fetchrow(
+        f"UPDATE meetings SET {assignments}, updated_at = now()"  # noqa: S608 - fixed columns
+        f" WHERE bot_id = $1 AND source = 'notetaker' AND ({differs}) {_RETURNING}",
+        bot_id,
+        *args,
+    )
+    changed = row is not None
+    if row is None:
+        row = await pool.fetchrow(
+            "SELECT id, org_id, video_url IS NOT NULL AS has_video,"
+            " transcript_text IS NOT NULL AS has_transcript,"
+            " thumbnail_url IS NOT NULL AS has_thumbnail"
+            " FROM meetings WHERE bot_id = $1 AND source = 'notetaker'",
+            bot_id,
+        )
+    if row is None:
+        raise MeetingNotFound(f"no notetaker meeting row for bot {bot_id}")
+    return MeetingMedia(**dict(row), changed=changed)
+
+
+async def write_video(
+    pool: asyncpg.Pool, bot_id: str, video_url: str, audio_url: str | None
+) -> MeetingMedia:
+    return await _update(
+        pool,
+        bot_id,
+        "video_url = $2, audio_url = $3, recording_status = $4",
+        video_url,
+        audio_url,
+        "available",
+    )
+
+
+async def write_transcript(
+    pool: asyncpg.Pool, bot_id: str, provider: str, utterances: list[Utterance]
+) -> MeetingMedia:
+    text = "\n".join(f"{u.speaker}: {u.text}" if u.speaker else u.text for u in utterances)
+    return await _update(
+        pool,
+        bot_id,
+        "transcript_text = $2, transcript_json = $3, transcript_provider = $4",
+        text,
+        [u.model_dump() for u in utterances],
+        provider,
+    )
+
+
+async def write_thumbnail(pool: asyncpg.Pool, bot_id: str, thumbnail_url: str) -> MeetingMedia:
+    return await _update(pool, bot_id, "thumbnail_url = $2", thumbnail_url)
+
+
+async def mark_failed(pool: asyncpg.Pool, bot_id: str, error: str) -> MeetingMedia:
+    return await _update(pool, bot_id, "recording_status = $2", f"failed: {error}"[:1000])

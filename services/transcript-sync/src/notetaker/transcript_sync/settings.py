@@ -1,0 +1,43 @@
+"""transcript-sync settings: the Faust worker, Gladia, and where callbacks come back."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import NoDecode
+
+from notetaker.common.settings import NotetakerSettings, split_secrets
+
+
+class TranscriptSyncSettings(NotetakerSettings):
+    service_name: str = Field("transcript-sync", description="Name in logs and CloudEvent source.")
+    http_port: int = Field(8003, description="Faust web port: /healthz, /readyz, /metrics.")
+    faust_app_id: str = Field(
+        "notetaker-transcript-sync", description="Faust app id (consumer group, changelog)."
+    )
+    faust_data_dir: str = Field(
+        default_factory=lambda: str(Path(tempfile.gettempdir()) / "notetaker-transcript-sync"),
+        description="Faust's local data directory (writable).",
+    )
+    faust_rebalance_timeout_seconds: float = Field(
+        4.0, description="How long a group join waits for other members (Tansu waits it all)."
+    )
+    gladia_api_url: str = Field("https://api.gladia.io", description="Gladia API base URL.")
+    gladia_api_key: SecretStr | None = Field(
+        None, description="Gladia API key; empty means recordings without a transcript stay so."
+    )
+    gladia_callback_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(split_secrets)] = (
+        Field(default_factory=list, description="Keys minting Gladia callback tokens (1st signs).")
+    )
+    ingest_public_url: str = Field(
+        "http://127.0.0.1:8000", description="Public base URL of ingest, for Gladia's callback."
+    )
+    presigned_url_seconds: int = Field(
+        3600, description="Lifetime of the presigned audio URL handed to Gladia."
+    )
+    effect_attempts: int = Field(
+        8, description="Tries of a database write or API call before dead-lettering the event."
+    )

@@ -1,0 +1,86 @@
+"""The metrics process: applies usage events, refreshes the gauges, serves /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+import asyncpg
+
+from notetaker.common.db import create_pool
+from notetaker.common.envelope import Envelope
+from notetaker.common.events import StorageUsage
+from notetaker.common.http import health_app, make_server
+from notetaker.common.kafka import EventConsumer, EventPublisher
+from notetaker.common.logs import get_logger
+from notetaker.common.runtime import until_stopped
+from notetaker.metrics import exporter, usage
+from notetaker.metrics.settings import MetricsSettings
+
+log = get_logger(__name__)
+
+GROUP = "notetaker-metrics"
+
+
+class UsageRecorder:
+    def __init__(self, settings: MetricsSettings, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.prices = usage.Prices.from_settings(settings)
+        self.changed = asyncio.Event()
+
+    async def handle(self, envelope: Envelope) -> None:
+        event = envelope.event
+        if not isinstance(event, StorageUsage):
+            return
+        applied = await usage.apply(self.pool, envelope.id, event, self.prices)
+        log.info(
+            "usage.applied" if applied else "usage.duplicate",
+            org_id=str(event.org_id),
+            bot_id=event.bot_id,
+            step=event.step,
+            event_id=envelope.id,
+        )
+        self.changed.set()
+
+    async def refresh(self) -> None:
+        costs = await usage.month_to_date(self.pool, datetime.now(UTC).date())
+        exporter.export(costs, self.settings.metrics_top_orgs)
+
+    async def refresh_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("metrics.refresh_failed", error=repr(exc))
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), self.settings.metrics_refresh_seconds)
+
+
+async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    pool = await create_pool(settings.database_url, settings.database_pool_max)
+    try:
+        recorder = UsageRecorder(settings, pool)
+        consumer = EventConsumer(settings, GROUP, ["storage.usage"], recorder.handle, publisher)
+
+        async def ready() -> bool:
+            return consumer.ready.is_set()
+
+        server = make_server(health_app(ready), settings.http_port)
+        tasks = [
+            asyncio.create_task(consumer.run()),
+            asyncio.create_task(recorder.refresh_forever()),
+            asyncio.create_task(server.serve()),
+        ]
+        await until_stopped(stop, tasks)
+        consumer.stop()
+        server.should_exit = True
+        tasks[1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await pool.close()
+        await publisher.stop()

@@ -1,0 +1,23 @@
+"""Metrics settings: prices (defaults from the original design) and the per-org label cap."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from notetaker.common.settings import NotetakerSettings
+
+
+class MetricsSettings(NotetakerSettings):
+    service_name: str = Field("metrics", description="Name used in logs and CloudEvent source.")
+    http_port: int = Field(8001, description="Port of /metrics, probes and the admin API.")
+    storage_price_usd_per_gb_month: float = Field(0.023, description="S3 storage, per GB-month.")
+    upload_price_usd_per_gb: float = Field(0.0, description="Ingress, per GB (free on AWS).")
+    download_price_usd_per_gb: float = Field(0.09, description="Egress, per GB.")
+    put_price_usd_per_1000: float = Field(0.005, description="PUT/COPY/POST/LIST, per 1,000.")
+    get_price_usd_per_1000: float = Field(0.0004, description="GET and others, per 1,000.")
+    cost_alert_threshold_usd: float = Field(50.0, description="Monthly cost that raises an alert.")
+    metrics_top_orgs: int = Field(
+        20, ge=0, description="Orgs with their own series; the rest are summed as org_id=other."
+    )
+    metrics_refresh_seconds: float = Field(15.0, description="How often gauges are recomputed.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for the admin API.")

@@ -1,0 +1,152 @@
+"""The cost model: a usage event becomes per-org, per-day rows in `s3_usage_metrics`.
+
+Each event is applied once (its CloudEvent id is recorded in the same transaction), so Kafka
+redeliveries never double-count. Storage is a snapshot per day (GB held), charged as that day's
+share of a GB-month; transfer and requests are charged as they happen.
+"""
+
+from __future__ import annotations
+
+import calendar
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+import asyncpg
+
+from notetaker.common.events import StorageUsage
+from notetaker.metrics.settings import MetricsSettings
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Prices:
+    storage_per_gb_month: float
+    upload_per_gb: float
+    download_per_gb: float
+    put_per_1000: float
+    get_per_1000: float
+
+    @classmethod
+    def from_settings(cls, settings: MetricsSettings) -> Prices:
+        return cls(
+            storage_per_gb_month=settings.storage_price_usd_per_gb_month,
+            upload_per_gb=settings.upload_price_usd_per_gb,
+            download_per_gb=settings.download_price_usd_per_gb,
+            put_per_1000=settings.put_price_usd_per_1000,
+            get_per_1000=settings.get_price_usd_per_1000,
+        )
+
+    def storage_day(self, gb: float, day: date) -> float:
+        return gb * self.storage_per_gb_month / calendar.monthrange(day.year, day.month)[1]
+
+
+@dataclass(frozen=True)
+class UsageDelta:
+    """What one event adds to an org's day, in the units of `s3_usage_metrics`."""
+
+    stored_gb: float
+    upload_gb: float
+    download_gb: float
+    requests: int
+    request_cost: float
+
+
+def delta_of(event: StorageUsage, prices: Prices) -> UsageDelta:
+    return UsageDelta(
+        stored_gb=event.bytes_stored / GIB,
+        upload_gb=event.bytes_uploaded / GIB,
+        download_gb=event.bytes_downloaded / GIB,
+        requests=event.put_requests + event.get_requests,
+        request_cost=event.put_requests * prices.put_per_1000 / 1000
+        + event.get_requests * prices.get_per_1000 / 1000,
+    )
+
+
+_ADD = """
+INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd)
+VALUES ($1, $2, $3::usage_metric_type, $4, $5)
+ON CONFLICT (org_id, date, metric_type) DO UPDATE
+SET value = s3_usage_metrics.value + EXCLUDED.value,
+    cost_usd = s3_usage_metrics.cost_usd + EXCLUDED.cost_usd,
+    updated_at = now()
+"""
+
+# Storage is a level, not a flow: today's row starts from the latest earlier level.
+_STORAGE = """
+INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd)
+SELECT $1, $2, 'storage_gb', level, 0
+FROM (SELECT coalesce((SELECT value FROM s3_usage_metrics
+        WHERE org_id = $1 AND metric_type = 'storage_gb' AND date < $2
+        ORDER BY date DESC LIMIT 1), 0) AS level) previous
+ON CONFLICT (org_id, date, metric_type) DO NOTHING
+"""
+
+
+async def apply(pool: asyncpg.Pool, event_id: str, event: StorageUsage, prices: Prices) -> bool:
+    """Add the event's usage to its org's day; False when it was applied before."""
+    day = event.occurred_at.date()
+    delta = delta_of(event, prices)
+    org: uuid.UUID = event.org_id
+    async with pool.acquire() as conn, conn.transaction():
+        first = await conn.fetchval(
+            "INSERT INTO usage_events_applied (event_id) VALUES ($1)"
+            " ON CONFLICT DO NOTHING RETURNING true",
+            event_id,
+        )
+        if not first:
+            return False
+        await conn.execute(_STORAGE, org, day)
+        level = await conn.fetchval(
+            "UPDATE s3_usage_metrics SET value = value + $3, updated_at = now()"
+            " WHERE org_id = $1 AND date = $2 AND metric_type = 'storage_gb' RETURNING value",
+            org,
+            day,
+            delta.stored_gb,
+        )
+        await conn.execute(
+            "UPDATE s3_usage_metrics SET cost_usd = $3"
+            " WHERE org_id = $1 AND date = $2 AND metric_type = 'storage_gb'",
+            org,
+            day,
+            prices.storage_day(level, day),
+        )
+        await conn.execute(
+            _ADD, org, day, "upload_gb", delta.upload_gb, delta.upload_gb * prices.upload_per_gb
+        )
+        await conn.execute(
+            _ADD,
+            org,
+            day,
+            "download_gb",
+            delta.download_gb,
+            delta.download_gb * prices.download_per_gb,
+        )
+        await conn.execute(_ADD, org, day, "api_requests", delta.requests, delta.request_cost)
+    return True
+
+
+@dataclass(frozen=True)
+class OrgCost:
+    org_id: str
+    stored_bytes: float
+    month_to_date_usd: float
+
+
+async def month_to_date(pool: asyncpg.Pool, today: date) -> list[OrgCost]:
+    """Every org's stored bytes (latest level) and cost this month, most expensive first."""
+    rows = await pool.fetch(
+        """
+        SELECT org_id::text AS org_id,
+          coalesce((SELECT value FROM s3_usage_metrics s
+                    WHERE s.org_id = m.org_id AND s.metric_type = 'storage_gb'
+                    ORDER BY date DESC LIMIT 1), 0) AS stored_gb,
+          sum(cost_usd) FILTER (WHERE date >= date_trunc('month', $1::date)) AS mtd
+        FROM s3_usage_metrics m
+        GROUP BY org_id
+        ORDER BY mtd DESC NULLS LAST, org_id
+        """,
+        today,
+    )
+    return [OrgCost(r["org_id"], float(r["stored_gb"]) * GIB, float(r["mtd"] or 0)) for r in rows]

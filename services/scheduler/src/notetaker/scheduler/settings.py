@@ -1,0 +1,27 @@
+"""Scheduler settings: how often it looks, and how it reaches MeetingBaaS."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from notetaker.common.settings import NotetakerSettings
+
+
+class SchedulerSettings(NotetakerSettings):
+    service_name: str = Field("scheduler", description="Name used in logs and CloudEvent source.")
+    http_port: int = Field(8004, description="Port of /healthz, /readyz and /metrics.")
+    scheduler_interval_seconds: float = Field(30.0, description="Time between two rounds of jobs.")
+    bot_join_lead_seconds: int = Field(
+        120, description="Deploy a bot this long before its meeting starts."
+    )
+    bot_name: str = Field("60 Notetaker", description="Name the bot shows in the meeting.")
+    bot_transcription: bool = Field(
+        True, description="Ask MeetingBaaS for its transcript (false: transcribe with Gladia)."
+    )
+    meetingbaas_api_url: str = Field(
+        "https://api.meetingbaas.com", description="MeetingBaaS API base URL."
+    )
+    meetingbaas_api_key: SecretStr | None = Field(None, description="MeetingBaaS API key.")
+    webhook_base_url: str = Field(
+        "http://127.0.0.1:8000", description="Public base URL of ingest (for the bot callbacks)."
+    )

@@ -54,18 +54,22 @@ EFFECTS = Counter(
 class Resources:
     """Connections the effects need, opened on first use inside the worker's event loop."""
 
+    publisher: EventPublisher
+    http: httpx.AsyncClient
+
     def __init__(self, settings: TranscriptSyncSettings) -> None:
         self.settings = settings
         self._lock = asyncio.Lock()
         self.pool: asyncpg.Pool | None = None
-        self.publisher = EventPublisher(settings)
-        self.http = httpx.AsyncClient(timeout=30.0)
         self._s3_context: Any = None
         self.s3: S3Client | None = None
 
     async def ready(self) -> None:
         async with self._lock:
             if self.pool is None:
+                # aiokafka and httpx bind to the running loop: create them inside the worker.
+                self.publisher = EventPublisher(self.settings)
+                self.http = httpx.AsyncClient(timeout=30.0)
                 await self.publisher.start()
                 self._s3_context = s3_client(self.settings)
                 self.s3 = await self._s3_context.__aenter__()
@@ -78,7 +82,7 @@ class Resources:
             await self.pool.close()
             await self.publisher.stop()
             await self._s3_context.__aexit__(None, None, None)
-        await self.http.aclose()
+            await self.http.aclose()
 
 
 class Join:

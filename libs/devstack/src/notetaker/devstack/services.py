@@ -1,0 +1,125 @@
+"""Running the five services as real processes against a stack, as the demo and e2e tests do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from notetaker.devstack.stack import Stack, free_port
+
+SERVICES = ("ingest", "uploader", "transcript_sync", "metrics", "scheduler")
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"notetaker.{self.name}"],
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}; log:\n{self.tail()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s; log:\n{self.tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class ServiceSet:
+    """The services of one pipeline, sharing secrets so they can talk to each other."""
+
+    stack: Stack
+    logdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    per_service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        ports = {name: free_port() for name in SERVICES}
+        common = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/root"),
+            "NOTETAKER_LOG_FORMAT": "json",
+            "NOTETAKER_WEBHOOK_BASE_URL": f"http://127.0.0.1:{ports['ingest']}",
+            "NOTETAKER_INGEST_PUBLIC_URL": f"http://127.0.0.1:{ports['ingest']}",
+            **self.stack.env(),
+            **self.extra_env,
+        }
+        for name in SERVICES:
+            env = {
+                **common,
+                "NOTETAKER_HTTP_PORT": str(ports[name]),
+                "NOTETAKER_FAUST_DATA_DIR": str(self.logdir / "faust-data"),
+                **self.per_service_env.get(name, {}),
+            }
+            self.processes[name] = ServiceProcess(
+                name, env, ports[name], self.logdir / f"{name}.log"
+            )
+
+    @property
+    def ingest_url(self) -> str:
+        return self.processes["ingest"].url
+
+    def start(self, timeout: float = 90.0) -> None:
+        for process in self.processes.values():
+            process.start()
+        for process in self.processes.values():
+            process.wait_ready(timeout)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.process is not None and process.process.poll() is None:
+                process.process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            process.stop()

@@ -8,9 +8,9 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
-from notetaker.common.metrics import metrics_asgi_app
+from notetaker.common.metrics import metrics_endpoint
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -27,7 +27,7 @@ def health_app(ready: ReadinessCheck) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Mount("/metrics", app=metrics_asgi_app()),
+            Route("/metrics", metrics_endpoint),
         ]
     )
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics every service shares, and the metrics endpoint as an ASGI app.
+"""Prometheus metrics every service shares, and the `/metrics` endpoint.
 
 Labels stay bounded: service, consumer group, topic, outcome, reason — never a bot or org id
 (the per-org cost gauges in the metrics service are capped by settings).
@@ -6,11 +6,10 @@ Labels stay bounded: service, consumer group, topic, outcome, reason — never a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from prometheus_client import Counter, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from prometheus_client.registry import REGISTRY
+from starlette.requests import Request
+from starlette.responses import Response
 
 CONSUMER_HANDLED = Counter(
     "notetaker_consumer_events_handled_total",
@@ -24,6 +23,6 @@ CONSUMER_DLQ = Counter(
 )
 
 
-def metrics_asgi_app() -> Callable[..., Any]:
-    """The `/metrics` endpoint for the default registry."""
-    return make_asgi_app(registry=REGISTRY)
+async def metrics_endpoint(_: Request) -> Response:
+    """`GET /metrics` in the Prometheus text format (a route, so no redirect to `/metrics/`)."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

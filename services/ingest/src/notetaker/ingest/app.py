@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from notetaker.common.db import create_pool
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
-from notetaker.common.metrics import metrics_asgi_app
+from notetaker.common.metrics import metrics_endpoint
 from notetaker.ingest.handlers import router
 from notetaker.ingest.problems import REJECTED, Problem
 from notetaker.ingest.settings import IngestSettings
@@ -44,7 +44,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
-    app.mount("/metrics", metrics_asgi_app())
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.exception_handler(Problem)
     async def problem(request: Request, exc: Problem) -> JSONResponse:

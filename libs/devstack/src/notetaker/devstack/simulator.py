@@ -1,0 +1,503 @@
+"""A local MeetingBaaS + Gladia, speaking their real formats, for the demo and end-to-end tests.
+
+MeetingBaaS side: `POST /v2/bots` deploys a bot that sends Svix-signed `bot.status_change`
+webhooks, then `bot.completed` (or `bot.failed`) to ingest, with recording URLs that look and
+behave like presigned S3 URLs (signed, expiring, range requests). Gladia side: `POST
+/v2/pre-recorded` accepts a job and calls its callback URL with the result; `GET
+/v2/pre-recorded/{id}` answers the job. `/sim/...` lets tests steer bots and see what was sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse
+from standardwebhooks.webhooks import Webhook
+
+from notetaker.common.logs import configure_logging, get_logger
+from notetaker.devstack.media import Recording, demo_recording
+from notetaker.devstack.stack import free_port
+
+log = get_logger(__name__)
+
+TRANSCRIPT = [
+    ("Ada Lovelace", 0.5, "Welcome to the weekly product sync."),
+    ("Alan Turing", 2.1, "Thanks. The upload pipeline is live."),
+    ("Ada Lovelace", 4.0, "Great, recordings are permanent now."),
+]
+
+
+@dataclass
+class SimulatorConfig:
+    ingest_url: str
+    svix_secret: str
+    api_key: str
+    gladia_api_key: str
+    port: int = 0
+    url_validity_seconds: int = 14_400
+    status_delay_seconds: float = 0.2
+    completed_delay_seconds: float = 0.5
+    gladia_delay_seconds: float = 0.5
+    gladia_send_callbacks: bool = True
+
+
+@dataclass
+class Bot:
+    bot_id: str
+    meeting_url: str
+    transcription: bool
+    fail: bool
+    recording: Recording
+    extra: dict[str, Any]
+    status: str = "created"
+    completed_body: str | None = None
+    completed_id: str | None = None
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    downloads: dict[str, int] = field(default_factory=dict)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class GladiaJob:
+    id: str
+    audio_url: str
+    callback_url: str | None
+    status: str = "queued"
+    callbacks: list[int] = field(default_factory=list)
+
+
+def _transcription_document() -> list[dict[str, Any]]:
+    """MeetingBaaS transcript: speaker segments with timed words."""
+    segments = []
+    for speaker, start, text in TRANSCRIPT:
+        words, t = [], start
+        for word in text.split():
+            words.append({"start": round(t, 2), "end": round(t + 0.3, 2), "word": word})
+            t += 0.35
+        segments.append({"speaker": speaker, "words": words})
+    return segments
+
+
+def _gladia_result() -> dict[str, Any]:
+    utterances = [
+        {
+            "start": start,
+            "end": start + 1.5,
+            "confidence": 0.95,
+            "channel": 0,
+            "speaker": index % 2,
+            "language": "en",
+            "text": text,
+            "words": [],
+        }
+        for index, (_, start, text) in enumerate(TRANSCRIPT)
+    ]
+    return {
+        "metadata": {
+            "audio_duration": 6.0,
+            "number_of_distinct_channels": 1,
+            "billing_time": 6.0,
+            "transcription_time": 0.5,
+        },
+        "transcription": {
+            "languages": ["en"],
+            "full_transcript": " ".join(t for _, _, t in TRANSCRIPT),
+            "utterances": utterances,
+        },
+    }
+
+
+class ProviderSimulator:
+    def __init__(self, config: SimulatorConfig, recording: Recording | None = None) -> None:
+        self.config = config
+        self.port = config.port or free_port()
+        self.recording = recording
+        self.bots: dict[str, Bot] = {}
+        self.jobs: dict[str, GladiaJob] = {}
+        self._url_key = secrets.token_bytes(32)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: uvicorn.Server | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.app = self._build_app()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(timeout=15.0)
+        if self.recording is None:
+            self.recording = await asyncio.to_thread(demo_recording)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._serve_task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._serve_task.done():
+                self._serve_task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None and self._serve_task is not None:
+            self._server.should_exit = True
+            await self._serve_task
+        if self._http is not None:
+            await self._http.aclose()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- the Python API tests use -------------------------------------------------------------
+
+    def create_bot(
+        self,
+        meeting_url: str = "https://meet.google.com/abc-defg-hij",
+        *,
+        transcription: bool = True,
+        fail: bool = False,
+        hold_completed: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        assert self.recording is not None, "start() the simulator first"
+        bot = Bot(str(uuid.uuid4()), meeting_url, transcription, fail, self.recording, extra or {})
+        if not hold_completed:
+            bot.released.set()
+        self.bots[bot.bot_id] = bot
+        self._spawn(self._live(bot))
+        return bot.bot_id
+
+    def complete(self, bot_id: str) -> None:
+        """Let a bot created with `hold_completed` finish its meeting."""
+        self.bots[bot_id].released.set()
+
+    def bot(self, bot_id: str) -> dict[str, Any]:
+        bot = self.bots[bot_id]
+        assert self.recording is not None
+        return {
+            "bot_id": bot.bot_id,
+            "status": bot.status,
+            "video_sha256": bot.recording.video_sha256,
+            "video_size": len(bot.recording.video),
+            "audio_sha256": bot.recording.audio_sha256,
+            "audio_size": len(bot.recording.audio),
+            "webhooks": bot.webhooks,
+            "downloads": bot.downloads,
+        }
+
+    async def resend_completed(self, bot_id: str, new_delivery_id: bool = False) -> int:
+        """Deliver `bot.completed` again: a Svix retry (same id) or a new delivery of it."""
+        bot = self.bots[bot_id]
+        assert bot.completed_body is not None, "the bot has not completed yet"
+        delivery_id = f"msg_{uuid.uuid4().hex}" if new_delivery_id else bot.completed_id
+        assert delivery_id is not None
+        return await self._deliver(
+            bot, "bot.completed", bot.completed_body, delivery_id, attempts=1
+        )
+
+    def signed_url(self, bot_id: str, name: str, issued: datetime | None = None) -> str:
+        issued = issued or datetime.now(UTC)
+        stamp = issued.strftime("%Y%m%dT%H%M%SZ")
+        expires = self.config.url_validity_seconds
+        signature = self._signature(bot_id, name, stamp, expires)
+        return (
+            f"{self.base_url}/recordings/{bot_id}/{name}?X-Amz-Date={stamp}"
+            f"&X-Amz-Expires={expires}&X-Amz-Signature={signature}"
+        )
+
+    # --- the bot's life -----------------------------------------------------------------------
+
+    async def _live(self, bot: Bot) -> None:
+        for code in ("joining_call", "in_waiting_room", "in_call_recording"):
+            await asyncio.sleep(self.config.status_delay_seconds)
+            bot.status = code
+            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            await self._send(
+                bot,
+                "bot.status_change",
+                {
+                    "bot_id": bot.bot_id,
+                    "status": {"code": code, "created_at": now, "start_time": now},
+                },
+            )
+        await bot.released.wait()
+        await asyncio.sleep(self.config.completed_delay_seconds)
+        if bot.fail:
+            bot.status = "failed"
+            await self._send(
+                bot,
+                "bot.failed",
+                {
+                    "bot_id": bot.bot_id,
+                    "error_code": "BOT_NOT_ACCEPTED",
+                    "error_message": "The bot was not admitted to the meeting",
+                },
+            )
+            return
+        bot.status = "completed"
+        base = f"{self.base_url}/recordings/{bot.bot_id}"
+        names = [p["name"] for p in ({"name": "Ada Lovelace"}, {"name": "Alan Turing"})]
+        data = {
+            "bot_id": bot.bot_id,
+            "event_id": str(uuid.uuid4()),
+            "duration_seconds": 6,
+            "joined_at": (datetime.now(UTC) - timedelta(seconds=8)).isoformat(),
+            "exited_at": datetime.now(UTC).isoformat(),
+            "video": self.signed_url(bot.bot_id, "video.mp4"),
+            "audio": self.signed_url(bot.bot_id, "audio.flac"),
+            "transcription": f"{base}/transcription.json" if bot.transcription else None,
+            "raw_transcription": f"{base}/raw_transcription.json" if bot.transcription else None,
+            "diarization": f"{base}/diarization.jsonl" if bot.transcription else None,
+            "participants": [{"id": None, "name": n} for n in names],
+            "speakers": [{"id": None, "name": n} for n in names],
+        }
+        await self._send(bot, "bot.completed", data)
+
+    async def _send(self, bot: Bot, event: str, data: dict[str, Any]) -> None:
+        sent_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        body = json.dumps({"event": event, "data": data, "sent_at": sent_at})
+        delivery_id = f"msg_{uuid.uuid4().hex}"
+        if event == "bot.completed":
+            bot.completed_body, bot.completed_id = body, delivery_id
+        await self._deliver(bot, event, body, delivery_id, attempts=6)
+
+    async def _deliver(
+        self, bot: Bot, event: str, body: str, delivery_id: str, attempts: int
+    ) -> int:
+        """POST a Svix-signed delivery, retrying like Svix on errors and 5xx."""
+        assert self._http is not None
+        status = 0
+        for attempt in range(1, attempts + 1):
+            now = datetime.now(UTC)
+            headers = {
+                "content-type": "application/json",
+                "svix-id": delivery_id,
+                "svix-timestamp": str(int(now.timestamp())),
+                "svix-signature": Webhook(self.config.svix_secret).sign(delivery_id, now, body),
+            }
+            try:
+                response = await self._http.post(
+                    f"{self.config.ingest_url}/webhooks/meetingbaas",
+                    content=body,
+                    headers=headers,
+                )
+                status = response.status_code
+            except httpx.HTTPError as exc:
+                log.warning("simulator.webhook_unreachable", error=repr(exc), attempt=attempt)
+                status = 0
+            bot.webhooks.append({"event": event, "svix_id": delivery_id, "status": status})
+            if 200 <= status < 300 or 400 <= status < 500:
+                return status
+            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        return status
+
+    # --- Gladia -------------------------------------------------------------------------------
+
+    async def _run_job(self, job: GladiaJob) -> None:
+        assert self._http is not None
+        job.status = "processing"
+        await asyncio.sleep(self.config.gladia_delay_seconds)
+        job.status = "done"
+        if not (self.config.gladia_send_callbacks and job.callback_url):
+            return
+        body = {"id": job.id, "event": "transcription.success", "payload": _gladia_result()}
+        for attempt in range(1, 6):
+            try:
+                response = await self._http.post(job.callback_url, json=body)
+                job.callbacks.append(response.status_code)
+                if response.status_code < 500:
+                    return
+            except httpx.HTTPError:
+                job.callbacks.append(0)
+            await asyncio.sleep(0.2 * 2**attempt)
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _signature(self, bot_id: str, name: str, stamp: str, expires: int) -> str:
+        message = f"{bot_id}/{name}/{stamp}/{expires}".encode()
+        return hmac.new(self._url_key, message, hashlib.sha256).hexdigest()
+
+    def _serve_file(
+        self, request: Request, bot: Bot, name: str, data: bytes, content_type: str
+    ) -> Response:
+        query = request.query_params
+        stamp = query.get("X-Amz-Date", "")
+        expires = int(query.get("X-Amz-Expires", "0") or 0)
+        expected = self._signature(bot.bot_id, name, stamp, expires)
+        if not hmac.compare_digest(expected, query.get("X-Amz-Signature", "")):
+            return _s3_error(
+                403, "SignatureDoesNotMatch", "The request signature we calculated does not match"
+            )
+        issued = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        if datetime.now(UTC) > issued + timedelta(seconds=expires):
+            return _s3_error(403, "AccessDenied", "Request has expired")
+        headers = {"accept-ranges": "bytes", "content-type": content_type}
+        if request.method == "GET":
+            bot.downloads[name] = bot.downloads.get(name, 0) + 1
+        spec = request.headers.get("range", "")
+        if spec.startswith("bytes=") and "," not in spec:
+            first, _, last = spec[6:].partition("-")
+            start = int(first) if first else max(0, len(data) - int(last))
+            end = min(len(data) - 1, int(last)) if first and last else len(data) - 1
+            if start >= len(data) or start > end:
+                return Response(status_code=416, headers={"content-range": f"bytes */{len(data)}"})
+            headers["content-range"] = f"bytes {start}-{end}/{len(data)}"
+            body = data[start : end + 1] if request.method == "GET" else b""
+            headers["content-length"] = str(end - start + 1)
+            return Response(body, status_code=206, headers=headers)
+        headers["content-length"] = str(len(data))
+        return Response(data if request.method == "GET" else b"", headers=headers)
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="MeetingBaaS + Gladia simulator")
+
+        def bad_key(presented: str | None, expected: str) -> bool:
+            return not hmac.compare_digest((presented or "").encode(), expected.encode())
+
+        @app.post("/v2/bots")
+        async def create_bot(
+            request: Request, x_meeting_baas_api_key: str | None = Header(None)
+        ) -> JSONResponse:
+            if bad_key(x_meeting_baas_api_key, self.config.api_key):
+                return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
+            body = await request.json()
+            bot_id = self.create_bot(
+                body.get("meeting_url", ""),
+                transcription=bool(body.get("transcription_enabled", True)),
+                extra=body.get("extra") or {},
+            )
+            return JSONResponse({"success": True, "data": {"bot_id": bot_id}})
+
+        @app.api_route("/recordings/{bot_id}/{name}", methods=["GET", "HEAD"])
+        async def recording(request: Request, bot_id: str, name: str) -> Response:
+            bot = self.bots.get(bot_id)
+            if bot is None:
+                return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+            if name == "video.mp4":
+                return self._serve_file(request, bot, name, bot.recording.video, "video/mp4")
+            if name == "audio.flac":
+                return self._serve_file(request, bot, name, bot.recording.audio, "audio/flac")
+            if name == "transcription.json" and bot.transcription:
+                return JSONResponse(_transcription_document())
+            return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+
+        @app.post("/v2/pre-recorded", status_code=201)
+        async def create_job(request: Request, x_gladia_key: str | None = Header(None)) -> Any:
+            if bad_key(x_gladia_key, self.config.gladia_api_key):
+                return JSONResponse({"statusCode": 401, "message": "Invalid API key"}, 401)
+            body = await request.json()
+            job = GladiaJob(
+                str(uuid.uuid4()),
+                body.get("audio_url", ""),
+                (body.get("callback_config") or {}).get("url"),
+            )
+            self.jobs[job.id] = job
+            self._spawn(self._run_job(job))
+            return {"id": job.id, "result_url": f"{self.base_url}/v2/pre-recorded/{job.id}"}
+
+        @app.get("/v2/pre-recorded/{job_id}")
+        async def get_job(job_id: str, x_gladia_key: str | None = Header(None)) -> Any:
+            if bad_key(x_gladia_key, self.config.gladia_api_key):
+                return JSONResponse({"statusCode": 401, "message": "Invalid API key"}, 401)
+            job = self.jobs.get(job_id)
+            if job is None:
+                return JSONResponse({"statusCode": 404, "message": "Job not found"}, 404)
+            answer: dict[str, Any] = {
+                "id": job.id,
+                "status": job.status,
+                "file": {"source": job.audio_url},
+            }
+            if job.status == "done":
+                answer["result"] = _gladia_result()
+            return answer
+
+        @app.post("/sim/bots")
+        async def sim_create_bot(request: Request) -> dict[str, str]:
+            body = await request.json()
+            bot_id = self.create_bot(
+                body.get("meeting_url", "https://meet.google.com/abc-defg-hij"),
+                transcription=bool(body.get("transcription_enabled", True)),
+                fail=bool(body.get("fail", False)),
+                hold_completed=bool(body.get("hold_completed", False)),
+            )
+            return {"bot_id": bot_id}
+
+        @app.get("/sim/bots/{bot_id}")
+        async def sim_bot(bot_id: str) -> Any:
+            if bot_id not in self.bots:
+                return JSONResponse({"error": "no such bot"}, 404)
+            return self.bot(bot_id)
+
+        @app.post("/sim/bots/{bot_id}/complete")
+        async def sim_complete(bot_id: str) -> dict[str, str]:
+            self.complete(bot_id)
+            return {"status": "released"}
+
+        @app.post("/sim/bots/{bot_id}/resend-completed")
+        async def sim_resend(bot_id: str) -> dict[str, int]:
+            return {"ingest_status": await self.resend_completed(bot_id)}
+
+        return app
+
+
+def _s3_error(status: int, code: str, message: str) -> Response:
+    body = (
+        f"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>{code}</Code>"
+        f"<Message>{message}</Message></Error>"
+    )
+    return Response(body, status_code=status, media_type="application/xml")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="MeetingBaaS + Gladia simulator")
+    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--ingest-url", default="http://127.0.0.1:8000")
+    parser.add_argument("--svix-secret", required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--gladia-api-key", required=True)
+    args = parser.parse_args()
+    configure_logging("simulator", "INFO", "console")
+    simulator = ProviderSimulator(
+        SimulatorConfig(
+            ingest_url=args.ingest_url,
+            svix_secret=args.svix_secret,
+            api_key=args.api_key,
+            gladia_api_key=args.gladia_api_key,
+            port=args.port,
+        )
+    )
+
+    async def run() -> None:
+        await simulator.start()
+        log.info("simulator.started", url=simulator.base_url)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

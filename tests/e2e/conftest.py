@@ -1,0 +1,115 @@
+"""The whole pipeline for end-to-end tests: five service processes plus the provider simulator."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from notetaker.common.envelope import Envelope, from_message
+from notetaker.devstack.demo import pipeline_secrets, service_env
+from notetaker.devstack.services import ServiceSet
+from notetaker.devstack.simulator import ProviderSimulator, SimulatorConfig
+from notetaker.devstack.stack import Stack, free_port
+
+
+@dataclass
+class Pipeline:
+    stack: Stack
+    services: ServiceSet
+    simulator: ProviderSimulator
+    keys: dict[str, str]
+
+    @property
+    def ingest_url(self) -> str:
+        return self.services.ingest_url
+
+
+@pytest.fixture(scope="session")
+async def pipeline(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Pipeline]:
+    keys = pipeline_secrets()
+    port = free_port()
+    logdir = Path(tmp_path_factory.mktemp("services"))
+    services = ServiceSet(stack, logdir, extra_env=service_env(f"http://127.0.0.1:{port}", keys))
+    simulator = ProviderSimulator(
+        SimulatorConfig(
+            ingest_url=services.ingest_url,
+            svix_secret=keys["svix"],
+            api_key=keys["api_key"],
+            gladia_api_key=keys["gladia_key"],
+            port=port,
+        )
+    )
+    await simulator.start()
+    try:
+        services.start()
+        yield Pipeline(stack, services, simulator, keys)
+    finally:
+        services.stop()
+        await simulator.stop()
+
+
+@dataclass(frozen=True)
+class Meeting:
+    id: uuid.UUID
+    org_id: uuid.UUID
+    user_id: uuid.UUID
+    bot_id: str
+
+
+async def meeting_with_bot(db: asyncpg.Pool, bot_id: str) -> Meeting:
+    """A calendar meeting whose bot the scheduler deployed: the meetings and recordings rows."""
+    org, user = uuid.uuid4(), uuid.uuid4()
+    meeting_id = await db.fetchval(
+        "INSERT INTO meetings (org_id, owner_user_id, title, start_time, meeting_url, source,"
+        " bot_id) VALUES ($1, $2, 'e2e', $3, 'https://meet.google.com/x', 'notetaker', $4)"
+        " RETURNING id",
+        org,
+        user,
+        datetime.now(UTC),
+        bot_id,
+    )
+    await db.execute(
+        "INSERT INTO recordings (org_id, user_id, meeting_id, bot_id) VALUES ($1, $2, $3, $4)",
+        org,
+        user,
+        meeting_id,
+        bot_id,
+    )
+    return Meeting(meeting_id, org, user, bot_id)
+
+
+async def events_for(stack: Stack, topic: str, bot_id: str) -> list[Envelope]:
+    """Every event about `bot_id` on `topic`, read from the start (no consumer group)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[Envelope] = []
+        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    if record.key == bot_id.encode():
+                        found.append(from_message(record.headers, record.key, record.value))
+        return found
+    finally:
+        await consumer.stop()

@@ -104,7 +104,13 @@ async def events_for(stack: Stack, topic: str, bot_id: str) -> list[Envelope]:
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         found: list[Envelope] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        async def behind() -> bool:
+            for tp in partitions:
+                if await consumer.position(tp) < ends[tp]:
+                    return True
+            return False
+
+        while await behind():
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:

@@ -61,6 +61,7 @@ class Bot:
     fail: bool
     recording: Recording
     extra: dict[str, Any]
+    video_delay: float = 0.0
     status: str = "created"
     completed_body: str | None = None
     completed_id: str | None = None
@@ -182,9 +183,19 @@ class ProviderSimulator:
         fail: bool = False,
         hold_completed: bool = False,
         extra: dict[str, Any] | None = None,
+        video_delay: float = 0.0,
     ) -> str:
+        """Deploy a bot; `video_delay` makes its video URL answer that many seconds late."""
         assert self.recording is not None, "start() the simulator first"
-        bot = Bot(str(uuid.uuid4()), meeting_url, transcription, fail, self.recording, extra or {})
+        bot = Bot(
+            str(uuid.uuid4()),
+            meeting_url,
+            transcription,
+            fail,
+            self.recording,
+            extra or {},
+            video_delay,
+        )
         if not hold_completed:
             bot.released.set()
         self.bots[bot.bot_id] = bot
@@ -398,6 +409,7 @@ class ProviderSimulator:
             if bot is None:
                 return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
             if name == "video.mp4":
+                await asyncio.sleep(bot.video_delay if request.method == "GET" else 0)
                 return self._serve_file(request, bot, name, bot.recording.video, "video/mp4")
             if name == "audio.flac":
                 return self._serve_file(request, bot, name, bot.recording.audio, "audio/flac")

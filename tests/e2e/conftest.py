@@ -104,6 +104,7 @@ async def events_for(stack: Stack, topic: str, bot_id: str) -> list[Envelope]:
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         found: list[Envelope] = []
+
         async def behind() -> bool:
             for tp in partitions:
                 if await consumer.position(tp) < ends[tp]:

@@ -249,8 +249,9 @@ def cli() -> None:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for it")
     parser.add_argument(
         "--workdir",
-        default=os.environ.get("NOTETAKER_DEMO_DIR", ".notetaker"),
-        help="where logs and data go",
+        type=lambda path: Path(path).absolute(),
+        default=".notetaker",
+        help="where logs and data go (default .notetaker)",
     )
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(asyncio.run(main(parser.parse_args())))

@@ -46,9 +46,13 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
+def wait_for_port(
+    port: int, what: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.05)
@@ -76,7 +80,14 @@ class LocalProcess:
             user=self.user,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
         )
-        wait_for_port(self.port, self.name)
+        try:
+            wait_for_port(self.port, self.name, process=self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            tail = self.log_path.read_text(errors="replace").splitlines()[-10:]
+            raise RuntimeError(
+                f"{exc}; last lines of {self.log_path}:\n" + "\n".join(tail)
+            ) from exc
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -301,7 +312,8 @@ async def start_stack(*, containers: bool = False, workdir: Path | None = None) 
     given = NotetakerSettings()
     explicit = given.model_fields_set
     owns_workdir = workdir is None
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="notetaker-stack-"))
+    # Absolute: PostgreSQL's socket directory and the child processes must not depend on cwd.
+    workdir = (workdir or Path(tempfile.mkdtemp(prefix="notetaker-stack-"))).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"s3_bucket": given.s3_bucket}
     if "kafka_bootstrap_servers" in explicit:

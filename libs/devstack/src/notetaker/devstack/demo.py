@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import os
 import secrets
 import signal
 import sys

@@ -1,0 +1,787 @@
+"""The Helm chart, rendered offline and checked the way a platform team reviews a chart.
+
+Every rendered manifest passes the Kubernetes JSON schema (strict: unknown fields fail) of the
+chart's oldest supported Kubernetes and of the newest one kubernetes-validate ships. The
+Prometheus Operator and KEDA resources have no schema there; their key fields are asserted
+instead, and promtool checks and unit-tests the alert rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "notetaker"
+RELEASE = "notetaker"
+NAMESPACE = "notetaker"
+
+SERVICES = ("ingest", "uploader", "transcript-sync", "metrics", "scheduler")
+PORTS = {
+    "ingest": 8000,
+    "metrics": 8001,
+    "uploader": 8002,
+    "transcript-sync": 8003,
+    "scheduler": 8004,
+}
+KEDA_SCALED = ("uploader", "transcript-sync")
+
+# Kinds installed by CRDs: kubernetes-validate has no schema for them.
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+}
+# The chart's kubeVersion floor, and the newest schemas kubernetes-validate ships.
+KUBERNETES_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
+
+# Settings that are secrets: only ever read from a Secret by reference.
+SECRET_ENV = re.compile(r"DATABASE_URL|SECRET|TOKEN|PASSWORD|API_KEY|CALLBACK_KEYS|ACCESS_KEY")
+# Values that would be a leaked secret if they showed up in any manifest.
+SECRET_VALUE = re.compile(r"whsec_|postgres(ql)?://|BEGIN [A-Z ]*PRIVATE KEY|AKIA[0-9A-Z]{16}")
+
+FULL_VALUES: dict[str, Any] = {
+    "keda": {"enabled": True},
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "tls": [{"secretName": "notetaker-tls", "hosts": ["notetaker.example.com"]}],
+    },
+    "s3": {"endpointUrl": "http://minio.storage:9000"},
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        }
+    ],
+}
+
+Manifest = dict[str, Any]
+
+
+def render(values: dict[str, Any] | None = None) -> list[Manifest]:
+    """Every manifest the chart renders for an install with these values."""
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    manifests = []
+    for path, text in sorted(files.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        manifests.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return manifests
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def one(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    found = [m for m in of_kind(manifests, kind) if m["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def by_component(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
+    """One service's resources of a kind, by service (release-wide ones have no component)."""
+    found = {}
+    for m in of_kind(manifests, kind):
+        component = m["metadata"]["labels"].get("app.kubernetes.io/component")
+        if component is not None:
+            assert component not in found, f"two {kind}s for {component}"
+            found[component] = m
+    return found
+
+
+def pod_specs(manifests: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for m in manifests:
+        if m["kind"] in {"Deployment", "Job"}:
+            yield f"{m['kind']}/{m['metadata']['name']}", m["spec"]["template"]["spec"]
+
+
+def rule(manifests: list[Manifest], alert: str) -> dict[str, Any]:
+    spec = of_kind(manifests, "PrometheusRule")[0]["spec"]
+    rules = [r for group in spec["groups"] for r in group["rules"] if r.get("alert") == alert]
+    assert len(rules) == 1, f"alert {alert} is defined {len(rules)} times"
+    return rules[0]
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (ours, and the Kafka exporter's lag)."""
+    return set(re.findall(r"\b(notetaker_[a-z0-9_]+|kafka_consumergroup_lag)\b", expr))
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> dict[str, list[str]]:
+    """Panel title -> its PromQL queries (rows' nested panels included)."""
+    exprs: dict[str, list[str]] = {}
+    for panel in dashboard["panels"]:
+        for inner in [panel, *panel.get("panels", [])]:
+            queries = [t["expr"] for t in inner.get("targets", []) if t.get("expr")]
+            if queries:
+                exprs[inner["title"]] = queries
+    return exprs
+
+
+def defined_metrics() -> set[str]:
+    """Metric names the code registers (the first argument of Counter/Gauge/Histogram)."""
+    pattern = re.compile(r"(?:Counter|Gauge|Histogram|Summary)\(\s*\"(notetaker_[a-z0-9_]+)\"")
+    sources = [*REPO.glob("libs/*/src/**/*.py"), *REPO.glob("services/*/src/**/*.py")]
+    return {name for path in sources for name in pattern.findall(path.read_text())}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool is not installed, so the alert rules cannot be checked. Install Debian's "
+            "prometheus package: `sudo apt-get update && sudo apt-get install -y prometheus` "
+            "(or run `make tools`)."
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def default() -> list[Manifest]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def full() -> list[Manifest]:
+    return render(FULL_VALUES)
+
+
+@pytest.fixture(scope="module", params=["default", "keda+ingress"])
+def rendered(request: pytest.FixtureRequest) -> list[Manifest]:
+    return render(None if request.param == "default" else FULL_VALUES)
+
+
+# --- the chart as a whole --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [None, FULL_VALUES], ids=["default", "keda+ingress"])
+def test_chart_lints_clean(values: dict[str, Any] | None) -> None:
+    report = helm.lint(CHART, values, strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"], report
+    assert not problems, report
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_manifest_passes_the_kubernetes_schema(
+    rendered: list[Manifest], version: str
+) -> None:
+    failures = []
+    for manifest in rendered:
+        if (manifest["apiVersion"], manifest["kind"]) in CRD_KINDS:
+            continue  # no schema shipped; see the tests of each CRD kind below
+        name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(manifest, version, True)
+        except kubernetes_validate.ValidationError as error:
+            failures.append(f"{name}: {'.'.join(map(str, error.path))}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            failures.append(f"{name}: {error.message}")
+    assert not failures, "\n".join(failures)
+
+
+def test_renders_the_expected_resources(default: list[Manifest], full: list[Manifest]) -> None:
+    def kinds(manifests: list[Manifest]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for m in manifests:
+            counts[m["kind"]] = counts.get(m["kind"], 0) + 1
+        return counts
+
+    assert kinds(default) == {
+        "ConfigMap": 6,  # one per service, and the dashboard
+        "Deployment": 5,
+        "Job": 1,
+        "PodDisruptionBudget": 5,
+        "PrometheusRule": 1,
+        "Service": 5,
+        "ServiceAccount": 1,
+        "ServiceMonitor": 1,
+    }
+    assert kinds(full) == {**kinds(default), "Ingress": 1, "ScaledObject": 2}
+    assert all(m["metadata"].get("namespace") == NAMESPACE for m in default)
+
+
+def test_every_resource_carries_the_recommended_labels(rendered: list[Manifest]) -> None:
+    for m in rendered:
+        labels = m["metadata"]["labels"]
+        for key in ("name", "instance", "version", "managed-by", "part-of"):
+            assert f"app.kubernetes.io/{key}" in labels, (m["kind"], m["metadata"]["name"], key)
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"].startswith("notetaker-")
+
+
+# --- workloads -------------------------------------------------------------------------------
+
+
+def test_one_deployment_per_service(rendered: list[Manifest]) -> None:
+    deployments = by_component(rendered, "Deployment")
+    assert sorted(deployments) == sorted(SERVICES)
+    for service, deployment in deployments.items():
+        assert deployment["metadata"]["name"] == f"{RELEASE}-{service}"
+        template = deployment["spec"]["template"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= template["metadata"]["labels"].items()
+        assert selector["app.kubernetes.io/component"] == service
+        (container,) = template["spec"]["containers"]
+        assert container["image"] == f"notetaker-{service}:0.1.0"
+        assert container["ports"] == [
+            {"name": "http", "containerPort": PORTS[service], "protocol": "TCP"}
+        ]
+
+
+def test_every_service_has_probes_on_its_http_port(rendered: list[Manifest]) -> None:
+    for service, deployment in by_component(rendered, "Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        for probe, path in [
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+            ("startupProbe", "/healthz"),
+        ]:
+            assert container[probe]["httpGet"] == {"path": path, "port": "http"}, (service, probe)
+
+
+def test_every_container_has_resource_requests_and_limits(rendered: list[Manifest]) -> None:
+    for name, spec in pod_specs(rendered):
+        for container in spec["containers"]:
+            resources = container["resources"]
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= resources[bound].keys(), (name, bound)
+
+
+def test_no_container_runs_as_root(rendered: list[Manifest]) -> None:
+    for name, spec in pod_specs(rendered):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod["runAsUser"] != 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True, name
+            assert context.get("runAsUser", pod["runAsUser"]) != 0, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            # The one writable place is an emptyDir, bounded.
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            assert mounts == {"/tmp": "tmp"}, name
+        (volume,) = spec["volumes"]
+        assert volume["name"] == "tmp", name
+        assert "sizeLimit" in volume["emptyDir"], name
+
+
+def test_scheduler_runs_one_replica_and_consumers_follow_keda(
+    default: list[Manifest], full: list[Manifest]
+) -> None:
+    assert by_component(default, "Deployment")["scheduler"]["spec"]["replicas"] == 1
+    for service, deployment in by_component(full, "Deployment").items():
+        # Under KEDA the ScaledObject owns the replica count; Helm must not fight it.
+        assert ("replicas" in deployment["spec"]) == (service not in KEDA_SCALED), service
+
+
+def test_settings_change_rolls_the_pods() -> None:
+    def checksums(values: dict[str, Any] | None) -> dict[str, str]:
+        return {
+            service: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            for service, d in by_component(render(values), "Deployment").items()
+        }
+
+    before = checksums(None)
+    after = checksums({"services": {"uploader": {"config": {"NOTETAKER_UPLOAD_CONCURRENCY": "8"}}}})
+    assert {s for s in SERVICES if before[s] != after[s]} == {"uploader"}
+
+
+# --- settings and secrets --------------------------------------------------------------------
+
+
+def test_configmaps_hold_the_settings_each_service_reads(
+    rendered: list[Manifest], service_env_names: dict[str, set[str]]
+) -> None:
+    configmaps = by_component(rendered, "ConfigMap")
+    for service, deployment in by_component(rendered, "Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (source,) = container["envFrom"]
+        config = configmaps[service]
+        assert source == {"configMapRef": {"name": config["metadata"]["name"]}}
+        data = config["data"]
+        assert all(isinstance(v, str) for v in data.values()), service
+        assert data["NOTETAKER_SERVICE_NAME"] == service
+        assert data["NOTETAKER_HTTP_PORT"] == str(PORTS[service])
+        assert data["NOTETAKER_KAFKA_IDEMPOTENCE"] == "true"
+        assert data["NOTETAKER_KAFKA_TOPIC_PARTITIONS"] == "3"
+        # Nothing the service would ignore (a typo, a setting it does not have).
+        unknown = data.keys() - service_env_names[service]
+        assert not unknown, f"{service} does not read {sorted(unknown)}"
+
+
+def test_service_specific_settings(default: list[Manifest], full: list[Manifest]) -> None:
+    data = {s: c["data"] for s, c in by_component(default, "ConfigMap").items()}
+    assert data["ingest"]["NOTETAKER_MAX_BODY_BYTES"] == "1048576"
+    assert {
+        "NOTETAKER_UPLOAD_PART_SIZE_BYTES",
+        "NOTETAKER_UPLOAD_PARTS_IN_FLIGHT",
+        "NOTETAKER_UPLOAD_CONCURRENCY",
+    } <= data["uploader"].keys()
+    assert data["metrics"]["NOTETAKER_STORAGE_PRICE_USD_PER_GB_MONTH"] == "0.023"
+    assert data["metrics"]["NOTETAKER_DOWNLOAD_PRICE_USD_PER_GB"] == "0.09"
+    assert data["metrics"]["NOTETAKER_PUT_PRICE_USD_PER_1000"] == "0.005"
+    assert data["metrics"]["NOTETAKER_GET_PRICE_USD_PER_1000"] == "0.0004"
+    assert data["metrics"]["NOTETAKER_COST_ALERT_THRESHOLD_USD"] == "50"
+    assert data["metrics"]["NOTETAKER_METRICS_TOP_ORGS"] == "20"
+    public = "https://notetaker.example.com"
+    assert data["scheduler"]["NOTETAKER_WEBHOOK_BASE_URL"] == public
+    assert data["transcript-sync"]["NOTETAKER_INGEST_PUBLIC_URL"] == public
+    # Empty endpoint = AWS: left unset rather than set to "".
+    assert all("NOTETAKER_S3_ENDPOINT_URL" not in d for d in data.values())
+    minio = by_component(full, "ConfigMap")["uploader"]["data"]["NOTETAKER_S3_ENDPOINT_URL"]
+    assert minio == "http://minio.storage:9000"
+
+
+def test_secrets_are_only_referenced(
+    rendered: list[Manifest], service_env_names: dict[str, set[str]]
+) -> None:
+    assert not of_kind(rendered, "Secret"), "the chart must never create secret values"
+    for config in of_kind(rendered, "ConfigMap"):
+        leaked = [k for k in config.get("data", {}) if SECRET_ENV.search(k)]
+        assert not leaked, f"{config['metadata']['name']} holds secrets {leaked}"
+    for name, spec in pod_specs(rendered):
+        for container in spec["containers"]:
+            for env in container.get("env", []):
+                if not SECRET_ENV.search(env["name"]):
+                    continue
+                assert "value" not in env, f"{name}: {env['name']} has a literal value"
+                ref = env["valueFrom"]["secretKeyRef"]
+                assert ref["name"], (name, env["name"])
+                assert ref["key"], (name, env["name"])
+    text = yaml.safe_dump_all(rendered)
+    assert not SECRET_VALUE.search(text), SECRET_VALUE.search(text)
+
+    secret_refs = {
+        service: {
+            env["name"]: env["valueFrom"]["secretKeyRef"]
+            for env in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        }
+        for service, deployment in by_component(rendered, "Deployment").items()
+    }
+    for service, refs in secret_refs.items():
+        assert refs["NOTETAKER_DATABASE_URL"] == {"name": "notetaker-database", "key": "url"}
+        # S3 keys are optional: without the Secret the pod uses IRSA / the default chain.
+        assert refs["NOTETAKER_S3_ACCESS_KEY_ID"]["optional"] is True
+        assert refs["NOTETAKER_S3_SECRET_ACCESS_KEY"]["optional"] is True
+        unknown = refs.keys() - service_env_names[service]
+        assert not unknown, f"{service} does not read {sorted(unknown)}"
+    assert {
+        "NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS",
+        "NOTETAKER_MEETINGBAAS_CALLBACK_SECRETS",
+        "NOTETAKER_MEETINGBAAS_API_KEYS",
+    } <= secret_refs["ingest"].keys()
+    assert "optional" not in secret_refs["ingest"]["NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS"]
+    assert "NOTETAKER_GLADIA_API_KEY" in secret_refs["transcript-sync"]
+    assert "NOTETAKER_ADMIN_TOKEN" in secret_refs["metrics"]
+    assert "NOTETAKER_MEETINGBAAS_API_KEY" in secret_refs["scheduler"]
+
+
+def test_migrations_run_as_a_hook_before_install_and_upgrade(
+    rendered: list[Manifest], migrate_env_names: set[str]
+) -> None:
+    job = one(rendered, "Job", f"{RELEASE}-migrations")
+    annotations = job["metadata"]["annotations"]
+    assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never"
+    (container,) = spec["containers"]
+    assert container["command"] == ["python", "-m", "notetaker.common.migrate"]
+    scheduler = by_component(rendered, "Deployment")["scheduler"]
+    assert container["image"] == scheduler["spec"]["template"]["spec"]["containers"][0]["image"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env.keys() <= migrate_env_names
+    assert env["NOTETAKER_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "notetaker-database"
+    )
+    # A pre-install hook runs before the release's ConfigMaps and ServiceAccount exist.
+    assert "envFrom" not in container
+    assert "serviceAccountName" not in spec
+
+
+# --- traffic ---------------------------------------------------------------------------------
+
+
+def test_every_deployment_has_a_service_on_port_http(rendered: list[Manifest]) -> None:
+    services = by_component(rendered, "Service")
+    for component, deployment in by_component(rendered, "Deployment").items():
+        service = services[component]
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        assert service["spec"]["ports"] == [
+            {"name": "http", "port": PORTS[component], "targetPort": "http", "protocol": "TCP"}
+        ]
+
+
+def test_ingress_publishes_only_the_webhooks(default: list[Manifest], full: list[Manifest]) -> None:
+    assert not of_kind(default, "Ingress"), "the Ingress is off unless enabled"
+    (ingress,) = of_kind(full, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == FULL_VALUES["ingress"]["tls"]
+    (rule_,) = ingress["spec"]["rules"]
+    assert rule_["host"] == "notetaker.example.com"
+    (path,) = rule_["http"]["paths"]
+    assert path["path"] == "/webhooks"
+    assert path["pathType"] == "Prefix"
+    assert path["backend"]["service"] == {"name": f"{RELEASE}-ingest", "port": {"name": "http"}}
+
+
+def test_pod_disruption_budgets(default: list[Manifest], full: list[Manifest]) -> None:
+    for manifests in (default, full):
+        pdbs = by_component(manifests, "PodDisruptionBudget")
+        deployments = by_component(manifests, "Deployment")
+        assert sorted(pdbs) == sorted(SERVICES)
+        scaled = {
+            so["spec"]["scaleTargetRef"]["name"]: so["spec"]["minReplicaCount"]
+            for so in of_kind(manifests, "ScaledObject")
+        }
+        for service, pdb in pdbs.items():
+            deployment = deployments[service]
+            replicas = deployment["spec"].get("replicas") or scaled[deployment["metadata"]["name"]]
+            spec = pdb["spec"]
+            assert spec["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+            if replicas > 1:
+                assert spec["minAvailable"] == 1, service
+                assert "maxUnavailable" not in spec, service
+            else:
+                assert spec["maxUnavailable"] == 1, service
+                assert "minAvailable" not in spec, service
+    assert by_component(default, "PodDisruptionBudget")["scheduler"]["spec"]["maxUnavailable"] == 1
+    assert by_component(default, "PodDisruptionBudget")["uploader"]["spec"]["minAvailable"] == 1
+
+
+def test_keda_scales_the_consumers_on_lag(default: list[Manifest], full: list[Manifest]) -> None:
+    assert not of_kind(default, "ScaledObject"), "KEDA is off unless enabled"
+    scaled = {
+        so["metadata"]["labels"]["app.kubernetes.io/component"]: so
+        for so in of_kind(full, "ScaledObject")
+    }
+    assert sorted(scaled) == sorted(KEDA_SCALED)
+    deployments = {d["metadata"]["name"] for d in of_kind(full, "Deployment")}
+    groups = {
+        "uploader": {"notetaker-uploader", "notetaker-thumbnailer"},
+        "transcript-sync": {"notetaker-transcript-sync"},
+    }
+    for service, scaled_object in scaled.items():
+        assert scaled_object["apiVersion"] == "keda.sh/v1alpha1"
+        spec = scaled_object["spec"]
+        assert spec["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": f"{RELEASE}-{service}",
+        }
+        assert spec["scaleTargetRef"]["name"] in deployments
+        # More consumers than partitions would sit idle.
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= 3
+        assert spec["triggers"], service
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "kafka"
+            meta = trigger["metadata"]
+            assert meta["bootstrapServers"] == "notetaker-kafka-bootstrap:9092"
+            assert meta["consumerGroup"] in groups[service]
+            assert meta["topic"]
+            assert int(meta["lagThreshold"]) > 0
+            assert all(isinstance(v, str) for v in meta.values()), meta
+        assert {t["metadata"]["consumerGroup"] for t in spec["triggers"]} == groups[service]
+    uploader_topics = {t["metadata"]["topic"] for t in scaled["uploader"]["spec"]["triggers"]}
+    assert uploader_topics == {
+        "recording.completed",
+        "recording.upload_requested",
+        "thumbnail.requested",
+    }
+
+
+# --- monitoring ------------------------------------------------------------------------------
+
+
+def test_service_monitor_scrapes_every_service(rendered: list[Manifest]) -> None:
+    (monitor,) = of_kind(rendered, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == "/metrics"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    selected = [
+        s
+        for s in of_kind(rendered, "Service")
+        if selector.items() <= s["metadata"]["labels"].items()
+    ]
+    assert len(selected) == len(SERVICES)
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_prometheus_rule_alerts(rendered: list[Manifest]) -> None:
+    (prometheus_rule,) = of_kind(rendered, "PrometheusRule")
+    assert prometheus_rule["apiVersion"] == "monitoring.coreos.com/v1"
+    org = rule(rendered, "NotetakerOrgMonthlyCostHigh")
+    assert 'notetaker_storage_cost_usd_month_to_date{org_id!=""' in org["expr"]
+    assert org["expr"].rstrip().endswith("> 50")
+    platform = rule(rendered, "NotetakerPlatformMonthlyCostHigh")
+    assert platform["expr"].lstrip().startswith("sum(")
+    assert "notetaker_storage_cost_usd_month_to_date" in platform["expr"]
+    assert platform["expr"].rstrip().endswith("> 50")
+    failing = rule(rendered, "NotetakerUploadsFailing")
+    assert 'rate(notetaker_uploader_attempts_total{outcome="failed"}' in failing["expr"]
+    lag = rule(rendered, "NotetakerConsumerLagHigh")
+    assert "kafka_consumergroup_lag" in lag["expr"]
+    for alert in (org, platform, failing, lag):
+        assert alert["labels"]["severity"] in {"warning", "critical"}
+        assert alert["annotations"]["summary"]
+        assert alert["annotations"]["description"]
+
+
+def test_cost_thresholds_follow_values() -> None:
+    manifests = render({"cost": {"orgMonthlyAlertUsd": 75, "platformMonthlyAlertUsd": 75}})
+    for alert in ("NotetakerOrgMonthlyCostHigh", "NotetakerPlatformMonthlyCostHigh"):
+        expr = rule(manifests, alert)["expr"]
+        assert re.search(r">\s*75\s*$", expr), expr
+        assert "50" not in expr
+    # The metrics service is told the same threshold.
+    metrics = by_component(manifests, "ConfigMap")["metrics"]
+    assert metrics["data"]["NOTETAKER_COST_ALERT_THRESHOLD_USD"] == "75"
+    # Large thresholds stay plain numbers (Helm would print 1e+06).
+    big = render({"cost": {"platformMonthlyAlertUsd": 1000000}})
+    assert rule(big, "NotetakerPlatformMonthlyCostHigh")["expr"].rstrip().endswith("> 1000000")
+
+
+def test_monitoring_can_be_switched_off() -> None:
+    manifests = render({"monitoring": {"enabled": False}})
+    kinds = {m["kind"] for m in manifests}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    assert "grafana_dashboard" not in {
+        label for c in of_kind(manifests, "ConfigMap") for label in c["metadata"]["labels"]
+    }
+
+
+def test_dashboard_and_alerts_query_the_same_metrics(rendered: list[Manifest]) -> None:
+    (configmap,) = [
+        c
+        for c in of_kind(rendered, "ConfigMap")
+        if c["metadata"]["labels"].get("grafana_dashboard")
+    ]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(configmap["data"]["notetaker.json"])
+    on_disk = json.loads((CHART / "dashboards" / "notetaker.json").read_text())
+    assert dashboard == on_disk
+    assert dashboard["uid"]
+    assert dashboard["title"]
+
+    exprs = dashboard_exprs(dashboard)
+    for title in (
+        "Stored GB per org",
+        "Month-to-date cost per org",
+        "Platform cost, month to date",
+        "Projected next-month cost",
+        "Upload throughput",
+        "Upload failures",
+        "Webhook rate",
+    ):
+        assert title in exprs, f"dashboard has no panel {title!r}"
+    assert "org_id" in exprs["Stored GB per org"][0]
+    assert "org_id" in exprs["Month-to-date cost per org"][0]
+
+    on_dashboard = {name for queries in exprs.values() for q in queries for name in metric_names(q)}
+    spec = of_kind(rendered, "PrometheusRule")[0]["spec"]
+    in_rules = {
+        name for group in spec["groups"] for r in group["rules"] for name in metric_names(r["expr"])
+    }
+    assert in_rules, "the rules query no notetaker metric"
+    assert in_rules <= on_dashboard, (
+        f"alerted on but not on the dashboard: {in_rules - on_dashboard}"
+    )
+    # Every notetaker metric queried is one the code registers.
+    defined = defined_metrics()
+    assert defined, "found no metric definitions under libs/ and services/"
+    queried = {n for n in on_dashboard | in_rules if n.startswith("notetaker_")}
+    undefined = {n for n in queried if re.sub(r"_(bucket|sum|count)$", "", n) not in defined}
+    assert not undefined, f"queried but never registered by the code: {sorted(undefined)}"
+
+
+# --- promtool --------------------------------------------------------------------------------
+
+
+def write_rules(manifests: list[Manifest], path: Path, *, annotations: bool = True) -> Path:
+    spec = of_kind(manifests, "PrometheusRule")[0]["spec"]
+    if not annotations:
+        spec = {
+            "groups": [
+                {
+                    **g,
+                    "rules": [
+                        {k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]
+                    ],
+                }
+                for g in spec["groups"]
+            ]
+        }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_promtool_accepts_the_rules_and_dashboard_queries(
+    rendered: list[Manifest], tmp_path: Path
+) -> None:
+    binary = promtool()
+    rules = write_rules(rendered, tmp_path / "rules.yml")
+    # Every dashboard query as a recording rule, so promtool parses it too.
+    (configmap,) = [c for c in of_kind(rendered, "ConfigMap") if "notetaker.json" in c["data"]]
+    exprs = dashboard_exprs(json.loads(configmap["data"]["notetaker.json"]))
+    queries = [q for panel in exprs.values() for q in panel]
+    dashboard_rules = tmp_path / "dashboard.yml"
+    dashboard_rules.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "dashboard",
+                        "rules": [
+                            {
+                                "record": f"dashboard:query_{i}",
+                                "expr": q,
+                            }
+                            for i, q in enumerate(queries)
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    result = subprocess.run(
+        [binary, "check", "rules", str(rules), str(dashboard_rules)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
+    """promtool's rule unit tests: the alerts fire when, and only when, a platform team wants."""
+    binary = promtool()
+    write_rules(render(), tmp_path / "rules.yml", annotations=False)
+    mtd = "notetaker_storage_cost_usd_month_to_date"
+    attempts = "notetaker_uploader_attempts_total"
+    lag = "kafka_consumergroup_lag"
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Two metrics replicas export the same gauges: counted once.
+                    {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "60x40"},
+                    {"series": f'{mtd}{{org_id="acme", pod="metrics-b"}}', "values": "60x40"},
+                    {"series": f'{mtd}{{org_id="small", pod="metrics-a"}}', "values": "49x40"},
+                    # The sum of the orgs outside the top N is no org: it never pages alone.
+                    {"series": f'{mtd}{{org_id="other", pod="metrics-a"}}', "values": "90x40"},
+                    {"series": f'{attempts}{{outcome="failed"}}', "values": "0+3x40"},
+                    {"series": f'{attempts}{{outcome="complete"}}', "values": "0+7x40"},
+                    {
+                        "series": f'{lag}{{consumergroup="notetaker-uploader", '
+                        'topic="recording.completed", partition="0"}',
+                        "values": "600x40",
+                    },
+                    {
+                        "series": f'{lag}{{consumergroup="notetaker-uploader", '
+                        'topic="recording.completed", partition="1"}',
+                        "values": "600x40",
+                    },
+                    {
+                        "series": f'{lag}{{consumergroup="someone-else", topic="x", '
+                        'partition="0"}',
+                        "values": "99999x40",
+                    },
+                ],
+                "alert_rule_test": [
+                    # Not yet: every alert waits out its `for`.
+                    {
+                        "eval_time": "5m",
+                        "alertname": "NotetakerOrgMonthlyCostHigh",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "NotetakerOrgMonthlyCostHigh",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning", "org_id": "acme"}}],
+                    },
+                    {
+                        # 60 + 49 + 90 = 199 > 50, with acme counted once.
+                        "eval_time": "20m",
+                        "alertname": "NotetakerPlatformMonthlyCostHigh",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                    },
+                    {
+                        # 30% of attempts fail.
+                        "eval_time": "35m",
+                        "alertname": "NotetakerUploadsFailing",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                    },
+                    {
+                        # 1,200 events behind, over two partitions; other groups are not ours.
+                        "eval_time": "20m",
+                        "alertname": "NotetakerConsumerLagHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "consumergroup": "notetaker-uploader",
+                                    "topic": "recording.completed",
+                                }
+                            }
+                        ],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "20x40"},
+                    {"series": f'{mtd}{{org_id="beta", pod="metrics-a"}}', "values": "20x40"},
+                    {"series": f'{attempts}{{outcome="failed"}}', "values": "0+0x40"},
+                    {"series": f'{attempts}{{outcome="complete"}}', "values": "0+10x40"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "30m",
+                        "alertname": "NotetakerOrgMonthlyCostHigh",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "30m",
+                        "alertname": "NotetakerPlatformMonthlyCostHigh",
+                        "exp_alerts": [],
+                    },
+                    {"eval_time": "30m", "alertname": "NotetakerUploadsFailing", "exp_alerts": []},
+                ],
+            },
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(cases, sort_keys=False))
+    result = subprocess.run(
+        [binary, "test", "rules", "tests.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -25,7 +25,8 @@ NOW = datetime(2026, 11, 20, 10, 33, 6, tzinfo=UTC)
 
 
 def fixture(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())
+    """A provider sample with its placeholder port filled in (see shared/fixtures/README.md)."""
+    return json.loads((FIXTURES / name).read_text().replace("127.0.0.1:PORT", "127.0.0.1:8080"))
 
 
 def mb(name: str) -> list[Any]:
@@ -36,7 +37,7 @@ def test_v2_completed_gives_recording_and_transcript_pointer() -> None:
     recording, transcript = mb("meetingbaas/v2-bot.completed.json")
     assert isinstance(recording, RecordingCompleted)
     assert recording.bot_id == "7f3c2a4e-1b6d-4c8e-9a0f-2d5e8b1c3a77"
-    assert recording.video_url.startswith("http://127.0.0.1:PORT/recordings/7f3c2a4e/video.mp4")
+    assert recording.video_url.startswith("http://127.0.0.1:8080/recordings/7f3c2a4e/video.mp4")
     assert recording.audio_url is not None
     assert recording.audio_url.endswith("X-Amz-Signature=placeholder")
     assert recording.urls_received_at == NOW

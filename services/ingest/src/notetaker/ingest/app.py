@@ -1,13 +1,20 @@
-"""The ingest app: FastAPI wired to Kafka (publisher) and PostgreSQL (delivery dedup)."""
+"""The ingest app: FastAPI wired to Kafka (publisher) and PostgreSQL (delivery dedup).
+
+The service starts and answers even while Kafka is down: readiness fails and webhooks get 503
+(so the provider retries) until the producer connects.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -16,18 +23,68 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import metrics_endpoint
 from notetaker.ingest.handlers import router
-from notetaker.ingest.problems import REJECTED, Problem
+from notetaker.ingest.problems import REJECTED, Problem, documented
 from notetaker.ingest.settings import IngestSettings
 
 log = get_logger(__name__)
+access_log = get_logger("notetaker.ingest.access")
+
+
+class Publisher:
+    """The Kafka producer, (re)connected in the background so the app never fails to start."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        self.settings = settings
+        self._publisher: EventPublisher | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        delay = 0.2
+        while True:
+            candidate = EventPublisher(self.settings)
+            try:
+                await candidate.start()
+            except KafkaError as exc:
+                log.warning("kafka.unreachable", error=repr(exc), retry_in_s=delay)
+                with contextlib.suppress(KafkaError):
+                    await candidate.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._publisher = candidate
+            log.info("kafka.connected")
+            return
+
+    def current(self) -> EventPublisher:
+        if self._publisher is None:
+            raise Problem(503, "kafka_unavailable", "Kafka is unavailable, retry later")
+        return self._publisher
+
+    async def reachable(self) -> bool:
+        if self._publisher is None:
+            return False
+        try:
+            await asyncio.wait_for(self._publisher.producer.client.fetch_all_metadata(), 2)
+        except (TimeoutError, KafkaError, OSError):
+            return False
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._publisher is not None:
+            await self._publisher.stop()
 
 
 def create_app(settings: IngestSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.publisher = EventPublisher(settings)
-        await app.state.publisher.start()
+        app.state.publisher = Publisher(settings)
+        app.state.publisher.start()
         app.state.pool = await create_pool(settings.database_url, settings.database_pool_max)
         log.info("ingest.started", port=settings.http_port)
         try:
@@ -36,6 +93,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
             # uvicorn has drained in-flight requests by now; close the producer last.
             await app.state.pool.close()
             await app.state.publisher.stop()
+            log.info("ingest.stopped")
 
     app = FastAPI(
         title="notetaker ingest",
@@ -44,38 +102,68 @@ def create_app(settings: IngestSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+
+    @app.middleware("http")
+    async def log_access(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path.startswith("/webhooks/"):
+            access_log.info(
+                "http.request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                delivery_id=getattr(request.state, "delivery_id", None),
+                bot_id=getattr(request.state, "bot_id", None),
+                outcome=getattr(request.state, "outcome", None),
+            )
+        return response
 
     @app.exception_handler(Problem)
     async def problem(request: Request, exc: Problem) -> JSONResponse:
         provider = request.url.path.rsplit("/", 1)[-1]
         REJECTED.labels(provider, exc.reason).inc()
-        if exc.status != 401:
-            log.info("webhook.rejected", provider=provider, reason=exc.reason, status=exc.status)
+        request.state.outcome = exc.reason
         return exc.response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return await problem(
-            request, Problem(422, "invalid_request", "Request is invalid", str(exc.errors()))
-        )
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:10])
+        return await problem(request, Problem(422, "invalid_request", "Request is invalid", detail))
 
     @app.exception_handler(KafkaError)
-    async def kafka_down(request: Request, exc: KafkaError) -> JSONResponse:
+    @app.exception_handler(TimeoutError)
+    async def kafka_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("webhook.kafka_unavailable", error=repr(exc), path=request.url.path)
-        return Problem(503, "kafka_unavailable", "Try again later").response(request.url.path)
+        return await problem(
+            request, Problem(503, "kafka_unavailable", "Kafka is unavailable, retry later")
+        )
 
-    @app.get("/healthz")
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(OSError)
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("webhook.database_unavailable", error=repr(exc), path=request.url.path)
+        return await problem(
+            request, Problem(503, "database_unavailable", "Database is unavailable, retry later")
+        )
+
+    @app.get("/healthz", tags=["probes"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        tags=["probes"],
+        summary="Readiness: Kafka answers",
+        responses=documented(503),
+    )
     async def readyz(request: Request) -> JSONResponse:
-        publisher: EventPublisher = request.app.state.publisher
-        try:
-            await asyncio.wait_for(publisher.producer.partitions_for("recording.completed"), 2)
-        except (TimeoutError, KafkaError):
-            return JSONResponse({"ready": False, "kafka": "unreachable"}, status_code=503)
+        if not await request.app.state.publisher.reachable():
+            return Problem(503, "kafka_unavailable", "Kafka is unreachable").response("/readyz")
         return JSONResponse({"ready": True})
 
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app

@@ -40,10 +40,13 @@ def verify_svix(
     reason = ""
     for secret in secrets:
         try:
-            Webhook(secret.get_secret_value()).verify(body, _svix_headers(headers))
+            # json_parse=False: a signed but malformed body is a 400 later, not an auth failure.
+            Webhook(secret.get_secret_value()).verify(
+                body, _svix_headers(headers), json_parse=False
+            )
             return AuthResult(True, "svix")
-        except WebhookVerificationError as exc:
-            reason = str(exc)
+        except (WebhookVerificationError, ValueError) as exc:  # ValueError: garbled header
+            reason = f"{type(exc).__name__}: {exc}"
     return AuthResult(False, "svix", reason or "signature mismatch")
 
 

@@ -7,6 +7,7 @@ provider's retry is processed instead of being mistaken for a duplicate.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import asyncpg
@@ -28,8 +29,12 @@ async def publish_once(
     event_type: str,
     bot_id: str | None,
     events: Sequence[Event],
+    timeout: float,
 ) -> bool:
-    """Publish `events` unless any of `delivery_ids` was seen; True when this delivery is new."""
+    """Publish `events` unless any of `delivery_ids` was seen; True when this delivery is new.
+
+    Raises TimeoutError when Kafka does not acknowledge within `timeout` seconds.
+    """
     try:
         async with pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetch(
@@ -43,7 +48,12 @@ async def publish_once(
             )
             if len(inserted) < len(delivery_ids):
                 raise _Duplicate
-            await publisher.publish_all(events)
+            if events:
+                await asyncio.wait_for(publisher.publish_all(events), timeout)
     except _Duplicate:
         return False
     return True
+
+
+async def is_known_bot(pool: asyncpg.Pool, bot_id: str) -> bool:
+    return bool(await pool.fetchval("SELECT true FROM recordings WHERE bot_id = $1", bot_id))

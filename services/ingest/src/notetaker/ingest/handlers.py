@@ -1,4 +1,4 @@
-"""The webhook endpoints: authenticate, parse, map to catalog events, publish once, answer."""
+"""The webhook endpoints: check, authenticate, parse, map to catalog events, publish once."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import json
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
 from notetaker.common.events import Event
 from notetaker.common.logs import get_logger
 from notetaker.ingest import auth, providers
-from notetaker.ingest.deliveries import publish_once
-from notetaker.ingest.problems import Problem
+from notetaker.ingest.deliveries import is_known_bot, publish_once
+from notetaker.ingest.problems import Problem, documented
 from notetaker.ingest.settings import IngestSettings
 
 log = get_logger(__name__)
+router = APIRouter(tags=["webhooks"])
 M = TypeVar("M", bound=BaseModel)
-router = APIRouter()
 
 ACCEPTED = Counter(
     "notetaker_ingest_webhooks_accepted_total",
@@ -30,38 +30,55 @@ ACCEPTED = Counter(
 
 
 class Accepted(BaseModel):
+    """The delivery is durable: `published` (events on Kafka), `duplicate` or `ignored`."""
+
     status: str
     events: list[str]
 
 
-async def _read_json(request: Request, provider: str, limit: int) -> tuple[bytes, Any]:
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise Problem(415, "unsupported_media_type", "Body must be application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "body_too_large", "Body too large", f"limit is {limit} bytes")
-    body = b""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "body_too_large", "Body too large", f"the limit is {limit} bytes")
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise Problem(413, "body_too_large", "Body too large", f"limit is {limit} bytes")
+            raise Problem(413, "body_too_large", "Body too large", f"the limit is {limit} bytes")
+    return bytes(body)
+
+
+def _parse(body: bytes, model: type[M]) -> M:
     try:
-        return body, json.loads(body)
+        data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Problem(400, "malformed_json", "Body is not valid JSON", str(exc)) from exc
+    return _validated(model, data)
 
 
 def _validated(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise Problem(
-            422,
-            "invalid_payload",
-            "Payload does not match the provider's format",
-            exc.errors(include_url=False, include_input=False).__repr__(),
-        ) from exc
+        raise _invalid(exc) from exc
+
+
+def _invalid(exc: ValidationError) -> Problem:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:10])
+    return Problem(422, "invalid_payload", "Payload does not match the provider's format", detail)
 
 
 async def _publish(
@@ -76,31 +93,38 @@ async def _publish(
     state = request.app.state
     new = await publish_once(
         state.pool,
-        state.publisher,
+        state.publisher.current(),
         provider=provider,
         delivery_ids=delivery_ids,
         event_type=event_type,
         bot_id=bot_id,
         events=events,
+        timeout=state.settings.publish_timeout_seconds,
     )
     outcome = "duplicate" if not new else ("published" if events else "ignored")
     ACCEPTED.labels(provider, outcome).inc()
-    log.info(
-        "webhook.accepted",
-        provider=provider,
-        delivery_id=delivery_ids[0],
-        provider_event=event_type,
-        bot_id=bot_id,
-        outcome=outcome,
-        events=[e.type for e in events] if new else [],
-    )
+    request.state.outcome = outcome
     return Accepted(status=outcome, events=[e.type for e in events] if new else [])
 
 
-@router.post("/webhooks/meetingbaas", response_model=Accepted)
-async def meetingbaas_webhook(request: Request) -> Accepted:
+@router.post(
+    "/webhooks/meetingbaas",
+    summary="MeetingBaaS webhook (v2 Svix-signed, per-bot callback, or v1)",
+    response_model=Accepted,
+    responses=documented(400, 401, 404, 413, 415, 422, 503),
+    openapi_extra=_body_schema(providers.MeetingBaasDelivery),
+)
+async def meetingbaas_webhook(
+    request: Request,
+    svix_id: str | None = Header(None, description="Svix delivery id (v2)."),
+    svix_timestamp: str | None = Header(None, description="Svix timestamp (v2)."),
+    svix_signature: str | None = Header(None, description="Svix signatures (v2)."),
+    x_mb_secret: str | None = Header(None, description="Per-bot callback secret."),
+    x_meeting_baas_api_key: str | None = Header(None, description="API key (v1)."),
+) -> Accepted:
     settings: IngestSettings = request.app.state.settings
-    body, data = await _read_json(request, "meetingbaas", settings.max_body_bytes)
+    request.state.delivery_id = svix_id
+    body = await _read_body(request, settings.max_body_bytes)
     verdict = auth.authenticate_meetingbaas(
         body,
         request.headers,
@@ -114,20 +138,22 @@ async def meetingbaas_webhook(request: Request) -> Accepted:
             provider="meetingbaas",
             method=verdict.method,
             reason=verdict.reason,
+            delivery_id=svix_id,
         )
         raise Problem(401, "unauthenticated", "Webhook authentication failed")
-    delivery = _validated(providers.MeetingBaasDelivery, data)
+    delivery = _parse(body, providers.MeetingBaasDelivery)
     try:
+        bot_id = providers.meetingbaas_bot_id(delivery)
         events = providers.meetingbaas_events(delivery, datetime.now(UTC))
     except ValidationError as exc:
-        raise Problem(
-            422,
-            "invalid_payload",
-            "Payload does not match the provider's format",
-            str(exc.errors(include_url=False, include_input=False)),
-        ) from exc
-    bot_id = delivery.data.get("bot_id") if isinstance(delivery.data.get("bot_id"), str) else None
-    delivery_ids = [request.headers.get("svix-id") or hashlib.sha256(body).hexdigest()]
+        raise _invalid(exc) from exc
+    request.state.bot_id = bot_id
+    known = not (events and bot_id and settings.reject_unknown_bots) or await is_known_bot(
+        request.app.state.pool, bot_id
+    )
+    if not known:
+        raise Problem(404, "unknown_bot", "Unknown bot", f"no recording for bot {bot_id}")
+    delivery_ids = [svix_id or hashlib.sha256(body).hexdigest()]
     if delivery.event in providers.MEETINGBAAS_TERMINAL and bot_id:
         delivery_ids.append(f"fact:{delivery.event}:{bot_id}")
     return await _publish(
@@ -140,33 +166,36 @@ async def meetingbaas_webhook(request: Request) -> Accepted:
     )
 
 
-@router.post("/webhooks/gladia", response_model=Accepted)
+@router.post(
+    "/webhooks/gladia",
+    summary="Gladia pre-recorded transcription callback",
+    response_model=Accepted,
+    responses=documented(400, 401, 413, 415, 422, 503),
+    openapi_extra=_body_schema(providers.GladiaCallback),
+)
 async def gladia_callback(
     request: Request,
-    bot_id: str = Query("", max_length=200, description="Bot whose audio the job transcribes."),
+    bot_id: str = Query("", max_length=100, description="Bot whose audio the job transcribes."),
     token: str = Query("", max_length=200, description="Token minted for this job."),
 ) -> Accepted:
     settings: IngestSettings = request.app.state.settings
-    _, data = await _read_json(request, "gladia", settings.max_body_bytes)
+    request.state.bot_id = bot_id
+    body = await _read_body(request, settings.max_body_bytes)
     verdict = auth.authenticate_gladia(bot_id, token, settings.gladia_callback_keys)
     if not verdict.ok:
         log.warning("webhook.unauthenticated", provider="gladia", reason=verdict.reason)
         raise Problem(401, "unauthenticated", "Callback authentication failed")
-    callback = _validated(providers.GladiaCallback, data)
+    callback = _parse(body, providers.GladiaCallback)
     try:
         events = providers.gladia_events(callback, bot_id)
     except ValidationError as exc:
-        raise Problem(
-            422,
-            "invalid_payload",
-            "Payload does not match Gladia's format",
-            str(exc.errors(include_url=False, include_input=False)),
-        ) from exc
+        raise _invalid(exc) from exc
     job_id = callback.id or str((callback.payload or {}).get("id", ""))
+    request.state.delivery_id = job_id
     return await _publish(
         request,
         provider="gladia",
-        delivery_ids=[f"{job_id}:{callback.event}"],
+        delivery_ids=[f"{bot_id}:{job_id}:{callback.event}"],
         event_type=callback.event,
         bot_id=bot_id,
         events=events,

@@ -1,17 +1,17 @@
 """What each provider delivery means in our catalog: one table per provider, easy to extend.
 
-Payload models follow the providers' documented formats (see shared/fixtures); a mapper turns a
-validated payload into zero or more catalog events. An event type we do not know maps to nothing:
-it is stored and acknowledged, never rejected.
+Payload models follow the providers' documented formats (see shared/fixtures), with bounds that
+reject absurd values; a mapper turns a validated payload into zero or more catalog events. An
+event type we do not know maps to nothing: it is stored and acknowledged, never rejected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
 
 from notetaker.common.events import (
     BotStatusChanged,
@@ -22,59 +22,79 @@ from notetaker.common.events import (
     Utterance,
 )
 
+BotId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+def _plausible_time(value: datetime | None) -> datetime | None:
+    if value is not None and not 2000 <= value.year <= 2100:
+        raise ValueError("timestamp is not between the years 2000 and 2100")
+    return value
+
+
+Time = Annotated[datetime | None, AfterValidator(_plausible_time)]
+Url = Annotated[HttpUrl, Field(max_length=4096)]
+Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
+
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
 class BotData(_Payload):
-    bot_id: str = Field(min_length=1, max_length=200)
+    bot_id: BotId
 
 
 class StatusData(BotData):
     class Status(_Payload):
-        code: str
-        created_at: datetime | None = None
+        code: str = Field(min_length=1, max_length=100)
+        created_at: Time = None
 
     status: Status
 
 
 class CompletedV2Data(BotData):
-    video: str | None = None
-    audio: str | None = None
-    transcription: str | None = None
-    duration_seconds: float | None = Field(None, ge=0, le=7 * 24 * 3600)
+    video: Url | None = None
+    audio: Url | None = None
+    transcription: Url | None = None
+    duration_seconds: Seconds | None = None
 
 
 class FailedV2Data(BotData):
-    error_code: str = "unknown"
-    error_message: str = ""
+    error_code: str = Field("unknown", max_length=200)
+    error_message: str = Field("", max_length=10_000)
 
 
 class Word(_Payload):
-    start: float
-    end: float
-    word: str
+    start: Seconds
+    end: Seconds
+    word: str = Field(max_length=1000)
 
 
 class V1Segment(_Payload):
-    speaker: str = ""
-    words: list[Word] = []
+    speaker: str = Field("", max_length=500)
+    words: list[Word] = Field([], max_length=100_000)
 
 
 class CompletedV1Data(BotData):
-    mp4: str
-    transcript: list[V1Segment] = []
+    mp4: Url
+    transcript: list[V1Segment] = Field([], max_length=100_000)
 
 
 class FailedV1Data(BotData):
-    error: str = "unknown"
+    error: str = Field("unknown", max_length=200)
+    message: str = Field("", max_length=10_000)
+
+
+class TranscriptionV1Data(BotData):
+    transcript: list[V1Segment] = Field([], max_length=100_000)
 
 
 class MeetingBaasDelivery(_Payload):
+    """Every MeetingBaaS webhook: `event` names the type, `data` its payload."""
+
     event: str = Field(min_length=1, max_length=100)
     data: dict[str, Any]
-    sent_at: datetime | None = None
+    sent_at: Time = None
 
 
 Mapper = Callable[[dict[str, Any], datetime], list[Event]]
@@ -87,22 +107,24 @@ def _status(data: dict[str, Any], _: datetime) -> list[Event]:
 
 def _completed_v2(data: dict[str, Any], received_at: datetime) -> list[Event]:
     d = CompletedV2Data.model_validate(data)
-    if not d.video:
+    if d.video is None:
         # A completed bot without a video is a recording that failed on the provider's side.
         return [RecordingFailed(bot_id=d.bot_id, error_code="NO_VIDEO", error_message="")]
     events: list[Event] = [
         RecordingCompleted(
             bot_id=d.bot_id,
-            video_url=d.video,
-            audio_url=d.audio,
+            video_url=str(d.video),
+            audio_url=str(d.audio) if d.audio else None,
             urls_received_at=received_at,
             duration_seconds=d.duration_seconds,
-            provider_transcript=bool(d.transcription),
+            provider_transcript=d.transcription is not None,
         )
     ]
-    if d.transcription:
+    if d.transcription is not None:
         events.append(
-            TranscriptReady(bot_id=d.bot_id, provider="meetingbaas", transcript_url=d.transcription)
+            TranscriptReady(
+                bot_id=d.bot_id, provider="meetingbaas", transcript_url=str(d.transcription)
+            )
         )
     return events
 
@@ -114,30 +136,41 @@ def _failed_v2(data: dict[str, Any], _: datetime) -> list[Event]:
     ]
 
 
+def _transcript_v1(bot_id: str, segments: list[V1Segment]) -> TranscriptReady:
+    return TranscriptReady(
+        bot_id=bot_id,
+        provider="meetingbaas",
+        utterances=[segment_utterance(s) for s in segments if s.words],
+    )
+
+
 def _completed_v1(data: dict[str, Any], received_at: datetime) -> list[Event]:
     d = CompletedV1Data.model_validate(data)
     events: list[Event] = [
         RecordingCompleted(
             bot_id=d.bot_id,
-            video_url=d.mp4,
+            video_url=str(d.mp4),
             urls_received_at=received_at,
             provider_transcript=bool(d.transcript),
         )
     ]
     if d.transcript:
-        events.append(
-            TranscriptReady(
-                bot_id=d.bot_id,
-                provider="meetingbaas",
-                utterances=[segment_utterance(s) for s in d.transcript if s.words],
-            )
-        )
+        events.append(_transcript_v1(d.bot_id, d.transcript))
     return events
 
 
 def _failed_v1(data: dict[str, Any], _: datetime) -> list[Event]:
     d = FailedV1Data.model_validate(data)
-    return [RecordingFailed(bot_id=d.bot_id, error_code=d.error)]
+    return [RecordingFailed(bot_id=d.bot_id, error_code=d.error, error_message=d.message)]
+
+
+def _transcription_v1(data: dict[str, Any], _: datetime) -> list[Event]:
+    d = TranscriptionV1Data.model_validate(data)
+    return [_transcript_v1(d.bot_id, d.transcript)] if d.transcript else []
+
+
+def _nothing(data: dict[str, Any], _: datetime) -> list[Event]:
+    return []
 
 
 def segment_utterance(segment: V1Segment) -> Utterance:
@@ -151,11 +184,13 @@ def segment_utterance(segment: V1Segment) -> Utterance:
 
 # provider event -> what it means for us
 MEETINGBAAS: dict[str, Mapper] = {
-    "bot.status_change": _status,
+    "bot.status_change": _status,  # v2
     "bot.completed": _completed_v2,
     "bot.failed": _failed_v2,
-    "complete": _completed_v1,
+    "complete": _completed_v1,  # v1
     "failed": _failed_v1,
+    "transcription_complete": _transcription_v1,
+    "calendar.sync_events": _nothing,  # calendars are not ours: stored, acknowledged
 }
 
 # Events that state a final fact about a bot: a second delivery of one is a duplicate even when
@@ -168,20 +203,28 @@ def meetingbaas_events(delivery: MeetingBaasDelivery, received_at: datetime) -> 
     return mapper(delivery.data, received_at) if mapper else []
 
 
+def meetingbaas_bot_id(delivery: MeetingBaasDelivery) -> str | None:
+    """The bot a delivery is about, when it is about one (calendar events are not)."""
+    if delivery.event not in MEETINGBAAS or delivery.event == "calendar.sync_events":
+        value = delivery.data.get("bot_id")
+        return value if isinstance(value, str) and len(value) <= 100 else None
+    return BotData.model_validate(delivery.data).bot_id
+
+
 # --- Gladia v2 pre-recorded callbacks ---------------------------------------------------------
 
 
 class GladiaUtterance(_Payload):
-    start: float
-    end: float
-    text: str
+    start: Seconds
+    end: Seconds
+    text: str = Field(max_length=100_000)
     speaker: int | str = 0
-    language: str | None = None
+    language: str | None = Field(None, max_length=20)
 
 
 class GladiaTranscription(_Payload):
-    languages: list[str] = []
-    utterances: list[GladiaUtterance] = []
+    languages: list[str] = Field([], max_length=100)
+    utterances: list[GladiaUtterance] = Field([], max_length=100_000)
 
 
 class GladiaResult(_Payload):
@@ -191,7 +234,7 @@ class GladiaResult(_Payload):
 class GladiaCallback(_Payload):
     """Both callback shapes: the full result (`payload.transcription`) or only the job id."""
 
-    id: str | None = None
+    id: str | None = Field(None, max_length=100)
     event: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] | None = None
 

@@ -32,3 +32,9 @@ class IngestSettings(NotetakerSettings):
         description="Keys that mint Gladia callback tokens (shared with transcript-sync).",
     )
     max_body_bytes: int = Field(1_048_576, description="Largest webhook body accepted, in bytes.")
+    publish_timeout_seconds: float = Field(
+        5.0, description="Longest wait for Kafka's acknowledgement before answering 503."
+    )
+    reject_unknown_bots: bool = Field(
+        True, description="Answer 404 to events about bots the scheduler did not deploy."
+    )

@@ -60,3 +60,10 @@ def test_gladia_token_is_bound_to_its_bot() -> None:
     assert authenticate_gladia("bot-1", token, keys).ok
     assert not authenticate_gladia("bot-2", token, keys).ok
     assert not authenticate_gladia("bot-1", "", keys).ok
+
+
+def test_any_presented_token_is_refused_without_error() -> None:
+    keys = [SecretStr("k1")]
+    for token in ("ü", "\ud885", "x" * 500, ""):
+        assert not authenticate_gladia("bot-1", token, keys).ok
+    assert not authenticate_gladia("bøt-\ud885", callback_tokens.mint("k1", "bot-1"), keys).ok

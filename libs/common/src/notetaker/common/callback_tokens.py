@@ -12,9 +12,11 @@ from collections.abc import Iterable
 
 
 def mint(key: str, subject: str) -> str:
-    return hmac.new(key.encode(), subject.encode(), hashlib.sha256).hexdigest()
+    message = subject.encode("utf-8", "surrogatepass")
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
 def is_valid(keys: Iterable[str], subject: str, token: str) -> bool:
     """Constant-time check of `token` against every current key."""
-    return any(hmac.compare_digest(mint(key, subject), token) for key in keys)
+    presented = token.encode("utf-8", "surrogatepass")  # bytes: any input compares safely
+    return any(hmac.compare_digest(mint(key, subject).encode(), presented) for key in keys)

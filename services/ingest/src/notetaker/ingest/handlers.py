@@ -175,8 +175,15 @@ async def meetingbaas_webhook(
 )
 async def gladia_callback(
     request: Request,
-    bot_id: str = Query("", max_length=100, description="Bot whose audio the job transcribes."),
-    token: str = Query("", max_length=200, description="Token minted for this job."),
+    bot_id: str = Query(
+        "",
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._:-]*$",
+        description="Bot whose audio the job transcribes.",
+    ),
+    token: str = Query(
+        "", max_length=128, pattern=r"^[0-9a-f]*$", description="Token minted for this job."
+    ),
 ) -> Accepted:
     settings: IngestSettings = request.app.state.settings
     request.state.bot_id = bot_id

@@ -27,7 +27,7 @@ pytest:
 	$(PY) pytest
 
 bench: deps
-	$(PY) python bench/run.py $(ARGS)
+	$(PY) python -m bench.run $(ARGS)
 
 deps:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv

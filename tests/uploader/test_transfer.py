@@ -1,18 +1,28 @@
-"""Streaming a source into S3 through multipart upload, against a real HTTP source and S3."""
+"""Streaming a source into S3 through multipart upload, against a real HTTP source and S3:
+exact bytes, S3's composite checksum, resume after an interrupted attempt, and cleanup."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
 from notetaker.common.s3 import S3Client
 from notetaker.devstack.sources import Fault, RecordingSource
 from notetaker.devstack.stack import Stack
-from notetaker.uploader.transfer import SourceError, stream_to_s3
+from notetaker.uploader.ledger import PostgresPartLedger
+from notetaker.uploader.transfer import (
+    PartLedger,
+    SourceError,
+    StoredObject,
+    abort_unfinished,
+    stream_to_s3,
+)
 
 MIB = 1024 * 1024
 
@@ -25,7 +35,14 @@ async def source() -> AsyncIterator[RecordingSource]:
     await src.stop()
 
 
-async def copy(stack: Stack, s3: S3Client, url: str, key: str) -> object:
+@pytest.fixture
+def ledger(db: asyncpg.Pool) -> PartLedger:
+    return PostgresPartLedger(db)
+
+
+async def copy(
+    stack: Stack, s3: S3Client, url: str, key: str, ledger: PartLedger | None = None
+) -> StoredObject:
     async with httpx.AsyncClient(timeout=10) as http:
         return await stream_to_s3(
             http,
@@ -36,7 +53,15 @@ async def copy(stack: Stack, s3: S3Client, url: str, key: str) -> object:
             content_type="video/mp4",
             part_size=5 * MIB,
             parts_in_flight=2,
+            ledger=ledger,
         )
+
+
+def composite(data: bytes, part_size: int = 5 * MIB) -> str:
+    digests = [
+        hashlib.sha256(data[i : i + part_size]).digest() for i in range(0, len(data), part_size)
+    ]
+    return f"{base64.b64encode(hashlib.sha256(b''.join(digests)).digest()).decode()}-{len(digests)}"
 
 
 async def open_uploads(stack: Stack, s3: S3Client, key: str) -> list[object]:
@@ -44,30 +69,77 @@ async def open_uploads(stack: Stack, s3: S3Client, key: str) -> list[object]:
     return list(listing.get("Uploads", []))
 
 
-async def test_multipart_copy_stores_the_exact_bytes(
+async def stored_bytes(stack: Stack, s3: S3Client, key: str) -> bytes:
+    body: bytes = await (await s3.get_object(Bucket=stack.s3_bucket, Key=key))["Body"].read()
+    return body
+
+
+async def test_multipart_copy_stores_the_exact_bytes_with_s3s_checksum(
     stack: Stack, s3: S3Client, source: RecordingSource
 ) -> None:
     data = os.urandom(12 * MIB + 12345)  # three parts, the last one short
     source.files["big.mp4"] = data
     stored = await copy(stack, s3, source.url("big.mp4"), "t/big.mp4")
-    obj = await s3.get_object(Bucket=stack.s3_bucket, Key="t/big.mp4")
-    body = await obj["Body"].read()
-    assert body == data
-    assert stored.parts == 3  # type: ignore[attr-defined]
-    assert stored.sha256 == hashlib.sha256(data).hexdigest()  # type: ignore[attr-defined]
-    assert obj["ServerSideEncryption"] == "AES256"
+    assert await stored_bytes(stack, s3, "t/big.mp4") == data
+    assert (stored.parts, stored.size_bytes) == (3, len(data))
+    assert stored.checksum == composite(data)
+    head = await s3.head_object(Bucket=stack.s3_bucket, Key="t/big.mp4", ChecksumMode="ENABLED")
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["ChecksumSHA256"].split("-")[0] == stored.checksum.split("-")[0]
 
 
-async def test_truncated_source_fails_and_leaves_no_upload(
-    stack: Stack, s3: S3Client, source: RecordingSource
+async def test_a_truncated_attempt_is_resumed_from_the_parts_s3_holds(
+    stack: Stack, s3: S3Client, source: RecordingSource, ledger: PartLedger, db: asyncpg.Pool
 ) -> None:
-    source.files["cut.mp4"] = os.urandom(7 * MIB)
-    source.faults["cut.mp4"] = Fault(truncate_at=6 * MIB)
+    data = os.urandom(17 * MIB)
+    source.files["cut.mp4"] = data
+    source.faults["cut.mp4"] = Fault(truncate_at=11 * MIB, times=1)  # connection cut once
     with pytest.raises(SourceError):
-        await copy(stack, s3, source.url("cut.mp4"), "t/cut.mp4")
-    assert await open_uploads(stack, s3, "t/cut.mp4") == []
-    with pytest.raises(s3.exceptions.NoSuchKey):
+        await copy(stack, s3, source.url("cut.mp4"), "t/cut.mp4", ledger)
+    with pytest.raises(s3.exceptions.NoSuchKey):  # a short copy is never a recording
         await s3.get_object(Bucket=stack.s3_bucket, Key="t/cut.mp4")
+    (upload,) = await open_uploads(stack, s3, "t/cut.mp4")
+
+    stored = await copy(stack, s3, source.url("cut.mp4"), "t/cut.mp4", ledger)
+    assert await stored_bytes(stack, s3, "t/cut.mp4") == data
+    assert stored.resumed_parts == 2  # 10 MiB of the 11 made whole parts
+    assert source.requests[-1] == ("cut.mp4", f"bytes={10 * MIB}-")
+    assert stored.checksum == composite(data)
+    assert await open_uploads(stack, s3, "t/cut.mp4") == []
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM upload_parts WHERE upload_id = $1",
+            upload["UploadId"],  # type: ignore[index]
+        )
+        == 0
+    )
+
+
+async def test_a_source_that_ignores_ranges_gets_a_fresh_upload(
+    stack: Stack, s3: S3Client, source: RecordingSource, ledger: PartLedger
+) -> None:
+    data = os.urandom(12 * MIB)
+    source.files["norange.mp4"] = data
+    source.faults["norange.mp4"] = Fault(truncate_at=6 * MIB, times=1)
+    with pytest.raises(SourceError):
+        await copy(stack, s3, source.url("norange.mp4"), "t/norange.mp4", ledger)
+    source.faults["norange.mp4"] = Fault(ignore_ranges=True)
+    stored = await copy(stack, s3, source.url("norange.mp4"), "t/norange.mp4", ledger)
+    assert stored.resumed_parts == 0
+    assert await stored_bytes(stack, s3, "t/norange.mp4") == data
+    assert await open_uploads(stack, s3, "t/norange.mp4") == []
+
+
+async def test_abandoning_a_recording_leaves_no_upload_behind(
+    stack: Stack, s3: S3Client, source: RecordingSource, ledger: PartLedger
+) -> None:
+    source.files["gone.mp4"] = os.urandom(8 * MIB)
+    source.faults["gone.mp4"] = Fault(truncate_at=6 * MIB)
+    with pytest.raises(SourceError):
+        await copy(stack, s3, source.url("gone.mp4"), "t/gone.mp4", ledger)
+    assert len(await open_uploads(stack, s3, "t/gone.mp4")) == 1
+    assert await abort_unfinished(s3, stack.s3_bucket, "t/gone.mp4", ledger) == 1
+    assert await open_uploads(stack, s3, "t/gone.mp4") == []
 
 
 @pytest.mark.parametrize("status", [403, 404, 500])
@@ -79,3 +151,13 @@ async def test_error_status_is_a_source_error(
     with pytest.raises(SourceError, match=f"HTTP {status}"):
         await copy(stack, s3, source.url("x.mp4"), "t/x.mp4")
     assert await open_uploads(stack, s3, "t/x.mp4") == []
+
+
+async def test_a_slow_source_still_arrives_whole(
+    stack: Stack, s3: S3Client, source: RecordingSource
+) -> None:
+    data = os.urandom(3 * MIB)
+    source.files["slow.mp4"] = data
+    source.faults["slow.mp4"] = Fault(delay_per_chunk=0.1)
+    await copy(stack, s3, source.url("slow.mp4"), "t/slow.mp4")
+    assert await stored_bytes(stack, s3, "t/slow.mp4") == data

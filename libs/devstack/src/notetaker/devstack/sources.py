@@ -1,12 +1,14 @@
 """A recording source for tests: serves bytes over HTTP, honestly or with injected faults.
 
-Faults a provider URL shows in the wild: an error status (expired: 403, gone: 404), a body shorter
-than its Content-Length (connection cut), a slow trickle.
+Faults a provider URL shows in the wild: an error status (expired: 403, gone: 404), a body that
+stops short of its Content-Length (connection cut), a slow trickle, ignoring Range requests.
+Every request is logged with the range it asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -18,12 +20,16 @@ from starlette.routing import Route
 
 from notetaker.devstack.stack import free_port
 
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
 
 @dataclass
 class Fault:
     status: int = 200
-    truncate_at: int | None = None  # stop sending after this many bytes
+    truncate_at: int | None = None  # stop sending after this many bytes of the file
     delay_per_chunk: float = 0.0
+    ignore_ranges: bool = False
+    times: int | None = None  # the fault applies to this many requests, then it heals
 
 
 @dataclass
@@ -32,7 +38,7 @@ class RecordingSource:
 
     files: dict[str, bytes] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (name, range)
     chunk_size: int = 256 * 1024
     port: int = field(default_factory=free_port)
     _server: uvicorn.Server | None = None
@@ -41,32 +47,50 @@ class RecordingSource:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/files/{name}"
 
+    def _fault(self, name: str) -> Fault:
+        fault = self.faults.get(name)
+        if fault is None:
+            return Fault()
+        if fault.times is not None:
+            if fault.times <= 0:
+                return Fault(delay_per_chunk=fault.delay_per_chunk)
+            fault.times -= 1
+        return fault
+
     async def _serve(self, request: Request) -> Response:
         name = request.path_params["name"]
-        self.requests.append(name)
+        wanted = request.headers.get("range")
+        self.requests.append((name, wanted))
         if name not in self.files:
             return Response(status_code=404)
-        fault = self.faults.get(name, Fault())
+        fault = self._fault(name)
         if fault.status != 200:
             return Response(b"<Error><Code>AccessDenied</Code></Error>", status_code=fault.status)
         data = self.files[name]
+        start, status = 0, 200
+        headers = {"content-type": "video/mp4", "accept-ranges": "bytes"}
+        match = _RANGE.fullmatch(wanted or "")
+        if match and not fault.ignore_ranges:
+            start = int(match.group(1))
+            if start >= len(data):
+                return Response(status_code=416, headers={"content-range": f"bytes */{len(data)}"})
+            status = 206
+            headers["content-range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        headers["content-length"] = str(len(data) - start)
+        limit = len(data) if fault.truncate_at is None else max(start, fault.truncate_at)
 
         async def body() -> AsyncIterator[bytes]:
-            limit = len(data) if fault.truncate_at is None else fault.truncate_at
-            for start in range(0, limit, self.chunk_size):
+            for offset in range(start, limit, self.chunk_size):
                 if fault.delay_per_chunk:
                     await asyncio.sleep(fault.delay_per_chunk)
-                yield data[start : min(limit, start + self.chunk_size)]
+                yield data[offset : min(limit, offset + self.chunk_size)]
 
-        return StreamingResponse(
-            body(),
-            headers={"content-length": str(len(data)), "content-type": "video/mp4"},
-        )
+        return StreamingResponse(body(), status_code=status, headers=headers)
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/files/{name}", self._serve)])
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off"
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())

@@ -1,18 +1,26 @@
-"""Streaming copy from a provider URL into S3 with multipart upload.
+"""Streaming copy from a provider URL into S3 with multipart upload, resumable and verified.
 
-Bytes flow from the HTTP response into parts; at most `parts_in_flight` parts are uploading at
-once, so memory stays near part_size * (parts_in_flight + 1) whatever the file's size. The part
-size grows for files that would need more than S3's 10,000 parts. A short or failed download
-aborts the multipart upload, so nothing half-written is left to cost money.
+Bytes flow from the HTTP response into parts; at most `parts_in_flight` parts upload at once, so
+memory stays near part_size * (parts_in_flight + 1) whatever the file's size. The part size grows
+for files that would need more than S3's 10,000 parts.
+
+Each part carries its SHA-256 (S3 verifies it where it supports additional checksums) and its
+digest is kept in a ledger. An attempt that dies leaves its multipart upload behind; the next
+attempt lists the parts S3 holds, keeps the ones the ledger vouches for, and asks the source for
+the rest with a Range request. A source that ignores ranges gets a fresh upload (the old one is
+aborted). At the end the object's composite checksum (S3's SHA-256 of the part digests) is
+checked against the one computed here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import math
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
@@ -25,18 +33,55 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 S3_MAX_PARTS = 10_000
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class SourceError(Exception):
-    """The provider URL could not be read completely (status, expiry, truncation)."""
+    """The provider URL could not be read completely (status, expiry, truncation, reset)."""
+
+
+class IntegrityError(Exception):
+    """The stored object does not match what was read from the source."""
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    size: int
+    etag: str
+    sha256: bytes
 
 
 @dataclass(frozen=True)
 class StoredObject:
     key: str
     size_bytes: int
-    sha256: str
+    checksum: str  # S3's composite SHA-256: base64(sha256(part digests))-N
     parts: int
+    resumed_parts: int
+
+
+class PartLedger(Protocol):
+    """Where part digests of in-progress uploads are kept between attempts."""
+
+    async def record(self, upload_id: str, part: Part) -> None: ...
+
+    async def parts(self, upload_id: str) -> dict[int, tuple[int, bytes]]: ...
+
+    async def forget(self, upload_id: str) -> None: ...
+
+
+class NoLedger:
+    """Without a ledger nothing can be vouched for: interrupted uploads restart."""
+
+    async def record(self, upload_id: str, part: Part) -> None:
+        return None
+
+    async def parts(self, upload_id: str) -> dict[int, tuple[int, bytes]]:
+        return {}
+
+    async def forget(self, upload_id: str) -> None:
+        return None
 
 
 def part_size_for(length: int | None, minimum: int) -> int:
@@ -44,6 +89,84 @@ def part_size_for(length: int | None, minimum: int) -> int:
     if length is None:
         return minimum
     return max(minimum, math.ceil(length / S3_MAX_PARTS))
+
+
+def composite_checksum(parts: list[Part]) -> str:
+    digest = hashlib.sha256(b"".join(p.sha256 for p in parts)).digest()
+    return f"{base64.b64encode(digest).decode()}-{len(parts)}"
+
+
+@dataclass(frozen=True)
+class _Resumable:
+    upload_id: str
+    parts: list[Part]
+
+    @property
+    def offset(self) -> int:
+        return sum(p.size for p in self.parts)
+
+
+async def _resumable(s3: S3Client, bucket: str, key: str, ledger: PartLedger) -> _Resumable | None:
+    """The newest unfinished upload of `key` with the parts we can vouch for; others aborted."""
+    listing = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    uploads = sorted(
+        (u for u in listing.get("Uploads", []) if u.get("Key") == key),
+        key=lambda u: u.get("Initiated", 0),
+    )
+    if not uploads:
+        return None
+    *stale, newest = uploads
+    for upload in stale:
+        await _abort(s3, bucket, key, upload["UploadId"], ledger)
+    upload_id = newest["UploadId"]
+    listed = await _list_parts(s3, bucket, key, upload_id)
+    vouched = await ledger.parts(upload_id)
+    parts: list[Part] = []
+    for number in range(1, len(listed) + 1):  # the contiguous prefix both sides agree on
+        size_and_etag = listed.get(number)
+        known = vouched.get(number)
+        if size_and_etag is None or known is None or known[0] != size_and_etag[0]:
+            break
+        parts.append(Part(number, size_and_etag[0], size_and_etag[1], known[1]))
+    if len(parts) > 1 and any(p.size != parts[0].size for p in parts[:-1]):
+        parts = []  # not one part size: cannot continue it safely
+    return _Resumable(upload_id, parts)
+
+
+async def _list_parts(
+    s3: S3Client, bucket: str, key: str, upload_id: str
+) -> dict[int, tuple[int, str]]:
+    found: dict[int, tuple[int, str]] = {}
+    marker = 0
+    while True:
+        page = await s3.list_parts(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+        )
+        for p in page.get("Parts", []):
+            found[p["PartNumber"]] = (p["Size"], p["ETag"])
+        if not page.get("IsTruncated"):
+            return found
+        marker = page["NextPartNumberMarker"]
+
+
+async def _abort(s3: S3Client, bucket: str, key: str, upload_id: str, ledger: PartLedger) -> None:
+    await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    await ledger.forget(upload_id)
+
+
+async def abort_unfinished(s3: S3Client, bucket: str, key: str, ledger: PartLedger) -> int:
+    """Abort every unfinished upload of `key` (when a recording fails for good)."""
+    listing = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    uploads = [u for u in listing.get("Uploads", []) if u.get("Key") == key]
+    for upload in uploads:
+        await _abort(s3, bucket, key, upload["UploadId"], ledger)
+    return len(uploads)
+
+
+def _content_range(response: httpx.Response) -> tuple[int, int] | None:
+    """(first byte, total length) of a 206 answer."""
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", ""))
+    return (int(match.group(1)), int(match.group(3))) if match else None
 
 
 async def stream_to_s3(
@@ -56,26 +179,55 @@ async def stream_to_s3(
     content_type: str,
     part_size: int,
     parts_in_flight: int,
+    ledger: PartLedger | None = None,
 ) -> StoredObject:
-    async with http.stream("GET", url) as response:
-        if response.status_code != 200:
+    ledger = ledger or NoLedger()
+    resume = await _resumable(s3, bucket, key, ledger)
+    offset = resume.offset if resume else 0
+    headers = {"range": f"bytes={offset}-"} if offset else {}
+    async with http.stream("GET", url, headers=headers) as response:
+        span = _content_range(response) if response.status_code == 206 else None
+        if offset and span is not None and span[0] == offset:
+            assert resume is not None
+            upload_id, done, total = resume.upload_id, resume.parts, span[1]
+            size = done[0].size
+            log.info("upload.resumed", key=key, parts_done=len(done), offset=offset, total=total)
+        elif offset and response.status_code == 416 and resume is not None:
+            return await _complete(
+                s3,
+                bucket,
+                key,
+                resume.upload_id,
+                resume.parts,
+                ledger,
+                resume.offset,
+                resume_count=len(resume.parts),
+            )
+        elif response.status_code == 200:
+            if resume is not None:  # nothing to continue, or the source ignores ranges
+                await _abort(s3, bucket, key, resume.upload_id, ledger)
+            declared = response.headers.get("content-length", "")
+            total = int(declared) if declared.isdigit() else None  # type: ignore[assignment]
+            size = part_size_for(total, part_size)
+            created = await s3.create_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                ContentType=content_type,
+                ServerSideEncryption="AES256",
+                ChecksumAlgorithm="SHA256",
+            )
+            upload_id, done = created["UploadId"], []
+        else:
             body = (await response.aread())[:300].decode(errors="replace")
             raise SourceError(f"source answered HTTP {response.status_code}: {body}")
-        declared = response.headers.get("content-length")
-        expected = int(declared) if declared and declared.isdigit() else None
-        size = part_size_for(expected, part_size)
-        upload = await s3.create_multipart_upload(
-            Bucket=bucket, Key=key, ContentType=content_type, ServerSideEncryption="AES256"
+        new_parts = await _copy_parts(
+            response, s3, bucket, key, upload_id, size, parts_in_flight, ledger, len(done) + 1
         )
-        upload_id = upload["UploadId"]
-        try:
-            stored = await _copy_parts(response, s3, bucket, key, upload_id, size, parts_in_flight)
-            if expected is not None and stored.size_bytes != expected:
-                raise SourceError(f"source sent {stored.size_bytes} bytes but declared {expected}")
-        except BaseException:
-            await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            raise
-        return stored
+    parts = done + new_parts
+    stored = sum(p.size for p in parts)
+    if total is not None and stored != total:
+        raise SourceError(f"source sent {stored} bytes in all but declared {total}")
+    return await _complete(s3, bucket, key, upload_id, parts, ledger, stored, len(done))
 
 
 async def _copy_parts(
@@ -86,45 +238,84 @@ async def _copy_parts(
     upload_id: str,
     part_size: int,
     parts_in_flight: int,
-) -> StoredObject:
+    ledger: PartLedger,
+    first: int,
+) -> list[Part]:
     slots = asyncio.Semaphore(parts_in_flight)
-    tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
-    digest = hashlib.sha256()
+    tasks: list[asyncio.Task[Part]] = []
     buffer = bytearray()
-    total = 0
 
-    async def put(number: int, data: bytes) -> CompletedPartTypeDef:
+    async def put(number: int, data: bytes) -> Part:
         try:
+            digest = hashlib.sha256(data).digest()
             answer = await s3.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=base64.b64encode(digest).decode(),
             )
-            return {"PartNumber": number, "ETag": answer["ETag"]}
+            part = Part(number, len(data), answer["ETag"], digest)
+            await ledger.record(upload_id, part)
+            return part
         finally:
             slots.release()
 
     async def send(data: bytes) -> None:
         await slots.acquire()  # backpressure: stop reading the source while parts are full
-        tasks.append(asyncio.create_task(put(len(tasks) + 1, data)))
+        tasks.append(asyncio.create_task(put(first + len(tasks), data)))
 
     try:
         async for chunk in response.aiter_raw():
-            digest.update(chunk)
-            total += len(chunk)
             buffer += chunk
             while len(buffer) >= part_size:
                 await send(bytes(buffer[:part_size]))
                 del buffer[:part_size]
             if any(t.done() and t.exception() for t in tasks):
                 break
-        if buffer or not tasks:
+        if buffer or (not tasks and first == 1):
             await send(bytes(buffer))
-        parts = await asyncio.gather(*tasks)
+        return list(await asyncio.gather(*tasks))
     except httpx.HTTPError as exc:
+        await asyncio.gather(*tasks, return_exceptions=True)  # keep what finished, for resume
         raise SourceError(f"reading the source failed: {exc!r}") from exc
     finally:
         for task in tasks:
             task.cancel()
+
+
+async def _complete(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: list[Part],
+    ledger: PartLedger,
+    size: int,
+    resume_count: int,
+) -> StoredObject:
+    completed: list[CompletedPartTypeDef] = [
+        {
+            "PartNumber": p.number,
+            "ETag": p.etag,
+            "ChecksumSHA256": base64.b64encode(p.sha256).decode(),
+        }
+        for p in parts
+    ]
     await s3.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": list(parts)}
+        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}
     )
-    return StoredObject(key=key, size_bytes=total, sha256=digest.hexdigest(), parts=len(parts))
+    await ledger.forget(upload_id)
+    checksum = composite_checksum(parts)
+    head = await s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    stored_checksum = head.get("ChecksumSHA256")
+    if head["ContentLength"] != size or (
+        stored_checksum and stored_checksum.split("-")[0] != checksum.split("-")[0]
+    ):
+        await s3.delete_object(Bucket=bucket, Key=key)
+        raise IntegrityError(
+            f"s3://{bucket}/{key} holds {head['ContentLength']} bytes with checksum"
+            f" {stored_checksum}, expected {size} bytes with {checksum}; deleted"
+        )
+    return StoredObject(key, size, checksum, len(parts), resume_count)

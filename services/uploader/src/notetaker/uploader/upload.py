@@ -29,14 +29,27 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.uploader import recordings
+from notetaker.uploader.ledger import PostgresPartLedger
 from notetaker.uploader.recordings import Recording
 from notetaker.uploader.settings import UploaderSettings
-from notetaker.uploader.transfer import SourceError, StoredObject, stream_to_s3
+from notetaker.uploader.transfer import (
+    IntegrityError,
+    SourceError,
+    StoredObject,
+    abort_unfinished,
+    stream_to_s3,
+)
 
 log = get_logger(__name__)
 
 ATTEMPTS = Counter("notetaker_uploader_attempts_total", "Upload attempts by outcome.", ["outcome"])
+FAILURES = Counter(
+    "notetaker_uploader_failures_total", "Failed upload attempts by reason.", ["reason"]
+)
 BYTES = Counter("notetaker_uploader_bytes_total", "Bytes copied into S3.")
+PARTS = Counter(
+    "notetaker_uploader_parts_total", "Multipart parts, by whether uploaded or resumed.", ["how"]
+)
 DURATION = Histogram(
     "notetaker_uploader_upload_duration_seconds",
     "Time to copy one recording (all its files).",
@@ -67,6 +80,20 @@ def plan_failure(
         return FailurePlan(attempts, None)
     delay = delays_seconds[min(attempts, len(delays_seconds)) - 1]
     return FailurePlan(attempts, now + timedelta(seconds=delay))
+
+
+def failure_reason(exc: Exception) -> str:
+    """A bounded label for the failures counter."""
+    if isinstance(exc, SourceError):
+        text = str(exc)
+        if "answered HTTP" in text:
+            return f"source_http_{text.split('HTTP ')[1][:3]}"
+        return "source_truncated" if "declared" in text else "source_read"
+    if isinstance(exc, IntegrityError):
+        return "integrity"
+    if isinstance(exc, ClientError | BotoCoreError):
+        return "s3"
+    return "other"
 
 
 def source_expired(received_at: datetime | None, now: datetime, validity_seconds: int) -> bool:
@@ -102,6 +129,7 @@ class Uploader:
         self.s3 = s3
         self.http = http
         self.publisher = publisher
+        self.ledger = PostgresPartLedger(pool)
 
     async def handle(self, envelope: Envelope) -> None:
         event = envelope.event
@@ -136,6 +164,7 @@ class Uploader:
                 "provider URL expired (received at "
                 f"{recording.urls_received_at:%Y-%m-%d %H:%M}Z); ask the provider for a new one",
                 final=True,
+                reason="source_expired",
             )
             return
         await recordings.mark_uploading(self.pool, recording.id)
@@ -144,8 +173,10 @@ class Uploader:
         try:
             video = await self._copy(recording, "video")
             audio = await self._copy(recording, "audio") if recording.audio_url else None
-        except (SourceError, ClientError, BotoCoreError, httpx.HTTPError) as exc:
-            await self._fail(recording, f"{type(exc).__name__}: {exc}", final=False)
+        except (SourceError, IntegrityError, ClientError, BotoCoreError, httpx.HTTPError) as exc:
+            await self._fail(
+                recording, f"{type(exc).__name__}: {exc}", final=False, reason=failure_reason(exc)
+            )
             return
         assert video is not None
         size = video.size_bytes + (audio.size_bytes if audio else 0)
@@ -155,7 +186,7 @@ class Uploader:
             video_key=video.key,
             audio_key=audio.key if audio else None,
             size_bytes=size,
-            checksum=f"sha256:{video.sha256}",
+            checksum=f"sha256-composite:{video.checksum}",
         )
         elapsed = (datetime.now(UTC) - started).total_seconds()
         ATTEMPTS.labels("complete").inc()
@@ -185,7 +216,7 @@ class Uploader:
             "video" if kind == "video" else "audio",
             ext,
         )
-        return await stream_to_s3(
+        stored = await stream_to_s3(
             self.http,
             self.s3,
             url=url,
@@ -194,15 +225,39 @@ class Uploader:
             content_type=CONTENT_TYPES.get(ext, "application/octet-stream"),
             part_size=self.settings.upload_part_size_bytes,
             parts_in_flight=self.settings.upload_parts_in_flight,
+            ledger=self.ledger,
         )
+        PARTS.labels("uploaded").inc(stored.parts - stored.resumed_parts)
+        PARTS.labels("resumed").inc(stored.resumed_parts)
+        return stored
 
-    async def _fail(self, recording: Recording, error: str, *, final: bool) -> None:
+    def _keys(self, recording: Recording) -> list[str]:
+        """The object keys this recording's files go to."""
+        keys = []
+        if recording.video_url:
+            ext = extension(recording.video_url, "mp4")
+            keys.append(
+                recording_key(recording.org_id, recording.user_id, recording.id, "video", ext)
+            )
+        if recording.audio_url:
+            ext = extension(recording.audio_url, "m4a")
+            keys.append(
+                recording_key(recording.org_id, recording.user_id, recording.id, "audio", ext)
+            )
+        return keys
+
+    async def _fail(self, recording: Recording, error: str, *, final: bool, reason: str) -> None:
         plan = plan_failure(
             recording.retry_count,
             1 if final else self.settings.upload_max_attempts,
             self.settings.upload_retry_delays_seconds,
             datetime.now(UTC),
         )
+        FAILURES.labels(reason).inc()
+        if plan.final:
+            # Failed for good: nothing will resume these parts, so stop paying for them.
+            for key in self._keys(recording):
+                await abort_unfinished(self.s3, self.settings.s3_bucket, key, self.ledger)
         await recordings.mark_failed(
             self.pool,
             recording.id,
@@ -216,7 +271,9 @@ class Uploader:
             bot_id=recording.bot_id,
             recording_id=str(recording.id),
             error=error,
+            reason=reason,
             final=plan.final,
+            attempt=plan.retry_count,
             next_retry_at=plan.next_retry_at,
         )
         await self.publisher.publish(

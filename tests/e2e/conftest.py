@@ -31,7 +31,8 @@ class Pipeline:
         return self.services.ingest_url
 
 
-@pytest.fixture(scope="session")
+# Package scope: the pipeline's consumers stop before other packages start their own workers.
+@pytest.fixture(scope="package")
 async def pipeline(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Pipeline]:

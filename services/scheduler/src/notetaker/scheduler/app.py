@@ -39,10 +39,13 @@ class Scheduler:
         self.http = http
         self.publisher = publisher
         self.is_leader = False
+        self.warned_no_api_key = False
 
     async def deploy_bots(self) -> int:
         if self.settings.meetingbaas_api_key is None:
-            log.warning("scheduler.no_api_key", hint="set NOTETAKER_MEETINGBAAS_API_KEY")
+            if not self.warned_no_api_key:
+                log.warning("scheduler.bot_deploys_off", hint="set NOTETAKER_MEETINGBAAS_API_KEY")
+                self.warned_no_api_key = True
             return 0
         deployed = 0
         for meeting in await bots.due_meetings(self.pool, self.settings.bot_join_lead_seconds):

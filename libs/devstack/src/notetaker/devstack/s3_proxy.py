@@ -1,0 +1,92 @@
+"""An S3 endpoint that misbehaves on purpose: a proxy in front of the real one that answers
+chosen requests with 500, 503 or SlowDown, as S3 does under load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from notetaker.devstack.stack import free_port
+
+Matcher = Callable[[Request], bool]
+
+SLOW_DOWN = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>SlowDown</Code>"
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+def is_upload_part(request: Request) -> bool:
+    return request.method == "PUT" and "partNumber" in request.query_params
+
+
+@dataclass
+class S3FaultProxy:
+    upstream: str
+    port: int = field(default_factory=free_port)
+    failures: list[tuple[Matcher, int]] = field(default_factory=list)  # (which, status)
+    injected: list[str] = field(default_factory=list)
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task[None] | None = None
+    _http: httpx.AsyncClient | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail_next(self, count: int, status: int = 503, which: Matcher = is_upload_part) -> None:
+        self.failures += [(which, status)] * count
+
+    async def _forward(self, request: Request) -> Response:
+        for index, (which, status) in enumerate(self.failures):
+            if which(request):
+                del self.failures[index]
+                self.injected.append(f"{request.method} {request.url.path} -> {status}")
+                body = SLOW_DOWN if status == 503 else b"<Error><Code>InternalError</Code></Error>"
+                return Response(body, status_code=status, media_type="application/xml")
+        assert self._http is not None
+        upstream = await self._http.request(
+            request.method,
+            f"{self.upstream}{request.url.path}",
+            params=request.url.query,  # the raw query string, exactly as the client signed it
+            headers=[(k, v) for k, v in request.headers.items() if k.lower() != "host"]
+            + [("host", self.upstream.split("//", 1)[1])],
+            content=await request.body(),
+        )
+        dropped = {"transfer-encoding", "content-encoding"}
+        if request.method != "HEAD":  # a HEAD answer's length describes the object: keep it
+            dropped.add("content-length")
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
+        return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(timeout=60)
+        app = Starlette(
+            routes=[
+                Route(
+                    "/{path:path}", self._forward, methods=["GET", "PUT", "POST", "DELETE", "HEAD"]
+                )
+            ]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+        if self._http is not None:
+            await self._http.aclose()

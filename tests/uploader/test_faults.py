@@ -1,0 +1,230 @@
+"""The uploader service under faults, as processes against real HTTP sources, Kafka, PostgreSQL
+and an S3 endpoint that can be told to fail: each fault ends correctly and nothing is left open."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from notetaker.common.events import RecordingCompleted
+from notetaker.common.kafka import EventPublisher
+from notetaker.common.s3 import S3Client
+from notetaker.devstack.s3_proxy import S3FaultProxy
+from notetaker.devstack.services import ServiceProcess
+from notetaker.devstack.sources import Fault, RecordingSource
+from notetaker.devstack.stack import Stack, free_port
+from tests.conftest import eventually
+from tests.e2e.conftest import events_for
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class Workers:
+    stack: Stack
+    source: RecordingSource
+    proxy: S3FaultProxy
+    publisher: EventPublisher
+    logdir: Path
+    uploader: ServiceProcess
+    scheduler: ServiceProcess
+
+    def new_uploader(self) -> ServiceProcess:
+        self.uploader = ServiceProcess(
+            "uploader", self.uploader.env, free_port(), self.logdir / f"uploader-{uuid.uuid4()}.log"
+        )
+        self.uploader.env = {**self.uploader.env, "NOTETAKER_HTTP_PORT": str(self.uploader.port)}
+        return self.uploader
+
+
+@pytest.fixture(scope="module")
+async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Workers]:
+    source = RecordingSource()
+    await source.start()
+    assert stack.s3_endpoint_url is not None
+    proxy = S3FaultProxy(stack.s3_endpoint_url)
+    await proxy.start()
+    publisher = EventPublisher(stack.settings(service_name="ingest"))
+    await publisher.start()
+    logdir = tmp_path_factory.mktemp("upload-workers")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **stack.env(),
+        "NOTETAKER_S3_ENDPOINT_URL": proxy.url,
+        "NOTETAKER_UPLOAD_PART_SIZE_BYTES": str(5 * MIB),
+        "NOTETAKER_UPLOAD_RETRY_DELAYS_SECONDS": "[1, 1, 1]",
+        "NOTETAKER_UPLOAD_MAX_ATTEMPTS": "3",
+        "NOTETAKER_SOURCE_TIMEOUT_SECONDS": "5",
+        "NOTETAKER_SCHEDULER_INTERVAL_SECONDS": "0.5",
+    }
+    processes = {}
+    for name in ("uploader", "scheduler"):
+        port = free_port()
+        processes[name] = ServiceProcess(
+            name, {**env, "NOTETAKER_HTTP_PORT": str(port)}, port, logdir / f"{name}.log"
+        )
+        processes[name].start()
+    for process in processes.values():
+        await asyncio.to_thread(process.wait_ready)
+    crew = Workers(
+        stack, source, proxy, publisher, logdir, processes["uploader"], processes["scheduler"]
+    )
+    yield crew
+    crew.uploader.stop()
+    crew.scheduler.stop()
+    await publisher.stop()
+    await proxy.stop()
+    await source.stop()
+
+
+async def new_recording(
+    db: asyncpg.Pool,
+    workers: Workers,
+    data: bytes,
+    bot_id: str | None = None,
+    received: datetime | None = None,
+) -> tuple[str, str]:
+    """A deployed bot whose provider now says the recording is ready; (bot_id, file name)."""
+    bot_id = bot_id or str(uuid.uuid4())
+    name = f"{bot_id}.mp4"
+    workers.source.files[name] = data
+    await db.execute(
+        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
+        uuid.uuid4(),
+        uuid.uuid4(),
+        bot_id,
+    )
+    await workers.publisher.publish(
+        RecordingCompleted(
+            bot_id=bot_id,
+            video_url=workers.source.url(name),
+            urls_received_at=received or datetime.now(UTC),
+        )
+    )
+    return bot_id, name
+
+
+async def recording(db: asyncpg.Pool, bot_id: str) -> Any:
+    return await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
+
+
+async def until_status(db: asyncpg.Pool, bot_id: str, status: str, timeout: float = 60) -> Any:
+    async def probe() -> Any:
+        row = await recording(db, bot_id)
+        final = row["s3_upload_status"] == "failed" and row["s3_upload_next_retry_at"] is None
+        wanted = final if status == "failed" else row["s3_upload_status"] == status
+        return row if wanted else None
+
+    return await eventually(probe, timeout, f"recording of {bot_id} to be {status}")
+
+
+async def stored(s3: S3Client, stack: Stack, key: str) -> bytes:
+    body: bytes = await (await s3.get_object(Bucket=stack.s3_bucket, Key=key))["Body"].read()
+    return body
+
+
+async def open_uploads(s3: S3Client, stack: Stack, key: str) -> list[Any]:
+    listing = await s3.list_multipart_uploads(Bucket=stack.s3_bucket, Prefix=key)
+    return list(listing.get("Uploads", []))
+
+
+async def test_s3_500_and_slowdown_are_retried_and_the_upload_completes(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    workers.proxy.fail_next(2, 503)
+    workers.proxy.fail_next(1, 500)
+    data = os.urandom(11 * MIB)
+    bot_id, _ = await new_recording(db, workers, data)
+    row = await until_status(db, bot_id, "complete")
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert len(workers.proxy.injected) == 3
+    assert row["s3_upload_retry_count"] == 0  # absorbed by the S3 client's retries
+
+
+async def test_a_worker_killed_mid_upload_is_resumed_by_the_next_one(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    data = os.urandom(30 * MIB)
+    started = datetime.now(UTC)
+    bot_id, name = await new_recording(db, workers, b"")
+    workers.source.files[name] = data
+    workers.source.faults[name] = Fault(delay_per_chunk=0.1)  # ~12 s for the whole file
+
+    async def parts_done() -> bool:
+        count = await db.fetchval(
+            "SELECT count(*) FROM upload_parts WHERE recorded_at > $1", started
+        )
+        return bool(count >= 2)
+
+    await eventually(parts_done, 60, "two parts to be uploaded")
+    workers.uploader.kill()  # SIGKILL: no cleanup, no commit
+    workers.source.faults[name] = Fault()
+    replacement = workers.new_uploader()
+    replacement.start()
+    row = await until_status(db, bot_id, "complete", timeout=90)
+
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert await open_uploads(s3, stack, row["s3_video_key"]) == []
+    ranges = [r for n, r in workers.source.requests if n == name and r]
+    assert ranges
+    assert int(ranges[-1].removeprefix("bytes=").rstrip("-")) >= 10 * MIB  # resumed, not redone
+
+
+async def test_three_failures_end_in_failed_with_the_retries_recorded(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    bot_id, name = await new_recording(db, workers, os.urandom(MIB))
+    workers.source.faults[name] = Fault(status=500)
+    row = await until_status(db, bot_id, "failed", timeout=60)
+    assert row["s3_upload_retry_count"] == 3
+    assert row["s3_upload_last_retry_at"] is not None
+    assert row["s3_upload_next_retry_at"] is None
+    assert "HTTP 500" in row["s3_upload_error_message"]
+    assert sum(1 for n, _ in workers.source.requests if n == name) == 3
+    failures = [e.event for e in await events_for(stack, "recording.upload_failed", bot_id)]
+    assert [(f.attempt, f.final) for f in failures] == [(1, False), (2, False), (3, True)]
+    log = workers.uploader.log_path.read_text()
+    assert f'"recording_id": "{row["id"]}"' in log
+
+
+async def test_a_source_past_its_validity_fails_at_once_without_a_request(
+    workers: Workers, db: asyncpg.Pool
+) -> None:
+    bot_id, name = await new_recording(
+        db, workers, b"never fetched", received=datetime.now(UTC) - timedelta(hours=5)
+    )
+    row = await until_status(db, bot_id, "failed", timeout=30)
+    assert "expired" in row["s3_upload_error_message"]
+    assert row["s3_upload_retry_count"] == 1
+    assert [n for n, _ in workers.source.requests if n == name] == []
+
+
+async def test_a_slow_recording_does_not_hold_up_another_on_its_partition(
+    workers: Workers, db: asyncpg.Pool, stack: Stack
+) -> None:
+    partitions = stack.settings().kafka_topic_partitions
+    partition = DefaultPartitioner()
+    slow_bot = str(uuid.uuid4())
+    target = partition(slow_bot.encode(), list(range(partitions)), list(range(partitions)))
+    fast_bot = next(
+        b
+        for b in (str(uuid.uuid4()) for _ in range(1000))
+        if partition(b.encode(), list(range(partitions)), list(range(partitions))) == target
+    )
+    slow_name = f"{slow_bot}.mp4"
+    workers.source.faults[slow_name] = Fault(delay_per_chunk=0.5)  # 20 s for 10 MiB
+    await new_recording(db, workers, os.urandom(10 * MIB), bot_id=slow_bot)
+    await new_recording(db, workers, os.urandom(MIB), bot_id=fast_bot)
+    await until_status(db, fast_bot, "complete", timeout=30)
+    assert (await recording(db, slow_bot))["s3_upload_status"] == "uploading"
+    workers.source.faults[slow_name] = Fault()

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
+from datetime import UTC, datetime
 
 import av
+import pytest
+from prometheus_client import REGISTRY
 
+from notetaker.common.envelope import Envelope
+from notetaker.common.events import ThumbnailRequested
+from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client
 from notetaker.devstack.media import make_recording
 from notetaker.devstack.stack import Stack
-from notetaker.uploader.thumbnails import S3RangeFile, render_thumbnail
+from notetaker.uploader.thumbnails import S3RangeFile, Thumbnailer, render_thumbnail
+from tests.e2e.conftest import events_for
 
 
 def mean_luma(jpeg: bytes) -> float:
@@ -43,3 +51,38 @@ def test_the_black_opening_is_skipped_even_when_asked_for_it() -> None:
     recording = make_recording(seconds=3.0)
     thumbnail = render_thumbnail(io.BytesIO(recording.video), 0.0, 160)
     assert (thumbnail.width, thumbnail.height) == (160, 120)
+
+
+async def test_a_video_without_decodable_frames_fails_clearly_once(
+    stack: Stack, s3: S3Client
+) -> None:
+    key = f"t/broken-{uuid.uuid4()}/video.mp4"
+    bot_id = f"broken-{uuid.uuid4()}"
+    await s3.put_object(Bucket=stack.s3_bucket, Key=key, Body=b"\x00not a video" * 1000)
+    request = ThumbnailRequested(
+        bot_id=bot_id,
+        recording_id=uuid.uuid4(),
+        org_id=uuid.uuid4(),
+        bucket=stack.s3_bucket,
+        video_key=key,
+        thumbnail_key=key.replace("video.mp4", "t.jpg"),
+    )
+
+    def failures() -> float:
+        value = REGISTRY.get_sample_value(
+            "notetaker_thumbnailer_failures_total", {"reason": "no_decodable_frame"}
+        )
+        return value or 0.0
+
+    before = failures()
+    publisher = EventPublisher(stack.settings(service_name="uploader"))
+    await publisher.start()
+    try:
+        thumbnailer = Thumbnailer(s3, publisher, width=320, at_seconds=3.0)
+        await thumbnailer.handle(Envelope("id", "/t", request.type, datetime.now(UTC), request))
+    finally:
+        await publisher.stop()
+    assert failures() == before + 1  # handled (no exception, so no retry loop), and counted
+    assert await events_for(stack, "thumbnail.generated", bot_id) == []
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        await s3.get_object(Bucket=stack.s3_bucket, Key=request.thumbnail_key)

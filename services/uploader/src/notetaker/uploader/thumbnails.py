@@ -26,6 +26,11 @@ log = get_logger(__name__)
 THUMBNAIL_BYTES_READ = Counter(
     "notetaker_thumbnailer_source_bytes_read_total", "Video bytes fetched to make thumbnails."
 )
+THUMBNAIL_FAILURES = Counter(
+    "notetaker_thumbnailer_failures_total",
+    "Videos no thumbnail can be made of, by reason.",
+    ["reason"],
+)
 
 # A frame darker than this (mean luma, 0-255) is taken as black: try a later one.
 _BLACK_LUMA = 16.0
@@ -183,6 +188,18 @@ class Thumbnailer:
             thumbnail = await asyncio.to_thread(
                 render_thumbnail, source, self.at_seconds, self.width
             )
+        except NoDecodableFrame as exc:
+            # Permanent: retrying the same bytes cannot help. The meeting keeps its video.
+            THUMBNAIL_FAILURES.labels("no_decodable_frame").inc()
+            log.error(
+                "thumbnail.impossible",
+                bot_id=event.bot_id,
+                recording_id=str(event.recording_id),
+                video_key=event.video_key,
+                error=str(exc),
+                hint="the stored video cannot be decoded; check its source",
+            )
+            return
         finally:
             THUMBNAIL_BYTES_READ.inc(source.bytes_read)
         await self.s3.put_object(

@@ -39,7 +39,13 @@ async def pipeline(
     keys = pipeline_secrets()
     port = free_port()
     logdir = Path(tmp_path_factory.mktemp("services"))
-    services = ServiceSet(stack, logdir, extra_env=service_env(f"http://127.0.0.1:{port}", keys))
+    services = ServiceSet(
+        stack,
+        logdir,
+        extra_env=service_env(f"http://127.0.0.1:{port}", keys),
+        # A join effect that keeps failing (e.g. a Fathom bot) is dead-lettered quickly here.
+        per_service_env={"transcript_sync": {"NOTETAKER_EFFECT_ATTEMPTS": "3"}},
+    )
     simulator = ProviderSimulator(
         SimulatorConfig(
             ingest_url=services.ingest_url,

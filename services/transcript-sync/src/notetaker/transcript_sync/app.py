@@ -22,7 +22,7 @@ from notetaker.common.events import Event, MeetingSynced
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import S3Client, s3_client, s3_location
-from notetaker.transcript_sync import meetings, transcripts
+from notetaker.transcript_sync import media, meetings, transcripts
 from notetaker.transcript_sync.join import (
     Effect,
     JoinState,
@@ -284,6 +284,33 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
     async def readyz(web: Any, request: Any) -> Any:
         assigned = bool(app.consumer.assignment()) if app.consumer else False
         return web.json({"ready": assigned}, status=200 if assigned else 503)
+
+    @app.page("/meetings/{meeting_id}/media/{kind}")
+    async def media_page(web: Any, request: Any, meeting_id: str, kind: str) -> Any:
+        if not media.authorised(
+            request.headers.get("authorization", ""), settings.media_api_tokens
+        ):
+            return web.json({"title": "Unauthorized", "status": 401}, status=401)
+        await resources.ready()
+        assert resources.pool is not None
+        assert resources.s3 is not None
+        try:
+            link = await media.media_link(
+                resources.pool,
+                resources.s3,
+                resources.publisher,
+                meeting_id=meeting_id,
+                kind=kind,
+                org_id=request.headers.get("x-org-id", ""),
+                expires_in=settings.media_url_seconds,
+            )
+        except media.MediaRefused as refused:
+            return web.json(
+                {"title": refused.reason, "status": refused.status}, status=refused.status
+            )
+        return web.json(
+            {"url": link.url, "expires_in": link.expires_in, "size_bytes": link.size_bytes}
+        )
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -38,6 +38,10 @@ class TranscriptSyncSettings(NotetakerSettings):
     presigned_url_seconds: int = Field(
         3600, description="Lifetime of the presigned audio URL handed to Gladia."
     )
+    media_api_tokens: Annotated[list[SecretStr], NoDecode, BeforeValidator(split_secrets)] = Field(
+        default_factory=list, description="Bearer tokens the product presents for media links."
+    )
+    media_url_seconds: int = Field(300, description="Lifetime of a presigned media URL.")
     effect_attempts: int = Field(
         8, description="Tries of a database write or API call before dead-lettering the event."
     )

@@ -44,7 +44,13 @@ async def pipeline(
         logdir,
         extra_env=service_env(f"http://127.0.0.1:{port}", keys),
         # A join effect that keeps failing (e.g. a Fathom bot) is dead-lettered quickly here.
-        per_service_env={"transcript_sync": {"NOTETAKER_EFFECT_ATTEMPTS": "3"}},
+        per_service_env={
+            "transcript_sync": {"NOTETAKER_EFFECT_ATTEMPTS": "3"},
+            "scheduler": {
+                "NOTETAKER_GLADIA_POLL_AFTER_SECONDS": "2",
+                "NOTETAKER_GLADIA_POLL_EVERY_SECONDS": "1",
+            },
+        },
     )
     simulator = ProviderSimulator(
         SimulatorConfig(

@@ -176,3 +176,45 @@ async def test_presigned_urls_serve_the_stored_bytes_and_count_the_download(
 
     downloaded_gb = await eventually(downloads_counted, 30, "both downloads to be counted")
     assert downloaded_gb == pytest.approx(expected_gb)
+
+
+async def test_a_gladia_job_whose_callback_never_comes_is_polled_to_the_same_transcript(
+    pipeline: Pipeline, db: asyncpg.Pool
+) -> None:
+    sim = pipeline.simulator
+    sim.config.gladia_send_callbacks = False
+    try:
+        bot_id = sim.create_bot(transcription=False, hold_completed=True)  # Gladia transcribes
+        meeting = await meeting_with_bot(db, bot_id)
+        sim.complete(bot_id)
+        row = await complete_row(db, meeting, timeout=60)
+    finally:
+        sim.config.gladia_send_callbacks = True
+    (job,) = [j for j in sim.jobs.values() if f"bot_id={bot_id}" in (j.callback_url or "")]
+    assert job.callbacks == []  # no callback: the scheduler's poll found it done
+    assert row["transcript_provider"] == "gladia"
+    assert "The upload pipeline is live." in row["transcript_text"]
+    polled = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", bot_id)
+    assert polled["job_id"] == job.id
+    assert polled["poll_count"] >= 1
+    assert polled["completed_at"] is not None
+
+
+async def test_a_bot_that_never_records_marks_its_meeting_failed(
+    pipeline: Pipeline, db: asyncpg.Pool
+) -> None:
+    sim = pipeline.simulator
+    bot_id = sim.create_bot(fail=True, hold_completed=True)
+    meeting = await meeting_with_bot(db, bot_id)
+    sim.complete(bot_id)
+
+    async def marked() -> Any:
+        return await db.fetchval(
+            "SELECT recording_status FROM meetings WHERE id = $1 AND recording_status LIKE 'failed%'",
+            meeting.id,
+        )
+
+    status = await eventually(marked, 30, "the meeting to show the failure")
+    assert "BOT_NOT_ACCEPTED" in status
+    row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", meeting.id)
+    assert row["video_url"] is None

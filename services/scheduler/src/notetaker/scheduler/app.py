@@ -14,7 +14,7 @@ from notetaker.common.http import health_app, make_server
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.runtime import until_stopped
-from notetaker.scheduler import bots, retries
+from notetaker.scheduler import bots, retries, transcriptions
 from notetaker.scheduler.settings import SchedulerSettings
 
 log = get_logger(__name__)
@@ -72,8 +72,25 @@ class Scheduler:
     async def request_retries(self) -> int:
         return await retries.request_due_retries(self.pool, self.publisher)
 
+    async def poll_transcriptions(self) -> int:
+        if self.settings.gladia_api_key is None:
+            return 0
+        return await transcriptions.poll_overdue_jobs(
+            self.pool,
+            self.http,
+            self.publisher,
+            api_url=self.settings.gladia_api_url,
+            api_key=self.settings.gladia_api_key,
+            overdue_seconds=self.settings.gladia_poll_after_seconds,
+            every_seconds=self.settings.gladia_poll_every_seconds,
+        )
+
     async def round(self) -> None:
-        jobs = {"deploy_bots": self.deploy_bots, "upload_retries": self.request_retries}
+        jobs = {
+            "deploy_bots": self.deploy_bots,
+            "upload_retries": self.request_retries,
+            "transcription_polls": self.poll_transcriptions,
+        }
         for name, job in jobs.items():
             try:
                 count = await job()

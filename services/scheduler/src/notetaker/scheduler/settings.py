@@ -22,6 +22,16 @@ class SchedulerSettings(NotetakerSettings):
         "https://api.meetingbaas.com", description="MeetingBaaS API base URL."
     )
     meetingbaas_api_key: SecretStr | None = Field(None, description="MeetingBaaS API key.")
+    gladia_api_url: str = Field("https://api.gladia.io", description="Gladia API base URL.")
+    gladia_api_key: SecretStr | None = Field(
+        None, description="Gladia API key; empty turns polling of overdue jobs off."
+    )
+    gladia_poll_after_seconds: float = Field(
+        600.0, description="A job's callback is overdue this long after the job was asked for."
+    )
+    gladia_poll_every_seconds: float = Field(
+        60.0, description="Time between two polls of the same overdue job."
+    )
     webhook_base_url: str = Field(
         "http://127.0.0.1:8000", description="Public base URL of ingest (for the bot callbacks)."
     )

@@ -194,6 +194,7 @@ class Join:
             media = await meetings.write_transcript(
                 r.pool, bot_id, effect.transcript.provider, utterances
             )
+            await meetings.complete_transcription_job(r.pool, bot_id)
         elif isinstance(effect, WriteThumbnail):
             location = s3_location(effect.bucket, effect.thumbnail_key)
             media = await meetings.write_thumbnail(r.pool, bot_id, location)
@@ -229,6 +230,8 @@ class Join:
             callback_key=self.settings.gladia_callback_keys[0],
             bot_id=bot_id,
         )
+        assert self.resources.pool is not None
+        await meetings.record_transcription_job(self.resources.pool, bot_id, "gladia", job_id)
         log.info("transcription.requested", bot_id=bot_id, provider="gladia", job_id=job_id)
 
 

@@ -91,3 +91,26 @@ async def write_thumbnail(pool: asyncpg.Pool, bot_id: str, thumbnail_url: str) -
 
 async def mark_failed(pool: asyncpg.Pool, bot_id: str, error: str) -> MeetingMedia:
     return await _update(pool, bot_id, "recording_status = $2", f"failed: {error}"[:1000])
+
+
+async def record_transcription_job(
+    pool: asyncpg.Pool, bot_id: str, provider: str, job_id: str
+) -> None:
+    """Remember a job we asked for, so an overdue callback can be replaced by polling."""
+    await pool.execute(
+        "INSERT INTO transcription_jobs (bot_id, provider, job_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (bot_id) DO UPDATE SET provider = EXCLUDED.provider,"
+        " job_id = EXCLUDED.job_id, requested_at = now(), completed_at = NULL,"
+        " status = 'requested'",
+        bot_id,
+        provider,
+        job_id,
+    )
+
+
+async def complete_transcription_job(pool: asyncpg.Pool, bot_id: str) -> None:
+    await pool.execute(
+        "UPDATE transcription_jobs SET completed_at = now(), status = 'done'"
+        " WHERE bot_id = $1 AND completed_at IS NULL",
+        bot_id,
+    )

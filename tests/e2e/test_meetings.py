@@ -210,7 +210,8 @@ async def test_a_bot_that_never_records_marks_its_meeting_failed(
 
     async def marked() -> Any:
         return await db.fetchval(
-            "SELECT recording_status FROM meetings WHERE id = $1 AND recording_status LIKE 'failed%'",
+            "SELECT recording_status FROM meetings"
+            " WHERE id = $1 AND recording_status LIKE 'failed%'",
             meeting.id,
         )
 

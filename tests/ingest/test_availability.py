@@ -4,6 +4,8 @@ retries; once Kafka answers, it becomes ready and accepts without a restart."""
 from __future__ import annotations
 
 import asyncio
+import signal
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +18,14 @@ from notetaker.common.kafka import ensure_topics
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import LocalProcess, Stack, free_port
 from tests.conftest import eventually
-from tests.ingest.conftest import fixture_body, ingest_env, known_bot, post, whsec
+from tests.ingest.conftest import (
+    fixture_body,
+    ingest_env,
+    kafka_records,
+    known_bot,
+    post,
+    whsec,
+)
 
 
 async def test_kafka_down_means_not_ready_and_503_until_it_returns(
@@ -93,3 +102,56 @@ async def test_kafka_down_means_not_ready_and_503_until_it_returns(
         ingest.stop()
         if broker is not None:
             broker.stop()
+
+
+async def test_sigterm_drains_in_flight_webhooks_before_the_producer_closes(
+    stack: Stack, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    port, secret = free_port(), whsec()
+    env = ingest_env(
+        stack, NOTETAKER_HTTP_PORT=str(port), NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS=secret
+    )
+    ingest = ServiceProcess("ingest", env, port, tmp_path / "ingest.log")
+    ingest.start()
+    await asyncio.to_thread(ingest.wait_ready)
+    bot_id = await known_bot(db)
+    body = fixture_body("meetingbaas/v2-bot.status_change.json", bot_id).encode()
+    now = datetime.now(UTC)
+    headers = {
+        "content-type": "application/json",
+        "svix-id": "msg_drain",
+        "svix-timestamp": str(int(now.timestamp())),
+        "svix-signature": Webhook(secret).sign("msg_drain", now, body.decode()),
+        "content-length": str(len(body)),
+    }
+    first_half_sent = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield body[:20]
+        first_half_sent.set()
+        await asyncio.sleep(1.0)  # SIGTERM arrives while this request is in flight
+        yield body[20:]
+
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            request = asyncio.create_task(
+                http.post(
+                    f"http://127.0.0.1:{port}/webhooks/meetingbaas",
+                    content=slow_body(),
+                    headers=headers,
+                )
+            )
+            await first_half_sent.wait()
+            await asyncio.sleep(0.2)
+            assert ingest.process is not None
+            ingest.process.terminate()
+            answer = await request
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "published"
+        # Exits by itself once drained (uvicorn re-raises the SIGTERM it handled).
+        assert await asyncio.to_thread(ingest.process.wait, 15) in (0, -signal.SIGTERM)
+        assert len(await kafka_records(stack, "bot.status", bot_id)) == 1
+        log = ingest.log_path.read_text()
+        assert log.index('"msg_drain"') < log.index('"ingest.stopped"')
+    finally:
+        ingest.stop()

@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "ingest": "bench.ingest",
+    "pipeline": "bench.pipeline",
 }
 
 

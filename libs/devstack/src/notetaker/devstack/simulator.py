@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -320,7 +321,9 @@ class ProviderSimulator:
             except httpx.HTTPError as exc:
                 log.warning("simulator.webhook_unreachable", error=repr(exc), attempt=attempt)
                 status = 0
-            bot.webhooks.append({"event": event, "svix_id": delivery_id, "status": status})
+            bot.webhooks.append(
+                {"event": event, "svix_id": delivery_id, "status": status, "at": time.time()}
+            )
             if 200 <= status < 300 or 400 <= status < 500:
                 return status
             await asyncio.sleep(min(5.0, 0.2 * 2**attempt))

@@ -22,11 +22,9 @@ import asyncpg
 import httpx
 
 from notetaker.common.s3 import s3_client
-from notetaker.devstack.demo import pipeline_secrets, service_env
 from notetaker.devstack.media import make_recording
-from notetaker.devstack.services import ServiceSet
-from notetaker.devstack.simulator import ProviderSimulator, SimulatorConfig
-from notetaker.devstack.stack import free_port, start_stack
+from notetaker.devstack.pipeline import start_pipeline
+from notetaker.devstack.stack import start_stack
 from notetaker.uploader.transfer import stream_to_s3
 
 MIB = 1024 * 1024
@@ -46,25 +44,13 @@ async def main() -> int:
     )
     stack = await start_stack()
     workdir = Path(tempfile.mkdtemp(prefix="notetaker-bench-"))
-    keys = pipeline_secrets()
-    port = free_port()
-    services = ServiceSet(stack, workdir, extra_env=service_env(f"http://127.0.0.1:{port}", keys))
-    simulator = ProviderSimulator(
-        SimulatorConfig(
-            ingest_url=services.ingest_url,
-            svix_secret=keys["svix"],
-            api_key=keys["api_key"],
-            gladia_api_key=keys["gladia_key"],
-            port=port,
-            completed_delay_seconds=0.0,
-        ),
-        recording=recording,
+    pipeline = await start_pipeline(
+        stack, workdir, recording=recording, completed_delay_seconds=0.0
     )
-    await simulator.start()
+    simulator = pipeline.simulator
     pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
     assert pool is not None
     try:
-        await asyncio.to_thread(services.start)
         pipeline_s: list[float] = []
         for n in range(args.meetings):
             bot_id = simulator.create_bot(hold_completed=True)
@@ -119,8 +105,7 @@ async def main() -> int:
                 print(f"  copy {n + 1}: {copy_s[-1]:.2f} s", flush=True)
     finally:
         await pool.close()
-        await asyncio.to_thread(services.stop)
-        await simulator.stop()
+        await pipeline.stop()
         stack.stop()
     median, base = statistics.median(pipeline_s), statistics.median(copy_s)
     print(f"\nwebhook to meetings row, median of {args.meetings}: {median:.2f} s (target < 3 s)")

@@ -13,22 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from notetaker.common.envelope import Envelope, from_message
-from notetaker.devstack.demo import pipeline_secrets, service_env
-from notetaker.devstack.services import ServiceSet
-from notetaker.devstack.simulator import ProviderSimulator, SimulatorConfig
-from notetaker.devstack.stack import Stack, free_port
-
-
-@dataclass
-class Pipeline:
-    stack: Stack
-    services: ServiceSet
-    simulator: ProviderSimulator
-    keys: dict[str, str]
-
-    @property
-    def ingest_url(self) -> str:
-        return self.services.ingest_url
+from notetaker.devstack.pipeline import Pipeline, start_pipeline
+from notetaker.devstack.stack import Stack
 
 
 # Package scope: the pipeline's consumers stop before other packages start their own workers.
@@ -36,15 +22,11 @@ class Pipeline:
 async def pipeline(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Pipeline]:
-    keys = pipeline_secrets()
-    port = free_port()
-    logdir = Path(tmp_path_factory.mktemp("services"))
-    services = ServiceSet(
+    running = await start_pipeline(
         stack,
-        logdir,
-        extra_env=service_env(f"http://127.0.0.1:{port}", keys),
-        # A join effect that keeps failing (e.g. a Fathom bot) is dead-lettered quickly here.
+        Path(tmp_path_factory.mktemp("services")),
         per_service_env={
+            # A join effect that keeps failing (e.g. a Fathom bot) is dead-lettered quickly here.
             "transcript_sync": {"NOTETAKER_EFFECT_ATTEMPTS": "3"},
             "scheduler": {
                 "NOTETAKER_GLADIA_POLL_AFTER_SECONDS": "2",
@@ -52,22 +34,8 @@ async def pipeline(
             },
         },
     )
-    simulator = ProviderSimulator(
-        SimulatorConfig(
-            ingest_url=services.ingest_url,
-            svix_secret=keys["svix"],
-            api_key=keys["api_key"],
-            gladia_api_key=keys["gladia_key"],
-            port=port,
-        )
-    )
-    await simulator.start()
-    try:
-        services.start()
-        yield Pipeline(stack, services, simulator, keys)
-    finally:
-        services.stop()
-        await simulator.stop()
+    yield running
+    await running.stop()
 
 
 @dataclass(frozen=True)

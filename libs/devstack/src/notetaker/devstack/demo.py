@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import hashlib
-import secrets
 import signal
 import sys
 import time
@@ -27,40 +25,14 @@ import httpx
 
 from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import parse_s3_location, s3_client
-from notetaker.devstack.services import ServiceSet
-from notetaker.devstack.simulator import ProviderSimulator, SimulatorConfig
-from notetaker.devstack.stack import Stack, free_port, start_stack
+from notetaker.devstack.pipeline import Pipeline, start_pipeline
+from notetaker.devstack.simulator import ProviderSimulator
+from notetaker.devstack.stack import Stack, start_stack
 
 
 def say(message: str, started: float | None = None) -> None:
     stamp = f"[{time.monotonic() - started:6.2f}s] " if started is not None else ""
     print(f"{stamp}{message}", flush=True)
-
-
-def pipeline_secrets() -> dict[str, str]:
-    return {
-        "svix": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        "api_key": secrets.token_urlsafe(24),
-        "gladia_key": secrets.token_urlsafe(24),
-        "callback_key": secrets.token_urlsafe(24),
-        "media_token": secrets.token_urlsafe(24),
-    }
-
-
-def service_env(simulator_url: str, keys: dict[str, str]) -> dict[str, str]:
-    """Settings that wire the services to the simulator and to each other."""
-    return {
-        "NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS": keys["svix"],
-        "NOTETAKER_MEETINGBAAS_API_KEY": keys["api_key"],
-        "NOTETAKER_MEETINGBAAS_API_KEYS": keys["api_key"],
-        "NOTETAKER_MEETINGBAAS_API_URL": simulator_url,
-        "NOTETAKER_GLADIA_API_URL": simulator_url,
-        "NOTETAKER_GLADIA_API_KEY": keys["gladia_key"],
-        "NOTETAKER_GLADIA_CALLBACK_KEYS": keys["callback_key"],
-        "NOTETAKER_MEDIA_API_TOKENS": keys["media_token"],
-        "NOTETAKER_SCHEDULER_INTERVAL_SECONDS": "1",
-        "NOTETAKER_METRICS_REFRESH_SECONDS": "1",
-    }
 
 
 async def schedule_meeting(pool: asyncpg.Pool, starts_in: timedelta) -> uuid.UUID:
@@ -171,8 +143,7 @@ async def main(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     say(f"starting the embedded stack (logs in {workdir})")
     stack = await start_stack(workdir=workdir / "stack")
-    simulator: ProviderSimulator | None = None
-    services: ServiceSet | None = None
+    pipeline: Pipeline | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -183,24 +154,11 @@ async def main(args: argparse.Namespace) -> int:
             f" s3 {stack.s3_endpoint_url}",
             started,
         )
-        keys = pipeline_secrets()
-        simulator_port = free_port()
-        simulator_url = f"http://127.0.0.1:{simulator_port}"
-        services = ServiceSet(
-            stack, workdir / "services", extra_env=service_env(simulator_url, keys)
-        )
-        simulator = ProviderSimulator(
-            SimulatorConfig(
-                ingest_url=services.ingest_url,
-                svix_secret=keys["svix"],
-                api_key=keys["api_key"],
-                gladia_api_key=keys["gladia_key"],
-                port=simulator_port,
-            )
-        )
-        await simulator.start()
-        say(f"provider simulator (MeetingBaaS + Gladia) at {simulator.base_url}", started)
-        await asyncio.to_thread(services.start)
+        say("starting the MeetingBaaS + Gladia simulator and the five services", started)
+        pipeline = await start_pipeline(stack, workdir / "services")
+        services = pipeline.services
+        simulator = pipeline.simulator
+        say(f"provider simulator at {simulator.base_url}", started)
         say(
             "services ready: "
             + ", ".join(f"{p.name} {p.url}" for p in services.processes.values()),
@@ -231,15 +189,13 @@ async def main(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     except Exception as exc:
         say(f"\nFAILED: {exc}")
-        if services is not None:
-            for process in services.processes.values():
+        if pipeline is not None:
+            for process in pipeline.services.processes.values():
                 say(f"--- last lines of {process.log_path}\n{process.tail(15)}")
         return 1
     finally:
-        if services is not None:
-            await asyncio.to_thread(services.stop)
-        if simulator is not None:
-            await simulator.stop()
+        if pipeline is not None:
+            await pipeline.stop()
         stack.stop()
         say("all processes stopped")
 

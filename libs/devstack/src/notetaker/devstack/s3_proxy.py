@@ -3,17 +3,16 @@ chosen requests with 500, 503 or SlowDown, as S3 does under load."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from notetaker.devstack.asgi import InLoopServer
 from notetaker.devstack.stack import free_port
 
 Matcher = Callable[[Request], bool]
@@ -34,8 +33,7 @@ class S3FaultProxy:
     port: int = field(default_factory=free_port)
     failures: list[tuple[Matcher, int]] = field(default_factory=list)  # (which, status)
     injected: list[str] = field(default_factory=list)
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _server: InLoopServer | None = None
     _http: httpx.AsyncClient | None = None
 
     @property
@@ -69,24 +67,13 @@ class S3FaultProxy:
 
     async def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=60)
-        app = Starlette(
-            routes=[
-                Route(
-                    "/{path:path}", self._forward, methods=["GET", "PUT", "POST", "DELETE", "HEAD"]
-                )
-            ]
-        )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
+        methods = ["GET", "PUT", "POST", "DELETE", "HEAD"]
+        app = Starlette(routes=[Route("/{path:path}", self._forward, methods=methods)])
+        self._server = InLoopServer(app, self.port)
+        await self._server.start()
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        if self._server is not None:
+            await self._server.stop()
         if self._http is not None:
             await self._http.aclose()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from notetaker.devstack.stack import Stack, free_port
+from notetaker.devstack.stack import Stack, free_port, stop_process
 
 SERVICES = ("ingest", "uploader", "transcript_sync", "metrics", "scheduler")
 
@@ -56,14 +56,7 @@ class ServiceProcess:
         raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s; log:\n{self.tail()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, sig, timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

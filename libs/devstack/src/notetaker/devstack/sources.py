@@ -12,12 +12,12 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from notetaker.devstack.asgi import InLoopServer
 from notetaker.devstack.stack import free_port
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
@@ -41,8 +41,7 @@ class RecordingSource:
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (name, range)
     chunk_size: int = 256 * 1024
     port: int = field(default_factory=free_port)
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _server: InLoopServer | None = None
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/files/{name}"
@@ -88,16 +87,11 @@ class RecordingSource:
         return StreamingResponse(body(), status_code=status, headers=headers)
 
     async def start(self) -> None:
-        app = Starlette(routes=[Route("/files/{name}", self._serve)])
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off"
+        self._server = InLoopServer(
+            Starlette(routes=[Route("/files/{name}", self._serve)]), self.port
         )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
+        await self._server.start()
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        if self._server is not None:
+            await self._server.stop()

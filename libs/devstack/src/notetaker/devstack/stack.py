@@ -59,6 +59,20 @@ def wait_for_port(
     raise TimeoutError(f"{what} did not start listening on 127.0.0.1:{port} in {timeout:.0f}s")
 
 
+def stop_process(
+    process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    """Signal a child and wait for it; kill it if it does not stop in `timeout` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 @dataclass
 class LocalProcess:
     """A child process of the stack, with its log file, that can be stopped and started again."""
@@ -90,14 +104,7 @@ class LocalProcess:
             ) from exc
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, sig, timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

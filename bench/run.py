@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "ingest": "bench.ingest",
     "pipeline": "bench.pipeline",
+    "upload": "bench.upload",
 }
 
 

@@ -1,0 +1,212 @@
+"""Streaming upload, HTTP source to S3, against boto3's own multipart upload of the same bytes.
+
+A 1 GiB file (by default) is served over HTTP on loopback by a separate process. Each side runs in
+a child process of its own, so its peak RSS is its own: ours streams the URL into S3 with
+`stream_to_s3` (8 MiB parts, 4 in flight); boto3's `upload_fileobj` sends the same bytes from the
+local file with the same part size and concurrency, to the same endpoint. Two alternating rounds,
+the best of each side. Target (DESIGN §7): ratio >= 0.9, peak RSS < 64 MiB for 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from notetaker.devstack.stack import LocalProcess, Stack, free_port, start_stack
+
+MIB = 1024 * 1024
+
+
+def rss_now_kib() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+async def child_ours(url: str, key: str, part: int, in_flight: int) -> dict[str, Any]:
+    import httpx
+
+    from notetaker.common.s3 import s3_client
+    from notetaker.common.settings import NotetakerSettings
+    from notetaker.uploader.transfer import stream_to_s3
+
+    settings = NotetakerSettings()
+    async with s3_client(settings) as s3, httpx.AsyncClient(timeout=60) as http:
+        before = rss_now_kib()
+        started = time.perf_counter()
+        stored = await stream_to_s3(
+            http,
+            s3,
+            url=url,
+            bucket=settings.s3_bucket,
+            key=key,
+            content_type="video/mp4",
+            part_size=PART,
+            parts_in_flight=IN_FLIGHT,
+        )
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "bytes": stored.size_bytes, "rss_before_kib": before}
+
+
+def child_boto3(path: str, key: str, part: int, in_flight: int) -> dict[str, Any]:
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    from notetaker.common.settings import NotetakerSettings
+
+    settings = NotetakerSettings()
+    assert settings.s3_access_key_id is not None
+    assert settings.s3_secret_access_key is not None
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id.get_secret_value(),
+        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+    )
+    config = TransferConfig(
+        multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=IN_FLIGHT
+    )
+    before = rss_now_kib()
+    started = time.perf_counter()
+    with open(path, "rb") as source:
+        s3.upload_fileobj(source, settings.s3_bucket, key, Config=config)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "bytes": os.path.getsize(path), "rss_before_kib": before}
+
+
+def child(argv: list[str]) -> None:
+    side, where, key, part, in_flight = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
+    result = (
+        asyncio.run(child_ours(where, key, part, in_flight))
+        if side == "ours"
+        else child_boto3(where, key, part, in_flight)
+    )
+    result["rss_peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(result), flush=True)
+
+
+def run_side(
+    stack: Stack, side: str, where: str, key: str, part: int, in_flight: int
+) -> dict[str, Any]:
+    env = {**os.environ, **stack.env()}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.upload",
+            "--child",
+            side,
+            where,
+            key,
+            str(part),
+            str(in_flight),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{side} failed:\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def verify(stack: Stack, key: str, size: int) -> None:
+    from notetaker.common.s3 import s3_client
+
+    async with s3_client(stack.settings()) as s3:
+        head = await s3.head_object(Bucket=stack.s3_bucket, Key=key)
+        await s3.delete_object(Bucket=stack.s3_bucket, Key=key)  # moto keeps objects in memory
+    if head["ContentLength"] != size:
+        raise RuntimeError(f"{key} holds {head['ContentLength']} bytes, expected {size}")
+
+
+def describe(name: str, result: dict[str, Any]) -> str:
+    rate = result["bytes"] / MIB / result["seconds"]
+    return (
+        f"{name:>24}: {rate:7.1f} MiB/s  ({result['seconds']:.1f} s)  peak RSS "
+        f"{result['rss_peak_kib'] / 1024:6.1f} MiB  (before the copy "
+        f"{result['rss_before_kib'] / 1024:.1f} MiB)"
+    )
+
+
+async def main(size_mib: int, rounds: int, part: int, in_flight: int) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="notetaker-bench-upload-"))
+    path = workdir / "recording.mp4"
+    print(
+        f"writing a {size_mib} MiB file; parts of {part // MIB} MiB, {in_flight} in flight",
+        flush=True,
+    )
+    with path.open("wb") as out:
+        for _ in range(size_mib // 8):
+            out.write(os.urandom(8 * MIB))
+    size = path.stat().st_size
+    stack = await start_stack()
+    port = free_port()
+    server = LocalProcess(
+        "http source",
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            str(port),
+            "--directory",
+            str(workdir),
+        ],
+        workdir / "http.log",
+        port,
+    )
+    server.start()
+    url = f"http://127.0.0.1:{port}/{path.name}"
+    best: dict[str, dict[str, Any]] = {}
+    try:
+        for n in range(rounds):
+            for side, where in (("ours", url), ("boto3", str(path))):
+                print(f"round {n + 1}: {side} ...", flush=True)
+                key = f"bench/{side}-{n}.mp4"
+                result = run_side(stack, side, where, key, part, in_flight)
+                await verify(stack, key, size)
+                print(describe(side, result), flush=True)
+                if side not in best or result["seconds"] < best[side]["seconds"]:
+                    best[side] = result
+    finally:
+        server.stop()
+        stack.stop()
+        path.unlink(missing_ok=True)
+    ours, boto = best["ours"], best["boto3"]
+    ratio = (ours["bytes"] / ours["seconds"]) / (boto["bytes"] / boto["seconds"])
+    print("\nbest of each:")
+    print(describe("streaming upload (ours)", ours))
+    print(describe("boto3 upload_fileobj", boto))
+    print(f"\nthroughput ratio ours / boto3: {ratio:.2f} (target >= 0.90)")
+    added = (ours["rss_peak_kib"] - ours["rss_before_kib"]) / 1024
+    print(
+        f"peak RSS of the streaming upload: {ours['rss_peak_kib'] / 1024:.1f} MiB"
+        f" (target < 64 MiB), of which the copy added {added:.1f} MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--part-mib", type=int, default=8, help="part size, both sides")
+    parser.add_argument("--in-flight", type=int, default=4, help="parts in flight, both sides")
+    args = parser.parse_args([a for a in sys.argv[1:] if a != "upload"])
+    sys.exit(asyncio.run(main(args.size_mib, args.rounds, args.part_mib * MIB, args.in_flight)))

@@ -49,8 +49,8 @@ async def child_ours(url: str, key: str, part: int, in_flight: int) -> dict[str,
             bucket=settings.s3_bucket,
             key=key,
             content_type="video/mp4",
-            part_size=PART,
-            parts_in_flight=IN_FLIGHT,
+            part_size=part,
+            parts_in_flight=in_flight,
         )
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "bytes": stored.size_bytes, "rss_before_kib": before}
@@ -73,7 +73,7 @@ def child_boto3(path: str, key: str, part: int, in_flight: int) -> dict[str, Any
         aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
     )
     config = TransferConfig(
-        multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=IN_FLIGHT
+        multipart_threshold=part, multipart_chunksize=part, max_concurrency=in_flight
     )
     before = rss_now_kib()
     started = time.perf_counter()

@@ -23,7 +23,7 @@ from notetaker.common.s3 import S3Client, recording_key
 from notetaker.devstack.media import demo_recording
 from tests.conftest import eventually
 from tests.e2e.conftest import Meeting, Pipeline, events_for, meeting_with_bot
-from tests.e2e.test_pipeline import complete_row
+from tests.e2e.test_pipeline import complete_row, completed_meeting
 
 
 async def publish(pipeline: Pipeline, event: Event, source: str) -> None:
@@ -139,10 +139,7 @@ async def test_presigned_urls_serve_the_stored_bytes_and_count_the_download(
     pipeline: Pipeline, db: asyncpg.Pool
 ) -> None:
     sim = pipeline.simulator
-    bot_id = sim.create_bot(hold_completed=True)
-    meeting = await meeting_with_bot(db, bot_id)
-    sim.complete(bot_id)
-    row = await complete_row(db, meeting)
+    _, row = await completed_meeting(pipeline, db)
     token = pipeline.keys["media_token"]
 
     answer = await media(pipeline, row, "video", row["org_id"], token)

@@ -26,6 +26,14 @@ async def complete_row(db: asyncpg.Pool, meeting: Meeting, timeout: float = 60) 
     return await eventually(probe, timeout, f"meeting {meeting.id} to be complete")
 
 
+async def completed_meeting(pipeline: Pipeline, db: asyncpg.Pool, **bot: Any) -> tuple[str, Any]:
+    """A simulated bot whose meeting is on the calendar, then completes; (bot_id, final row)."""
+    bot_id = pipeline.simulator.create_bot(hold_completed=True, **bot)
+    meeting = await meeting_with_bot(db, bot_id)
+    pipeline.simulator.complete(bot_id)
+    return bot_id, await complete_row(db, meeting)
+
+
 async def stored_video(s3: S3Client, row: Any) -> bytes:
     bucket, key = parse_s3_location(row["video_url"])
     body: bytes = await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read()
@@ -41,10 +49,7 @@ async def test_transcript_before_upload_ends_in_one_complete_row(
     pipeline: Pipeline, db: asyncpg.Pool, s3: S3Client
 ) -> None:
     sim = pipeline.simulator
-    bot_id = sim.create_bot(transcription=True, hold_completed=True, video_delay=2.0)
-    meeting = await meeting_with_bot(db, bot_id)
-    sim.complete(bot_id)
-    row = await complete_row(db, meeting)
+    bot_id, row = await completed_meeting(pipeline, db, transcription=True, video_delay=2.0)
 
     changes = await synced(pipeline, bot_id)
     first_transcript = next(c for c in changes if c.has_transcript)
@@ -61,10 +66,7 @@ async def test_upload_before_transcript_ends_in_one_complete_row(
     pipeline: Pipeline, db: asyncpg.Pool, s3: S3Client
 ) -> None:
     sim = pipeline.simulator
-    bot_id = sim.create_bot(transcription=False, hold_completed=True)  # Gladia transcribes
-    meeting = await meeting_with_bot(db, bot_id)
-    sim.complete(bot_id)
-    row = await complete_row(db, meeting)
+    bot_id, row = await completed_meeting(pipeline, db, transcription=False)  # Gladia's turn
 
     changes = await synced(pipeline, bot_id)
     first_video = next(c for c in changes if c.has_video)
@@ -81,10 +83,7 @@ async def test_same_completed_webhook_three_times_gives_one_upload_and_one_row(
     pipeline: Pipeline, db: asyncpg.Pool
 ) -> None:
     sim = pipeline.simulator
-    bot_id = sim.create_bot(hold_completed=True)
-    meeting = await meeting_with_bot(db, bot_id)
-    sim.complete(bot_id)
-    await complete_row(db, meeting)
+    bot_id, _ = await completed_meeting(pipeline, db)
 
     assert await sim.resend_completed(bot_id) == 200  # Svix retry: same delivery id
     assert await sim.resend_completed(bot_id, new_delivery_id=True) == 200  # same fact again

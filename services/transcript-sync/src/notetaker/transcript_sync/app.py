@@ -103,17 +103,16 @@ class Join:
     ) -> None:
         await self.resources.ready()
         headers = list(headers)
+
+        async def park(error: str) -> None:
+            await self.resources.publisher.dead_letter(
+                topic=topic, key=key, value=value, headers=headers, offset=offset, error=error
+            )
+
         try:
             envelope = from_message(headers, key, value)
         except EnvelopeError as exc:
-            await self.resources.publisher.dead_letter(
-                topic=topic,
-                key=key,
-                value=value,
-                headers=headers,
-                offset=offset,
-                error=f"unparseable: {exc}",
-            )
+            await park(f"unparseable: {exc}")
             return
         event = envelope.event
         state = JoinState.model_validate(table.get(event.bot_id) or {})
@@ -128,14 +127,7 @@ class Join:
                     event_id=envelope.id,
                     effect=type(effect).__name__,
                 )
-                await self.resources.publisher.dead_letter(
-                    topic=topic,
-                    key=key,
-                    value=value,
-                    headers=headers,
-                    offset=offset,
-                    error=f"{type(effect).__name__} failed: {exc!r}",
-                )
+                await park(f"{type(effect).__name__} failed: {exc!r}")
                 return
         if new_state != state:
             table[event.bot_id] = new_state.model_dump(mode="json")

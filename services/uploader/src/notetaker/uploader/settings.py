@@ -13,7 +13,7 @@ class UploaderSettings(NotetakerSettings):
     service_name: str = Field("uploader", description="Name used in logs and CloudEvent source.")
     http_port: int = Field(8002, description="Port of /healthz, /readyz and /metrics.")
     upload_part_size_bytes: int = Field(
-        8 * MIB, ge=5 * MIB, description="Multipart part size (S3 minimum 5 MiB)."
+        5 * MIB, ge=5 * MIB, description="Multipart part size (S3 minimum 5 MiB)."
     )
     upload_parts_in_flight: int = Field(
         4, ge=1, le=32, description="Parts of one file uploading at once."

@@ -15,7 +15,7 @@ from notetaker.common.metrics import metrics_endpoint
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
-def health_app(ready: ReadinessCheck) -> Starlette:
+def health_app(ready: ReadinessCheck, extra_routes: list[Route] | None = None) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -28,6 +28,7 @@ def health_app(ready: ReadinessCheck) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
+            *(extra_routes or []),
         ]
     )
 

@@ -15,7 +15,7 @@ from notetaker.common.http import health_app, make_server
 from notetaker.common.kafka import EventConsumer, EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.runtime import until_stopped
-from notetaker.metrics import exporter, usage
+from notetaker.metrics import admin, exporter, usage
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -70,7 +70,7 @@ async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
         async def ready() -> bool:
             return consumer.ready.is_set()
 
-        server = make_server(health_app(ready), settings.http_port)
+        server = make_server(health_app(ready, admin.routes(settings, pool)), settings.http_port)
         tasks = [
             asyncio.create_task(consumer.run()),
             asyncio.create_task(recorder.refresh_forever()),

@@ -33,14 +33,15 @@ def rss_now_kib() -> int:
 
 
 async def child_ours(url: str, key: str, part: int, in_flight: int) -> dict[str, Any]:
-    import httpx
-
     from notetaker.common.s3 import s3_client
     from notetaker.common.settings import NotetakerSettings
-    from notetaker.uploader.transfer import stream_to_s3
+    from notetaker.uploader.transfer import source_session, stream_to_s3
 
     settings = NotetakerSettings()
-    async with s3_client(settings) as s3, httpx.AsyncClient(timeout=60) as http:
+    async with (
+        s3_client(settings, sign_payload=False) as s3,
+        source_session(60) as http,
+    ):
         before = rss_now_kib()
         started = time.perf_counter()
         stored = await stream_to_s3(
@@ -60,6 +61,7 @@ async def child_ours(url: str, key: str, part: int, in_flight: int) -> dict[str,
 def child_boto3(path: str, key: str, part: int, in_flight: int) -> dict[str, Any]:
     import boto3
     from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
 
     from notetaker.common.settings import NotetakerSettings
 
@@ -72,6 +74,8 @@ def child_boto3(path: str, key: str, part: int, in_flight: int) -> dict[str, Any
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key_id.get_secret_value(),
         aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        # As ours: the SHA-256 part checksums stand for the SigV4 payload hash.
+        config=Config(s3={"payload_signing_enabled": False}),
     )
     config = TransferConfig(
         multipart_threshold=part, multipart_chunksize=part, max_concurrency=in_flight

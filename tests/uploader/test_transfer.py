@@ -9,7 +9,6 @@ import os
 from collections.abc import AsyncIterator
 
 import asyncpg
-import httpx
 import pytest
 
 from notetaker.common.s3 import S3Client
@@ -21,6 +20,7 @@ from notetaker.uploader.transfer import (
     SourceError,
     StoredObject,
     abort_unfinished,
+    source_session,
     stream_to_s3,
 )
 
@@ -43,7 +43,7 @@ def ledger(db: asyncpg.Pool) -> PartLedger:
 async def copy(
     stack: Stack, s3: S3Client, url: str, key: str, ledger: PartLedger | None = None
 ) -> StoredObject:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with source_session(10) as http:
         return await stream_to_s3(
             http,
             s3,

@@ -43,7 +43,12 @@ def parse_s3_location(location: str) -> tuple[str, str]:
 
 
 @asynccontextmanager
-async def s3_client(settings: NotetakerSettings) -> AsyncIterator[S3Client]:
+async def s3_client(
+    settings: NotetakerSettings, *, sign_payload: bool | None = None
+) -> AsyncIterator[S3Client]:
+    """`sign_payload=False` sends UNSIGNED-PAYLOAD instead of hashing every body for SigV4:
+    for callers whose bodies each carry a signed SHA-256 checksum header, which S3 verifies
+    (botocore already does this by itself over HTTPS; None keeps botocore's choice)."""
     session = aioboto3.Session(
         aws_access_key_id=(
             settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
@@ -59,7 +64,7 @@ async def s3_client(settings: NotetakerSettings) -> AsyncIterator[S3Client]:
         retries={"max_attempts": 6, "mode": "adaptive"},
         signature_version="s3v4",
         max_pool_connections=50,
-        s3={"addressing_style": "path"},
+        s3={"addressing_style": "path", "payload_signing_enabled": sign_payload},
     )
     async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as s3:
         yield s3

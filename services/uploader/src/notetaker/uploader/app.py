@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-
 from notetaker.common.db import create_pool
 from notetaker.common.http import health_app, make_server
 from notetaker.common.kafka import EventConsumer, EventPublisher
@@ -14,6 +12,7 @@ from notetaker.common.runtime import until_stopped
 from notetaker.common.s3 import s3_client
 from notetaker.uploader.settings import UploaderSettings
 from notetaker.uploader.thumbnails import Thumbnailer
+from notetaker.uploader.transfer import source_session
 from notetaker.uploader.upload import Uploader
 
 log = get_logger(__name__)
@@ -26,11 +25,11 @@ async def run(settings: UploaderSettings, stop: asyncio.Event) -> None:
     publisher = EventPublisher(settings)
     await publisher.start()
     pool = await create_pool(settings.database_url, settings.database_pool_max)
-    timeout = httpx.Timeout(settings.source_timeout_seconds, connect=10.0)
     try:
         async with (
-            s3_client(settings) as s3,
-            httpx.AsyncClient(timeout=timeout, follow_redirects=True) as http,
+            # Every part carries its SHA-256 checksum: no second hash of it to sign the request.
+            s3_client(settings, sign_payload=False) as s3,
+            source_session(settings.source_timeout_seconds) as http,
         ):
             uploader = Uploader(settings, pool, s3, http, publisher)
             thumbnailer = Thumbnailer(

@@ -1,8 +1,10 @@
 """Streaming copy from a provider URL into S3 with multipart upload, resumable and verified.
 
-Bytes flow from the HTTP response into parts; at most `parts_in_flight` parts upload at once, so
-memory stays near part_size * (parts_in_flight + 1) whatever the file's size. The part size grows
-for files that would need more than S3's 10,000 parts.
+Bytes flow from the HTTP response into parts; at most `parts_in_flight` parts upload at once and
+reading the source waits while they do (backpressure), so memory stays near
+part_size * (parts_in_flight + 1) whatever the file's size. A part's bytes are copied once on our
+side (the received chunks joined). The part size grows for files that would need more than S3's
+10,000 parts.
 
 Each part carries its SHA-256 (S3 verifies it where it supports additional checksums) and its
 digest is kept in a ledger. An attempt that dies leaves its multipart upload behind; the next
@@ -22,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import httpx
+import aiohttp
 
 from notetaker.common.logs import get_logger
 
@@ -163,14 +165,25 @@ async def abort_unfinished(s3: S3Client, bucket: str, key: str, ledger: PartLedg
     return len(uploads)
 
 
-def _content_range(response: httpx.Response) -> tuple[int, int] | None:
+def source_session(read_timeout_seconds: float) -> aiohttp.ClientSession:
+    """The HTTP client for provider URLs: raw bytes (never decompressed), redirects followed,
+    a read that stalls for `read_timeout_seconds` fails; no limit on the whole transfer."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout_seconds),
+        auto_decompress=False,
+        headers={"accept-encoding": "identity"},
+        read_bufsize=1024 * 1024,
+    )
+
+
+def _content_range(response: aiohttp.ClientResponse) -> tuple[int, int] | None:
     """(first byte, total length) of a 206 answer."""
     match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", ""))
     return (int(match.group(1)), int(match.group(3))) if match else None
 
 
 async def stream_to_s3(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     s3: S3Client,
     *,
     url: str,
@@ -185,44 +198,48 @@ async def stream_to_s3(
     resume = await _resumable(s3, bucket, key, ledger)
     offset = resume.offset if resume else 0
     headers = {"range": f"bytes={offset}-"} if offset else {}
-    async with http.stream("GET", url, headers=headers) as response:
-        span = _content_range(response) if response.status_code == 206 else None
-        if offset and span is not None and span[0] == offset:
-            assert resume is not None
-            upload_id, done, total = resume.upload_id, resume.parts, span[1]
-            size = done[0].size
-            log.info("upload.resumed", key=key, parts_done=len(done), offset=offset, total=total)
-        elif offset and response.status_code == 416 and resume is not None:
-            return await _complete(
-                s3,
-                bucket,
-                key,
-                resume.upload_id,
-                resume.parts,
-                ledger,
-                resume.offset,
-                resume_count=len(resume.parts),
+    try:
+        async with http.get(url, headers=headers) as response:
+            span = _content_range(response) if response.status == 206 else None
+            if offset and span is not None and span[0] == offset:
+                assert resume is not None
+                upload_id, done, total = resume.upload_id, resume.parts, span[1]
+                size = done[0].size
+                log.info(
+                    "upload.resumed", key=key, parts_done=len(done), offset=offset, total=total
+                )
+            elif offset and response.status == 416 and resume is not None:
+                return await _complete(
+                    s3,
+                    bucket,
+                    key,
+                    resume.upload_id,
+                    resume.parts,
+                    ledger,
+                    resume.offset,
+                    resume_count=len(resume.parts),
+                )
+            elif response.status == 200:
+                if resume is not None:  # nothing to continue, or the source ignores ranges
+                    await _abort(s3, bucket, key, resume.upload_id, ledger)
+                total = response.content_length
+                size = part_size_for(total, part_size)
+                created = await s3.create_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    ContentType=content_type,
+                    ServerSideEncryption="AES256",
+                    ChecksumAlgorithm="SHA256",
+                )
+                upload_id, done = created["UploadId"], []
+            else:
+                body = (await response.content.read(300)).decode(errors="replace")
+                raise SourceError(f"source answered HTTP {response.status}: {body}")
+            new_parts = await _copy_parts(
+                response, s3, bucket, key, upload_id, size, parts_in_flight, ledger, len(done) + 1
             )
-        elif response.status_code == 200:
-            if resume is not None:  # nothing to continue, or the source ignores ranges
-                await _abort(s3, bucket, key, resume.upload_id, ledger)
-            declared = response.headers.get("content-length", "")
-            total = int(declared) if declared.isdigit() else None  # type: ignore[assignment]
-            size = part_size_for(total, part_size)
-            created = await s3.create_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                ContentType=content_type,
-                ServerSideEncryption="AES256",
-                ChecksumAlgorithm="SHA256",
-            )
-            upload_id, done = created["UploadId"], []
-        else:
-            body = (await response.aread())[:300].decode(errors="replace")
-            raise SourceError(f"source answered HTTP {response.status_code}: {body}")
-        new_parts = await _copy_parts(
-            response, s3, bucket, key, upload_id, size, parts_in_flight, ledger, len(done) + 1
-        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise SourceError(f"reading the source failed: {exc!r}") from exc
     parts = done + new_parts
     stored = sum(p.size for p in parts)
     if total is not None and stored != total:
@@ -231,7 +248,7 @@ async def stream_to_s3(
 
 
 async def _copy_parts(
-    response: httpx.Response,
+    response: aiohttp.ClientResponse,
     s3: S3Client,
     bucket: str,
     key: str,
@@ -243,11 +260,11 @@ async def _copy_parts(
 ) -> list[Part]:
     slots = asyncio.Semaphore(parts_in_flight)
     tasks: list[asyncio.Task[Part]] = []
-    buffer = bytearray()
+    failed = asyncio.Event()
 
     async def put(number: int, data: bytes) -> Part:
         try:
-            # ~20 ms for 8 MiB: off the event loop (hashlib releases the GIL), so reading and
+            # ~15 ms for 5 MiB: off the event loop (hashlib releases the GIL), so reading and
             # the other parts' uploads go on meanwhile.
             digest = (await asyncio.to_thread(hashlib.sha256, data)).digest()
             answer = await s3.upload_part(
@@ -261,29 +278,40 @@ async def _copy_parts(
             part = Part(number, len(data), answer["ETag"], digest)
             await ledger.record(upload_id, part)
             return part
+        except BaseException:
+            failed.set()
+            raise
         finally:
             slots.release()
 
-    async def send(data: bytes) -> None:
+    async def send(pieces: list[memoryview]) -> None:
+        data = b"".join(pieces)  # the one copy a part's bytes get on our side
+        pieces.clear()
         await slots.acquire()  # backpressure: stop reading the source while parts are full
         tasks.append(asyncio.create_task(put(first + len(tasks), data)))
 
+    pieces: list[memoryview] = []
+    filled = 0
     try:
-        async for chunk in response.aiter_raw():
-            buffer += chunk
-            while len(buffer) >= part_size:
-                with memoryview(buffer) as view:  # one copy per part, not two
-                    part = bytes(view[:part_size])
-                del buffer[:part_size]
-                await send(part)
-            if any(t.done() and t.exception() for t in tasks):
+        async for chunk in response.content.iter_any():
+            view = memoryview(chunk)
+            while filled + len(view) >= part_size:
+                cut = part_size - filled
+                pieces.append(view[:cut])
+                view, filled = view[cut:], 0
+                await send(pieces)
+            if view:
+                pieces.append(view)
+                filled += len(view)
+            if failed.is_set():
                 break
-        if buffer or (not tasks and first == 1):
-            await send(bytes(buffer))
+        else:
+            if filled or (not tasks and first == 1):
+                await send(pieces)
         return list(await asyncio.gather(*tasks))
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, TimeoutError):
         await asyncio.gather(*tasks, return_exceptions=True)  # keep what finished, for resume
-        raise SourceError(f"reading the source failed: {exc!r}") from exc
+        raise
     finally:
         for task in tasks:
             task.cancel()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
+import aiohttp
 import asyncpg
-import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter, Histogram
 
@@ -121,7 +121,7 @@ class Uploader:
         settings: UploaderSettings,
         pool: asyncpg.Pool,
         s3: S3Client,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         publisher: EventPublisher,
     ) -> None:
         self.settings = settings
@@ -173,7 +173,7 @@ class Uploader:
         try:
             video = await self._copy(recording, "video")
             audio = await self._copy(recording, "audio") if recording.audio_url else None
-        except (SourceError, IntegrityError, ClientError, BotoCoreError, httpx.HTTPError) as exc:
+        except (SourceError, IntegrityError, ClientError, BotoCoreError) as exc:
             await self._fail(
                 recording, f"{type(exc).__name__}: {exc}", final=False, reason=failure_reason(exc)
             )

@@ -1,4 +1,5 @@
-"""The baseline: a bare uvicorn endpoint that reads the request and does nothing else."""
+"""The baselines: a bare uvicorn endpoint that reads the request and does nothing else, and the
+same nothing behind an empty FastAPI route (the framework's own cost, before any of ours)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sys
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI, Request
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -29,5 +31,17 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+empty_fastapi = FastAPI()
+
+
+@empty_fastapi.post("/webhooks/{provider}")
+async def webhook(provider: str, request: Request) -> dict[str, str]:
+    await request.body()
+    return {"status": "ok"}
+
+
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    target = empty_fastapi if "--fastapi" in sys.argv else app
+    uvicorn.run(
+        target, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False
+    )

@@ -3,6 +3,10 @@
 Both get the same signed MeetingBaaS deliveries over loopback: first closed-loop for peak
 throughput, then open-loop at half of ingest's peak for latency. Prints both, and their ratio.
 Target (DESIGN §7): ratio >= 0.7 and ingest p99 < 25 ms at half the peak rate.
+
+A third endpoint, an empty FastAPI route that reads the body and answers, is measured in the same
+run: it is the ceiling any FastAPI service can reach against the bare baseline, before it verifies,
+stores or publishes anything.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ async def run(stack: Stack, seconds: float, connections: int, count: int, workdi
     )
     await conn.close()
 
-    ingest_port, bare_port = free_port(), free_port()
+    ingest_port, bare_port, empty_port = free_port(), free_port(), free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "NOTETAKER_LOG_FORMAT": "json",
@@ -104,8 +108,15 @@ async def run(stack: Stack, seconds: float, connections: int, count: int, workdi
         workdir / "bare.log",
         bare_port,
     )
+    empty = LocalProcess(
+        "empty FastAPI route",
+        [sys.executable, "-m", "bench.bare_endpoint", str(empty_port), "--fastapi"],
+        workdir / "empty.log",
+        empty_port,
+    )
     ingest.start()
     bare.start()
+    empty.start()
     try:
         await asyncio.to_thread(ingest.wait_ready)
         print(f"building {count} signed deliveries ...", flush=True)
@@ -114,6 +125,8 @@ async def run(stack: Stack, seconds: float, connections: int, count: int, workdi
         # The baseline deduplicates nothing, so it may see the same bytes again.
         base = await measure(bare_port, itertools.cycle(requests), seconds, connections)
         print(base.line("bare uvicorn"), flush=True)
+        framework = await measure(empty_port, itertools.cycle(requests), seconds, connections)
+        print(framework.line("empty FastAPI"), flush=True)
         peak = await measure(ingest_port, Feed(requests), seconds, connections)
         print(peak.line("ingest"), flush=True)
         half = peak.rate / 2
@@ -129,9 +142,13 @@ async def run(stack: Stack, seconds: float, connections: int, count: int, workdi
     finally:
         ingest.stop()
         bare.stop()
+        empty.stop()
     ratio = peak.rate / base.rate
     p99 = relaxed.percentile(99)
     print(f"\nthroughput ratio ingest / bare uvicorn: {ratio:.2f} (target >= 0.70)")
+    ceiling = framework.rate / base.rate
+    print(f"ceiling of any FastAPI route, empty FastAPI / bare uvicorn: {ceiling:.2f}")
+    print(f"ingest / empty FastAPI route: {peak.rate / framework.rate:.2f}")
     print(f"ingest p99 at half its peak rate: {p99:.1f} ms (target < 25 ms)")
     errors = peak.errors + relaxed.errors
     if errors:

@@ -23,6 +23,7 @@ from notetaker.uploader.transfer import (
     source_session,
     stream_to_s3,
 )
+from notetaker.uploader.upload import failure_reason
 
 MIB = 1024 * 1024
 
@@ -134,9 +135,11 @@ async def test_abandoning_a_recording_leaves_no_upload_behind(
     stack: Stack, s3: S3Client, source: RecordingSource, ledger: PartLedger
 ) -> None:
     source.files["gone.mp4"] = os.urandom(8 * MIB)
-    source.faults["gone.mp4"] = Fault(truncate_at=6 * MIB)
-    with pytest.raises(SourceError):
+    source.faults["gone.mp4"] = Fault(truncate_at=6 * MIB)  # declares 8 MiB, sends 6
+    with pytest.raises(SourceError) as raised:
         await copy(stack, s3, source.url("gone.mp4"), "t/gone.mp4", ledger)
+    assert f"after {6 * MIB} bytes, short of the length it declared" in str(raised.value)
+    assert failure_reason(raised.value) == "source_truncated"
     assert len(await open_uploads(stack, s3, "t/gone.mp4")) == 1
     assert await abort_unfinished(s3, stack.s3_bucket, "t/gone.mp4", ledger) == 1
     assert await open_uploads(stack, s3, "t/gone.mp4") == []

@@ -198,6 +198,7 @@ async def stream_to_s3(
     resume = await _resumable(s3, bucket, key, ledger)
     offset = resume.offset if resume else 0
     headers = {"range": f"bytes={offset}-"} if offset else {}
+    total: int | None  # the source's whole length, when it says
     try:
         async with http.get(url, headers=headers) as response:
             span = _content_range(response) if response.status == 206 else None
@@ -291,9 +292,10 @@ async def _copy_parts(
         tasks.append(asyncio.create_task(put(first + len(tasks), data)))
 
     pieces: list[memoryview] = []
-    filled = 0
+    filled = received = 0
     try:
         async for chunk in response.content.iter_any():
+            received += len(chunk)
             view = memoryview(chunk)
             while filled + len(view) >= part_size:
                 cut = part_size - filled
@@ -309,8 +311,13 @@ async def _copy_parts(
             if filled or (not tasks and first == 1):
                 await send(pieces)
         return list(await asyncio.gather(*tasks))
-    except (aiohttp.ClientError, TimeoutError):
+    except (aiohttp.ClientError, TimeoutError) as exc:
         await asyncio.gather(*tasks, return_exceptions=True)  # keep what finished, for resume
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            raise SourceError(
+                f"source ended the body after {received} bytes, short of the length it declared"
+                f" ({exc})"
+            ) from exc
         raise
     finally:
         for task in tasks:

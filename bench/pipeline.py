@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import httpx
 
 from notetaker.common.s3 import s3_client
 from notetaker.devstack.media import make_recording
 from notetaker.devstack.pipeline import start_pipeline
 from notetaker.devstack.stack import start_stack
-from notetaker.uploader.transfer import stream_to_s3
+from notetaker.uploader.settings import UploaderSettings
+from notetaker.uploader.transfer import source_session, stream_to_s3
 
 MIB = 1024 * 1024
 
@@ -87,7 +87,11 @@ async def main() -> int:
             print(f"  meeting {n + 1}: webhook to row {seen - sent:.2f} s", flush=True)
 
         copy_s: list[float] = []
-        async with s3_client(stack.settings()) as s3, httpx.AsyncClient(timeout=60) as http:
+        defaults = UploaderSettings()  # the copy the uploader makes, with its default settings
+        async with (
+            s3_client(stack.settings(), sign_payload=False) as s3,
+            source_session(60) as http,
+        ):
             for n in range(args.meetings):
                 url = simulator.signed_url(bot_id, "video.mp4")
                 started = time.perf_counter()
@@ -98,8 +102,8 @@ async def main() -> int:
                     bucket=stack.s3_bucket,
                     key=f"bench/copy-{n}.mp4",
                     content_type="video/mp4",
-                    part_size=8 * MIB,
-                    parts_in_flight=4,
+                    part_size=defaults.upload_part_size_bytes,
+                    parts_in_flight=defaults.upload_parts_in_flight,
                 )
                 copy_s.append(time.perf_counter() - started)
                 print(f"  copy {n + 1}: {copy_s[-1]:.2f} s", flush=True)

@@ -62,8 +62,8 @@ async def child_ours(url: str, key: str, part: int, in_flight: int) -> dict[str,
 
 
 def child_boto3(path: str, key: str, part: int, in_flight: int) -> dict[str, Any]:
-    import boto3
-    from boto3.s3.transfer import TransferConfig
+    import boto3  # type: ignore[import-untyped]
+    from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
     from botocore.config import Config
 
     from notetaker.common.settings import NotetakerSettings

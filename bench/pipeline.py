@@ -20,12 +20,11 @@ from pathlib import Path
 
 import asyncpg
 
-from notetaker.common.s3 import s3_client
 from notetaker.devstack.media import make_recording
 from notetaker.devstack.pipeline import start_pipeline
 from notetaker.devstack.stack import start_stack
 from notetaker.uploader.settings import UploaderSettings
-from notetaker.uploader.transfer import source_session, stream_to_s3
+from notetaker.uploader.transfer import copy_clients, stream_to_s3
 
 MIB = 1024 * 1024
 
@@ -88,10 +87,7 @@ async def main() -> int:
 
         copy_s: list[float] = []
         defaults = UploaderSettings()  # the copy the uploader makes, with its default settings
-        async with (
-            s3_client(stack.settings(), sign_payload=False) as s3,
-            source_session(60) as http,
-        ):
+        async with copy_clients(stack.settings(), 60) as (s3, http):
             for n in range(args.meetings):
                 url = simulator.signed_url(bot_id, "video.mp4")
                 started = time.perf_counter()

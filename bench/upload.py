@@ -36,15 +36,11 @@ def rss_now_kib() -> int:
 
 
 async def child_ours(url: str, key: str, part: int, in_flight: int) -> dict[str, Any]:
-    from notetaker.common.s3 import s3_client
     from notetaker.common.settings import NotetakerSettings
-    from notetaker.uploader.transfer import source_session, stream_to_s3
+    from notetaker.uploader.transfer import copy_clients, stream_to_s3
 
     settings = NotetakerSettings()
-    async with (
-        s3_client(settings, sign_payload=False) as s3,
-        source_session(60) as http,
-    ):
+    async with copy_clients(settings, 60) as (s3, http):
         before = rss_now_kib()
         started = time.perf_counter()
         stored = await stream_to_s3(

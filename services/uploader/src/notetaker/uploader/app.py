@@ -9,10 +9,9 @@ from notetaker.common.http import health_app, make_server
 from notetaker.common.kafka import EventConsumer, EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.runtime import until_stopped
-from notetaker.common.s3 import s3_client
 from notetaker.uploader.settings import UploaderSettings
 from notetaker.uploader.thumbnails import Thumbnailer
-from notetaker.uploader.transfer import source_session
+from notetaker.uploader.transfer import copy_clients
 from notetaker.uploader.upload import Uploader
 
 log = get_logger(__name__)
@@ -26,11 +25,7 @@ async def run(settings: UploaderSettings, stop: asyncio.Event) -> None:
     await publisher.start()
     pool = await create_pool(settings.database_url, settings.database_pool_max)
     try:
-        async with (
-            # Every part carries its SHA-256 checksum: no second hash of it to sign the request.
-            s3_client(settings, sign_payload=False) as s3,
-            source_session(settings.source_timeout_seconds) as http,
-        ):
+        async with copy_clients(settings, settings.source_timeout_seconds) as (s3, http):
             uploader = Uploader(settings, pool, s3, http, publisher)
             thumbnailer = Thumbnailer(
                 s3,

@@ -22,12 +22,16 @@ import base64
 import hashlib
 import math
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
 from notetaker.common.logs import get_logger
+from notetaker.common.s3 import s3_client
+from notetaker.common.settings import NotetakerSettings
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -175,6 +179,19 @@ def source_session(read_timeout_seconds: float) -> aiohttp.ClientSession:
         headers={"accept-encoding": "identity"},
         read_bufsize=1024 * 1024,
     )
+
+
+@asynccontextmanager
+async def copy_clients(
+    settings: NotetakerSettings, read_timeout_seconds: float
+) -> AsyncIterator[tuple[S3Client, aiohttp.ClientSession]]:
+    """The clients a copy needs: S3 without SigV4's hash of each body (every part carries its own
+    signed SHA-256 checksum, which S3 verifies) and the session for provider URLs."""
+    async with (
+        s3_client(settings, sign_payload=False) as s3,
+        source_session(read_timeout_seconds) as http,
+    ):
+        yield s3, http
 
 
 def _content_range(response: aiohttp.ClientResponse) -> tuple[int, int] | None:

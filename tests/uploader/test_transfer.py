@@ -151,8 +151,9 @@ async def test_error_status_is_a_source_error(
 ) -> None:
     source.files["x.mp4"] = b"data"
     source.faults["x.mp4"] = Fault(status=status)
-    with pytest.raises(SourceError, match=f"HTTP {status}"):
+    with pytest.raises(SourceError, match=f"HTTP {status}") as raised:
         await copy(stack, s3, source.url("x.mp4"), "t/x.mp4")
+    assert failure_reason(raised.value) == f"source_http_{status}"
     assert await open_uploads(stack, s3, "t/x.mp4") == []
 
 

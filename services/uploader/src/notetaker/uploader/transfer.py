@@ -44,7 +44,15 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class SourceError(Exception):
-    """The provider URL could not be read completely (status, expiry, truncation, reset)."""
+    """The provider URL could not be read completely (status, expiry, truncation, reset).
+
+    `reason` is a bounded label for the failures counter: `source_http_<status>`,
+    `source_truncated` or `source_read`.
+    """
+
+    def __init__(self, message: str, reason: str = "source_read") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class IntegrityError(Exception):
@@ -253,7 +261,10 @@ async def stream_to_s3(
                 upload_id, done = created["UploadId"], []
             else:
                 body = (await response.content.read(300)).decode(errors="replace")
-                raise SourceError(f"source answered HTTP {response.status}: {body}")
+                raise SourceError(
+                    f"source answered HTTP {response.status}: {body}",
+                    reason=f"source_http_{response.status}",
+                )
             new_parts = await _copy_parts(
                 response, s3, bucket, key, upload_id, size, parts_in_flight, ledger, len(done) + 1
             )
@@ -262,7 +273,9 @@ async def stream_to_s3(
     parts = done + new_parts
     stored = sum(p.size for p in parts)
     if total is not None and stored != total:
-        raise SourceError(f"source sent {stored} bytes in all but declared {total}")
+        raise SourceError(
+            f"source sent {stored} bytes in all but declared {total}", reason="source_truncated"
+        )
     return await _complete(s3, bucket, key, upload_id, parts, ledger, stored, len(done))
 
 
@@ -334,7 +347,8 @@ async def _copy_parts(
         if isinstance(exc, aiohttp.ClientPayloadError):
             raise SourceError(
                 f"source ended the body after {received} bytes, short of the length it declared"
-                f" ({exc})"
+                f" ({exc})",
+                reason="source_truncated",
             ) from exc
         raise
     finally:

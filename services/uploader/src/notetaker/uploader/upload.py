@@ -85,10 +85,7 @@ def plan_failure(
 def failure_reason(exc: Exception) -> str:
     """A bounded label for the failures counter."""
     if isinstance(exc, SourceError):
-        text = str(exc)
-        if "answered HTTP" in text:
-            return f"source_http_{text.split('HTTP ')[1][:3]}"
-        return "source_truncated" if "declared" in text else "source_read"
+        return exc.reason
     if isinstance(exc, IntegrityError):
         return "integrity"
     if isinstance(exc, ClientError | BotoCoreError):

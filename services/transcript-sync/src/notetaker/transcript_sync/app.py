@@ -36,7 +36,7 @@ from notetaker.transcript_sync.join import (
 )
 from notetaker.transcript_sync.meetings import MeetingMedia
 from notetaker.transcript_sync.settings import TranscriptSyncSettings
-from notetaker.transcript_sync.transport import transport_for
+from notetaker.transcript_sync.transport import Transport
 
 log = get_logger(__name__)
 
@@ -246,7 +246,7 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
         web_in_thread=False,
         topic_disable_leader=True,
     )
-    app.transport = transport_for(SOURCE_TOPICS)(app.conf.broker_consumer, app)
+    app.transport = Transport(app.conf.broker_consumer, app)
     resources = Resources(settings)
     join = Join(settings, resources)
     table = app.Table("meeting-join", default=dict, partitions=settings.kafka_topic_partitions)

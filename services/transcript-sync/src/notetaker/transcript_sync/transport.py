@@ -25,14 +25,13 @@ log = get_logger(__name__)
 
 
 class Consumer(faust_aiokafka.Consumer):
-    source_topics: frozenset[str] = frozenset()
-
     async def perform_seek(self) -> None:
         await super().perform_seek()
+        changelogs = self.app.tables.changelog_topics  # stream partitions are all the others
         fresh = {
             tp
             for tp in self.assignment()
-            if tp.topic in self.source_topics and not self._committed_offset.get(tp)
+            if tp.topic not in changelogs and not self._committed_offset.get(tp)
         }
         if fresh:
             await self._thread.seek_to_beginning(
@@ -43,7 +42,5 @@ class Consumer(faust_aiokafka.Consumer):
             log.info("consumer.seek_uncommitted_to_beginning", partitions=len(fresh))
 
 
-def transport_for(source_topics: tuple[str, ...]) -> type[faust_aiokafka.Transport]:
-    """The aiokafka transport whose consumer completes the seek for `source_topics`."""
-    consumer = type("Consumer", (Consumer,), {"source_topics": frozenset(source_topics)})
-    return type("Transport", (faust_aiokafka.Transport,), {"Consumer": consumer})
+class Transport(faust_aiokafka.Transport):
+    Consumer = Consumer

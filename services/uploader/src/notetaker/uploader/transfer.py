@@ -3,7 +3,7 @@
 Bytes flow from the HTTP response into parts; at most `parts_in_flight` parts upload at once and
 reading the source waits while they do (backpressure), so memory is bounded by the part size and
 the parts in flight whatever the file's size: the part being read, the parts being sent, and the
-copy of each that asyncio's transport keeps until the socket has taken it (about 58 MiB at 5 MiB
+copy of each that asyncio's transport keeps until the socket has taken it (58-62 MiB at 5 MiB
 x 4, measured by bench/upload.py). A part's bytes are copied once on our side (the received chunks
 joined). The part size grows for files that would need more than S3's 10,000 parts.
 

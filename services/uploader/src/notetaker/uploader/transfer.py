@@ -2,10 +2,10 @@
 
 Bytes flow from the HTTP response into parts; at most `parts_in_flight` parts upload at once and
 reading the source waits while they do (backpressure), so memory is bounded by the part size and
-the parts in flight whatever the file's size: the part being read, the parts being sent, and the
-copy of each that asyncio's transport keeps until the socket has taken it (58-62 MiB at 5 MiB
-x 4, measured by bench/upload.py). A part's bytes are copied once on our side (the received chunks
-joined). The part size grows for files that would need more than S3's 10,000 parts.
+the parts in flight whatever the file's size: one reused buffer per part in flight plus the one
+being filled, and a slice of each part in asyncio's transport (see `PartBody`). A byte is copied
+once on our side, from the received chunk into its part's buffer. The part size grows for files
+that would need more than S3's 10,000 parts.
 
 Each part carries its SHA-256 (S3 verifies it where it supports additional checksums) and its
 digest is kept in a ledger. An attempt that dies leaves its multipart upload behind; the next
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import math
 import re
 from collections.abc import AsyncIterator
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import s3_client
@@ -97,6 +100,58 @@ class NoLedger:
 
     async def forget(self, upload_id: str) -> None:
         return None
+
+
+class PartBody(Payload):
+    """One part's bytes as a request body: aiohttp sends them in slices, botocore reads their
+    length and rewinds them for a retry.
+
+    Given `bytes`, aiohttp hands the whole body to asyncio's transport in one write. Before
+    Python 3.12.9 / 3.13.2 that write is joined with the request headers (a copy of the part),
+    and the transport copies whatever the socket does not take at once (one or two more), so
+    each part in flight cost up to three times its size in memory and as many passes of the CPU.
+    Written in slices, each drained before the next, the transport holds one slice at most.
+    The body is file-like (`read`/`seek`/`tell`), which botocore validates, uses to rewind it
+    on a retry, and answers with `Expect: 100-continue`, as it does for boto3's file parts.
+    """
+
+    SLICE = 256 * 1024
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__(view)
+        self._value: memoryview = view
+        self._size = len(view)
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        view = self._value if content_length is None else self._value[:content_length]
+        for start in range(0, len(view), self.SLICE):
+            await writer.write(view[start : start + self.SLICE])
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._value) if size < 0 else min(len(self._value), self._position + size)
+        data = bytes(self._value[self._position : end])
+        self._position = end
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._value)}
+        self._position = max(0, min(len(self._value), base[whence] + offset))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 def part_size_for(length: int | None, minimum: int) -> int:
@@ -293,22 +348,27 @@ async def _copy_parts(
     slots = asyncio.Semaphore(parts_in_flight)
     tasks: list[asyncio.Task[Part]] = []
     failed = asyncio.Event()
+    # Part buffers are reused: at most one being filled and one per part in flight, allocated
+    # (and faulted in) once per copy rather than once per part.
+    free: list[bytearray] = []
 
-    async def put(number: int, data: bytes) -> Part:
+    async def put(number: int, buffer: bytearray, size: int) -> Part:
+        view = memoryview(buffer)[:size]
         try:
             # ~15 ms for 5 MiB: off the event loop (hashlib releases the GIL), so reading and
             # the other parts' uploads go on meanwhile.
-            digest = (await asyncio.to_thread(hashlib.sha256, data)).digest()
+            digest = (await asyncio.to_thread(hashlib.sha256, view)).digest()
             answer = await s3.upload_part(
                 Bucket=bucket,
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=PartBody(view),  # type: ignore[arg-type]  # file-like enough for botocore
                 ChecksumSHA256=base64.b64encode(digest).decode(),
             )
-            part = Part(number, len(data), answer["ETag"], digest)
+            part = Part(number, size, answer["ETag"], digest)
             await ledger.record(upload_id, part)
+            free.append(buffer)  # sent and answered: nothing refers to its bytes any more
             return part
         except BaseException:
             failed.set()
@@ -316,31 +376,27 @@ async def _copy_parts(
         finally:
             slots.release()
 
-    async def send(pieces: list[memoryview]) -> None:
-        data = b"".join(pieces)  # the one copy a part's bytes get on our side
-        pieces.clear()
+    async def send(buffer: bytearray, size: int) -> None:
         await slots.acquire()  # backpressure: stop reading the source while parts are full
-        tasks.append(asyncio.create_task(put(first + len(tasks), data)))
+        tasks.append(asyncio.create_task(put(first + len(tasks), buffer, size)))
 
-    pieces: list[memoryview] = []
-    filled = received = 0
+    buffer, filled, received = bytearray(part_size), 0, 0
     try:
         async for chunk in response.content.iter_any():
             received += len(chunk)
             view = memoryview(chunk)
-            while filled + len(view) >= part_size:
-                cut = part_size - filled
-                pieces.append(view[:cut])
-                view, filled = view[cut:], 0
-                await send(pieces)
-            if view:
-                pieces.append(view)
-                filled += len(view)
+            while view:
+                take = min(part_size - filled, len(view))
+                buffer[filled : filled + take] = view[:take]  # the one copy a byte gets here
+                filled, view = filled + take, view[take:]
+                if filled == part_size:
+                    await send(buffer, filled)
+                    buffer, filled = (free.pop() if free else bytearray(part_size)), 0
             if failed.is_set():
                 break
         else:
             if filled or (not tasks and first == 1):
-                await send(pieces)
+                await send(buffer, filled)
         return list(await asyncio.gather(*tasks))
     except (aiohttp.ClientError, TimeoutError) as exc:
         await asyncio.gather(*tasks, return_exceptions=True)  # keep what finished, for resume

@@ -352,12 +352,12 @@ async def _copy_parts(
     # (and faulted in) once per copy rather than once per part.
     free: list[bytearray] = []
 
-    async def put(number: int, buffer: bytearray, size: int) -> Part:
-        view = memoryview(buffer)[:size]
+    async def put(
+        number: int, buffer: bytearray, view: memoryview, hashed: asyncio.Future[hashlib._Hash]
+    ) -> Part:
+        slot_held = True
         try:
-            # ~15 ms for 5 MiB: off the event loop (hashlib releases the GIL), so reading and
-            # the other parts' uploads go on meanwhile.
-            digest = (await asyncio.to_thread(hashlib.sha256, view)).digest()
+            digest = (await hashed).digest()
             answer = await s3.upload_part(
                 Bucket=bucket,
                 Key=key,
@@ -366,19 +366,28 @@ async def _copy_parts(
                 Body=PartBody(view),  # type: ignore[arg-type]  # file-like enough for botocore
                 ChecksumSHA256=base64.b64encode(digest).decode(),
             )
-            part = Part(number, size, answer["ETag"], digest)
+            # Sent and answered: nothing refers to the buffer's bytes any more, and the next
+            # part may go while this one is written down.
+            free.append(buffer)
+            slots.release()
+            slot_held = False
+            part = Part(number, len(view), answer["ETag"], digest)
             await ledger.record(upload_id, part)
-            free.append(buffer)  # sent and answered: nothing refers to its bytes any more
             return part
         except BaseException:
             failed.set()
             raise
         finally:
-            slots.release()
+            if slot_held:
+                slots.release()
 
     async def send(buffer: bytearray, size: int) -> None:
+        view = memoryview(buffer)[:size]
+        # ~15 ms for 5 MiB, hashed in a thread (hashlib releases the GIL) while the part waits
+        # for a slot, so it goes the moment one frees.
+        hashed = asyncio.ensure_future(asyncio.to_thread(hashlib.sha256, view))
         await slots.acquire()  # backpressure: stop reading the source while parts are full
-        tasks.append(asyncio.create_task(put(first + len(tasks), buffer, size)))
+        tasks.append(asyncio.create_task(put(first + len(tasks), buffer, view, hashed)))
 
     buffer, filled, received = bytearray(part_size), 0, 0
     try:

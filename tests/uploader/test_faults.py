@@ -19,7 +19,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from notetaker.common.events import RecordingCompleted
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client
-from notetaker.devstack.s3_proxy import S3FaultProxy
+from notetaker.devstack.s3_proxy import RESET, S3FaultProxy
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.sources import Fault, RecordingSource
 from notetaker.devstack.stack import Stack, free_port
@@ -148,6 +148,20 @@ async def test_s3_500_and_slowdown_are_retried_and_the_upload_completes(
     row = await until_status(db, bot_id, "complete")
     assert await stored(s3, stack, row["s3_video_key"]) == data
     assert len(workers.proxy.injected) == 3
+    assert row["s3_upload_retry_count"] == 0  # absorbed by the S3 client's retries
+
+
+async def test_a_connection_reset_mid_part_is_retried_and_the_part_sent_whole(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    injected_before = len(workers.proxy.injected)
+    workers.proxy.fail_next(2, RESET)
+    data = os.urandom(12 * MIB)
+    bot_id, _ = await new_recording(db, workers, data)
+    row = await until_status(db, bot_id, "complete")
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    resets = workers.proxy.injected[injected_before:]
+    assert [r.rsplit(" ", 1)[-1] for r in resets] == ["0", "0"], resets
     assert row["s3_upload_retry_count"] == 0  # absorbed by the S3 client's retries
 
 

@@ -1,21 +1,25 @@
 """An S3 endpoint that misbehaves on purpose: a proxy in front of the real one that answers
-chosen requests with 500, 503 or SlowDown, as S3 does under load."""
+chosen requests with 500, 503 or SlowDown, as S3 does under load, or drops the connection in the
+middle of a request body (`RESET`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from notetaker.devstack.asgi import InLoopServer
 from notetaker.devstack.stack import free_port
 
 Matcher = Callable[[Request], bool]
+
+RESET = 0  # a status for fail_next: read part of the body, then drop the connection
+RESET_AFTER_BYTES = 1024 * 1024
 
 SLOW_DOWN = (
     b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>SlowDown</Code>"
@@ -48,6 +52,8 @@ class S3FaultProxy:
             if which(request):
                 del self.failures[index]
                 self.injected.append(f"{request.method} {request.url.path} -> {status}")
+                if status == RESET:
+                    return await self._reset(request)
                 body = SLOW_DOWN if status == 503 else b"<Error><Code>InternalError</Code></Error>"
                 return Response(body, status_code=status, media_type="application/xml")
         assert self._http is not None
@@ -64,6 +70,21 @@ class S3FaultProxy:
             dropped.add("content-length")
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
         return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+    async def _reset(self, request: Request) -> Response:
+        """Take the first MiB of the body, start an answer and break off: the server closes the
+        connection with the rest of the body unread, which the kernel answers with a reset."""
+        taken = 0
+        async for chunk in request.stream():
+            taken += len(chunk)
+            if taken >= RESET_AFTER_BYTES:
+                break
+
+        async def broken() -> AsyncIterator[bytes]:
+            raise ConnectionResetError("fault injected: connection dropped mid-request")
+            yield b""  # an async generator that fails on its first step
+
+        return StreamingResponse(broken(), headers={"content-length": "100"})
 
     async def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=60)

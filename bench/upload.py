@@ -9,6 +9,9 @@ same endpoint. Each round runs both sides back to back, in turn first (the order
 after one uncounted warm-up round (the endpoint's first large uploads are slower for whichever
 side meets them). The ratio is the median of the rounds' ratios (paired, so the machine's drift
 between rounds cancels), with the best of each side beside it.
+The S3 endpoint's own CPU during each side is printed too: on the embedded stack moto works
+about as many CPU seconds as the copy lasts, so it sets the pace of both sides, and most of the
+spread between rounds is its own.
 Target (DESIGN §7): ratio >= 0.9, peak memory < 64 MiB for 1 GiB. The memory printed against
 the target is what the copy adds to the process (its peak RSS minus its RSS just before the copy):
 the interpreter, aioboto3 and its S3 client hold about 80 MiB before any byte moves, in boto3's
@@ -149,12 +152,23 @@ async def verify(stack: Stack, key: str, size: int) -> None:
         raise RuntimeError(f"{key} holds {head['ContentLength']} bytes, expected {size}")
 
 
+def cpu_seconds(process: LocalProcess | None) -> float | None:
+    """User + system CPU a process of the stack has used so far (None: not ours to read)."""
+    if process is None or process.process is None:
+        return None
+    with open(f"/proc/{process.process.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def describe(name: str, result: dict[str, Any]) -> str:
     rate = result["bytes"] / MIB / result["seconds"]
+    endpoint = result.get("endpoint_cpu_seconds")
     return (
         f"{name:>24}: {rate:7.1f} MiB/s  ({result['seconds']:.1f} s)  peak RSS "
         f"{result['rss_peak_kib'] / 1024:6.1f} MiB  (before the copy "
         f"{result['rss_before_kib'] / 1024:.1f} MiB)  process CPU {result['cpu']}"
+        + (f"  S3 endpoint CPU {endpoint:.1f} s" if endpoint is not None else "")
     )
 
 
@@ -191,7 +205,11 @@ async def main(size_mib: int, rounds: int, warmup: int, part: int, in_flight: in
                 label = f"warm-up {n + warmup + 1}" if n < 0 else f"round {n + 1}"
                 print(f"{label}: {side} ...", flush=True)
                 key = f"bench/{side}-{n}.mp4"
+                endpoint_before = cpu_seconds(stack.processes.get("s3"))
                 result = run_side(stack, side, where, key, part, in_flight)
+                endpoint_after = cpu_seconds(stack.processes.get("s3"))
+                if endpoint_before is not None and endpoint_after is not None:
+                    result["endpoint_cpu_seconds"] = endpoint_after - endpoint_before
                 await verify(stack, key, size)
                 print(describe(side, result), flush=True)
                 if n < 0:

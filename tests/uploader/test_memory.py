@@ -89,4 +89,4 @@ async def test_a_copy_holds_its_parts_in_flight_and_no_more_whatever_the_size(
         del source.files[name]
     assert max(added.values()) < bound, f"bytes held by the copy: {added}, bound {bound}"
     # Four times the bytes, the same memory: the copy streams, it does not accumulate.
-    assert added[160] < added[40] + 1 * MIB, added
+    assert added[160] < added[40] + 2 * MIB, added

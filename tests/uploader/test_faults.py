@@ -4,6 +4,7 @@ and an S3 endpoint that can be told to fail: each fault ends correctly and nothi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -66,6 +67,7 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         "NOTETAKER_UPLOAD_MAX_ATTEMPTS": "3",
         "NOTETAKER_SOURCE_TIMEOUT_SECONDS": "5",
         "NOTETAKER_SCHEDULER_INTERVAL_SECONDS": "0.5",
+        "NOTETAKER_UPLOAD_PROGRESS_LOG_SECONDS": "0",  # a progress line after every part
     }
     processes = {}
     for name in ("uploader", "scheduler"):
@@ -163,6 +165,28 @@ async def test_a_connection_reset_mid_part_is_retried_and_the_part_sent_whole(
     resets = workers.proxy.injected[injected_before:]
     assert [r.rsplit(" ", 1)[-1] for r in resets] == ["0", "0"], resets
     assert row["s3_upload_retry_count"] == 0  # absorbed by the S3 client's retries
+
+
+async def test_a_long_upload_logs_its_progress_with_the_recording_id(
+    workers: Workers, db: asyncpg.Pool
+) -> None:
+    data = os.urandom(12 * MIB)  # parts of 5, 5 and 2 MiB
+    bot_id, _ = await new_recording(db, workers, data)
+    row = await until_status(db, bot_id, "complete")
+    lines = [json.loads(line) for line in workers.uploader.log_path.read_text().splitlines()]
+    progress = [
+        line
+        for line in lines
+        if line.get("event") == "upload.progress" and line.get("recording_id") == str(row["id"])
+    ]
+    stored = [p["bytes_stored"] for p in progress]  # parts finish in any order
+    assert len(stored) == 3
+    assert stored == sorted(stored)
+    assert stored[-1] == len(data)
+    assert [p["parts_stored"] for p in progress] == [1, 2, 3]
+    assert {p["total_bytes"] for p in progress} == {12 * MIB}
+    assert max(p["percent"] for p in progress) == 100.0
+    assert all(p["key"] == row["s3_video_key"] for p in progress)
 
 
 async def test_a_worker_killed_mid_upload_is_resumed_by_the_next_one(

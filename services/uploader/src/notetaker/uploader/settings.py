@@ -23,6 +23,9 @@ class UploaderSettings(NotetakerSettings):
     upload_retry_delays_seconds: list[int] = Field(
         [120, 300, 600], description="Wait before each retry (JSON list, seconds)."
     )
+    upload_progress_log_seconds: float = Field(
+        30.0, ge=0, description="Least time between two `upload.progress` lines of one file."
+    )
     source_url_validity_seconds: int = Field(
         4 * 3600, description="How long a provider URL is valid after its webhook."
     )

@@ -23,9 +23,10 @@ import hashlib
 import io
 import math
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
@@ -77,6 +78,38 @@ class StoredObject:
     checksum: str  # S3's composite SHA-256: base64(sha256(part digests))-N
     parts: int
     resumed_parts: int
+
+
+@dataclass
+class _Progress:
+    """Logs how far a long copy has got: after a stored part, at most once per `every` seconds."""
+
+    key: str
+    total: int | None  # the whole file, when the source says
+    stored: int  # bytes in S3 so far, resumed parts included
+    every: float
+    parts: int = 0
+    started: float = field(default_factory=time.monotonic)
+    logged: float = field(default_factory=time.monotonic)
+    this_attempt: int = 0
+
+    def part_stored(self, size: int) -> None:
+        self.stored += size
+        self.this_attempt += size
+        self.parts += 1
+        now = time.monotonic()
+        if now - self.logged < self.every:
+            return
+        self.logged = now
+        log.info(
+            "upload.progress",
+            key=self.key,
+            bytes_stored=self.stored,
+            total_bytes=self.total,
+            percent=round(100 * self.stored / self.total, 1) if self.total else None,
+            parts_stored=self.parts,
+            mib_per_second=round(self.this_attempt / (now - self.started) / 2**20, 1),
+        )
 
 
 class PartLedger(Protocol):
@@ -274,6 +307,7 @@ async def stream_to_s3(
     part_size: int,
     parts_in_flight: int,
     ledger: PartLedger | None = None,
+    progress_every_seconds: float = 30.0,
 ) -> StoredObject:
     ledger = ledger or NoLedger()
     resume = await _resumable(s3, bucket, key, ledger)
@@ -320,8 +354,20 @@ async def stream_to_s3(
                     f"source answered HTTP {response.status}: {body}",
                     reason=f"source_http_{response.status}",
                 )
+            progress = _Progress(
+                key, total, sum(p.size for p in done), progress_every_seconds, parts=len(done)
+            )
             new_parts = await _copy_parts(
-                response, s3, bucket, key, upload_id, size, parts_in_flight, ledger, len(done) + 1
+                response,
+                s3,
+                bucket,
+                key,
+                upload_id,
+                size,
+                parts_in_flight,
+                ledger,
+                len(done) + 1,
+                progress,
             )
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise SourceError(f"reading the source failed: {exc!r}") from exc
@@ -344,6 +390,7 @@ async def _copy_parts(
     parts_in_flight: int,
     ledger: PartLedger,
     first: int,
+    progress: _Progress,
 ) -> list[Part]:
     slots = asyncio.Semaphore(parts_in_flight)
     tasks: list[asyncio.Task[Part]] = []
@@ -373,6 +420,7 @@ async def _copy_parts(
             slot_held = False
             part = Part(number, len(view), answer["ETag"], digest)
             await ledger.record(upload_id, part)
+            progress.part_stored(part.size)
             return part
         except BaseException:
             failed.set()

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 import asyncpg
+import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter, Histogram
 
@@ -168,8 +169,10 @@ class Uploader:
         log.info("upload.started", attempt=recording.retry_count + 1, **context)
         started = datetime.now(UTC)
         try:
-            video = await self._copy(recording, "video")
-            audio = await self._copy(recording, "audio") if recording.audio_url else None
+            # Every line the copy logs (resume, progress) names the recording.
+            with structlog.contextvars.bound_contextvars(**context):
+                video = await self._copy(recording, "video")
+                audio = await self._copy(recording, "audio") if recording.audio_url else None
         except (SourceError, IntegrityError, ClientError, BotoCoreError) as exc:
             await self._fail(
                 recording, f"{type(exc).__name__}: {exc}", final=False, reason=failure_reason(exc)
@@ -223,6 +226,7 @@ class Uploader:
             part_size=self.settings.upload_part_size_bytes,
             parts_in_flight=self.settings.upload_parts_in_flight,
             ledger=self.ledger,
+            progress_every_seconds=self.settings.upload_progress_log_seconds,
         )
         PARTS.labels("uploaded").inc(stored.parts - stored.resumed_parts)
         PARTS.labels("resumed").inc(stored.resumed_parts)

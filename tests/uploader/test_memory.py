@@ -11,9 +11,6 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
-
-import pytest
 
 from notetaker.common.s3 import S3Client
 from notetaker.devstack.sources import RecordingSource
@@ -41,14 +38,6 @@ async def main(url, key, part, in_flight):
 
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
 """
-
-
-@pytest.fixture
-async def source() -> AsyncIterator[RecordingSource]:
-    src = RecordingSource()
-    await src.start()
-    yield src
-    await src.stop()
 
 
 async def copy_in_child(stack: Stack, url: str, key: str) -> dict[str, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -26,14 +25,6 @@ from notetaker.uploader.transfer import (
 from notetaker.uploader.upload import failure_reason
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-async def source() -> AsyncIterator[RecordingSource]:
-    src = RecordingSource()
-    await src.start()
-    yield src
-    await src.stop()
 
 
 @pytest.fixture

@@ -43,6 +43,17 @@ def rss_now_kib() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def peak_rss_kib() -> int:
+    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries the peak of
+    the image a process replaced at exec into it, so a child's ru_maxrss is never below the RSS
+    its parent had when it forked, and this harness's parent outgrows a copy's own peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 async def child_ours(url: str, key: str, part: int, in_flight: int) -> dict[str, Any]:
     from notetaker.common.settings import NotetakerSettings
     from notetaker.uploader.transfer import copy_clients, stream_to_s3
@@ -110,7 +121,8 @@ def child(argv: list[str]) -> None:
         else child_boto3(where, key, part, in_flight)
     )
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    result["rss_peak_kib"] = usage.ru_maxrss
+    result["rss_peak_kib"] = peak_rss_kib()
+    result["ru_maxrss_kib"] = usage.ru_maxrss
     result["cpu"] = f"{usage.ru_utime:.1f} s user + {usage.ru_stime:.1f} s system"
     print(json.dumps(result), flush=True)
 

@@ -21,7 +21,7 @@ lint:
 
 typecheck:
 	$(PY) mypy libs/common/src libs/devstack/src services/ingest/src services/uploader/src \
-		services/transcript-sync/src services/metrics/src services/scheduler/src bench
+		services/transcript-sync/src services/metrics/src services/scheduler/src bench tests
 
 pytest:
 	$(PY) pytest

@@ -39,6 +39,7 @@ def test_same_fact_same_id_different_fact_different_id() -> None:
 def test_round_trip() -> None:
     event = TranscriptReady(bot_id="b", provider="gladia", job_id="j")
     message = to_message(event, "/x")
+    assert isinstance(message.key, bytes)  # keyed by the bot id
     envelope = from_message(list(message.headers.items()), message.key, message.value)
     assert envelope.event == event
     assert envelope.type == "transcript.ready"

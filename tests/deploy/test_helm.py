@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
@@ -74,7 +74,7 @@ def render(values: dict[str, Any] | None = None) -> list[Manifest]:
     """Every manifest the chart renders for an install with these values."""
     with helm.Chart.load(CHART) as chart:
         files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    manifests = []
+    manifests: list[Manifest] = []
     for path, text in sorted(files.items()):
         if path.endswith("NOTES.txt"):
             continue
@@ -113,7 +113,8 @@ def rule(manifests: list[Manifest], alert: str) -> dict[str, Any]:
     spec = of_kind(manifests, "PrometheusRule")[0]["spec"]
     rules = [r for group in spec["groups"] for r in group["rules"] if r.get("alert") == alert]
     assert len(rules) == 1, f"alert {alert} is defined {len(rules)} times"
-    return rules[0]
+    found: dict[str, Any] = rules[0]
+    return found
 
 
 def metric_names(expr: str) -> set[str]:

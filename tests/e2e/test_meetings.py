@@ -21,8 +21,9 @@ from notetaker.common.events import (
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.devstack.media import demo_recording
+from notetaker.devstack.pipeline import Pipeline
 from tests.conftest import eventually
-from tests.e2e.conftest import Meeting, Pipeline, events_for, meeting_with_bot
+from tests.e2e.conftest import Meeting, events_for, meeting_with_bot
 from tests.e2e.test_pipeline import complete_row, completed_meeting
 
 

@@ -13,8 +13,9 @@ import httpx
 
 from notetaker.common.events import MeetingSynced
 from notetaker.common.s3 import S3Client, parse_s3_location
+from notetaker.devstack.pipeline import Pipeline
 from tests.conftest import eventually
-from tests.e2e.conftest import Meeting, Pipeline, events_for, meeting_with_bot
+from tests.e2e.conftest import Meeting, events_for, meeting_with_bot
 
 
 async def complete_row(db: asyncpg.Pool, meeting: Meeting, timeout: float = 60) -> Any:

@@ -140,15 +140,21 @@ def _read(bootstrap: str, topic: str, key: str) -> list[dict[str, Any]]:
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            if message.offset() + 1 >= ends[message.partition()]:
-                done.add(message.partition())
+            offset, partition, value = message.offset(), message.partition(), message.value()
+            assert offset is not None
+            assert partition is not None
+            if offset + 1 >= ends[partition]:
+                done.add(partition)
             if message.key() == key.encode():
+                assert value is not None
+                headers = message.headers() or []
+                pairs = headers.items() if isinstance(headers, dict) else headers
                 found.append(
                     {
-                        "key": message.key().decode(),
-                        "headers": {k: v.decode() for k, v in message.headers() or []},
-                        "data": json.loads(message.value()),
-                        "partition": message.partition(),
+                        "key": key,
+                        "headers": {k: v.decode() if isinstance(v, bytes) else v for k, v in pairs},
+                        "data": json.loads(value),
+                        "partition": partition,
                     }
                 )
         return found

@@ -23,7 +23,7 @@ from tests.e2e.conftest import events_for
 
 
 def mean_luma(jpeg: bytes) -> float:
-    with av.open(io.BytesIO(jpeg)) as container:
+    with av.open(io.BytesIO(jpeg), mode="r") as container:
         frame = next(container.decode(video=0))
         assert (frame.width, frame.height) == (320, 240)
         data = bytes(frame.reformat(width=32, height=24, format="gray").planes[0])

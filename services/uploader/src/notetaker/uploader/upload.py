@@ -152,7 +152,13 @@ class Uploader:
         await self.attempt(recording)
 
     async def attempt(self, recording: Recording) -> None:
-        context = {"bot_id": recording.bot_id, "recording_id": str(recording.id)}
+        # Every line logged while the recording is tried names it (start, resume, progress, end).
+        with structlog.contextvars.bound_contextvars(
+            bot_id=recording.bot_id, recording_id=str(recording.id)
+        ):
+            await self._attempt(recording)
+
+    async def _attempt(self, recording: Recording) -> None:
         now = datetime.now(UTC)
         if source_expired(
             recording.urls_received_at, now, self.settings.source_url_validity_seconds
@@ -166,13 +172,11 @@ class Uploader:
             )
             return
         await recordings.mark_uploading(self.pool, recording.id)
-        log.info("upload.started", attempt=recording.retry_count + 1, **context)
+        log.info("upload.started", attempt=recording.retry_count + 1)
         started = datetime.now(UTC)
         try:
-            # Every line the copy logs (resume, progress) names the recording.
-            with structlog.contextvars.bound_contextvars(**context):
-                video = await self._copy(recording, "video")
-                audio = await self._copy(recording, "audio") if recording.audio_url else None
+            video = await self._copy(recording, "video")
+            audio = await self._copy(recording, "audio") if recording.audio_url else None
         except (SourceError, IntegrityError, ClientError, BotoCoreError) as exc:
             await self._fail(
                 recording, f"{type(exc).__name__}: {exc}", final=False, reason=failure_reason(exc)
@@ -198,7 +202,6 @@ class Uploader:
             seconds=round(elapsed, 3),
             video_key=video.key,
             parts=video.parts + (audio.parts if audio else 0),
-            **context,
         )
         done = await recordings.find_by_bot(self.pool, recording.bot_id)
         assert done is not None

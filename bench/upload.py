@@ -122,7 +122,6 @@ def child(argv: list[str]) -> None:
     )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["rss_peak_kib"] = peak_rss_kib()
-    result["ru_maxrss_kib"] = usage.ru_maxrss
     result["cpu"] = f"{usage.ru_utime:.1f} s user + {usage.ru_stime:.1f} s system"
     print(json.dumps(result), flush=True)
 

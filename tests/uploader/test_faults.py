@@ -140,6 +140,29 @@ async def open_uploads(s3: S3Client, stack: Stack, key: str) -> list[Any]:
     return list(listing.get("Uploads", []))
 
 
+def logged(workers: Workers, recording_id: object) -> list[dict[str, Any]]:
+    """What every uploader worker of this module logged about one recording, in order."""
+    lines = []
+    for path in sorted(workers.logdir.glob("uploader*.log"), key=lambda p: p.stat().st_mtime):
+        for text in path.read_text().splitlines():
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                continue  # a worker killed mid-line
+            if line.get("recording_id") == str(recording_id):
+                lines.append(line)
+    return lines
+
+
+def events(workers: Workers, recording_id: object) -> list[str]:
+    """The recording's log events, progress lines left out."""
+    return [
+        line["event"]
+        for line in logged(workers, recording_id)
+        if line["event"] != "upload.progress"
+    ]
+
+
 async def test_s3_500_and_slowdown_are_retried_and_the_upload_completes(
     workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
@@ -151,6 +174,7 @@ async def test_s3_500_and_slowdown_are_retried_and_the_upload_completes(
     assert await stored(s3, stack, row["s3_video_key"]) == data
     assert len(workers.proxy.injected) == 3
     assert row["s3_upload_retry_count"] == 0  # absorbed by the S3 client's retries
+    assert events(workers, row["id"]) == ["upload.started", "upload.complete"]
 
 
 async def test_a_connection_reset_mid_part_is_retried_and_the_part_sent_whole(
@@ -165,6 +189,7 @@ async def test_a_connection_reset_mid_part_is_retried_and_the_part_sent_whole(
     resets = workers.proxy.injected[injected_before:]
     assert [r.rsplit(" ", 1)[-1] for r in resets] == ["0", "0"], resets
     assert row["s3_upload_retry_count"] == 0  # absorbed by the S3 client's retries
+    assert events(workers, row["id"]) == ["upload.started", "upload.complete"]
 
 
 async def test_a_long_upload_logs_its_progress_with_the_recording_id(
@@ -173,12 +198,7 @@ async def test_a_long_upload_logs_its_progress_with_the_recording_id(
     data = os.urandom(12 * MIB)  # parts of 5, 5 and 2 MiB
     bot_id, _ = await new_recording(db, workers, data)
     row = await until_status(db, bot_id, "complete")
-    lines = [json.loads(line) for line in workers.uploader.log_path.read_text().splitlines()]
-    progress = [
-        line
-        for line in lines
-        if line.get("event") == "upload.progress" and line.get("recording_id") == str(row["id"])
-    ]
+    progress = [line for line in logged(workers, row["id"]) if line["event"] == "upload.progress"]
     stored = [p["bytes_stored"] for p in progress]  # parts finish in any order
     assert len(stored) == 3
     assert stored == sorted(stored)
@@ -216,6 +236,7 @@ async def test_a_worker_killed_mid_upload_is_resumed_by_the_next_one(
     ranges = [r for n, r in workers.source.requests if n == name and r]
     assert ranges
     assert int(ranges[-1].removeprefix("bytes=").rstrip("-")) >= 10 * MIB  # resumed, not redone
+    assert "upload.resumed" in events(workers, row["id"])
 
 
 async def test_three_failures_end_in_failed_with_the_retries_recorded(
@@ -233,6 +254,8 @@ async def test_three_failures_end_in_failed_with_the_retries_recorded(
     assert [
         (f.attempt, f.final) if isinstance(f, RecordingUploadFailed) else f for f in failures
     ] == [(1, False), (2, False), (3, True)]
+    reasons = [line.get("reason") for line in logged(workers, row["id"])]
+    assert reasons.count("source_http_500") == 3
     log = workers.uploader.log_path.read_text()
     assert f'"recording_id": "{row["id"]}"' in log
 
@@ -247,6 +270,44 @@ async def test_a_source_past_its_validity_fails_at_once_without_a_request(
     assert "expired" in row["s3_upload_error_message"]
     assert row["s3_upload_retry_count"] == 1
     assert [n for n, _ in workers.source.requests if n == name] == []
+    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+    assert [(f["reason"], f["final"]) for f in failed] == [("source_expired", True)]
+
+
+async def test_a_source_that_sends_less_than_it_declared_fails_the_attempt_and_the_retry_resumes(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    data = os.urandom(12 * MIB)
+    bot_id, name = await new_recording(db, workers, data)
+    workers.source.faults[name] = Fault(truncate_at=7 * MIB, times=1)  # before the worker asks
+    row = await until_status(db, bot_id, "complete")
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 1
+    lines = [line for line in logged(workers, row["id"]) if line["event"] != "upload.progress"]
+    assert [(line["event"], line.get("reason")) for line in lines] == [
+        ("upload.started", None),
+        ("upload.failed", "source_truncated"),
+        ("upload.started", None),
+        ("upload.resumed", None),
+        ("upload.complete", None),
+    ]
+
+
+@pytest.mark.parametrize("status", [403, 404])
+async def test_a_source_that_refuses_the_url_fails_after_the_retries_logged_by_reason(
+    workers: Workers, db: asyncpg.Pool, status: int
+) -> None:
+    bot_id, name = await new_recording(db, workers, os.urandom(MIB))
+    workers.source.faults[name] = Fault(status=status)
+    row = await until_status(db, bot_id, "failed", timeout=60)
+    assert f"HTTP {status}" in row["s3_upload_error_message"]
+    assert row["s3_upload_retry_count"] == 3
+    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+    assert [(f["reason"], f["final"]) for f in failed] == [
+        (f"source_http_{status}", False),
+        (f"source_http_{status}", False),
+        (f"source_http_{status}", True),
+    ]
 
 
 async def test_a_slow_recording_does_not_hold_up_another_on_its_partition(
@@ -266,5 +327,7 @@ async def test_a_slow_recording_does_not_hold_up_another_on_its_partition(
     await new_recording(db, workers, os.urandom(10 * MIB), bot_id=slow_bot)
     await new_recording(db, workers, os.urandom(MIB), bot_id=fast_bot)
     await until_status(db, fast_bot, "complete", timeout=30)
-    assert (await recording(db, slow_bot))["s3_upload_status"] == "uploading"
+    slow = await recording(db, slow_bot)
+    assert slow["s3_upload_status"] == "uploading"
+    assert events(workers, slow["id"]) == ["upload.started"]
     workers.source.faults[slow_name] = Fault()

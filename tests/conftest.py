@@ -7,6 +7,7 @@ by the e2e fixtures in tests/e2e/conftest.py.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -55,3 +56,14 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+def promtool_path() -> str:
+    """Debian's promtool (`make tools` installs it); its absence fails the test, never skips it."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool is not installed. Install Debian's prometheus package:"
+            " `sudo apt-get update && sudo apt-get install -y prometheus` (or run `make tools`)."
+        )
+    return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,8 @@ import helm_python as helm
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
+
+from tests.conftest import promtool_path
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "notetaker"
@@ -138,17 +139,6 @@ def defined_metrics() -> set[str]:
     pattern = re.compile(r"(?:Counter|Gauge|Histogram|Summary)\(\s*\"(notetaker_[a-z0-9_]+)\"")
     sources = [*REPO.glob("libs/*/src/**/*.py"), *REPO.glob("services/*/src/**/*.py")]
     return {name for path in sources for name in pattern.findall(path.read_text())}
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is not installed, so the alert rules cannot be checked. Install Debian's "
-            "prometheus package: `sudo apt-get update && sudo apt-get install -y prometheus` "
-            "(or run `make tools`)."
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -641,7 +631,7 @@ def write_rules(manifests: list[Manifest], path: Path, *, annotations: bool = Tr
 def test_promtool_accepts_the_rules_and_dashboard_queries(
     rendered: list[Manifest], tmp_path: Path
 ) -> None:
-    binary = promtool()
+    binary = promtool_path()
     rules = write_rules(rendered, tmp_path / "rules.yml")
     # Every dashboard query as a recording rule, so promtool parses it too.
     (configmap,) = [c for c in of_kind(rendered, "ConfigMap") if "notetaker.json" in c["data"]]
@@ -677,7 +667,7 @@ def test_promtool_accepts_the_rules_and_dashboard_queries(
 
 def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
     """promtool's rule unit tests: the alerts fire when, and only when, a platform team wants."""
-    binary = promtool()
+    binary = promtool_path()
     write_rules(render(), tmp_path / "rules.yml", annotations=False)
     mtd = "notetaker_storage_cost_usd_month_to_date"
     attempts = "notetaker_uploader_attempts_total"

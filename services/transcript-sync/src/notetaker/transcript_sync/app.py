@@ -311,7 +311,9 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a content_type that carries a charset, and the exposition format's
+        # type carries one: the whole type goes as a header instead.
+        return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:

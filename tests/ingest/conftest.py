@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,8 +22,7 @@ from standardwebhooks.webhooks import Webhook
 from notetaker.common import callback_tokens
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+from tests.fixtures import PROVIDER_SAMPLES
 
 
 def whsec() -> str:
@@ -111,7 +109,7 @@ async def known_bot(db: asyncpg.Pool, bot_id: str | None = None) -> str:
 def fixture_body(name: str, bot_id: str) -> str:
     """A provider sample with its placeholders (port, bot id) filled in."""
     data: dict[str, Any] = json.loads(
-        (FIXTURES / name).read_text().replace("127.0.0.1:PORT", "127.0.0.1:8080")
+        (PROVIDER_SAMPLES / name).read_text().replace("127.0.0.1:PORT", "127.0.0.1:8080")
     )
     if "data" in data:
         data["data"]["bot_id"] = bot_id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from notetaker.common.events import (
@@ -19,14 +18,15 @@ from notetaker.ingest.providers import (
     gladia_events,
     meetingbaas_events,
 )
+from tests.fixtures import PROVIDER_SAMPLES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 NOW = datetime(2026, 11, 20, 10, 33, 6, tzinfo=UTC)
 
 
 def fixture(name: str) -> Any:
-    """A provider sample with its placeholder port filled in (see shared/fixtures/README.md)."""
-    return json.loads((FIXTURES / name).read_text().replace("127.0.0.1:PORT", "127.0.0.1:8080"))
+    """A provider sample, its placeholder port filled in (tests/fixtures/providers/README.md)."""
+    text = (PROVIDER_SAMPLES / name).read_text()
+    return json.loads(text.replace("127.0.0.1:PORT", "127.0.0.1:8080"))
 
 
 def mb(name: str) -> list[Any]:

@@ -1,8 +1,9 @@
 """What each provider delivery means in our catalog: one table per provider, easy to extend.
 
-Payload models follow the providers' documented formats (see shared/fixtures), with bounds that
-reject absurd values; a mapper turns a validated payload into zero or more catalog events. An
-event type we do not know maps to nothing: it is stored and acknowledged, never rejected.
+Payload models follow the providers' documented formats (samples and links to the public docs
+in tests/fixtures/providers), with bounds that reject absurd values; a mapper turns a validated
+payload into zero or more catalog events. An event type we do not know maps to nothing: it is
+stored and acknowledged, never rejected.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ NotetakerServiceDown)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 import asyncpg
@@ -33,7 +34,8 @@ async def test_metrics_scrape_answers_200_and_passes_promtool(
     assert response.status_code == 200, f"{service} /metrics: {response.status_code}"
     assert response.headers["content-type"].startswith("text/plain")
     assert "notetaker_" in response.text
-    check = subprocess.run(
+    check = await asyncio.to_thread(
+        subprocess.run,
         [promtool_path(), "check", "metrics"],
         input=response.content,
         capture_output=True,

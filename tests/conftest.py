@@ -21,6 +21,8 @@ from notetaker.devstack.stack import Stack, docker_available, start_stack
 
 T = TypeVar("T")
 
+pytest_plugins = ["tests.leaks"]
+
 
 @pytest.fixture(scope="session")
 async def stack() -> AsyncIterator[Stack]:

@@ -88,7 +88,7 @@ async def start_pipeline(
     )
     await simulator.start()
     try:
-        await asyncio.to_thread(services.start)
+        await services.start()
     except BaseException:
         await simulator.stop()
         raise

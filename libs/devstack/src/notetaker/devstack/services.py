@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from notetaker.devstack.children import spawn
 from notetaker.devstack.stack import Stack, free_port, stop_process
 
 SERVICES = ("ingest", "uploader", "transcript_sync", "metrics", "scheduler")
@@ -30,17 +32,19 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log_file = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", f"notetaker.{self.name}"],
-            env=self.env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+        self.process = spawn(
+            [sys.executable, "-m", f"notetaker.{self.name}"], self.log_path, env=self.env
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for /readyz to answer 200; a service that is not ready by then is stopped."""
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -104,20 +108,30 @@ class ServiceSet:
     def ingest_url(self) -> str:
         return self.processes["ingest"].url
 
-    def start(self, timeout: float = 90.0) -> None:
-        """Start every service and wait until each is ready; on any failure stop them all."""
+    async def start(self, timeout: float = 90.0) -> None:
+        """Start every service and wait until each is ready; on any failure stop them all.
+
+        The processes start from the caller's thread (see `children.spawn`), the waiting
+        happens in a worker thread."""
         try:
             for process in self.processes.values():
                 process.start()
             for process in self.processes.values():
-                process.wait_ready(timeout)
+                await asyncio.to_thread(process.wait_ready, timeout)
         except BaseException:
-            self.stop()
+            await asyncio.to_thread(self.stop)
             raise
 
     def stop(self) -> None:
+        """SIGTERM to all at once, then wait for each (killing what does not stop in time)."""
         for process in self.processes.values():
             if process.process is not None and process.process.poll() is None:
                 process.process.send_signal(signal.SIGTERM)
+        failures: list[str] = []
         for process in self.processes.values():
-            process.stop()
+            try:
+                process.stop()
+            except Exception as exc:
+                failures.append(f"{process.name}: {exc!r}")
+        if failures:
+            raise RuntimeError("could not stop all services: " + "; ".join(failures))

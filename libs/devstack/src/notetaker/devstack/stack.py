@@ -31,6 +31,7 @@ from notetaker.common.kafka import ensure_topics
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import ensure_bucket, s3_client
 from notetaker.common.settings import NotetakerSettings
+from notetaker.devstack.children import spawn
 
 log = get_logger(__name__)
 
@@ -85,15 +86,7 @@ class LocalProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log_file = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            user=self.user,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
-        )
+        self.process = spawn(self.argv, self.log_path, user=self.user)
         try:
             wait_for_port(self.port, self.name, process=self.process)
         except (RuntimeError, TimeoutError) as exc:
@@ -153,13 +146,22 @@ class Stack:
         return NotetakerSettings(**(values | overrides))
 
     def stop(self) -> None:
+        """Stop every process and container, even when some fail to stop; then report those."""
+        failures: list[str] = []
         for process in reversed(list(self.processes.values())):
-            process.stop()
+            try:
+                process.stop()
+            except Exception as exc:
+                failures.append(f"{process.name}: {exc!r}")
         for container in reversed(self.containers):
-            with contextlib.suppress(Exception):
+            try:
                 container.stop()
+            except Exception as exc:
+                failures.append(f"container {container!r}: {exc!r}")
         if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if failures:
+            raise RuntimeError("could not stop all of the stack: " + "; ".join(failures))
 
 
 def _start_tansu(workdir: Path) -> LocalProcess:
@@ -343,13 +345,13 @@ async def start_stack(*, containers: bool = False, workdir: Path | None = None) 
         if containers:
             await asyncio.to_thread(_start_containers, kwargs, started_containers)
         if "kafka_bootstrap_servers" not in kwargs:
-            processes["kafka"] = await asyncio.to_thread(_start_tansu, workdir)
+            processes["kafka"] = _start_tansu(workdir)
             kwargs["kafka_bootstrap_servers"] = f"127.0.0.1:{processes['kafka'].port}"
         if "database_url" not in kwargs:
-            processes["postgres"] = await asyncio.to_thread(_start_postgres, workdir)
+            processes["postgres"] = _start_postgres(workdir)
             kwargs["database_url"] = await _create_database(processes["postgres"].port)
         if "s3_endpoint_url" not in kwargs:
-            processes["s3"] = await asyncio.to_thread(_start_moto, workdir)
+            processes["s3"] = _start_moto(workdir)
             kwargs["s3_endpoint_url"] = f"http://127.0.0.1:{processes['s3'].port}"
             kwargs["s3_access_key_id"] = S3_ACCESS_KEY
             kwargs["s3_secret_access_key"] = S3_SECRET_KEY

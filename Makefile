@@ -20,7 +20,7 @@ lint:
 	$(PY) ruff format --check .
 
 typecheck:
-	$(PY) mypy libs/common/src libs/devstack/src services/ingest/src services/uploader/src \
+	$(PY) mypy libs/common/src libs/cli/src libs/devstack/src services/ingest/src services/uploader/src \
 		services/transcript-sync/src services/metrics/src services/scheduler/src bench tests
 
 pytest:

@@ -1,0 +1,1 @@
+"""The `notetaker` command-line tool for operators."""

@@ -1,0 +1,34 @@
+"""The `notetaker` command: one tool for operators, one sub-command group per concern.
+
+Every command reads where Kafka, PostgreSQL and S3 are from the same `NOTETAKER_*` settings the
+services use (`notetaker.common.settings.NotetakerSettings`), and nothing else.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from notetaker.cli import events
+
+app = typer.Typer(
+    name="notetaker",
+    help=(
+        "Operate the Notetaker storage pipeline.\n\n"
+        "Connection settings come from the `NOTETAKER_*` environment variables (or a .env file), "
+        "the same ones the services read, e.g. `NOTETAKER_KAFKA_BOOTSTRAP_SERVERS`."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(events.app, name="events")
+
+
+def main() -> None:
+    """Console-script entry point (`notetaker`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

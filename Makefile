@@ -41,4 +41,5 @@ tools:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 clean:
+	-$(PY) python -m notetaker.devstack.children
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .notetaker

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from notetaker.common.envelope import Envelope, EnvelopeError, from_message
-from notetaker.common.events import TOPICS, dlq_topic
+from notetaker.common.events import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, TOPICS, dlq_topic
 from notetaker.common.settings import NotetakerSettings
 
 app = typer.Typer(
@@ -34,10 +34,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
-
-# Headers `EventPublisher.dead_letter` (notetaker.common.kafka) adds to a dead-lettered record.
-DLQ_ERROR_HEADER = "notetaker_error"
-DLQ_OFFSET_HEADER = "notetaker_original_offset"
 
 DLQ_TOPICS: tuple[str, ...] = tuple(dlq_topic(t) for t in TOPICS)
 ALL_TOPICS: tuple[str, ...] = (*TOPICS, *DLQ_TOPICS)

@@ -206,6 +206,11 @@ CATALOG: dict[str, type[Event]] = {
 TOPICS: tuple[str, ...] = tuple(CATALOG)
 
 
+# Headers a dead-lettered record carries beside the original ones.
+DLQ_ERROR_HEADER = "notetaker_error"
+DLQ_OFFSET_HEADER = "notetaker_original_offset"
+
+
 def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 

@@ -20,7 +20,13 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
 from notetaker.common.envelope import Envelope, EnvelopeError, from_message, to_message
-from notetaker.common.events import TOPICS, Event, dlq_topic
+from notetaker.common.events import (
+    DLQ_ERROR_HEADER,
+    DLQ_OFFSET_HEADER,
+    TOPICS,
+    Event,
+    dlq_topic,
+)
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import CONSUMER_DLQ, CONSUMER_HANDLED
 from notetaker.common.settings import NotetakerSettings
@@ -122,8 +128,8 @@ class EventPublisher:
             key=key,
             headers=[
                 *headers,
-                ("notetaker_error", error.encode()[:4000]),
-                ("notetaker_original_offset", str(offset).encode()),
+                (DLQ_ERROR_HEADER, error.encode()[:4000]),
+                (DLQ_OFFSET_HEADER, str(offset).encode()),
             ],
         )
         log.warning("event.dead_lettered", topic=topic, offset=offset, error=error[:500])

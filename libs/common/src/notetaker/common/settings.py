@@ -6,8 +6,19 @@ environment (or a `.env` file). Defaults work on the embedded dev stack's standa
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from notetaker.common.source_policy import SourcePolicy
+
+
+def split_secrets(value: object) -> object:
+    """`a,b` in the environment becomes two secrets (current and next, for rotation)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class NotetakerSettings(BaseSettings):
@@ -49,9 +60,20 @@ class NotetakerSettings(BaseSettings):
     )
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
 
+    source_allowed_host_suffixes: Annotated[list[str], NoDecode, BeforeValidator(split_secrets)] = (
+        Field(
+            [],
+            description="Hosts provider URLs may name (comma-separated suffixes); empty: any.",
+        )
+    )
+    source_allow_loopback: bool = Field(
+        False,
+        description="Dev stack only: provider URLs may reach loopback (the local simulator).",
+    )
 
-def split_secrets(value: object) -> object:
-    """`a,b` in the environment becomes two secrets (current and next, for rotation)."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+    def source_policy(self) -> SourcePolicy:
+        """What provider URLs these settings let the service fetch."""
+        return SourcePolicy(
+            allow_loopback=self.source_allow_loopback,
+            allowed_host_suffixes=tuple(self.source_allowed_host_suffixes),
+        )

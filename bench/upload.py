@@ -12,8 +12,9 @@ between rounds cancels), with the best of each side beside it.
 The S3 endpoint's own CPU during each side is printed too: on the embedded stack moto works
 about as many CPU seconds as the copy lasts, so it sets the pace of both sides, and most of the
 spread between rounds is its own.
-Target (docs/architecture.md §12): ratio >= 0.9, peak memory < 64 MiB for 1 GiB. The memory printed against
-the target is what the copy adds to the process (its peak RSS minus its RSS just before the copy):
+Target (docs/architecture.md §12): ratio >= 0.9, peak memory < 64 MiB for 1 GiB. The memory
+printed against the target is what the copy adds to the process (its peak RSS minus its RSS just
+before the copy):
 the interpreter, aioboto3 and its S3 client hold about 80 MiB before any byte moves, in boto3's
 process as in ours, so no process on this stack has a peak under 64 MiB whatever it uploads.
 """

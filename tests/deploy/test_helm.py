@@ -383,7 +383,7 @@ def test_secrets_are_only_referenced(
     } <= secret_refs["ingest"].keys()
     assert "optional" not in secret_refs["ingest"]["NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS"]
     assert "NOTETAKER_GLADIA_API_KEY" in secret_refs["transcript-sync"]
-    assert "NOTETAKER_ADMIN_TOKEN" in secret_refs["metrics"]
+    assert "NOTETAKER_ADMIN_TOKENS" in secret_refs["metrics"]
     assert "NOTETAKER_MEETINGBAAS_API_KEY" in secret_refs["scheduler"]
 
 

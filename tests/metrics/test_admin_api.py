@@ -8,6 +8,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -19,6 +20,7 @@ from notetaker.devstack.stack import Stack, free_port
 from notetaker.metrics.usage import GIB, Prices, apply
 
 TOKEN = "admin-secret-token"
+NEXT_TOKEN = "admin-token-after-rotation"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ async def metrics_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         "PATH": "/usr/bin:/bin",
         **stack.env(),
         "NOTETAKER_HTTP_PORT": str(port),
-        "NOTETAKER_ADMIN_TOKEN": TOKEN,
+        "NOTETAKER_ADMIN_TOKENS": f"{TOKEN},{NEXT_TOKEN}",
     }
     process = ServiceProcess("metrics", env, port, tmp_path_factory.mktemp("m") / "metrics.log")
     process.start()
@@ -54,11 +56,18 @@ async def test_usage_as_json_and_csv_for_the_admin_only(metrics_url: str, db: as
     async with httpx.AsyncClient(base_url=metrics_url) as http:
         as_json = await http.get("/admin/usage", params={"org_id": str(org)}, headers=admin)
         as_csv = await http.get("/admin/usage.csv", params={"org_id": str(org)}, headers=admin)
+        rotated = await http.get(
+            "/admin/usage",
+            params={"org_id": str(org)},
+            headers={"authorization": f"Bearer {NEXT_TOKEN}"},
+        )
         anonymous = await http.get("/admin/usage")
+        empty = await http.get("/admin/usage", headers={"authorization": ""})
         wrong = await http.get("/admin/usage", headers={"authorization": "Bearer nope"})
         bad = await http.get("/admin/usage", params={"from": "yesterday"}, headers=admin)
 
     assert as_json.status_code == 200
+    assert rotated.json() == as_json.json()  # both tokens work while rotating
     rows = {r["metric_type"]: r for r in as_json.json()["rows"]}
     assert rows["storage_gb"]["value"] == pytest.approx(3)
     assert rows["api_requests"]["cost_usd"] == pytest.approx(0.01)
@@ -69,4 +78,22 @@ async def test_usage_as_json_and_csv_for_the_admin_only(metrics_url: str, db: as
     parsed = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert {r["metric_type"] for r in parsed} == set(rows)
     assert all(r["org_id"] == str(org) for r in parsed)
-    assert (anonymous.status_code, wrong.status_code, bad.status_code) == (401, 401, 400)
+    assert (anonymous.status_code, empty.status_code, wrong.status_code) == (401, 401, 401)
+    assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("token", ["", " ", f"{TOKEN},", "short"])
+async def test_the_metrics_service_with_an_empty_or_malformed_admin_token_does_not_start(
+    stack: Stack, tmp_path: Path, token: str
+) -> None:
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", **stack.env(), "NOTETAKER_HTTP_PORT": str(port)}
+    process = ServiceProcess(
+        "metrics", {**env, "NOTETAKER_ADMIN_TOKENS": token}, port, tmp_path / "metrics.log"
+    )
+    process.start()
+    assert process.process is not None
+    code = await asyncio.to_thread(process.process.wait, 60)
+    assert code != 0
+    assert "NOTETAKER_ADMIN_TOKENS" in process.tail()
+    assert "Traceback" not in process.tail()

@@ -6,12 +6,14 @@ environment (or a `.env` file). Defaults work on the embedded dev stack's standa
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from notetaker.common.source_policy import SourcePolicy
+
+MIN_SECRET_CHARS = 16
 
 
 def split_secrets(value: object) -> object:
@@ -19,6 +21,55 @@ def split_secrets(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _present(value: object) -> object:
+    """A secret that is set must say something: an empty value, or an empty entry between
+    commas, is a mistake in the deployment (it would compare equal to a missing header)."""
+    if isinstance(value, str) and (
+        not value.strip() or "" in (p.strip() for p in value.split(","))
+    ):
+        raise ValueError("is set but empty (or has an empty entry): give the secret, or unset it")
+    return value
+
+
+def _well_formed(secret: SecretStr) -> SecretStr:
+    value = secret.get_secret_value()
+    if len(value) < MIN_SECRET_CHARS or any(c.isspace() for c in value):
+        raise ValueError(
+            f"holds a secret shorter than {MIN_SECRET_CHARS} characters or with white space"
+        )
+    return secret
+
+
+# A comma-separated list of secrets (several at once, to rotate) and a single secret.
+Secrets = Annotated[
+    list[Annotated[SecretStr, AfterValidator(_well_formed)]],
+    NoDecode,
+    BeforeValidator(split_secrets),
+    BeforeValidator(_present),  # before validators run last to first: this one first
+]
+Secret = Annotated[SecretStr, BeforeValidator(_present), AfterValidator(_well_formed)]
+
+
+S = TypeVar("S", bound="NotetakerSettings")
+
+
+def load_settings(settings: type[S]) -> S:
+    """The service's settings from the environment; a bad value stops the process at start with
+    a message naming the variable, never a traceback or a service that half works."""
+    try:
+        return settings()
+    except ValidationError as exc:
+        prefix = settings.model_config.get("env_prefix", "")
+        lines = [
+            f"  {prefix}{'.'.join(str(part) for part in error['loc'][:1]).upper()}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        ]
+        raise SystemExit(
+            f"{settings.__name__}: cannot start, fix these settings:\n" + "\n".join(lines)
+        ) from None
 
 
 class NotetakerSettings(BaseSettings):

@@ -38,7 +38,7 @@ def service_env(simulator_url: str, keys: dict[str, str]) -> dict[str, str]:
         "NOTETAKER_GLADIA_API_KEY": keys["gladia_key"],
         "NOTETAKER_GLADIA_CALLBACK_KEYS": keys["callback_key"],
         "NOTETAKER_MEDIA_API_TOKENS": keys["media_token"],
-        "NOTETAKER_ADMIN_TOKEN": keys["admin_token"],
+        "NOTETAKER_ADMIN_TOKENS": keys["admin_token"],
         "NOTETAKER_SCHEDULER_INTERVAL_SECONDS": "1",
         "NOTETAKER_METRICS_REFRESH_SECONDS": "1",
     }

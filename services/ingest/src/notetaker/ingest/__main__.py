@@ -5,12 +5,13 @@ from __future__ import annotations
 import uvicorn
 
 from notetaker.common.logs import configure_logging
+from notetaker.common.settings import load_settings
 from notetaker.ingest.app import create_app
 from notetaker.ingest.settings import IngestSettings
 
 
 def main() -> None:
-    settings = IngestSettings()
+    settings = load_settings(IngestSettings)
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, SecretStr
-from pydantic_settings import NoDecode
+from pydantic import AfterValidator, Field, SecretStr
 
-from notetaker.common.settings import NotetakerSettings, split_secrets
+from notetaker.common.settings import NotetakerSettings, Secrets
 
-Secrets = Annotated[list[SecretStr], NoDecode, BeforeValidator(split_secrets)]
+SVIX_PREFIX = "whsec_"
+SVIX_MIN_KEY_BYTES = 24  # Standard Webhooks: secrets of 24 to 64 bytes
+
+
+def _svix_secrets(secrets: list[SecretStr]) -> list[SecretStr]:
+    for secret in secrets:
+        value = secret.get_secret_value()
+        try:
+            key = base64.b64decode(value.removeprefix(SVIX_PREFIX), validate=True)
+        except binascii.Error:
+            key = b""
+        if not value.startswith(SVIX_PREFIX) or len(key) < SVIX_MIN_KEY_BYTES:
+            raise ValueError(
+                f"holds a secret that is not a Svix signing secret ({SVIX_PREFIX} and the base64"
+                f" of at least {SVIX_MIN_KEY_BYTES} bytes, as the MeetingBaaS dashboard shows it)"
+            )
+    return secrets
 
 
 class IngestSettings(NotetakerSettings):
     service_name: str = Field("ingest", description="Name used in logs and CloudEvent source.")
     http_port: int = Field(8000, description="Port of the webhook endpoints, probes and /metrics.")
-    meetingbaas_webhook_secrets: Secrets = Field(
+    meetingbaas_webhook_secrets: Annotated[Secrets, AfterValidator(_svix_secrets)] = Field(
         default_factory=list,
         description="MeetingBaaS v2 Svix signing secrets (`whsec_...`), comma-separated.",
     )

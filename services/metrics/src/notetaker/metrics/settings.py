@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from notetaker.common.settings import NotetakerSettings
+from notetaker.common.settings import NotetakerSettings, Secrets
 
 
 class MetricsSettings(NotetakerSettings):
@@ -20,4 +20,7 @@ class MetricsSettings(NotetakerSettings):
         20, ge=0, description="Orgs with their own series; the rest are summed as org_id=other."
     )
     metrics_refresh_seconds: float = Field(15.0, description="How often gauges are recomputed.")
-    admin_token: SecretStr | None = Field(None, description="Bearer token for the admin API.")
+    admin_tokens: Secrets = Field(
+        default_factory=list,
+        description="Admin API bearer tokens (comma-separated, to rotate); unset: API off.",
+    )

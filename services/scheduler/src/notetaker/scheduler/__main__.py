@@ -6,12 +6,13 @@ from functools import partial
 
 from notetaker.common.logs import configure_logging
 from notetaker.common.runtime import run_service
+from notetaker.common.settings import load_settings
 from notetaker.scheduler.app import run
 from notetaker.scheduler.settings import SchedulerSettings
 
 
 def main() -> None:
-    settings = SchedulerSettings()
+    settings = load_settings(SchedulerSettings)
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
     run_service(partial(run, settings))
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from notetaker.common.settings import NotetakerSettings
+from notetaker.common.settings import NotetakerSettings, Secret
 
 
 class SchedulerSettings(NotetakerSettings):
@@ -21,9 +21,9 @@ class SchedulerSettings(NotetakerSettings):
     meetingbaas_api_url: str = Field(
         "https://api.meetingbaas.com", description="MeetingBaaS API base URL."
     )
-    meetingbaas_api_key: SecretStr | None = Field(None, description="MeetingBaaS API key.")
+    meetingbaas_api_key: Secret | None = Field(None, description="MeetingBaaS API key.")
     gladia_api_url: str = Field("https://api.gladia.io", description="Gladia API base URL.")
-    gladia_api_key: SecretStr | None = Field(
+    gladia_api_key: Secret | None = Field(
         None, description="Gladia API key; empty turns polling of overdue jobs off."
     )
     gladia_poll_after_seconds: float = Field(

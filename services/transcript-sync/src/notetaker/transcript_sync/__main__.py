@@ -7,12 +7,13 @@ import logging
 import faust
 
 from notetaker.common.logs import configure_logging
+from notetaker.common.settings import load_settings
 from notetaker.transcript_sync.app import create_app
 from notetaker.transcript_sync.settings import TranscriptSyncSettings
 
 
 def main() -> None:
-    settings = TranscriptSyncSettings()
+    settings = load_settings(TranscriptSyncSettings)
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
     app = create_app(settings)
     worker = faust.Worker(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import BeforeValidator, Field, SecretStr
-from pydantic_settings import NoDecode
+from pydantic import Field
 
-from notetaker.common.settings import NotetakerSettings, split_secrets
+from notetaker.common.settings import NotetakerSettings, Secret, Secrets
 
 
 class TranscriptSyncSettings(NotetakerSettings):
@@ -26,11 +24,11 @@ class TranscriptSyncSettings(NotetakerSettings):
         4.0, description="How long a group join waits for other members (Tansu waits it all)."
     )
     gladia_api_url: str = Field("https://api.gladia.io", description="Gladia API base URL.")
-    gladia_api_key: SecretStr | None = Field(
+    gladia_api_key: Secret | None = Field(
         None, description="Gladia API key; empty means recordings without a transcript stay so."
     )
-    gladia_callback_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(split_secrets)] = (
-        Field(default_factory=list, description="Keys minting Gladia callback tokens (1st signs).")
+    gladia_callback_keys: Secrets = Field(
+        default_factory=list, description="Keys minting Gladia callback tokens (1st signs)."
     )
     ingest_public_url: str = Field(
         "http://127.0.0.1:8000", description="Public base URL of ingest, for Gladia's callback."
@@ -38,7 +36,7 @@ class TranscriptSyncSettings(NotetakerSettings):
     presigned_url_seconds: int = Field(
         3600, description="Lifetime of the presigned audio URL handed to Gladia."
     )
-    media_api_tokens: Annotated[list[SecretStr], NoDecode, BeforeValidator(split_secrets)] = Field(
+    media_api_tokens: Secrets = Field(
         default_factory=list, description="Bearer tokens the product presents for media links."
     )
     media_url_seconds: int = Field(300, description="Lifetime of a presigned media URL.")

@@ -6,12 +6,13 @@ from functools import partial
 
 from notetaker.common.logs import configure_logging
 from notetaker.common.runtime import run_service
+from notetaker.common.settings import load_settings
 from notetaker.uploader.app import run
 from notetaker.uploader.settings import UploaderSettings
 
 
 def main() -> None:
-    settings = UploaderSettings()
+    settings = load_settings(UploaderSettings)
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
     run_service(partial(run, settings))
 

@@ -60,12 +60,55 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+MAX_JSON_DEPTH = 64  # the providers' payloads nest a handful of levels
+MAX_JSON_INTEGER = 2**63  # anything larger is no count, offset or time a provider sends
+
+
 def _parse(body: bytes, model: type[M]) -> M:
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(400, "malformed_json", "Body is not valid JSON", str(exc)) from exc
+    except RecursionError as exc:  # a body nested deeper than the parser's stack
+        raise Problem(400, "malformed_json", "Body is not valid JSON", "nested too deep") from exc
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer of over 4300 digits
+        raise Problem(400, "malformed_json", "Body is not valid JSON", str(exc)[:200]) from exc
+    _check_json(data)
     return _validated(model, data)
+
+
+def _check_json(data: Any) -> None:
+    """What JSON allows but nothing downstream can hold: deep nesting, NUL characters and lone
+    surrogates (PostgreSQL text refuses both), integers beyond 64 bits. A 422, never a 5xx."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value or (not value.isascii() and _has_surrogate(value)):
+                raise Problem(
+                    422, "invalid_payload", "Payload has a NUL or an unpaired surrogate character"
+                )
+        elif isinstance(value, bool | float) or value is None:
+            continue
+        elif isinstance(value, int):
+            if not -MAX_JSON_INTEGER <= value < MAX_JSON_INTEGER:
+                raise Problem(422, "invalid_payload", "Payload has a number out of range")
+        else:
+            if depth > MAX_JSON_DEPTH:
+                raise Problem(
+                    422, "invalid_payload", "Payload nested too deep", f"at most {MAX_JSON_DEPTH}"
+                )
+            items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
+            for key, item in items:
+                if key is not None:
+                    stack.append((key, depth))
+                stack.append((item, depth + 1))
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _validated(model: type[M], data: Any) -> M:

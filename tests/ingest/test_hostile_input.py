@@ -1,0 +1,79 @@
+"""Bad input from a caller holding a valid credential is a 4xx with nothing published and
+nothing stored, never a 5xx: a 503 tells the provider to retry forever, a 500 hides the cause."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import pytest
+
+from notetaker.devstack.stack import Stack
+from tests.ingest.conftest import Ingest, assert_nothing_published, known_bot, post
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+BODIES = {
+    # Python refuses to parse integers of over 4300 digits: the parser's ValueError was a 500.
+    "a 5000-digit integer": lambda bot: (
+        f'{{"event": "bot.status_change", "data": {{"bot_id": "{bot}", "n": {"9" * 5000}}}}}'
+    ),
+    # 100k levels overflow the parser's stack: RecursionError was a 500.
+    "100k levels of nesting": lambda bot: (
+        f'{{"event": "bot.status_change", "data": {{"bot_id": "{bot}", "x": {deep(100_000)}}}}}'
+    ),
+    "65 levels of nesting": lambda bot: (
+        f'{{"event": "bot.status_change", "data": {{"bot_id": "{bot}", "x": {deep(65)}}}}}'
+    ),
+    # PostgreSQL text cannot hold NUL or a lone surrogate: the insert failed, answered 503.
+    "a NUL in the event name": lambda bot: json.dumps(
+        {"event": "bot.status\u0000change", "data": {"bot_id": bot}}
+    ),
+    "a lone surrogate in the event name": lambda bot: (
+        f'{{"event": "bot.\\ud800", "data": {{"bot_id": "{bot}"}}}}'
+    ),
+    "a NUL deep in the data": lambda bot: json.dumps(
+        {
+            "event": "bot.status_change",
+            "data": {"bot_id": bot, "status": {"code": "in_call\u0000recording"}},
+        }
+    ),
+    "an integer beyond 64 bits": lambda bot: (
+        f'{{"event": "bot.completed", "data": {{"bot_id": "{bot}", "duration_seconds": {2**70}}}}}'
+    ),
+    "a far-future timestamp": lambda bot: json.dumps(
+        {
+            "event": "bot.status_change",
+            "data": {
+                "bot_id": bot,
+                "status": {"code": "in_call_recording", "created_at": "9999-12-31T23:59:59Z"},
+            },
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BODIES))
+async def test_a_signed_hostile_body_gets_a_4xx_and_changes_nothing(
+    ingest: Ingest, db: asyncpg.Pool, stack: Stack, case: str
+) -> None:
+    bot_id = await known_bot(db)
+    body = BODIES[case](bot_id)
+    answer = await post(f"{ingest.url}/webhooks/meetingbaas", body, ingest.signed(body))
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    stored = await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE bot_id = $1", bot_id)
+    assert stored == 0
+    await assert_nothing_published(stack, bot_id)
+
+
+async def test_a_gladia_callback_with_a_nul_in_its_job_id_gets_a_4xx(
+    ingest: Ingest, db: asyncpg.Pool
+) -> None:
+    bot_id = await known_bot(db)
+    body = json.dumps({"id": "job\u0000", "event": "transcription.success"})
+    answer = await post(ingest.gladia_url(bot_id), body, {"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text[:300]

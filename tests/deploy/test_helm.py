@@ -8,6 +8,7 @@ instead, and promtool checks and unit-tests the alert rules.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -20,6 +21,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from notetaker.common.source_policy import SourcePolicy
 from tests.conftest import promtool_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +112,12 @@ def pod_specs(manifests: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]
             yield f"{m['kind']}/{m['metadata']['name']}", m["spec"]["template"]["spec"]
 
 
+def pod_templates(manifests: list[Manifest]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for m in manifests:
+        if m["kind"] in {"Deployment", "Job"}:
+            yield f"{m['kind']}/{m['metadata']['name']}", m["spec"]["template"]
+
+
 def rule(manifests: list[Manifest], alert: str) -> dict[str, Any]:
     spec = of_kind(manifests, "PrometheusRule")[0]["spec"]
     rules = [r for group in spec["groups"] for r in group["rules"] if r.get("alert") == alert]
@@ -196,6 +204,7 @@ def test_renders_the_expected_resources(default: list[Manifest], full: list[Mani
         "ConfigMap": 6,  # one per service, and the dashboard
         "Deployment": 5,
         "Job": 1,
+        "NetworkPolicy": 1,
         "PodDisruptionBudget": 5,
         "PrometheusRule": 1,
         "Service": 5,
@@ -385,6 +394,42 @@ def test_secrets_are_only_referenced(
     assert "NOTETAKER_GLADIA_API_KEY" in secret_refs["transcript-sync"]
     assert "NOTETAKER_ADMIN_TOKENS" in secret_refs["metrics"]
     assert "NOTETAKER_MEETINGBAAS_API_KEY" in secret_refs["scheduler"]
+
+
+def test_no_manifest_lets_provider_urls_reach_loopback(rendered: list[Manifest]) -> None:
+    """The dev stack's opt-in (its simulator runs on loopback) is never set by the chart."""
+    assert "NOTETAKER_SOURCE_ALLOW_LOOPBACK" not in yaml.safe_dump_all(rendered)
+
+
+def test_egress_is_dns_public_https_and_the_named_dependencies(rendered: list[Manifest]) -> None:
+    policy = one(rendered, "NetworkPolicy", f"{RELEASE}-egress")["spec"]
+    assert policy["policyTypes"] == ["Egress"]
+    selector = policy["podSelector"]["matchLabels"]
+    for where, pod in pod_templates(rendered):
+        labels = pod["metadata"]["labels"]
+        assert selector.items() <= labels.items(), f"{where} is not under the egress policy"
+    dns, public, *dependencies = policy["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert {p["port"] for p in public["ports"]} == {80, 443}
+    blocks = [peer["ipBlock"] for peer in public["to"]]
+    assert [b["cidr"] for b in blocks] == ["0.0.0.0/0", "::/0"]
+    denied = [ipaddress.ip_network(c) for b in blocks for c in b["except"]]
+    # Every kind of address the services' source policy refuses is denied here too.
+    for address in ["10.1.2.3", "172.20.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254",
+                    "100.64.0.1", "0.0.0.1", "224.0.0.1", "::1", "fd00:ec2::254", "fe80::1",
+                    "::ffff:10.0.0.1", "64:ff9b::a00:1"]:  # fmt: skip
+        ip = ipaddress.ip_address(address)
+        assert not SourcePolicy().address_allowed(address)
+        assert any(ip in net for net in denied if net.version == ip.version), address
+    for address in ["8.8.8.8", "52.216.8.1", "2600:1f18::1"]:
+        ip = ipaddress.ip_address(address)
+        assert not any(ip in net for net in denied if net.version == ip.version), address
+    ports = {p["port"] for rule in dependencies for p in rule["ports"]}
+    assert ports == {9092, 5432}  # Kafka and PostgreSQL, by default from any namespace
+
+
+def test_the_egress_policy_can_be_switched_off() -> None:
+    assert of_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == []
 
 
 def test_migrations_run_as_a_hook_before_install_and_upgrade(

@@ -15,6 +15,7 @@ from notetaker.devstack.sources import Fault, RecordingSource
 from notetaker.devstack.stack import Stack
 from notetaker.uploader.ledger import PostgresPartLedger
 from notetaker.uploader.transfer import (
+    IntegrityError,
     PartLedger,
     SourceError,
     StoredObject,
@@ -105,6 +106,42 @@ async def test_a_truncated_attempt_is_resumed_from_the_parts_s3_holds(
         )
         == 0
     )
+
+
+async def test_a_part_changed_in_s3_before_the_resume_never_becomes_part_of_the_recording(
+    stack: Stack, s3: S3Client, source: RecordingSource, ledger: PartLedger
+) -> None:
+    """Between a cut attempt and its resume, something else writes part 1 of the unfinished
+    upload again: same size, other bytes. The resume keeps parts by size (their digests are in
+    the ledger), so only the final check against S3's checksum stands between those bytes and
+    the recording: the resumed copy must fail and keep nothing, and the next one start afresh."""
+    data = os.urandom(12 * MIB)
+    source.files["changed.mp4"] = data
+    source.faults["changed.mp4"] = Fault(truncate_at=11 * MIB, times=1)
+    with pytest.raises(SourceError):
+        await copy(stack, s3, source.url("changed.mp4"), "t/changed.mp4", ledger)
+    (upload,) = await open_uploads(stack, s3, "t/changed.mp4")
+    other = os.urandom(5 * MIB)
+    await s3.upload_part(
+        Bucket=stack.s3_bucket,
+        Key="t/changed.mp4",
+        UploadId=upload["UploadId"],  # type: ignore[index]
+        PartNumber=1,
+        Body=other,
+        ChecksumSHA256=base64.b64encode(hashlib.sha256(other).digest()).decode(),
+    )
+
+    with pytest.raises(IntegrityError, match="deleted"):
+        await copy(stack, s3, source.url("changed.mp4"), "t/changed.mp4", ledger)
+    assert source.requests[-1] == ("changed.mp4", f"bytes={10 * MIB}-")  # it did resume
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        await s3.get_object(Bucket=stack.s3_bucket, Key="t/changed.mp4")
+    assert await open_uploads(stack, s3, "t/changed.mp4") == []
+
+    stored = await copy(stack, s3, source.url("changed.mp4"), "t/changed.mp4", ledger)
+    assert stored.resumed_parts == 0
+    assert await stored_bytes(stack, s3, "t/changed.mp4") == data
+    assert stored.checksum == composite(data)
 
 
 async def test_a_source_that_ignores_ranges_gets_a_fresh_upload(

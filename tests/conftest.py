@@ -34,8 +34,7 @@ async def stack() -> AsyncIterator[Stack]:
 
 @pytest.fixture(scope="session")
 async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=5)
-    assert pool is not None
+    pool: asyncpg.Pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=5)
     yield pool
     await pool.close()
 

@@ -9,11 +9,22 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka import Message as KafkaMessage
 
 from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import S3Client, s3_client
@@ -68,3 +79,129 @@ def promtool_path() -> str:
             " `sudo apt-get update && sudo apt-get install -y prometheus` (or run `make tools`)."
         )
     return path
+
+
+# A record the reader writes itself, after everything it must see, to know where "everything" ends.
+MARKER_KEY = b"notetaker-test-marker"
+MARKER_HEADER = "notetaker-test-marker"
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    value: bytes
+
+
+def records_up_to_marker(
+    bootstrap: str, topic: str, key: str, timeout: float = 20.0
+) -> list[KafkaRecord]:
+    """Every record keyed `key` on `topic` that was published before this call, in offset order.
+
+    Read with librdkafka (not our code), so the result is complete, never merely what turned up
+    in time: first an end marker goes to every partition of the topic, then each partition is read
+    from its start up to that marker. Seeing a partition's marker proves everything written to it
+    earlier was seen, so an empty result is a proven "nothing was published". A reader that cannot
+    finish (no such topic, no partitions, broker silent, a marker not seen by `timeout`) raises
+    AssertionError saying what it was waiting for; it never returns an empty list instead.
+    """
+    deadline = time.monotonic() + timeout
+    wanted = f"records keyed {key!r} on topic {topic!r} at {bootstrap}"
+
+    def left() -> float:
+        return max(deadline - time.monotonic(), 0.001)
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "allow.auto.create.topics": False,
+        }
+    )
+    try:
+        try:
+            metadata = consumer.list_topics(topic, timeout=left())
+        except KafkaException as exc:
+            raise AssertionError(
+                f"cannot read {wanted}: no metadata from the broker ({exc})"
+            ) from exc
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None or not described.partitions:
+            why = "not in the metadata" if described is None else described.error or "no partitions"
+            raise AssertionError(f"cannot read {wanted}: the topic is unreadable ({why})")
+        partitions = sorted(described.partitions)
+        marker = _write_markers(bootstrap, topic, partitions, left(), wanted)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        found: list[KafkaRecord] = []
+        unmarked = set(partitions)
+        errors: list[str] = []
+        while unmarked:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f}s reading {wanted}: the end marker never came"
+                    f" back on partitions {sorted(unmarked)} (errors seen: {errors or 'none'})"
+                )
+            message = consumer.poll(min(0.5, left()))
+            if message is None:
+                continue
+            if (error := message.error()) is not None:
+                errors.append(str(error))
+                continue
+            record = _record(message)
+            if record.partition not in unmarked:
+                continue  # published after our marker: not part of what this call must see
+            markers = [v for k, v in record.headers if k == MARKER_HEADER]
+            if markers:
+                if marker in markers:
+                    unmarked.discard(record.partition)
+                continue  # a marker (ours or another reader's) is never a result
+            if record.key == key.encode():
+                found.append(record)
+        return sorted(found, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
+def _write_markers(
+    bootstrap: str, topic: str, partitions: list[int], timeout: float, wanted: str
+) -> bytes:
+    marker = uuid.uuid4().hex.encode()
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "message.timeout.ms": max(int(timeout * 1000), 1)}
+    )
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    for partition in partitions:
+        producer.produce(
+            topic,
+            value=b"",
+            key=MARKER_KEY,
+            partition=partition,
+            headers=[(MARKER_HEADER, marker)],
+            on_delivery=delivered,
+        )
+    unsent = producer.flush(timeout)
+    if unsent or failures:
+        raise AssertionError(
+            f"cannot read {wanted}: its end markers were not written"
+            f" ({unsent} unsent, failures: {failures or 'none'})"
+        )
+    return marker
+
+
+def _record(message: KafkaMessage) -> KafkaRecord:
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        raise AssertionError(f"librdkafka returned a record without a position: {message!r}")
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    headers = [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs]
+    return KafkaRecord(topic, partition, offset, message.key(), headers, message.value() or b"")

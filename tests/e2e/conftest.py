@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from notetaker.common.envelope import Envelope, from_message
 from notetaker.devstack.pipeline import Pipeline, start_pipeline
 from notetaker.devstack.stack import Stack
+from tests.conftest import records_up_to_marker
 
 
 # Package scope: the pipeline's consumers stop before other packages start their own workers.
@@ -69,35 +70,11 @@ async def meeting_with_bot(db: asyncpg.Pool, bot_id: str) -> Meeting:
 
 
 async def events_for(stack: Stack, topic: str, bot_id: str) -> list[Envelope]:
-    """Every event about `bot_id` on `topic`, read from the start (no consumer group)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=stack.kafka_bootstrap_servers, enable_auto_commit=False
+    """Every event about `bot_id` on `topic` published before the call, in partition order.
+
+    Read up to an end marker (`records_up_to_marker`), so the list is complete: `== []` proves
+    nothing was published, and a topic that cannot be read raises AssertionError instead."""
+    records = await asyncio.to_thread(
+        records_up_to_marker, stack.kafka_bootstrap_servers, topic, bot_id
     )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
-            ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[Envelope] = []
-
-        async def behind() -> bool:
-            for tp in partitions:
-                if await consumer.position(tp) < ends[tp]:
-                    return True
-            return False
-
-        while await behind():
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    if record.key == bot_id.encode():
-                        found.append(from_message(record.headers, record.key, record.value))
-        return found
-    finally:
-        await consumer.stop()
+    return [from_message(record.headers, record.key, record.value) for record in records]

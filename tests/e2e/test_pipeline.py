@@ -10,10 +10,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from notetaker.common.events import MeetingSynced
 from notetaker.common.s3 import S3Client, parse_s3_location
 from notetaker.devstack.pipeline import Pipeline
+from notetaker.devstack.stack import Stack
 from tests.conftest import eventually
 from tests.e2e.conftest import Meeting, events_for, meeting_with_bot
 
@@ -127,7 +129,8 @@ async def test_unauthenticated_webhook_gets_401_and_produces_no_event(
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["status"] == 401
         assert "signature" not in answer.text.lower()  # the reason is logged, not disclosed
-    assert await events_for(pipeline.stack, "recording.completed", bot_id) == []
+    for topic in ("bot.status", "recording.completed", "recording.failed", "transcript.ready"):
+        assert await events_for(pipeline.stack, topic, bot_id) == [], topic
     assert (
         await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE bot_id = $1", bot_id) == 0
     )
@@ -157,3 +160,9 @@ async def test_scheduled_meeting_becomes_a_stored_recording_with_thumbnail(
     thumbnail = await (await s3.get_object(Bucket=bucket, Key=thumb_key))["Body"].read()
     assert thumbnail[:3] == b"\xff\xd8\xff"  # a JPEG
     assert thumb_key.rsplit("/", 1)[0] == parse_s3_location(row["video_url"])[1].rsplit("/", 1)[0]
+
+
+async def test_reading_events_from_a_topic_that_does_not_exist_fails(stack: Stack) -> None:
+    # The old reader found no partitions here and returned [], so "no event" held.
+    with pytest.raises(AssertionError, match=r"cannot read .*'no\.such\.topic'.*unreadable"):
+        await events_for(stack, "no.such.topic", str(uuid.uuid4()))

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
 from notetaker.common import callback_tokens
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
+from tests.conftest import records_up_to_marker
 from tests.fixtures import PROVIDER_SAMPLES
 
 
@@ -116,53 +115,38 @@ def fixture_body(name: str, bot_id: str) -> str:
     return json.dumps(data)
 
 
-def _read(bootstrap: str, topic: str, key: str) -> list[dict[str, Any]]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-        }
+# What ingest publishes to: a refused or ignored delivery must leave every one of them untouched.
+INGEST_TOPICS = ("bot.status", "recording.completed", "recording.failed", "transcript.ready")
+
+
+async def kafka_records(
+    stack: Stack, topic: str, key: str, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    """Every record on `topic` keyed `key` published before the call, read with confluent-kafka
+    (librdkafka), not our code, up to an end marker (`records_up_to_marker`): the list is
+    complete, and a topic that cannot be read raises AssertionError instead of reading as empty."""
+    records = await asyncio.to_thread(
+        records_up_to_marker, stack.kafka_bootstrap_servers, topic, key, timeout
     )
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = list(metadata.topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
+    return [
+        {
+            "key": key,
+            "headers": {k: v.decode() for k, v in record.headers},
+            "data": json.loads(record.value),
+            "partition": record.partition,
         }
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        found, done = [], {p for p in partitions if ends[p] == 0}
-        deadline = time.monotonic() + 20
-        while len(done) < len(partitions) and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            offset, partition, value = message.offset(), message.partition(), message.value()
-            assert offset is not None
-            assert partition is not None
-            if offset + 1 >= ends[partition]:
-                done.add(partition)
-            if message.key() == key.encode():
-                assert value is not None
-                headers = message.headers() or []
-                pairs = headers.items() if isinstance(headers, dict) else headers
-                found.append(
-                    {
-                        "key": key,
-                        "headers": {k: v.decode() if isinstance(v, bytes) else v for k, v in pairs},
-                        "data": json.loads(value),
-                        "partition": partition,
-                    }
-                )
-        return found
-    finally:
-        consumer.close()
+        for record in records
+    ]
 
 
-async def kafka_records(stack: Stack, topic: str, key: str) -> list[dict[str, Any]]:
-    """Records on `topic` keyed `key`, read with confluent-kafka (librdkafka), not our code."""
-    return await asyncio.to_thread(_read, stack.kafka_bootstrap_servers, topic, key)
+async def assert_nothing_published(
+    stack: Stack, key: str, topics: tuple[str, ...] = INGEST_TOPICS
+) -> None:
+    """Proven, not assumed: each topic is read up to an end marker written after the caller's
+    request, so "no record" means none was published, not that none turned up in time."""
+    for topic in topics:
+        records = await kafka_records(stack, topic, key)
+        assert records == [], f"{len(records)} record(s) keyed {key!r} on {topic}: {records}"
 
 
 async def post(url: str, body: str | bytes, headers: dict[str, str]) -> httpx.Response:

@@ -12,8 +12,18 @@ import asyncpg
 import httpx
 import pytest
 
-from notetaker.devstack.stack import Stack
-from tests.ingest.conftest import Ingest, fixture_body, kafka_records, known_bot, post
+from notetaker.common.events import BotStatusChanged
+from notetaker.common.kafka import EventPublisher
+from notetaker.devstack.stack import Stack, free_port
+from tests.conftest import records_up_to_marker
+from tests.ingest.conftest import (
+    Ingest,
+    assert_nothing_published,
+    fixture_body,
+    kafka_records,
+    known_bot,
+    post,
+)
 
 CE_HEADERS = {
     "ce_id",
@@ -120,8 +130,7 @@ async def assert_refused(
     problem = answer.json()
     assert problem["status"] == status
     assert problem["type"].startswith("urn:notetaker:problem:")
-    for topic in ("recording.completed", "transcript.ready", "bot.status", "recording.failed"):
-        assert await kafka_records(stack, topic, bot_id) == []
+    await assert_nothing_published(stack, bot_id)
     deliveries = await db.fetchval(
         "SELECT count(*) FROM webhook_deliveries WHERE bot_id = $1", bot_id
     )
@@ -196,8 +205,8 @@ async def test_redelivery_is_acknowledged_and_sends_nothing_new(
     assert [r["delivery_id"] for r in rows] == [f"fact:bot.completed:{bot_id}", "msg_same"]
 
 
-async def test_unknown_event_types_are_stored_and_acknowledged(
-    ingest: Ingest, db: asyncpg.Pool
+async def test_unknown_event_types_are_stored_acknowledged_and_publish_nothing(
+    ingest: Ingest, db: asyncpg.Pool, stack: Stack
 ) -> None:
     bot_id = await known_bot(db)
     body = json.dumps({"event": "bot.teleported", "data": {"bot_id": bot_id, "to": "mars"}})
@@ -208,6 +217,7 @@ async def test_unknown_event_types_are_stored_and_acknowledged(
         "SELECT event_type FROM webhook_deliveries WHERE bot_id = $1", bot_id
     )
     assert stored == "bot.teleported"
+    await assert_nothing_published(stack, bot_id)
 
 
 def completed(bot_id: str, **data: object) -> str:
@@ -267,3 +277,29 @@ async def test_bad_input_gets_a_precise_4xx_and_sends_nothing(
     answer = await post(f"{ingest.url}/webhooks/meetingbaas", body, headers)
     await assert_refused(answer, status, stack, db, bot_id)
     assert await rejected_total(ingest, reason) == before + 1
+
+
+async def test_a_negative_check_sees_a_record_published_just_before_it(stack: Stack) -> None:
+    bot_id = str(uuid.uuid4())
+    publisher = EventPublisher(stack.settings(service_name="tests"))
+    await publisher.start()
+    try:
+        await publisher.publish(BotStatusChanged(bot_id=bot_id, status="joining_call"))
+    finally:
+        await publisher.stop()
+    with pytest.raises(AssertionError, match=r"1 record\(s\) keyed .* on bot\.status"):
+        await assert_nothing_published(stack, bot_id)
+
+
+async def test_a_negative_check_on_a_topic_that_does_not_exist_fails(stack: Stack) -> None:
+    # The old reader listed no partitions here and returned [], so "nothing was published" held.
+    with pytest.raises(AssertionError, match=r"cannot read .*'no\.such\.topic'.*unreadable"):
+        await kafka_records(stack, "no.such.topic", str(uuid.uuid4()))
+    with pytest.raises(AssertionError, match=r"cannot read .*'no\.such\.topic'"):
+        await assert_nothing_published(stack, str(uuid.uuid4()), topics=("no.such.topic",))
+
+
+def test_a_negative_check_against_a_broker_that_does_not_answer_fails() -> None:
+    silent = f"127.0.0.1:{free_port()}"
+    with pytest.raises(AssertionError, match=r"cannot read .*no metadata from the broker"):
+        records_up_to_marker(silent, "bot.status", str(uuid.uuid4()), timeout=2)

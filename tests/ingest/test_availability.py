@@ -1,13 +1,14 @@
 """While Kafka is unreachable ingest stays up: not ready, and webhooks get 503 so the provider
-retries; once Kafka answers, it becomes ready and accepts without a restart."""
+retries; once Kafka answers, it becomes ready and accepts without a restart. On SIGTERM it
+finishes the webhook in flight, published, before it stops."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -19,11 +20,13 @@ from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import LocalProcess, Stack, free_port
 from tests.conftest import eventually
 from tests.ingest.conftest import (
+    HeldProxy,
     fixture_body,
     ingest_env,
     kafka_records,
     known_bot,
     post,
+    through,
     whsec,
 )
 
@@ -104,49 +107,57 @@ async def test_kafka_down_means_not_ready_and_503_until_it_returns(
             broker.stop()
 
 
-async def test_sigterm_drains_in_flight_webhooks_before_the_producer_closes(
+async def test_sigterm_lets_a_webhook_in_flight_finish_and_publish_before_ingest_stops(
     stack: Stack, db: asyncpg.Pool, tmp_path: Path
 ) -> None:
+    database = urlsplit(stack.database_url)
+    assert database.hostname is not None
+    assert database.port is not None
+    postgres = HeldProxy(database.hostname, database.port)
+    await postgres.start()
     port, secret = free_port(), whsec()
     env = ingest_env(
-        stack, NOTETAKER_HTTP_PORT=str(port), NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS=secret
+        stack,
+        NOTETAKER_HTTP_PORT=str(port),
+        NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS=secret,
+        NOTETAKER_DATABASE_URL=through(postgres, stack.database_url),
     )
     ingest = ServiceProcess("ingest", env, port, tmp_path / "ingest.log")
     ingest.start()
-    await asyncio.to_thread(ingest.wait_ready)
-    bot_id = await known_bot(db)
-    body = fixture_body("meetingbaas/v2-bot.status_change.json", bot_id).encode()
-    now = datetime.now(UTC)
-    headers = {
-        "content-type": "application/json",
-        "svix-id": "msg_drain",
-        "svix-timestamp": str(int(now.timestamp())),
-        "svix-signature": Webhook(secret).sign("msg_drain", now, body.decode()),
-        "content-length": str(len(body)),
-    }
-    first_half_sent = asyncio.Event()
-
-    async def slow_body() -> AsyncIterator[bytes]:
-        yield body[:20]
-        first_half_sent.set()
-        await asyncio.sleep(1.0)  # SIGTERM arrives while this request is in flight
-        yield body[20:]
-
     try:
-        async with httpx.AsyncClient(timeout=20) as http:
+        await asyncio.to_thread(ingest.wait_ready)
+        bot_id = await known_bot(db)
+        body = fixture_body("meetingbaas/v2-bot.status_change.json", bot_id)
+        now = datetime.now(UTC)
+        headers = {
+            "content-type": "application/json",
+            "svix-id": "msg_drain",
+            "svix-timestamp": str(int(now.timestamp())),
+            "svix-signature": Webhook(secret).sign("msg_drain", now, body),
+        }
+
+        postgres.hold()
+        async with httpx.AsyncClient(timeout=30) as http:
             request = asyncio.create_task(
-                http.post(
-                    f"http://127.0.0.1:{port}/webhooks/meetingbaas",
-                    content=slow_body(),
-                    headers=headers,
-                )
+                http.post(f"{ingest.url}/webhooks/meetingbaas", content=body, headers=headers)
             )
-            await first_half_sent.wait()
-            await asyncio.sleep(0.2)
+
+            # The handler has authenticated and parsed it, and asks whether it knows the bot.
+            async def lookup_waiting() -> bool:
+                return b"FROM recordings WHERE bot_id" in postgres.held
+
+            await eventually(lookup_waiting, 15, "the webhook's bot lookup to reach PostgreSQL")
             assert ingest.process is not None
             ingest.process.terminate()
+
+            async def draining() -> bool:  # uvicorn logs this only while a request is unfinished
+                return "Waiting for connections to close" in ingest.log_path.read_text()
+
+            await eventually(draining, 10, "ingest to wait, on SIGTERM, for the webhook in flight")
+            assert not request.done()  # still held in PostgreSQL: SIGTERM came mid-request
+            postgres.release()
             answer = await request
-        assert answer.status_code == 200
+        assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "published"
         # Exits by itself once drained (uvicorn re-raises the SIGTERM it handled).
         assert await asyncio.to_thread(ingest.process.wait, 15) in (0, -signal.SIGTERM)
@@ -155,3 +166,4 @@ async def test_sigterm_drains_in_flight_webhooks_before_the_producer_closes(
         assert log.index('"msg_drain"') < log.index('"ingest.stopped"')
     finally:
         ingest.stop()
+        await postgres.stop()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from notetaker.common.envelope import EnvelopeError, from_message, to_message
-from notetaker.common.events import CATALOG, RecordingCompleted, TranscriptReady
+from notetaker.common.events import CATALOG, TOPICS, RecordingCompleted, TranscriptReady
 
 
 def completed(bot_id: str = "bot-1") -> RecordingCompleted:
@@ -36,10 +36,10 @@ def test_same_fact_same_id_different_fact_different_id() -> None:
     assert first != other
 
 
-def test_round_trip() -> None:
+def test_an_encoded_event_decodes_back_to_the_same_event() -> None:
     event = TranscriptReady(bot_id="b", provider="gladia", job_id="j")
     message = to_message(event, "/x")
-    assert isinstance(message.key, bytes)  # keyed by the bot id
+    assert message.key == b"b"  # keyed by the bot id
     envelope = from_message(list(message.headers.items()), message.key, message.value)
     assert envelope.event == event
     assert envelope.type == "transcript.ready"
@@ -85,6 +85,25 @@ def test_garbage_is_an_envelope_error(headers: list[tuple[str, bytes]], value: b
         from_message(headers, b"k", value)
 
 
-def test_catalog_types_are_topic_names() -> None:
-    assert all(name == model.type for name, model in CATALOG.items())
-    assert "recording.completed" in CATALOG
+# The contract with every producer and consumer, written out by hand: the event types (which are
+# the topic names), the model each decodes to, and its schema version (in `dataschema`).
+CONTRACT = {
+    ("bot.status", "BotStatusChanged", 1),
+    ("recording.completed", "RecordingCompleted", 1),
+    ("recording.failed", "RecordingFailed", 1),
+    ("transcript.ready", "TranscriptReady", 1),
+    ("recording.upload_requested", "RecordingUploadRequested", 1),
+    ("recording.uploaded", "RecordingUploaded", 1),
+    ("recording.upload_failed", "RecordingUploadFailed", 1),
+    ("storage.usage", "StorageUsage", 1),
+    ("thumbnail.requested", "ThumbnailRequested", 1),
+    ("thumbnail.generated", "ThumbnailGenerated", 1),
+    ("meeting.synced", "MeetingSynced", 1),
+}
+
+
+def test_the_catalog_is_the_written_contract() -> None:
+    assert {(name, model.__name__, model.version) for name, model in CATALOG.items()} == CONTRACT
+    assert set(TOPICS) == {name for name, _, _ in CONTRACT}
+    for name, _, version in CONTRACT:
+        assert CATALOG[name].dataschema() == f"urn:notetaker:event:{name}:v{version}"

@@ -12,7 +12,7 @@ import pytest
 from notetaker.common.events import RecordingUploadRequested
 from notetaker.common.kafka import EventPublisher
 from notetaker.devstack.stack import Stack
-from notetaker.scheduler.bots import DueMeeting, due_meetings, link_bot
+from notetaker.scheduler.bots import due_meetings, link_bot
 from notetaker.scheduler.retries import request_due_retries
 from tests.e2e.conftest import events_for
 
@@ -47,17 +47,22 @@ async def test_only_upcoming_notetaker_meetings_without_a_bot_are_due(db: asyncp
     assert not due & {later, long_past, has_bot, fathom, no_url}
 
 
-async def test_linking_a_bot_creates_its_recording_once(db: asyncpg.Pool) -> None:
-    meeting_id = await add_meeting(db, timedelta(seconds=60))
+async def test_linking_a_bot_creates_its_recording_once_and_the_meeting_is_no_longer_due(
+    db: asyncpg.Pool,
+) -> None:
+    org, owner = uuid.uuid4(), uuid.uuid4()
+    meeting_id = await add_meeting(db, timedelta(seconds=60), org_id=org, owner_user_id=owner)
     (meeting,) = [m for m in await due_meetings(db, 120, 1000) if m.id == meeting_id]
-    assert await link_bot(db, meeting, "bot-a")
-    assert not await link_bot(db, meeting, "bot-b")  # a second deploy lost the race
-    assert await db.fetchval("SELECT bot_id FROM meetings WHERE id = $1", meeting_id) == "bot-a"
+    winner, loser = f"bot-{uuid.uuid4()}", f"bot-{uuid.uuid4()}"
+    assert await link_bot(db, meeting, winner)
+    assert not await link_bot(db, meeting, loser)  # a second deploy lost the race
+    assert await db.fetchval("SELECT bot_id FROM meetings WHERE id = $1", meeting_id) == winner
     rows = await db.fetch(
-        "SELECT bot_id, user_id FROM recordings WHERE meeting_id = $1", meeting_id
+        "SELECT bot_id, org_id, user_id FROM recordings WHERE meeting_id = $1", meeting_id
     )
-    assert [(r["bot_id"], r["user_id"]) for r in rows] == [("bot-a", meeting.owner_user_id)]
-    assert isinstance(meeting, DueMeeting)
+    assert [(r["bot_id"], r["org_id"], r["user_id"]) for r in rows] == [(winner, org, owner)]
+    assert await db.fetchval("SELECT count(*) FROM recordings WHERE bot_id = $1", loser) == 0
+    assert meeting_id not in {m.id for m in await due_meetings(db, 120, 1000)}
 
 
 @pytest.fixture
@@ -68,7 +73,7 @@ async def publisher(stack: Stack) -> AsyncIterator[EventPublisher]:
     await events.stop()
 
 
-async def test_due_retries_are_requested_once(
+async def test_a_due_retry_is_requested_once_and_one_not_yet_due_is_not(
     db: asyncpg.Pool, stack: Stack, publisher: EventPublisher
 ) -> None:
     bot_id = f"retry-{uuid.uuid4()}"
@@ -91,9 +96,9 @@ async def test_due_retries_are_requested_once(
     assert await request_due_retries(db, publisher) >= 1
     assert await request_due_retries(db, publisher) == 0  # requested: no longer due
 
-    (request,) = [e.event for e in await events_for(stack, "recording.upload_requested", bot_id)]
-    assert isinstance(request, RecordingUploadRequested)
-    assert (request.recording_id, request.attempt) == (recording_id, 2)
+    requests = [e.event for e in await events_for(stack, "recording.upload_requested", bot_id)]
+    expected = RecordingUploadRequested(bot_id=bot_id, recording_id=recording_id, attempt=2)
+    assert requests == [expected]
     assert await events_for(stack, "recording.upload_requested", not_yet) == []
     status = await db.fetchval(
         "SELECT s3_upload_status FROM recordings WHERE id = $1", recording_id

@@ -35,7 +35,7 @@ def check(headers: dict[str, str], secrets: list[str], body: bytes = BODY) -> bo
     ).ok
 
 
-def test_svix_signature_accepted_with_either_rotated_secret() -> None:
+def test_svix_signature_by_either_rotated_secret_is_accepted_and_a_retired_one_is_not() -> None:
     assert check(signed(NEW), [OLD, NEW])
     assert check(signed(OLD), [OLD, NEW])
     assert not check(signed(OLD), [NEW])
@@ -47,14 +47,15 @@ def test_svix_rejects_tampered_body_and_stale_timestamp() -> None:
     assert not check(signed(NEW, when=stale), [NEW])
 
 
-def test_shared_secrets_and_missing_auth() -> None:
+def test_callback_secret_and_v1_api_key_must_match_and_no_auth_is_refused() -> None:
     assert check({"x-mb-secret": "cb-secret"}, [NEW])
     assert not check({"x-mb-secret": "cb-secreT"}, [NEW])
     assert check({"x-meeting-baas-api-key": "api-key"}, [NEW])
+    assert not check({"x-meeting-baas-api-key": "api-keY"}, [NEW])
     assert not check({}, [NEW])
 
 
-def test_gladia_token_is_bound_to_its_bot() -> None:
+def test_gladia_token_by_any_key_is_bound_to_its_bot() -> None:
     keys = [SecretStr("k1"), SecretStr("k2")]
     token = callback_tokens.mint("k2", "bot-1")
     assert authenticate_gladia("bot-1", token, keys).ok
@@ -62,7 +63,7 @@ def test_gladia_token_is_bound_to_its_bot() -> None:
     assert not authenticate_gladia("bot-1", "", keys).ok
 
 
-def test_any_presented_token_is_refused_without_error() -> None:
+def test_malformed_tokens_and_bot_ids_are_refused_without_error() -> None:
     keys = [SecretStr("k1")]
     for token in ("ü", "\ud885", "x" * 500, ""):
         assert not authenticate_gladia("bot-1", token, keys).ok

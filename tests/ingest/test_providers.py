@@ -47,7 +47,7 @@ def test_v2_completed_gives_recording_and_transcript_pointer() -> None:
     assert transcript.transcript_url.endswith("transcription.json")
 
 
-def test_v2_failed_and_status_change() -> None:
+def test_v2_failed_gives_recording_failed_and_status_change_gives_bot_status() -> None:
     (failed,) = mb("meetingbaas/v2-bot.failed.json")
     assert isinstance(failed, RecordingFailed)
     assert failed.error_code == "BOT_NOT_ACCEPTED"
@@ -56,7 +56,7 @@ def test_v2_failed_and_status_change() -> None:
     assert status.status == "in_call_recording"
 
 
-def test_v1_complete_carries_the_transcript_inline() -> None:
+def test_v1_complete_carries_the_transcript_inline_and_v1_failed_gives_its_code() -> None:
     recording, transcript = mb("meetingbaas/v1-complete.json")
     assert isinstance(recording, RecordingCompleted)
     assert recording.audio_url is None
@@ -74,7 +74,7 @@ def test_unknown_event_type_maps_to_nothing() -> None:
     assert meetingbaas_events(delivery, NOW) == []
 
 
-def test_gladia_success_callback_with_full_result() -> None:
+def test_gladia_success_callback_with_full_result_gives_inline_utterances() -> None:
     callback = GladiaCallback.model_validate(
         fixture("gladia/v2-callback.transcription.success.json")
     )

@@ -3,6 +3,10 @@
 Faults a provider URL shows in the wild: an error status (expired: 403, gone: 404), a body that
 stops short of its Content-Length (connection cut), a slow trickle, ignoring Range requests.
 Every request is logged with the range it asked for.
+
+A test that must act while a body is in flight (kill the worker, look at the other recordings)
+holds it at a `Gate`: the body stops before a chosen byte, the gate says when a body got there,
+and the test opens it when it is done. No sleep stands in for "the copy is under way".
 """
 
 from __future__ import annotations
@@ -23,6 +27,33 @@ from notetaker.devstack.stack import free_port
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
+@dataclass(eq=False)
+class Gate:
+    """Holds every body that gets to byte `at` of the file until the test opens the gate.
+
+    `reached` is set when a body first gets there (everything before byte `at` was handed to the
+    connection); a body that starts past `at` (a Range request) waits at its first byte.
+    """
+
+    at: int
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def open(self) -> None:
+        self.opened.set()
+
+    async def wait_reached(self, timeout: float) -> None:
+        """Return once a body is held here; fail the test after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self.reached.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no body reached byte {self.at} within {timeout:.0f}s") from None
+
+    async def passing(self) -> None:
+        self.reached.set()
+        await self.opened.wait()
+
+
 @dataclass
 class Fault:
     status: int = 200
@@ -30,6 +61,7 @@ class Fault:
     delay_per_chunk: float = 0.0
     ignore_ranges: bool = False
     times: int | None = None  # the fault applies to this many requests, then it heals
+    hold: Gate | None = None  # bodies wait before byte `hold.at` until the gate opens
 
 
 @dataclass
@@ -42,6 +74,7 @@ class RecordingSource:
     chunk_size: int = 256 * 1024
     port: int = field(default_factory=free_port)
     _server: InLoopServer | None = None
+    _gates: list[Gate] = field(default_factory=list)  # opened on stop, so no body hangs on
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/files/{name}"
@@ -77,12 +110,24 @@ class RecordingSource:
             headers["content-range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         headers["content-length"] = str(len(data) - start)
         limit = len(data) if fault.truncate_at is None else max(start, fault.truncate_at)
+        hold = fault.hold
+        if hold is not None and all(g is not hold for g in self._gates):
+            self._gates.append(hold)
 
         async def body() -> AsyncIterator[bytes]:
-            for offset in range(start, limit, self.chunk_size):
+            offset = start
+            while offset < limit:
+                if hold is not None and offset >= hold.at:
+                    await hold.passing()
+                end = min(limit, offset + self.chunk_size)
+                if hold is not None and offset < hold.at < end:
+                    end = hold.at  # the chunk stops where the gate stands
                 if fault.delay_per_chunk:
                     await asyncio.sleep(fault.delay_per_chunk)
-                yield data[offset : min(limit, offset + self.chunk_size)]
+                yield data[offset:end]
+                offset = end
+            if hold is not None and offset == hold.at:  # the gate stands at the body's end
+                await hold.passing()
 
         return StreamingResponse(body(), status_code=status, headers=headers)
 
@@ -93,5 +138,7 @@ class RecordingSource:
         await self._server.start()
 
     async def stop(self) -> None:
+        for gate in self._gates:
+            gate.open()
         if self._server is not None:
             await self._server.stop()

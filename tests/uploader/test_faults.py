@@ -1,14 +1,21 @@
 """The uploader service under faults, as processes against real HTTP sources, Kafka, PostgreSQL
-and an S3 endpoint that can be told to fail: each fault ends correctly and nothing is left open."""
+and an S3 endpoint that can be told to fail: each fault ends correctly and nothing is left open
+(after every test, no multipart upload of its recordings is still open in the bucket).
+
+A test that must act while a copy is under way holds the source at a `Gate` and waits for what
+it needs (the body held, the parts the ledger vouches for), never for a stretch of time.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +24,12 @@ import asyncpg
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from notetaker.common.events import RecordingCompleted, RecordingUploadFailed
+from notetaker.common.events import RecordingCompleted, RecordingUploaded, RecordingUploadFailed
 from notetaker.common.kafka import EventPublisher
-from notetaker.common.s3 import S3Client
+from notetaker.common.s3 import S3Client, recording_key
 from notetaker.devstack.s3_proxy import RESET, S3FaultProxy
 from notetaker.devstack.services import ServiceProcess
-from notetaker.devstack.sources import Fault, RecordingSource
+from notetaker.devstack.sources import Fault, Gate, RecordingSource
 from notetaker.devstack.stack import Stack, free_port
 from tests.conftest import eventually
 from tests.e2e.conftest import events_for
@@ -39,6 +46,7 @@ class Workers:
     logdir: Path
     uploader: ServiceProcess
     scheduler: ServiceProcess
+    bots: list[str] = field(default_factory=list)  # recordings the current test created
 
     def new_uploader(self) -> ServiceProcess:
         self.uploader = ServiceProcess(
@@ -65,7 +73,9 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         "NOTETAKER_UPLOAD_PART_SIZE_BYTES": str(5 * MIB),
         "NOTETAKER_UPLOAD_RETRY_DELAYS_SECONDS": "[1, 1, 1]",
         "NOTETAKER_UPLOAD_MAX_ATTEMPTS": "3",
-        "NOTETAKER_SOURCE_TIMEOUT_SECONDS": "5",
+        # A source held at a gate sends nothing while the test looks around: no read timeout
+        # may end the copy meanwhile.
+        "NOTETAKER_SOURCE_TIMEOUT_SECONDS": "120",
         "NOTETAKER_SCHEDULER_INTERVAL_SECONDS": "0.5",
         "NOTETAKER_UPLOAD_PROGRESS_LOG_SECONDS": "0",  # a progress line after every part
     }
@@ -95,11 +105,16 @@ async def new_recording(
     data: bytes,
     bot_id: str | None = None,
     received: datetime | None = None,
+    fault: Fault | None = None,
 ) -> tuple[str, str]:
-    """A deployed bot whose provider now says the recording is ready; (bot_id, file name)."""
+    """A deployed bot whose provider now says the recording is ready, its source serving `data`
+    with `fault` from the first request; (bot_id, file name)."""
     bot_id = bot_id or str(uuid.uuid4())
     name = f"{bot_id}.mp4"
     workers.source.files[name] = data
+    if fault is not None:
+        workers.source.faults[name] = fault
+    workers.bots.append(bot_id)
     await db.execute(
         "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
         uuid.uuid4(),
@@ -138,6 +153,46 @@ async def stored(s3: S3Client, stack: Stack, key: str) -> bytes:
 async def open_uploads(s3: S3Client, stack: Stack, key: str) -> list[Any]:
     listing = await s3.list_multipart_uploads(Bucket=stack.s3_bucket, Prefix=key)
     return list(listing.get("Uploads", []))
+
+
+def video_key(row: Any) -> str:
+    """Where the uploader puts the recording's video (known before it is stored)."""
+    return recording_key(row["org_id"], row["user_id"], row["id"], "video", "mp4")
+
+
+@pytest.fixture(autouse=True)
+async def nothing_left_open(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> AsyncIterator[None]:
+    """After each test, none of its recordings has a multipart upload open (parts S3 would keep
+    and charge for, with nothing left to finish or abort them)."""
+    workers.bots.clear()
+    yield
+    for bot_id in workers.bots:
+        row = await recording(db, bot_id)
+        folder = video_key(row).rsplit("/", 1)[0] + "/"
+        assert await open_uploads(s3, stack, folder) == [], (
+            f"multipart uploads left open for bot {bot_id} ({row['s3_upload_status']})"
+        )
+
+
+async def parts_vouched_for(
+    db: asyncpg.Pool, s3: S3Client, stack: Stack, key: str, count: int
+) -> str:
+    """Wait until the open upload of `key` has `count` parts stored and in the ledger (what a
+    later attempt can resume); its upload id."""
+
+    async def probe() -> str | None:
+        uploads = await open_uploads(s3, stack, key)
+        if len(uploads) != 1:
+            return None
+        upload_id: str = uploads[0]["UploadId"]
+        vouched = await db.fetchval(
+            "SELECT count(*) FROM upload_parts WHERE upload_id = $1", upload_id
+        )
+        return upload_id if vouched >= count else None
+
+    return await eventually(probe, 60, f"{count} parts of {key} stored and in the ledger")
 
 
 def logged(workers: Workers, recording_id: object) -> list[dict[str, Any]]:
@@ -213,37 +268,80 @@ async def test_a_worker_killed_mid_upload_is_resumed_by_the_next_one(
     workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
     data = os.urandom(30 * MIB)
-    started = datetime.now(UTC)
-    bot_id, name = await new_recording(db, workers, b"")
-    workers.source.files[name] = data
-    workers.source.faults[name] = Fault(delay_per_chunk=0.1)  # ~12 s for the whole file
+    gate = Gate(at=10 * MIB)  # the source holds the body once two whole parts are sent
+    bot_id, name = await new_recording(db, workers, data, fault=Fault(hold=gate))
+    await gate.wait_reached(60)
+    row = await recording(db, bot_id)
+    upload_id = await parts_vouched_for(db, s3, stack, video_key(row), 2)
 
-    async def parts_done() -> bool:
-        count = await db.fetchval(
-            "SELECT count(*) FROM upload_parts WHERE recorded_at > $1", started
-        )
-        return bool(count >= 2)
-
-    await eventually(parts_done, 60, "two parts to be uploaded")
-    workers.uploader.kill()  # SIGKILL: no cleanup, no commit
+    workers.uploader.kill()  # SIGKILL mid-copy: no cleanup, no commit
     workers.source.faults[name] = Fault()
+    gate.open()  # the killed worker's connection is gone: let its body end
     replacement = workers.new_uploader()
     replacement.start()
     row = await until_status(db, bot_id, "complete", timeout=90)
 
     assert await stored(s3, stack, row["s3_video_key"]) == data
-    assert await open_uploads(s3, stack, row["s3_video_key"]) == []
-    ranges = [r for n, r in workers.source.requests if n == name and r]
-    assert ranges
-    assert int(ranges[-1].removeprefix("bytes=").rstrip("-")) >= 10 * MIB  # resumed, not redone
+    ranges = [r for n, r in workers.source.requests if n == name]
+    assert ranges == [None, f"bytes={10 * MIB}-"]  # resumed after the two parts, not redone
     assert "upload.resumed" in events(workers, row["id"])
+    assert (
+        await db.fetchval("SELECT count(*) FROM upload_parts WHERE upload_id = $1", upload_id) == 0
+    )
+
+
+async def test_a_part_changed_in_s3_before_the_resume_never_reaches_the_recording(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    """While an attempt is cut short, something else writes part 1 of its unfinished upload
+    again: same size, other bytes. The retry resumes the parts the ledger vouches for and finds
+    S3's checksum is not the source's; it keeps nothing, and the next retry copies afresh."""
+    data = os.urandom(12 * MIB)
+    gate = Gate(at=10 * MIB)  # two whole parts sent, then the source holds
+    bot_id, name = await new_recording(
+        db, workers, data, fault=Fault(truncate_at=11 * MIB, hold=gate, times=1)
+    )
+    await gate.wait_reached(60)
+    row = await recording(db, bot_id)
+    upload_id = await parts_vouched_for(db, s3, stack, video_key(row), 2)
+    other = os.urandom(5 * MIB)
+    await s3.upload_part(  # straight to S3, not through the worker's proxy
+        Bucket=stack.s3_bucket,
+        Key=video_key(row),
+        UploadId=upload_id,
+        PartNumber=1,
+        Body=other,
+        ChecksumSHA256=base64.b64encode(hashlib.sha256(other).digest()).decode(),
+    )
+    gate.open()  # the body stops short at 11 MiB: the attempt fails, the retry resumes
+
+    row = await until_status(db, bot_id, "complete", timeout=60)
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 2
+    lines = [line for line in logged(workers, row["id"]) if line["event"] != "upload.progress"]
+    assert [(line["event"], line.get("reason")) for line in lines] == [
+        ("upload.started", None),
+        ("upload.failed", "source_truncated"),
+        ("upload.started", None),
+        ("upload.resumed", None),
+        ("upload.failed", "integrity"),
+        ("upload.started", None),
+        ("upload.complete", None),
+    ]
+    assert [r for n, r in workers.source.requests if n == name] == [
+        None,
+        f"bytes={10 * MIB}-",
+        None,
+    ]
+    (announced,) = [e.event for e in await events_for(stack, "recording.uploaded", bot_id)]
+    assert isinstance(announced, RecordingUploaded)
+    assert announced.size_bytes == len(data)
 
 
 async def test_three_failures_end_in_failed_with_the_retries_recorded(
     workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
-    bot_id, name = await new_recording(db, workers, os.urandom(MIB))
-    workers.source.faults[name] = Fault(status=500)
+    bot_id, name = await new_recording(db, workers, os.urandom(MIB), fault=Fault(status=500))
     row = await until_status(db, bot_id, "failed", timeout=60)
     assert row["s3_upload_retry_count"] == 3
     assert row["s3_upload_last_retry_at"] is not None
@@ -278,8 +376,7 @@ async def test_a_source_that_sends_less_than_it_declared_fails_the_attempt_and_t
     workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
     data = os.urandom(12 * MIB)
-    bot_id, name = await new_recording(db, workers, data)
-    workers.source.faults[name] = Fault(truncate_at=7 * MIB, times=1)  # before the worker asks
+    bot_id, _ = await new_recording(db, workers, data, fault=Fault(truncate_at=7 * MIB, times=1))
     row = await until_status(db, bot_id, "complete")
     assert await stored(s3, stack, row["s3_video_key"]) == data
     assert row["s3_upload_retry_count"] == 1
@@ -293,12 +390,33 @@ async def test_a_source_that_sends_less_than_it_declared_fails_the_attempt_and_t
     ]
 
 
+async def test_a_source_that_always_stops_short_fails_for_good_and_leaves_no_parts_behind(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    data = os.urandom(8 * MIB)
+    bot_id, name = await new_recording(db, workers, data, fault=Fault(truncate_at=6 * MIB))
+    row = await until_status(db, bot_id, "failed", timeout=60)
+    assert row["s3_upload_retry_count"] == 3
+    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+    assert [(f["reason"], f["final"]) for f in failed] == [
+        ("source_truncated", False),
+        ("source_truncated", False),
+        ("source_truncated", True),
+    ]
+    # Each retry resumed the 5 MiB part the first attempt stored; the last one gave it up.
+    assert [r for n, r in workers.source.requests if n == name] == [None] + [
+        f"bytes={5 * MIB}-"
+    ] * 2
+    assert await open_uploads(s3, stack, video_key(row)) == []
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        await s3.get_object(Bucket=stack.s3_bucket, Key=video_key(row))
+
+
 @pytest.mark.parametrize("status", [403, 404])
 async def test_a_source_that_refuses_the_url_fails_after_the_retries_logged_by_reason(
     workers: Workers, db: asyncpg.Pool, status: int
 ) -> None:
-    bot_id, name = await new_recording(db, workers, os.urandom(MIB))
-    workers.source.faults[name] = Fault(status=status)
+    bot_id, _ = await new_recording(db, workers, os.urandom(MIB), fault=Fault(status=status))
     row = await until_status(db, bot_id, "failed", timeout=60)
     assert f"HTTP {status}" in row["s3_upload_error_message"]
     assert row["s3_upload_retry_count"] == 3
@@ -311,7 +429,7 @@ async def test_a_source_that_refuses_the_url_fails_after_the_retries_logged_by_r
 
 
 async def test_a_slow_recording_does_not_hold_up_another_on_its_partition(
-    workers: Workers, db: asyncpg.Pool, stack: Stack
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
     partitions = stack.settings().kafka_topic_partitions
     partition = DefaultPartitioner()
@@ -322,12 +440,17 @@ async def test_a_slow_recording_does_not_hold_up_another_on_its_partition(
         for b in (str(uuid.uuid4()) for _ in range(1000))
         if partition(b.encode(), list(range(partitions)), list(range(partitions))) == target
     )
-    slow_name = f"{slow_bot}.mp4"
-    workers.source.faults[slow_name] = Fault(delay_per_chunk=0.5)  # 20 s for 10 MiB
-    await new_recording(db, workers, os.urandom(10 * MIB), bot_id=slow_bot)
+    gate = Gate(at=MIB)  # the slow source sends 1 MiB, then nothing until the gate opens
+    slow_data = os.urandom(10 * MIB)
+    await new_recording(db, workers, slow_data, bot_id=slow_bot, fault=Fault(hold=gate))
+    await gate.wait_reached(60)  # the slow copy is under way
     await new_recording(db, workers, os.urandom(MIB), bot_id=fast_bot)
     await until_status(db, fast_bot, "complete", timeout=30)
     slow = await recording(db, slow_bot)
     assert slow["s3_upload_status"] == "uploading"
     assert events(workers, slow["id"]) == ["upload.started"]
-    workers.source.faults[slow_name] = Fault()
+
+    gate.open()
+    slow = await until_status(db, slow_bot, "complete", timeout=60)
+    assert await stored(s3, stack, slow["s3_video_key"]) == slow_data
+    assert events(workers, slow["id"]) == ["upload.started", "upload.complete"]

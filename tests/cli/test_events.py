@@ -131,7 +131,7 @@ async def test_tail_from_beginning_prints_every_event_in_partition_order(
         assert len(set(offsets)) == len(offsets)
 
     for bot in published.bots:
-        ours = [line for line in lines if line["bot_id"] == bot]
+        ours = [line for line in lines if line.get("bot_id") == bot]
         expected = [e for e in published.events if e.bot_id == bot]
         assert [line["id"] for line in ours] == [event_id(e) for e in expected]
         assert [line["data"]["status"] for line in ours] == list(STATUSES)

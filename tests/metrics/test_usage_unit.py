@@ -1,0 +1,441 @@
+"""The cost model, in process: prices from settings, what each usage event costs per metric type,
+how a day's rows in `s3_usage_metrics` add up, month-to-date per org, and the capped label set.
+
+`apply` and `month_to_date` talk SQL; here they talk to `FakeUsageDb`, a dictionary model of the
+two tables that knows exactly the statements PostgreSQL is sent (keywords and unquoted names
+read case-insensitively, as PostgreSQL reads them) and refuses anything else, as PostgreSQL's
+parser would. tests/metrics/test_apply.py runs the same statements against PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, cast
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from notetaker.common.events import StorageUsage
+from notetaker.metrics import usage
+from notetaker.metrics.exporter import OTHER, capped, export
+from notetaker.metrics.settings import MetricsSettings
+from notetaker.metrics.usage import GIB, OrgCost, Prices, UsageDelta, apply, delta_of, month_to_date
+
+# Distinct prices, so a price applied to the wrong metric shows.
+PRICES = Prices(
+    storage_per_gb_month=3.0,
+    upload_per_gb=0.5,
+    download_per_gb=0.25,
+    put_per_1000=7.0,
+    get_per_1000=2.0,
+)
+ORG = uuid.UUID("00000000-0000-0000-0000-00000000000a")
+OTHER_ORG = uuid.UUID("00000000-0000-0000-0000-00000000000b")
+
+
+def event(
+    *,
+    org: uuid.UUID = ORG,
+    when: datetime = datetime(2026, 11, 10, 12, tzinfo=UTC),
+    stored: int = 0,
+    uploaded: int = 0,
+    downloaded: int = 0,
+    puts: int = 0,
+    gets: int = 0,
+) -> StorageUsage:
+    return StorageUsage(
+        bot_id="bot-1",
+        org_id=org,
+        recording_id=uuid.uuid4(),
+        step="upload",
+        bytes_stored=stored,
+        bytes_uploaded=uploaded,
+        bytes_downloaded=downloaded,
+        put_requests=puts,
+        get_requests=gets,
+        occurred_at=when,
+    )
+
+
+# --- prices ------------------------------------------------------------------------------------
+
+PRICE_VARIABLES = [
+    "NOTETAKER_STORAGE_PRICE_USD_PER_GB_MONTH",
+    "NOTETAKER_UPLOAD_PRICE_USD_PER_GB",
+    "NOTETAKER_DOWNLOAD_PRICE_USD_PER_GB",
+    "NOTETAKER_PUT_PRICE_USD_PER_1000",
+    "NOTETAKER_GET_PRICE_USD_PER_1000",
+]
+
+
+def test_prices_come_from_their_own_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in zip(PRICE_VARIABLES, ["1.5", "2.5", "3.5", "4.5", "5.5"], strict=True):
+        monkeypatch.setenv(name, value)
+    assert Prices.from_settings(MetricsSettings(_env_file=None)) == Prices(
+        storage_per_gb_month=1.5,
+        upload_per_gb=2.5,
+        download_per_gb=3.5,
+        put_per_1000=4.5,
+        get_per_1000=5.5,
+    )
+
+
+def test_default_prices_are_the_documented_s3_prices(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PRICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert Prices.from_settings(MetricsSettings(_env_file=None)) == Prices(
+        0.023, 0.0, 0.09, 0.005, 0.0004
+    )
+
+
+@pytest.mark.parametrize(
+    ("day", "days_in_month"),
+    [
+        (date(2026, 11, 5), 30),
+        (date(2026, 12, 31), 31),
+        (date(2026, 2, 1), 28),
+        (date(2028, 2, 29), 29),
+    ],
+)
+def test_a_day_of_storage_is_its_share_of_the_month(day: date, days_in_month: int) -> None:
+    assert PRICES.storage_day(2.0, day) == pytest.approx(2.0 * 3.0 / days_in_month)
+    assert PRICES.storage_day(0.0, day) == 0.0
+
+
+# --- what one event adds ------------------------------------------------------------------------
+
+
+def test_an_event_counts_each_quantity_in_its_own_unit() -> None:
+    delta = delta_of(
+        event(stored=3 * GIB, uploaded=GIB // 2, downloaded=GIB // 4, puts=2000, gets=500), PRICES
+    )
+    assert delta == UsageDelta(
+        stored_gb=3.0,
+        upload_gb=0.5,
+        download_gb=0.25,
+        requests=2500,
+        request_cost=pytest.approx(2000 * 7.0 / 1000 + 500 * 2.0 / 1000),  # type: ignore[arg-type]
+    )
+
+
+def test_gets_and_puts_are_priced_separately() -> None:
+    assert delta_of(event(puts=1000), PRICES).request_cost == pytest.approx(7.0)
+    assert delta_of(event(gets=1000), PRICES).request_cost == pytest.approx(2.0)
+    assert delta_of(event(gets=1), PRICES).requests == 1
+    assert delta_of(event(), PRICES) == UsageDelta(0.0, 0.0, 0.0, 0, 0.0)
+
+
+# --- a dictionary model of the two tables -------------------------------------------------------
+
+_LITERAL = re.compile(r"('(?:[^']|'')*')")
+
+
+def normalized(sql: str) -> str:
+    """SQL as PostgreSQL reads it: keywords and unquoted names in any case, any whitespace;
+    quoted literals exactly."""
+    parts = _LITERAL.split(sql)
+    return "".join(p if i % 2 else " ".join(p.lower().split()) for i, p in enumerate(parts))
+
+
+APPLIED = normalized(
+    "INSERT INTO usage_events_applied (event_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING true"
+)
+LEVEL = normalized(
+    "UPDATE s3_usage_metrics SET value = value + $3, updated_at = now()"
+    " WHERE org_id = $1 AND date = $2 AND metric_type = 'storage_gb' RETURNING value"
+)
+LEVEL_COST = normalized(
+    "UPDATE s3_usage_metrics SET cost_usd = $3"
+    " WHERE org_id = $1 AND date = $2 AND metric_type = 'storage_gb'"
+)
+MONTH_TO_DATE = normalized(
+    """
+    SELECT org_id::text AS org_id,
+      coalesce((SELECT value FROM s3_usage_metrics s
+                WHERE s.org_id = m.org_id AND s.metric_type = 'storage_gb'
+                ORDER BY date DESC LIMIT 1), 0) AS stored_gb,
+      sum(cost_usd) FILTER (WHERE date >= date_trunc('month', $1::date)) AS mtd
+    FROM s3_usage_metrics m
+    GROUP BY org_id
+    ORDER BY mtd DESC NULLS LAST, org_id
+    """
+)
+METRIC_TYPES = {"storage_gb", "upload_gb", "download_gb", "api_requests"}
+
+Row = tuple[uuid.UUID, date, str]  # org, day, metric type
+
+
+class Unknown(Exception):
+    """A statement the model does not know: PostgreSQL would not run it either."""
+
+
+@dataclass
+class FakeUsageDb:
+    rows: dict[Row, list[float]] = field(default_factory=dict)  # [value, cost]
+    applied: set[str] = field(default_factory=set)
+    fail_on: str | None = None  # a metric type whose row write fails (a database error)
+    statements: int = 0
+
+    # asyncpg.Pool and its connection, as far as usage.py uses them
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[FakeUsageDb]:
+        yield self
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        saved = ({k: list(v) for k, v in self.rows.items()}, set(self.applied))
+        try:
+            yield
+        except BaseException:
+            self.rows, self.applied = saved
+            raise
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        self.statements += 1
+        query = normalized(sql)
+        if query == APPLIED:
+            (event_id,) = args
+            if event_id in self.applied:
+                return None
+            self.applied.add(event_id)
+            return True
+        if query == LEVEL:
+            org, day, amount = args
+            row = self.rows.get((org, day, "storage_gb"))
+            if row is None:
+                return None
+            row[0] += amount
+            return row[0]
+        raise Unknown(sql)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        self.statements += 1
+        query = normalized(sql)
+        if query == normalized(usage._STORAGE):
+            org, day = args
+            if (org, day, "storage_gb") not in self.rows:
+                earlier = sorted(
+                    (d, v[0])
+                    for (o, d, m), v in self.rows.items()
+                    if o == org and m == "storage_gb" and d < day
+                )
+                self.rows[(org, day, "storage_gb")] = [earlier[-1][1] if earlier else 0.0, 0.0]
+            return "INSERT"
+        if query == normalized(usage._ADD):
+            org, day, metric, value, cost = args
+            if metric not in METRIC_TYPES:
+                raise Unknown(f"invalid input value for enum usage_metric_type: {metric!r}")
+            if metric == self.fail_on:
+                raise ConnectionError("the database went away")
+            row = self.rows.setdefault((org, day, metric), [0.0, 0.0])
+            row[0] += value
+            row[1] += cost
+            return "INSERT"
+        if query == LEVEL_COST:
+            org, day, cost = args
+            self.rows[(org, day, "storage_gb")][1] = cost
+            return "UPDATE"
+        raise Unknown(sql)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        if normalized(sql) != MONTH_TO_DATE:
+            raise Unknown(sql)
+        (today,) = args
+        orgs = sorted({o for o, _, _ in self.rows}, key=str)
+        result = []
+        for org in orgs:
+            levels = sorted(
+                (d, v[0]) for (o, d, m), v in self.rows.items() if o == org and m == "storage_gb"
+            )
+            month = [
+                v[1] for (o, d, _), v in self.rows.items() if o == org and d >= today.replace(day=1)
+            ]
+            result.append(
+                {
+                    "org_id": str(org),
+                    "stored_gb": levels[-1][1] if levels else 0,
+                    "mtd": sum(month) if month else None,
+                }
+            )
+        return sorted(result, key=lambda r: (r["mtd"] is None, -(r["mtd"] or 0), r["org_id"]))
+
+    def value(self, day: date, metric: str, org: uuid.UUID = ORG) -> float:
+        return self.rows[(org, day, metric)][0]
+
+    def cost(self, day: date, metric: str, org: uuid.UUID = ORG) -> float:
+        return self.rows[(org, day, metric)][1]
+
+
+@pytest.fixture
+def usage_db() -> FakeUsageDb:
+    return FakeUsageDb()
+
+
+def pool(db: FakeUsageDb) -> asyncpg.Pool:
+    return cast(asyncpg.Pool, db)
+
+
+NOV_10 = datetime(2026, 11, 10, 12, tzinfo=UTC)
+NOV_11 = datetime(2026, 11, 11, 0, 30, tzinfo=UTC)
+
+
+# --- applying events ----------------------------------------------------------------------------
+
+
+async def test_an_upload_lands_in_each_metric_row_with_its_cost(usage_db: FakeUsageDb) -> None:
+    upload = event(stored=2 * GIB, uploaded=2 * GIB, puts=1000, gets=500)
+    assert await apply(pool(usage_db), "e1", upload, PRICES) is True
+    day = NOV_10.date()
+    assert usage_db.value(day, "storage_gb") == pytest.approx(2.0)
+    assert usage_db.cost(day, "storage_gb") == pytest.approx(2.0 * 3.0 / 30)
+    assert (usage_db.value(day, "upload_gb"), usage_db.cost(day, "upload_gb")) == pytest.approx(
+        (2.0, 1.0)
+    )
+    assert (usage_db.value(day, "download_gb"), usage_db.cost(day, "download_gb")) == (0.0, 0.0)
+    assert usage_db.value(day, "api_requests") == 1500
+    assert usage_db.cost(day, "api_requests") == pytest.approx(7.0 + 1.0)
+
+
+async def test_a_download_is_charged_at_the_download_price(usage_db: FakeUsageDb) -> None:
+    await apply(pool(usage_db), "e1", event(downloaded=4 * GIB, gets=1), PRICES)
+    day = NOV_10.date()
+    assert (usage_db.value(day, "download_gb"), usage_db.cost(day, "download_gb")) == pytest.approx(
+        (4, 1)
+    )
+    assert (usage_db.value(day, "upload_gb"), usage_db.cost(day, "upload_gb")) == (0.0, 0.0)
+    assert usage_db.value(day, "storage_gb") == 0.0
+
+
+async def test_an_event_counts_once_however_often_it_is_delivered(usage_db: FakeUsageDb) -> None:
+    upload = event(stored=GIB, uploaded=GIB, puts=3)
+    assert await apply(pool(usage_db), "e1", upload, PRICES) is True
+    before = {k: list(v) for k, v in usage_db.rows.items()}
+    statements = usage_db.statements
+    assert await apply(pool(usage_db), "e1", upload, PRICES) is False
+    assert usage_db.rows == before
+    assert usage_db.statements == statements + 1  # only the check that it was applied
+
+
+async def test_flows_add_up_over_a_day(usage_db: FakeUsageDb) -> None:
+    await apply(pool(usage_db), "e1", event(uploaded=GIB, downloaded=GIB, puts=1000), PRICES)
+    await apply(pool(usage_db), "e2", event(uploaded=GIB, downloaded=GIB, gets=1000), PRICES)
+    day = NOV_10.date()
+    assert (usage_db.value(day, "upload_gb"), usage_db.cost(day, "upload_gb")) == pytest.approx(
+        (2, 1)
+    )
+    assert (usage_db.value(day, "download_gb"), usage_db.cost(day, "download_gb")) == pytest.approx(
+        (2, 0.5)
+    )
+    assert (
+        usage_db.value(day, "api_requests"),
+        usage_db.cost(day, "api_requests"),
+    ) == pytest.approx((2000, 9))
+
+
+async def test_storage_is_a_level_carried_into_the_next_day(usage_db: FakeUsageDb) -> None:
+    await apply(pool(usage_db), "e1", event(stored=2 * GIB, when=NOV_10), PRICES)
+    await apply(pool(usage_db), "e2", event(stored=GIB, when=NOV_10), PRICES)
+    await apply(pool(usage_db), "e3", event(stored=3 * GIB, when=NOV_11), PRICES)
+    assert usage_db.value(NOV_10.date(), "storage_gb") == pytest.approx(3.0)
+    assert usage_db.cost(NOV_10.date(), "storage_gb") == pytest.approx(3.0 * 3.0 / 30)
+    assert usage_db.value(NOV_11.date(), "storage_gb") == pytest.approx(6.0)  # 3 carried + 3
+    assert usage_db.cost(NOV_11.date(), "storage_gb") == pytest.approx(6.0 * 3.0 / 30)
+
+
+async def test_each_org_has_its_own_rows(usage_db: FakeUsageDb) -> None:
+    await apply(pool(usage_db), "e1", event(stored=GIB), PRICES)
+    await apply(pool(usage_db), "e2", event(org=OTHER_ORG, stored=5 * GIB), PRICES)
+    assert usage_db.value(NOV_10.date(), "storage_gb") == pytest.approx(1.0)
+    assert usage_db.value(NOV_10.date(), "storage_gb", OTHER_ORG) == pytest.approx(5.0)
+
+
+async def test_the_day_is_the_day_the_usage_happened(usage_db: FakeUsageDb) -> None:
+    await apply(pool(usage_db), "e1", event(uploaded=GIB, when=NOV_11), PRICES)
+    assert {d for _, d, _ in usage_db.rows} == {date(2026, 11, 11)}
+
+
+async def test_a_failed_write_applies_nothing_and_a_retry_applies_it(usage_db: FakeUsageDb) -> None:
+    upload = event(stored=GIB, uploaded=GIB, downloaded=GIB, puts=10)
+    usage_db.fail_on = "download_gb"
+    with pytest.raises(ConnectionError):
+        await apply(pool(usage_db), "e1", upload, PRICES)
+    assert (usage_db.rows, usage_db.applied) == ({}, set())
+    usage_db.fail_on = None
+    assert await apply(pool(usage_db), "e1", upload, PRICES) is True
+    assert usage_db.value(NOV_10.date(), "download_gb") == pytest.approx(1.0)
+
+
+# --- month to date ------------------------------------------------------------------------------
+
+
+async def test_month_to_date_per_org_most_expensive_first(usage_db: FakeUsageDb) -> None:
+    october = datetime(2026, 10, 31, 12, tzinfo=UTC)
+    await apply(
+        pool(usage_db), "e0", event(stored=10 * GIB, downloaded=100 * GIB, when=october), PRICES
+    )
+    await apply(pool(usage_db), "e1", event(stored=GIB, when=NOV_10), PRICES)
+    await apply(pool(usage_db), "e2", event(org=OTHER_ORG, downloaded=8 * GIB, when=NOV_10), PRICES)
+    costs = await month_to_date(pool(usage_db), NOV_11.date())
+    assert costs == [
+        OrgCost(str(OTHER_ORG), 0.0, pytest.approx(2.0)),  # type: ignore[arg-type]
+        OrgCost(str(ORG), 11.0 * GIB, pytest.approx(11.0 * 3.0 / 30)),  # type: ignore[arg-type]
+    ]  # October's download is not this month's; its stored level still is
+
+
+async def test_an_org_with_nothing_this_month_costs_zero(usage_db: FakeUsageDb) -> None:
+    october = datetime(2026, 10, 31, 12, tzinfo=UTC)
+    await apply(pool(usage_db), "e0", event(stored=GIB, when=october), PRICES)
+    assert await month_to_date(pool(usage_db), NOV_11.date()) == [
+        OrgCost(str(ORG), float(GIB), 0.0)
+    ]
+    assert await month_to_date(pool(FakeUsageDb()), NOV_11.date()) == []
+
+
+# --- the exported label set ---------------------------------------------------------------------
+
+
+def org_costs(n: int) -> list[OrgCost]:
+    return [OrgCost(f"org-{i}", i * 10.0, float(i)) for i in range(n, 0, -1)]
+
+
+def test_the_top_orgs_keep_their_series_and_the_rest_sum_as_other() -> None:
+    rows = capped(org_costs(5), 2)
+    assert rows == [
+        OrgCost("org-5", 50.0, 5.0),
+        OrgCost("org-4", 40.0, 4.0),
+        OrgCost(OTHER, 60.0, 6.0),
+    ]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_no_other_series_while_every_org_fits(n: int) -> None:
+    assert capped(org_costs(n), 2) == org_costs(n)
+
+
+def test_a_cap_of_zero_sums_everything_as_other() -> None:
+    assert capped(org_costs(3), 0) == [OrgCost(OTHER, 60.0, 6.0)]
+
+
+def gauge(name: str, org: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"org_id": org})
+
+
+def test_export_sets_one_series_per_kept_org_and_forgets_the_old_ones() -> None:
+    export(org_costs(3), 1)
+    assert gauge("notetaker_storage_stored_bytes", "org-3") == 30.0
+    assert gauge("notetaker_storage_cost_usd_month_to_date", "org-3") == 3.0
+    assert gauge("notetaker_storage_stored_bytes", OTHER) == 30.0
+    assert gauge("notetaker_storage_cost_usd_month_to_date", OTHER) == 3.0
+    assert REGISTRY.get_sample_value("notetaker_storage_orgs") == 3
+    export([OrgCost("org-9", 1.0, 0.1234567)], 1)
+    assert gauge("notetaker_storage_stored_bytes", "org-3") is None  # gone, not stale
+    assert gauge("notetaker_storage_cost_usd_month_to_date", OTHER) is None
+    assert gauge("notetaker_storage_cost_usd_month_to_date", "org-9") == 0.123457  # 6 places
+    assert REGISTRY.get_sample_value("notetaker_storage_orgs") == 1

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from notetaker.common.s3 import S3Client
+from notetaker.common.source_policy import SourcePolicy
 from notetaker.devstack.sources import Fault, RecordingSource
 from notetaker.devstack.stack import Stack
 from notetaker.uploader.ledger import PostgresPartLedger
@@ -27,6 +28,8 @@ from notetaker.uploader.upload import failure_reason
 
 MIB = 1024 * 1024
 
+LOOPBACK = SourcePolicy(allow_loopback=True)  # the test sources listen on loopback
+
 
 @pytest.fixture
 def ledger(db: asyncpg.Pool) -> PartLedger:
@@ -36,7 +39,7 @@ def ledger(db: asyncpg.Pool) -> PartLedger:
 async def copy(
     stack: Stack, s3: S3Client, url: str, key: str, ledger: PartLedger | None = None
 ) -> StoredObject:
-    async with source_session(10) as http:
+    async with source_session(10, LOOPBACK) as http:
         return await stream_to_s3(
             http,
             s3,

@@ -22,6 +22,7 @@ import aiohttp
 from yarl import URL
 
 REASON = "source_forbidden"
+MAX_REDIRECTS = 3
 _MARK = "refused by the source URL policy"
 
 
@@ -71,7 +72,7 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 class SourcePolicy:
     allow_loopback: bool = False
     allowed_host_suffixes: tuple[str, ...] = ()
-    max_redirects: int = 3
+    max_redirects: int = MAX_REDIRECTS
 
     def address_allowed(self, address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
@@ -141,4 +142,13 @@ class SourcePolicy:
     ) -> aiohttp.client._RequestContextManager:
         """`session.get(url)` with the URL checked first and at most `max_redirects` hops."""
         self.check_url(url)
-        return session.get(url, max_redirects=self.max_redirects + 1, **options)
+        return get(session, url, max_redirects=self.max_redirects, **options)
+
+
+def get(
+    session: aiohttp.ClientSession, url: str, *, max_redirects: int = MAX_REDIRECTS, **options: Any
+) -> aiohttp.client._RequestContextManager:
+    """`session.get` on a policy's session with at most `max_redirects` redirects followed (the
+    session's middleware checks every hop's URL, its socket factory every address)."""
+    # aiohttp refuses the redirect that brings its count to max_redirects: one more follows N.
+    return session.get(url, max_redirects=max_redirects + 1, **options)

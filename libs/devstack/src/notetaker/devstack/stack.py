@@ -121,6 +121,9 @@ class Stack:
     def env(self) -> dict[str, str]:
         """NOTETAKER_* variables that point a service process at this stack."""
         env = {
+            # The provider simulator and the tests' sources listen on loopback; production never
+            # sets this (the chart's tests check), so provider URLs reach public addresses only.
+            "NOTETAKER_SOURCE_ALLOW_LOOPBACK": "true",
             "NOTETAKER_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
             "NOTETAKER_DATABASE_URL": self.database_url,
             "NOTETAKER_S3_BUCKET": self.s3_bucket,
@@ -134,6 +137,7 @@ class Stack:
 
     def settings(self, **overrides: Any) -> NotetakerSettings:
         values: dict[str, Any] = {
+            "source_allow_loopback": True,
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "database_url": self.database_url,
             "s3_endpoint_url": self.s3_endpoint_url,

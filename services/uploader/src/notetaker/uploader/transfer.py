@@ -33,9 +33,19 @@ import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
+from notetaker.common import source_policy
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import s3_client
 from notetaker.common.settings import NotetakerSettings
+from notetaker.common.source_policy import (
+    REASON as FORBIDDEN,
+)
+from notetaker.common.source_policy import (
+    SourceForbidden,
+    SourcePolicy,
+    host_of,
+    is_forbidden_failure,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -51,12 +61,17 @@ class SourceError(Exception):
     """The provider URL could not be read completely (status, expiry, truncation, reset).
 
     `reason` is a bounded label for the failures counter: `source_http_<status>`,
-    `source_truncated` or `source_read`.
+    `source_truncated`, `source_forbidden` or `source_read`.
     """
 
     def __init__(self, message: str, reason: str = "source_read") -> None:
         super().__init__(message)
         self.reason = reason
+
+    @property
+    def permanent(self) -> bool:
+        """Asking again cannot help: the policy refuses where the URL leads."""
+        return self.reason == FORBIDDEN
 
 
 class IntegrityError(Exception):
@@ -266,10 +281,11 @@ async def abort_unfinished(s3: S3Client, bucket: str, key: str, ledger: PartLedg
     return len(uploads)
 
 
-def source_session(read_timeout_seconds: float) -> aiohttp.ClientSession:
-    """The HTTP client for provider URLs: raw bytes (never decompressed), redirects followed,
-    a read that stalls for `read_timeout_seconds` fails; no limit on the whole transfer."""
-    return aiohttp.ClientSession(
+def source_session(read_timeout_seconds: float, policy: SourcePolicy) -> aiohttp.ClientSession:
+    """The HTTP client for provider URLs: raw bytes (never decompressed), only what `policy`
+    allows (public addresses, a few redirects), a read that stalls for `read_timeout_seconds`
+    fails; no limit on the whole transfer."""
+    return policy.session(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout_seconds),
         auto_decompress=False,
         headers={"accept-encoding": "identity"},
@@ -285,7 +301,7 @@ async def copy_clients(
     signed SHA-256 checksum, which S3 verifies) and the session for provider URLs."""
     async with (
         s3_client(settings, sign_payload=False) as s3,
-        source_session(read_timeout_seconds) as http,
+        source_session(read_timeout_seconds, settings.source_policy()) as http,
     ):
         yield s3, http
 
@@ -315,7 +331,7 @@ async def stream_to_s3(
     headers = {"range": f"bytes={offset}-"} if offset else {}
     total: int | None  # the source's whole length, when it says
     try:
-        async with http.get(url, headers=headers) as response:
+        async with source_policy.get(http, url, headers=headers) as response:
             span = _content_range(response) if response.status == 206 else None
             if offset and span is not None and span[0] == offset:
                 assert resume is not None
@@ -369,7 +385,14 @@ async def stream_to_s3(
                 len(done) + 1,
                 progress,
             )
+    except SourceForbidden as exc:
+        raise SourceError(str(exc), reason=FORBIDDEN) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
+        if is_forbidden_failure(exc):
+            raise SourceError(
+                f"the source at {host_of(url)} leads to what is not a public address",
+                reason=FORBIDDEN,
+            ) from exc
         raise SourceError(f"reading the source failed: {exc!r}") from exc
     parts = done + new_parts
     stored = sum(p.size for p in parts)

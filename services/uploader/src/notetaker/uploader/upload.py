@@ -179,7 +179,10 @@ class Uploader:
             audio = await self._copy(recording, "audio") if recording.audio_url else None
         except (SourceError, IntegrityError, ClientError, BotoCoreError) as exc:
             await self._fail(
-                recording, f"{type(exc).__name__}: {exc}", final=False, reason=failure_reason(exc)
+                recording,
+                f"{type(exc).__name__}: {exc}",
+                final=isinstance(exc, SourceError) and exc.permanent,
+                reason=failure_reason(exc),
             )
             return
         assert video is not None

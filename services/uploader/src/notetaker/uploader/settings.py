@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from notetaker.common.settings import NotetakerSettings
+from notetaker.uploader.transfer import MAX_RECORDING_BYTES
 
 MIB = 1024 * 1024
 
@@ -25,6 +26,12 @@ class UploaderSettings(NotetakerSettings):
     )
     upload_progress_log_seconds: float = Field(
         30.0, ge=0, description="Least time between two `upload.progress` lines of one file."
+    )
+    upload_max_recording_bytes: int = Field(
+        40 * 1024 * MIB,
+        ge=1,
+        le=MAX_RECORDING_BYTES,
+        description="Largest recording kept; a larger one fails as source_too_large.",
     )
     source_url_validity_seconds: int = Field(
         4 * 3600, description="How long a provider URL is valid after its webhook."

@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 S3_MAX_PARTS = 10_000
+PART_SIZE_CEILING = 64 * 1024 * 1024  # a part buffer never grows past this, whatever a source says
+MAX_RECORDING_BYTES = S3_MAX_PARTS * PART_SIZE_CEILING  # the largest a setting may allow
+TOO_LARGE = "source_too_large"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
@@ -61,7 +64,7 @@ class SourceError(Exception):
     """The provider URL could not be read completely (status, expiry, truncation, reset).
 
     `reason` is a bounded label for the failures counter: `source_http_<status>`,
-    `source_truncated`, `source_forbidden` or `source_read`.
+    `source_truncated`, `source_forbidden`, `source_too_large` or `source_read`.
     """
 
     def __init__(self, message: str, reason: str = "source_read") -> None:
@@ -70,8 +73,9 @@ class SourceError(Exception):
 
     @property
     def permanent(self) -> bool:
-        """Asking again cannot help: the policy refuses where the URL leads."""
-        return self.reason == FORBIDDEN
+        """Asking again cannot help: the policy refuses where the URL leads, or the recording is
+        larger than this deployment keeps."""
+        return self.reason in (FORBIDDEN, TOO_LARGE)
 
 
 class IntegrityError(Exception):
@@ -203,10 +207,19 @@ class PartBody(Payload):
 
 
 def part_size_for(length: int | None, minimum: int) -> int:
-    """Part size that keeps a file of `length` bytes within S3's part limit."""
+    """Part size that keeps a file of `length` bytes within S3's part limit (lengths are checked
+    against the recording limit first, so this never passes PART_SIZE_CEILING)."""
     if length is None:
         return minimum
-    return max(minimum, math.ceil(length / S3_MAX_PARTS))
+    return min(max(minimum, math.ceil(length / S3_MAX_PARTS)), max(minimum, PART_SIZE_CEILING))
+
+
+def too_large(length: int, max_bytes: int) -> SourceError:
+    return SourceError(
+        f"the source is {length} bytes or more, over the {max_bytes}-byte limit"
+        " (NOTETAKER_UPLOAD_MAX_RECORDING_BYTES)",
+        reason=TOO_LARGE,
+    )
 
 
 def composite_checksum(parts: list[Part]) -> str:
@@ -324,6 +337,7 @@ async def stream_to_s3(
     parts_in_flight: int,
     ledger: PartLedger | None = None,
     progress_every_seconds: float = 30.0,
+    max_bytes: int = MAX_RECORDING_BYTES,
 ) -> StoredObject:
     ledger = ledger or NoLedger()
     resume = await _resumable(s3, bucket, key, ledger)
@@ -336,6 +350,8 @@ async def stream_to_s3(
             if offset and span is not None and span[0] == offset:
                 assert resume is not None
                 upload_id, done, total = resume.upload_id, resume.parts, span[1]
+                if total > max_bytes:
+                    raise too_large(total, max_bytes)
                 size = done[0].size
                 log.info(
                     "upload.resumed", key=key, parts_done=len(done), offset=offset, total=total
@@ -355,6 +371,8 @@ async def stream_to_s3(
                 if resume is not None:  # nothing to continue, or the source ignores ranges
                     await _abort(s3, bucket, key, resume.upload_id, ledger)
                 total = response.content_length
+                if total is not None and total > max_bytes:  # before any buffer exists
+                    raise too_large(total, max_bytes)
                 size = part_size_for(total, part_size)
                 created = await s3.create_multipart_upload(
                     Bucket=bucket,
@@ -384,6 +402,7 @@ async def stream_to_s3(
                 ledger,
                 len(done) + 1,
                 progress,
+                max_bytes - offset,
             )
     except SourceForbidden as exc:
         raise SourceError(str(exc), reason=FORBIDDEN) from exc
@@ -414,7 +433,10 @@ async def _copy_parts(
     ledger: PartLedger,
     first: int,
     progress: _Progress,
+    limit: int,
 ) -> list[Part]:
+    """Read the body into parts; more than `limit` bytes is a source too large (one that did
+    not say its length, or lied about it)."""
     slots = asyncio.Semaphore(parts_in_flight)
     tasks: list[asyncio.Task[Part]] = []
     failed = asyncio.Event()
@@ -464,6 +486,8 @@ async def _copy_parts(
     try:
         async for chunk in response.content.iter_any():
             received += len(chunk)
+            if received > limit:
+                raise too_large(received, limit)
             view = memoryview(chunk)
             while view:
                 take = min(part_size - filled, len(view))

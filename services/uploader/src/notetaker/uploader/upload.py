@@ -233,6 +233,7 @@ class Uploader:
             parts_in_flight=self.settings.upload_parts_in_flight,
             ledger=self.ledger,
             progress_every_seconds=self.settings.upload_progress_log_seconds,
+            max_bytes=self.settings.upload_max_recording_bytes,
         )
         PARTS.labels("uploaded").inc(stored.parts - stored.resumed_parts)
         PARTS.labels("resumed").inc(stored.resumed_parts)

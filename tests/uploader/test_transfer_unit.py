@@ -460,21 +460,19 @@ async def test_an_error_status_is_a_source_error_with_its_reason(
     with pytest.raises(SourceError) as raised:
         await copy(s3, files.url("video.mp4"))
     assert raised.value.reason == f"source_http_{status}"
-    assert (
-        str(raised.value)
-        == f"source answered HTTP {status}: <Error><Code>AccessDenied</Code></Error>"
-    )
+    assert str(raised.value) == f"source at 127.0.0.1 answered HTTP {status}"
     assert s3.uploads == {}
     assert s3.objects == {}
 
 
-async def test_the_error_body_is_quoted_only_in_part(odd: OddSource) -> None:
+async def test_the_error_body_is_never_quoted(odd: OddSource) -> None:
+    # A source's answer may echo the signed URL or say anything: status and host only.
     with pytest.raises(SourceError) as raised:
         await copy(FakeS3(), odd.url("missing"))
-    assert str(raised.value) == "source answered HTTP 404: nothing here"
+    assert str(raised.value) == "source at 127.0.0.1 answered HTTP 404"
     with pytest.raises(SourceError) as long:
         await copy(FakeS3(), odd.url("long-error"))
-    assert str(long.value) == "source answered HTTP 403: " + "x" * 300
+    assert str(long.value) == "source at 127.0.0.1 answered HTTP 403"
 
 
 async def test_a_source_that_stops_short_of_its_length_is_a_truncation(
@@ -498,7 +496,10 @@ async def test_an_unreachable_source_is_a_source_error() -> None:
         with pytest.raises(SourceError) as raised:
             await copy(FakeS3(), f"http://127.0.0.1:{port}/video.mp4")
     assert raised.value.reason == "source_read"
-    assert str(raised.value).startswith("reading the source failed: ClientConnectorError")
+    assert str(raised.value) == (
+        "reading the source at 127.0.0.1 failed: ClientConnectorError (Connect call failed"
+        f" ('127.0.0.1', {port}))"
+    )
 
 
 def test_a_source_error_says_why_in_a_bounded_label() -> None:

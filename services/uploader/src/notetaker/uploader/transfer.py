@@ -214,6 +214,15 @@ def part_size_for(length: int | None, minimum: int) -> int:
     return min(max(minimum, math.ceil(length / S3_MAX_PARTS)), max(minimum, PART_SIZE_CEILING))
 
 
+def _why(exc: BaseException) -> str:
+    """What went wrong, without the URL (aiohttp's messages and reprs carry the request's)."""
+    cause = exc.__cause__ or exc.__context__
+    detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else None
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        detail = exc.os_error.strerror or detail
+    return type(exc).__name__ + (f" ({detail})" if detail else "")
+
+
 def too_large(length: int, max_bytes: int) -> SourceError:
     return SourceError(
         f"the source is {length} bytes or more, over the {max_bytes}-byte limit"
@@ -383,9 +392,9 @@ async def stream_to_s3(
                 )
                 upload_id, done = created["UploadId"], []
             else:
-                body = (await response.content.read(300)).decode(errors="replace")
+                # The status and the host only: a body may echo the signed URL or say anything.
                 raise SourceError(
-                    f"source answered HTTP {response.status}: {body}",
+                    f"source at {host_of(url)} answered HTTP {response.status}",
                     reason=f"source_http_{response.status}",
                 )
             progress = _Progress(
@@ -412,7 +421,7 @@ async def stream_to_s3(
                 f"the source at {host_of(url)} leads to what is not a public address",
                 reason=FORBIDDEN,
             ) from exc
-        raise SourceError(f"reading the source failed: {exc!r}") from exc
+        raise SourceError(f"reading the source at {host_of(url)} failed: {_why(exc)}") from exc
     parts = done + new_parts
     stored = sum(p.size for p in parts)
     if total is not None and stored != total:

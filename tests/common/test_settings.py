@@ -24,7 +24,7 @@ SECRET_SETTINGS: list[tuple[type[NotetakerSettings], str, str]] = [
     (IngestSettings, "NOTETAKER_GLADIA_CALLBACK_KEYS", GOOD),
     (TranscriptSyncSettings, "NOTETAKER_GLADIA_API_KEY", GOOD),
     (TranscriptSyncSettings, "NOTETAKER_GLADIA_CALLBACK_KEYS", GOOD),
-    (TranscriptSyncSettings, "NOTETAKER_MEDIA_API_TOKENS", GOOD),
+    (TranscriptSyncSettings, "NOTETAKER_MEDIA_TOKEN_KEYS", GOOD),
     (MetricsSettings, "NOTETAKER_ADMIN_TOKENS", GOOD),
     (SchedulerSettings, "NOTETAKER_MEETINGBAAS_API_KEY", GOOD),
     (SchedulerSettings, "NOTETAKER_GLADIA_API_KEY", GOOD),

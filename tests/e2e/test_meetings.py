@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
+from notetaker.common import media_tokens
 from notetaker.common.events import (
     Event,
     RecordingUploaded,
@@ -229,12 +231,13 @@ async def test_a_fathom_meeting_is_never_touched(
     assert after == before
 
 
-async def media(
-    pipeline: Pipeline, meeting: Any, kind: str, org: Any, token: str | None
-) -> httpx.Response:
-    headers = {"x-org-id": str(org)}
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
+def token_for(pipeline: Pipeline, *orgs: Any) -> str:
+    """A media token as the product mints it for a user of these orgs."""
+    return media_tokens.mint(pipeline.keys["media_key"], orgs, timedelta(minutes=5))
+
+
+async def media(pipeline: Pipeline, meeting: Any, kind: str, token: str | None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token}"} if token is not None else {}
     url = pipeline.services.processes["transcript_sync"].url
     async with httpx.AsyncClient() as http:
         return await http.get(f"{url}/meetings/{meeting['id']}/media/{kind}", headers=headers)
@@ -245,28 +248,38 @@ async def test_presigned_urls_serve_the_stored_bytes_and_count_the_download(
 ) -> None:
     sim = pipeline.simulator
     _, row = await completed_meeting(pipeline, db)
-    token = pipeline.keys["media_token"]
+    token = token_for(pipeline, row["org_id"])
 
-    answer = await media(pipeline, row, "video", row["org_id"], token)
+    answer = await media(pipeline, row, "video", token)
     assert answer.status_code == 200, answer.text
     link = answer.json()
     assert 0 < link["expires_in"] <= 3600
     async with httpx.AsyncClient() as http:
         video = await http.get(link["url"])
-        thumbnail = await http.get(
-            (await media(pipeline, row, "thumbnail", row["org_id"], token)).json()["url"]
-        )
+        thumbnail = await http.get((await media(pipeline, row, "thumbnail", token)).json()["url"])
     assert sim.recording is not None
     assert video.content == sim.recording.video
     assert thumbnail.content[:3] == b"\xff\xd8\xff"
     assert row["video_url"].startswith("s3://")  # stored locations never expire
 
-    assert (await media(pipeline, row, "video", uuid.uuid4(), token)).status_code == 404
-    assert (await media(pipeline, row, "video", row["org_id"], None)).status_code == 401
-    assert (await media(pipeline, row, "video", row["org_id"], "wrong")).status_code == 401
-    assert (await media(pipeline, row, "sound", row["org_id"], token)).status_code == 404
+    # Org A's credential asking for org B's meeting; a token of both orgs may.
+    other_org = token_for(pipeline, uuid.uuid4())
+    assert (await media(pipeline, row, "video", other_org)).status_code == 403
+    both = token_for(pipeline, uuid.uuid4(), row["org_id"])
+    assert (await media(pipeline, row, "video", both)).status_code == 200
+    assert (await media(pipeline, row, "video", None)).status_code == 401
+    assert (await media(pipeline, row, "video", "wrong")).status_code == 401
+    foreign = media_tokens.mint(
+        "a-key-the-product-never-had-0123456", [row["org_id"]], timedelta(minutes=1)
+    )
+    assert (await media(pipeline, row, "video", foreign)).status_code == 401
+    expired = media_tokens.mint(pipeline.keys["media_key"], [row["org_id"]], timedelta(minutes=-2))
+    assert (await media(pipeline, row, "video", expired)).status_code == 401
+    assert (await media(pipeline, row, "sound", token)).status_code == 404
+    assert (await media(pipeline, {"id": uuid.uuid4()}, "video", token)).status_code == 404
 
-    expected_gb = (len(video.content) + len(thumbnail.content)) / 1024**3
+    # Counted when handed out: the video twice (its own org, then the token of both orgs).
+    expected_gb = (2 * len(video.content) + len(thumbnail.content)) / 1024**3
 
     async def downloads_counted() -> Any:
         return await db.fetchval(

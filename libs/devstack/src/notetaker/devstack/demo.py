@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from notetaker.common import media_tokens
 from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import parse_s3_location, s3_client
 from notetaker.devstack import children
@@ -148,7 +149,8 @@ def psql() -> str:
 def try_it(pipeline: Pipeline, row: Any) -> list[str]:
     """Where each part listens, and a command to poke each one by hand."""
     stack, services, keys = pipeline.stack, pipeline.services.processes, pipeline.keys
-    bot_id, meeting_id, org_id = row["bot_id"], row["id"], row["org_id"]
+    bot_id, meeting_id = row["bot_id"], row["id"]
+    media_token = media_tokens.mint(keys["media_key"], [row["org_id"]], timedelta(hours=1))
     status = json.dumps(
         {
             "event": "bot.status_change",
@@ -180,9 +182,10 @@ def try_it(pipeline: Pipeline, row: Any) -> list[str]:
         f" -H 'authorization: Bearer {keys['admin_token']}'",
         f"  curl -sS {services['metrics'].url}/admin/usage.csv"
         f" -H 'authorization: Bearer {keys['admin_token']}'",
-        "  # a media link: a presigned URL to the meeting's video, for its org only",
+        "  # a media link: a presigned URL to the meeting's video, with a token for its org"
+        " (valid 1 h; the product mints these)",
         f"  curl -sS {services['transcript_sync'].url}/meetings/{meeting_id}/media/video"
-        f" -H 'authorization: Bearer {keys['media_token']}' -H 'x-org-id: {org_id}'",
+        f" -H 'authorization: Bearer {media_token}'",
         "  # a Prometheus scrape: the storage and cost gauges",
         f"  curl -sS {services['metrics'].url}/metrics | grep ^notetaker_storage",
         "  # the events, as they pass (Ctrl-C to stop); `notetaker events topics` lists the topics",

@@ -22,7 +22,7 @@ def pipeline_secrets() -> dict[str, str]:
         "api_key": secrets.token_urlsafe(24),
         "gladia_key": secrets.token_urlsafe(24),
         "callback_key": secrets.token_urlsafe(24),
-        "media_token": secrets.token_urlsafe(24),
+        "media_key": secrets.token_urlsafe(32),
         "admin_token": secrets.token_urlsafe(24),
     }
 
@@ -37,7 +37,7 @@ def service_env(simulator_url: str, keys: dict[str, str]) -> dict[str, str]:
         "NOTETAKER_GLADIA_API_URL": simulator_url,
         "NOTETAKER_GLADIA_API_KEY": keys["gladia_key"],
         "NOTETAKER_GLADIA_CALLBACK_KEYS": keys["callback_key"],
-        "NOTETAKER_MEDIA_API_TOKENS": keys["media_token"],
+        "NOTETAKER_MEDIA_TOKEN_KEYS": keys["media_key"],
         "NOTETAKER_ADMIN_TOKENS": keys["admin_token"],
         "NOTETAKER_SCHEDULER_INTERVAL_SECONDS": "1",
         "NOTETAKER_METRICS_REFRESH_SECONDS": "1",

@@ -284,10 +284,12 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
 
     @app.page("/meetings/{meeting_id}/media/{kind}")
     async def media_page(web: Any, request: Any, meeting_id: str, kind: str) -> Any:
-        if not media.authorised(
-            request.headers.get("authorization", ""), settings.media_api_tokens
-        ):
-            return web.json({"title": "Unauthorized", "status": 401}, status=401)
+        try:
+            orgs = media.orgs_of(
+                request.headers.get("authorization", ""), settings.media_token_keys
+            )
+        except media.MediaRefused as refused:
+            return web.json({"title": refused.reason, "status": 401}, status=401)
         await resources.ready()
         assert resources.pool is not None
         assert resources.s3 is not None
@@ -298,7 +300,7 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
                 resources.publisher,
                 meeting_id=meeting_id,
                 kind=kind,
-                org_id=request.headers.get("x-org-id", ""),
+                orgs=orgs,
                 expires_in=settings.media_url_seconds,
             )
         except media.MediaRefused as refused:

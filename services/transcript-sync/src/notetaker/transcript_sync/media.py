@@ -1,9 +1,9 @@
 """Playable media for the meetings page: a short-lived presigned URL for a meeting's video,
-audio or thumbnail, only for callers of the meeting's org, each one counted as a download."""
+audio or thumbnail, only for a token that names the meeting's org, each one counted as a
+download."""
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import asyncpg
 from pydantic import SecretStr
 
+from notetaker.common import media_tokens
 from notetaker.common.events import StorageUsage
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, parse_s3_location
@@ -32,12 +33,15 @@ class MediaLink:
     size_bytes: int
 
 
-def authorised(presented: str, tokens: list[SecretStr]) -> bool:
-    token = presented.removeprefix("Bearer ").encode()
-    ok = False
-    for secret in tokens:  # no early exit: timing does not tell which token matched
-        ok |= hmac.compare_digest(token, secret.get_secret_value().encode())
-    return ok
+def orgs_of(authorization: str, keys: list[SecretStr]) -> frozenset[uuid.UUID]:
+    """The orgs the bearer token names; MediaRefused(401) when it is missing or not valid."""
+    token = authorization.removeprefix("Bearer ").strip()
+    if not token:
+        raise MediaRefused(401, "a bearer token is required")
+    try:
+        return media_tokens.verify(token, [k.get_secret_value() for k in keys])
+    except media_tokens.MediaTokenRefused as refused:
+        raise MediaRefused(401, str(refused)) from refused
 
 
 async def media_link(
@@ -47,24 +51,28 @@ async def media_link(
     *,
     meeting_id: str,
     kind: str,
-    org_id: str,
+    orgs: frozenset[uuid.UUID],
     expires_in: int,
 ) -> MediaLink:
+    """A presigned URL to the meeting's media, when the meeting belongs to one of `orgs` (the
+    orgs the caller's token names): another org's meeting is 403."""
     if kind not in COLUMNS:
         raise MediaRefused(404, f"no media kind {kind!r}: use video, audio or thumbnail")
     try:
-        meeting, org = uuid.UUID(meeting_id), uuid.UUID(org_id)
+        meeting = uuid.UUID(meeting_id)
     except ValueError as exc:
         raise MediaRefused(404, "no such meeting") from exc
     row = await pool.fetchrow(
-        f"SELECT m.{COLUMNS[kind]} AS location, m.bot_id, r.id AS recording_id"  # noqa: S608
-        " FROM meetings m LEFT JOIN recordings r ON r.bot_id = m.bot_id"
-        " WHERE m.id = $1 AND m.org_id = $2",
+        f"SELECT m.{COLUMNS[kind]} AS location, m.org_id, m.bot_id,"  # noqa: S608
+        " r.id AS recording_id"
+        " FROM meetings m LEFT JOIN recordings r ON r.bot_id = m.bot_id WHERE m.id = $1",
         meeting,
-        org,
     )
-    if row is None:  # another org's meeting looks exactly like a missing one
+    if row is None:
         raise MediaRefused(404, "no such meeting")
+    if row["org_id"] not in orgs:
+        raise MediaRefused(403, "the token does not name this meeting's org")
+    org = row["org_id"]
     if row["location"] is None:
         raise MediaRefused(409, f"the meeting has no {kind} yet")
     bucket, key = parse_s3_location(row["location"])

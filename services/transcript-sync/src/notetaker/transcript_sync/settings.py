@@ -36,8 +36,9 @@ class TranscriptSyncSettings(NotetakerSettings):
     presigned_url_seconds: int = Field(
         3600, description="Lifetime of the presigned audio URL handed to Gladia."
     )
-    media_api_tokens: Secrets = Field(
-        default_factory=list, description="Bearer tokens the product presents for media links."
+    media_token_keys: Secrets = Field(
+        default_factory=list,
+        description="HS256 keys of the product's media tokens (JWT, orgs claim); unset: off.",
     )
     media_url_seconds: int = Field(300, description="Lifetime of a presigned media URL.")
     effect_attempts: int = Field(

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import aiohttp
 import asyncpg
 import faust
 import httpx
@@ -57,6 +58,7 @@ class Resources:
 
     publisher: EventPublisher
     http: httpx.AsyncClient
+    sources: aiohttp.ClientSession
 
     def __init__(self, settings: TranscriptSyncSettings) -> None:
         self.settings = settings
@@ -71,6 +73,10 @@ class Resources:
                 # aiokafka and httpx bind to the running loop: create them inside the worker.
                 self.publisher = EventPublisher(self.settings)
                 self.http = httpx.AsyncClient(timeout=30.0)
+                # Provider transcript URLs: only what the source URL policy allows.
+                self.sources = self.settings.source_policy().session(
+                    timeout=aiohttp.ClientTimeout(total=120, sock_connect=10, sock_read=30)
+                )
                 await self.publisher.start()
                 self._s3_context = s3_client(self.settings)
                 self.s3 = await self._s3_context.__aenter__()
@@ -84,6 +90,7 @@ class Resources:
             await self.publisher.stop()
             await self._s3_context.__aexit__(None, None, None)
             await self.http.aclose()
+            await self.sources.close()
 
 
 class Join:
@@ -180,6 +187,7 @@ class Join:
         elif isinstance(effect, WriteTranscript):
             utterances = await transcripts.resolve(
                 r.http,
+                r.sources,
                 effect.transcript,
                 self.settings.gladia_api_url,
                 self.settings.gladia_api_key,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import httpx
 from pydantic import SecretStr
 
-from notetaker.common import callback_tokens
+from notetaker.common import callback_tokens, source_policy
 from notetaker.common.events import TranscriptReady, Utterance
+from notetaker.common.source_policy import SourceForbidden, host_of, is_forbidden_failure
 
 
 class TranscriptUnavailable(Exception):
@@ -46,26 +50,79 @@ def utterances_from_document(document: Any) -> list[Utterance]:
     return utterances
 
 
+MAX_TRANSCRIPT_BYTES = 64 * 1024 * 1024  # hours of words with timings fit in a few MiB
+
+
 async def resolve(
-    http: httpx.AsyncClient, event: TranscriptReady, gladia_url: str, gladia_key: SecretStr | None
+    http: httpx.AsyncClient,
+    sources: aiohttp.ClientSession,
+    event: TranscriptReady,
+    gladia_url: str,
+    gladia_key: SecretStr | None,
+    max_bytes: int = MAX_TRANSCRIPT_BYTES,
 ) -> list[Utterance]:
-    """The utterances of a transcript.ready event, fetching them when only a pointer came."""
+    """The utterances of a transcript.ready event, fetching them when only a pointer came.
+
+    A provider's `transcript_url` is fetched only as the source URL policy allows (`sources` is
+    a policy session: public addresses, few redirects); both it and Gladia's result are read as a
+    stream and refused past `max_bytes`, never held whole before that check."""
     if event.utterances is not None:
         return list(event.utterances)
     if event.transcript_url:
-        response = await http.get(event.transcript_url)
+        body = await _fetch_transcript(sources, event.bot_id, event.transcript_url, max_bytes)
     elif event.job_id and gladia_key is not None:
-        response = await http.get(
-            f"{gladia_url}/v2/pre-recorded/{event.job_id}",
-            headers={"x-gladia-key": gladia_key.get_secret_value()},
-        )
+        url = f"{gladia_url}/v2/pre-recorded/{quote(event.job_id, safe='')}"
+        headers = {"x-gladia-key": gladia_key.get_secret_value()}
+        async with http.stream("GET", url, headers=headers) as response:
+            _check_status(event.bot_id, response.status_code)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                _check_size(event.bot_id, len(body), max_bytes)
     else:
         raise TranscriptUnavailable(f"transcript for bot {event.bot_id} has no content or source")
-    if response.status_code != 200:
+    try:
+        return utterances_from_document(json.loads(body))
+    except (ValueError, RecursionError) as exc:
+        raise TranscriptUnavailable(f"the transcript of bot {event.bot_id} is not JSON") from exc
+
+
+async def _fetch_transcript(
+    sources: aiohttp.ClientSession, bot_id: str, url: str, max_bytes: int
+) -> bytearray:
+    try:
+        async with source_policy.get(sources, url) as response:
+            _check_status(bot_id, response.status)
+            if (response.content_length or 0) > max_bytes:
+                _check_size(bot_id, response.content_length or 0, max_bytes)
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                _check_size(bot_id, len(body), max_bytes)
+            return body
+    except (SourceForbidden, aiohttp.ClientError, TimeoutError) as exc:
+        if is_forbidden_failure(exc):
+            raise TranscriptUnavailable(
+                f"the transcript of bot {bot_id} is at {host_of(url)}, not a public address"
+            ) from exc
         raise TranscriptUnavailable(
-            f"fetching the transcript of bot {event.bot_id} answered HTTP {response.status_code}"
+            f"fetching the transcript of bot {bot_id} from {host_of(url)} failed:"
+            f" {type(exc).__name__}"
+        ) from exc
+
+
+def _check_status(bot_id: str, status: int) -> None:
+    if status != 200:
+        raise TranscriptUnavailable(
+            f"fetching the transcript of bot {bot_id} answered HTTP {status}"
         )
-    return utterances_from_document(response.json())
+
+
+def _check_size(bot_id: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise TranscriptUnavailable(
+            f"the transcript of bot {bot_id} is larger than {max_bytes} bytes"
+        )
 
 
 async def request_gladia_job(

@@ -136,7 +136,7 @@ async def until_the_join_handles(
             return await db.fetchval(f"SELECT {column} FROM meetings WHERE id = $1", meeting_id)  # noqa: S608
 
         try:
-            await eventually(written, 5, f"the {kind} of another meeting to be written")
+            await eventually(written, 3, f"the {kind} of another meeting to be written")
             return
         except AssertionError:
             if time.monotonic() > deadline:

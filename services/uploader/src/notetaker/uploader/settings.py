@@ -39,5 +39,11 @@ class UploaderSettings(NotetakerSettings):
     source_timeout_seconds: float = Field(
         60.0, description="Longest wait for the provider to send more bytes."
     )
+    source_min_bytes_per_second: float = Field(
+        16 * 1024, ge=0, description="Slowest a source may send, on average over the window."
+    )
+    source_rate_window_seconds: float = Field(
+        60.0, gt=0, description="Window of that average; a slower source fails as stalled."
+    )
     thumbnail_width: int = Field(320, description="Thumbnail width in pixels (height keeps ratio).")
     thumbnail_at_seconds: float = Field(3.0, description="Where in the video to take the frame.")

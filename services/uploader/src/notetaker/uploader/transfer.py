@@ -64,7 +64,8 @@ class SourceError(Exception):
     """The provider URL could not be read completely (status, expiry, truncation, reset).
 
     `reason` is a bounded label for the failures counter: `source_http_<status>`,
-    `source_truncated`, `source_forbidden`, `source_too_large` or `source_read`.
+    `source_truncated`, `source_stalled`, `source_forbidden`, `source_too_large` or
+    `source_read`.
     """
 
     def __init__(self, message: str, reason: str = "source_read") -> None:
@@ -223,6 +224,42 @@ def _why(exc: BaseException) -> str:
     return type(exc).__name__ + (f" ({detail})" if detail else "")
 
 
+@dataclass(frozen=True)
+class MinRate:
+    """A source must send `bytes_per_second` on average over every `window_seconds` (time the
+    copy itself waits for S3 does not count), or it fails as `source_stalled`: a source that
+    trickles a byte a minute would otherwise hold an upload slot for ever."""
+
+    bytes_per_second: float
+    window_seconds: float
+
+
+class _StallWatch:
+    def __init__(self, rate: MinRate | None) -> None:
+        self.rate = rate
+        self.since = time.monotonic()
+        self.bytes_since = 0
+
+    def paused(self, seconds: float) -> None:
+        self.since += seconds  # our own backpressure is not the source's slowness
+
+    def check(self, received: int) -> None:
+        if self.rate is None:
+            return
+        elapsed = time.monotonic() - self.since
+        if elapsed < self.rate.window_seconds:
+            return
+        rate = (received - self.bytes_since) / elapsed
+        if rate < self.rate.bytes_per_second:
+            raise SourceError(
+                f"source sent {rate:.0f} bytes/s over {elapsed:.0f}s, under the"
+                f" {self.rate.bytes_per_second:.0f} bytes/s floor"
+                " (NOTETAKER_SOURCE_MIN_BYTES_PER_SECOND)",
+                reason="source_stalled",
+            )
+        self.since, self.bytes_since = time.monotonic(), received
+
+
 def too_large(length: int, max_bytes: int) -> SourceError:
     return SourceError(
         f"the source is {length} bytes or more, over the {max_bytes}-byte limit"
@@ -347,6 +384,7 @@ async def stream_to_s3(
     ledger: PartLedger | None = None,
     progress_every_seconds: float = 30.0,
     max_bytes: int = MAX_RECORDING_BYTES,
+    min_rate: MinRate | None = None,
 ) -> StoredObject:
     ledger = ledger or NoLedger()
     resume = await _resumable(s3, bucket, key, ledger)
@@ -412,6 +450,7 @@ async def stream_to_s3(
                 len(done) + 1,
                 progress,
                 max_bytes - offset,
+                _StallWatch(min_rate),
             )
     except SourceForbidden as exc:
         raise SourceError(str(exc), reason=FORBIDDEN) from exc
@@ -443,6 +482,7 @@ async def _copy_parts(
     first: int,
     progress: _Progress,
     limit: int,
+    stall: _StallWatch,
 ) -> list[Part]:
     """Read the body into parts; more than `limit` bytes is a source too large (one that did
     not say its length, or lied about it)."""
@@ -488,7 +528,9 @@ async def _copy_parts(
         # ~15 ms for 5 MiB, hashed in a thread (hashlib releases the GIL) while the part waits
         # for a slot, so it goes the moment one frees.
         hashed = asyncio.ensure_future(asyncio.to_thread(hashlib.sha256, view))
+        waiting = time.monotonic()
         await slots.acquire()  # backpressure: stop reading the source while parts are full
+        stall.paused(time.monotonic() - waiting)
         tasks.append(asyncio.create_task(put(first + len(tasks), buffer, view, hashed)))
 
     buffer, filled, received = bytearray(part_size), 0, 0
@@ -497,6 +539,7 @@ async def _copy_parts(
             received += len(chunk)
             if received > limit:
                 raise too_large(received, limit)
+            stall.check(received)
             view = memoryview(chunk)
             while view:
                 take = min(part_size - filled, len(view))

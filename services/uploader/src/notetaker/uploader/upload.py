@@ -35,6 +35,7 @@ from notetaker.uploader.recordings import Recording
 from notetaker.uploader.settings import UploaderSettings
 from notetaker.uploader.transfer import (
     IntegrityError,
+    MinRate,
     SourceError,
     StoredObject,
     abort_unfinished,
@@ -234,6 +235,9 @@ class Uploader:
             ledger=self.ledger,
             progress_every_seconds=self.settings.upload_progress_log_seconds,
             max_bytes=self.settings.upload_max_recording_bytes,
+            min_rate=MinRate(
+                self.settings.source_min_bytes_per_second, self.settings.source_rate_window_seconds
+            ),
         )
         PARTS.labels("uploaded").inc(stored.parts - stored.resumed_parts)
         PARTS.labels("resumed").inc(stored.resumed_parts)

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from notetaker.common.logs import get_logger
+from notetaker.common.settings import NotetakerSettings
 
 log = get_logger(__name__)
 
@@ -23,11 +24,62 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=30
+class PoolExhausted(OSError):
+    """No pooled connection came free in time: PostgreSQL is slow or every connection is held.
+    An OSError, so callers treat it as the database being unavailable (503, retry later)."""
+
+
+class _AcquireWithin:
+    def __init__(self, acquiring: Any, timeout: float) -> None:
+        self._acquiring = acquiring
+        self._timeout = timeout
+
+    async def __aenter__(self) -> Any:
+        try:
+            return await self._acquiring.__aenter__()
+        except TimeoutError as exc:
+            raise PoolExhausted(
+                f"no database connection came free in {self._timeout:.0f}s"
+                " (NOTETAKER_DATABASE_ACQUIRE_TIMEOUT_SECONDS)"
+            ) from exc
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._acquiring.__aexit__(*exc_info)
+
+    def __await__(self) -> Any:  # `await pool.acquire()` as well as `async with`
+        return self.__aenter__().__await__()
+
+
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
+    """asyncpg's pool, where taking a connection (`acquire`, and so `fetch`, `execute`, ...)
+    waits at most `acquire_timeout` seconds instead of for ever."""
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        limit = self.acquire_timeout if timeout is None else timeout
+        return _AcquireWithin(super().acquire(timeout=limit), limit)
+
+
+async def create_pool(settings: NotetakerSettings) -> asyncpg.Pool:
+    """The pool every service uses: each statement may run 30 s, each acquisition waits at most
+    the setting's timeout. Built as `asyncpg.create_pool` builds its pool, with its defaults."""
+    pool = BoundedPool(
+        settings.database_url,
+        acquire_timeout=settings.database_acquire_timeout_seconds,
+        min_size=1,
+        max_size=settings.database_pool_max,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        init=_init_connection,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        command_timeout=30,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

@@ -100,6 +100,9 @@ class NotetakerSettings(BaseSettings):
         description="PostgreSQL DSN (asyncpg).",
     )
     database_pool_max: int = Field(10, description="Largest number of pooled connections.")
+    database_acquire_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest wait for a pooled connection before giving up."
+    )
 
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint; empty means AWS itself (MinIO or moto locally)."

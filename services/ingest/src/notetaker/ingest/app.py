@@ -121,7 +121,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
         app.state.settings = settings
         app.state.publisher = Publisher(settings)
         app.state.publisher.start()
-        app.state.pool = await create_pool(settings.database_url, settings.database_pool_max)
+        app.state.pool = await create_pool(settings)
         log.info("ingest.started", port=settings.http_port)
         try:
             yield

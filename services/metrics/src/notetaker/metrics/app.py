@@ -62,7 +62,7 @@ class UsageRecorder:
 async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
     publisher = EventPublisher(settings)
     await publisher.start()
-    pool = await create_pool(settings.database_url, settings.database_pool_max)
+    pool = await create_pool(settings)
     try:
         recorder = UsageRecorder(settings, pool)
         consumer = EventConsumer(settings, GROUP, ["storage.usage"], recorder.handle, publisher)

@@ -119,7 +119,7 @@ class Scheduler:
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     publisher = EventPublisher(settings)
     await publisher.start()
-    pool = await create_pool(settings.database_url, settings.database_pool_max)
+    pool = await create_pool(settings)
     try:
         async with httpx.AsyncClient(timeout=30.0) as http:
             scheduler = Scheduler(settings, pool, http, publisher)

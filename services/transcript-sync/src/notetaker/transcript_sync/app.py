@@ -80,9 +80,7 @@ class Resources:
                 await self.publisher.start()
                 self._s3_context = s3_client(self.settings)
                 self.s3 = await self._s3_context.__aenter__()
-                self.pool = await create_pool(
-                    self.settings.database_url, self.settings.database_pool_max
-                )
+                self.pool = await create_pool(self.settings)
 
     async def close(self) -> None:
         if self.pool is not None:

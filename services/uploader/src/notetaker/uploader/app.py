@@ -23,7 +23,7 @@ THUMBNAIL_GROUP = "notetaker-thumbnailer"
 async def run(settings: UploaderSettings, stop: asyncio.Event) -> None:
     publisher = EventPublisher(settings)
     await publisher.start()
-    pool = await create_pool(settings.database_url, settings.database_pool_max)
+    pool = await create_pool(settings)
     try:
         async with copy_clients(settings, settings.source_timeout_seconds) as (s3, http):
             uploader = Uploader(settings, pool, s3, http, publisher)

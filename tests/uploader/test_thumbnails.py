@@ -18,7 +18,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client
 from notetaker.devstack.media import make_recording
 from notetaker.devstack.stack import Stack
-from notetaker.uploader.thumbnails import S3RangeFile, Thumbnailer, render_thumbnail
+from notetaker.uploader.thumbnails import Budget, S3RangeFile, Thumbnailer, render_thumbnail
 from tests.e2e.conftest import events_for
 
 
@@ -86,3 +86,21 @@ async def test_a_video_without_decodable_frames_fails_clearly_once(
     assert await events_for(stack, "thumbnail.generated", bot_id) == []
     with pytest.raises(s3.exceptions.NoSuchKey):
         await s3.get_object(Bucket=stack.s3_bucket, Key=request.thumbnail_key)
+
+
+async def test_a_video_dark_throughout_costs_only_the_budget_and_gets_its_least_dark_frame(
+    stack: Stack, s3: S3Client
+) -> None:
+    # Before the budget, a 2-minute black mp4 was decoded to the end: 112% of it read.
+    recording = await asyncio.to_thread(
+        make_recording, 120.0, 320, 240, 25, False, dark_seconds=120.0
+    )
+    key = f"t/dark-{uuid.uuid4()}/video.mp4"
+    await s3.put_object(Bucket=stack.s3_bucket, Key=key, Body=recording.video)
+    source = S3RangeFile(
+        s3, stack.s3_bucket, key, len(recording.video), asyncio.get_running_loop(), block=4096
+    )
+    thumbnail = await asyncio.to_thread(render_thumbnail, source, 3.0, 320, Budget(frames=50))
+    assert thumbnail.jpeg[:3] == b"\xff\xd8\xff"
+    assert mean_luma(thumbnail.jpeg) < 30  # the least dark of dark frames: still dark
+    assert 0 < source.bytes_read < len(recording.video) / 4

@@ -36,9 +36,11 @@ class Recording:
         return hashlib.sha256(self.audio).hexdigest()
 
 
-def _picture(index: int, fps: int, width: int, height: int, noise: bool) -> av.VideoFrame:
+def _picture(
+    index: int, fps: int, width: int, height: int, noise: bool, dark_frames: int
+) -> av.VideoFrame:
     frame = av.VideoFrame(width, height, "yuv420p")
-    bright = index >= fps // 2
+    bright = index >= dark_frames
     for plane_index, plane in enumerate(frame.planes):
         rows = height if plane_index == 0 else height // 2
         columns = width if plane_index == 0 else width // 2
@@ -92,8 +94,14 @@ def _encode(
 
 
 def make_recording(
-    seconds: float = 6.0, width: int = 320, height: int = 240, fps: int = 25, noise: bool = False
+    seconds: float = 6.0,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 25,
+    noise: bool = False,
+    dark_seconds: float = 0.5,
 ) -> Recording:
+    """An mp4 (H.264 + AAC) and a FLAC of a tone: black for `dark_seconds`, then moving bars."""
     audio_frames = _tone(seconds)
     video_out = io.BytesIO()
     with av.open(video_out, "w", format="mp4") as container:
@@ -103,7 +111,8 @@ def make_recording(
         if noise:
             stream.bit_rate = 20_000_000
         for index in range(int(seconds * fps)):
-            for packet in stream.encode(_picture(index, fps, width, height, noise)):
+            picture = _picture(index, fps, width, height, noise, int(dark_seconds * fps))
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)

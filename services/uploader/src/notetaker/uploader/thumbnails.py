@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -129,8 +130,23 @@ def _luma(frame: av.VideoFrame) -> float:
     return sum(data) / len(data)
 
 
-def render_thumbnail(source: Any, at_seconds: float, width: int) -> Thumbnail:
-    """Decode the first non-black frame at or after `at_seconds` and encode it as a JPEG."""
+@dataclass(frozen=True)
+class Budget:
+    """How much one thumbnail may cost, whatever the video: frames decoded after the chosen
+    moment, wall time, and bytes fetched from S3. A video dark for longer gets the least dark
+    frame found within it."""
+
+    frames: int = 150
+    seconds: float = 10.0
+    bytes: int = 32 * 1024 * 1024
+
+
+def render_thumbnail(
+    source: Any, at_seconds: float, width: int, budget: Budget = Budget()
+) -> Thumbnail:
+    """Decode the first non-black frame at or after `at_seconds` (or, when the budget runs out
+    first, the least dark one seen) and encode it as a JPEG."""
+    started = time.monotonic()
     try:
         container = av.open(source, mode="r")
     except av.FFmpegError as exc:
@@ -143,18 +159,26 @@ def render_thumbnail(source: Any, at_seconds: float, width: int) -> Thumbnail:
         target = min(at_seconds, duration / 2) if duration else at_seconds
         if stream.time_base is not None and target > 0:
             container.seek(int(target / stream.time_base), stream=stream, backward=True)
-        chosen = None
+        chosen, brightest, decoded = None, -1.0, 0
         try:
             for frame in container.decode(stream):
                 if frame.time is not None and frame.time + 0.001 < target:
                     continue
-                if _luma(frame) >= _BLACK_LUMA:
-                    chosen = frame
+                luma = _luma(frame)
+                if luma > brightest:
+                    chosen, brightest = frame, luma
+                decoded += 1
+                if luma >= _BLACK_LUMA or (
+                    decoded >= budget.frames
+                    or time.monotonic() - started > budget.seconds
+                    or getattr(source, "bytes_read", 0) > budget.bytes
+                ):
                     break
         except av.FFmpegError as exc:
-            raise NoDecodableFrame(f"decoding failed: {exc}") from exc
+            if chosen is None:
+                raise NoDecodableFrame(f"decoding failed: {exc}") from exc
         if chosen is None:
-            raise NoDecodableFrame("no frame brighter than black after the chosen time")
+            raise NoDecodableFrame("no decodable frame after the chosen time")
     height = max(2, round(chosen.height * width / chosen.width / 2) * 2)
     encoder = av.CodecContext.create("mjpeg", "w")
     encoder.width, encoder.height = width, height

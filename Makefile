@@ -29,7 +29,8 @@ pytest:
 ## make mutation: mutation testing (mutmut) of the modules that carry a promise, against the
 ## in-process unit tests only (no stack, no subprocess); prints mutants, killed, survived per
 ## module and fails on a survivor that docs/testing.md does not explain. mutmut names a module
-## after its path, so the packages are staged under $(MUTATION_DIR)/src/notetaker first.
+## after its path, so the packages are staged under $(MUTATION_DIR)/src/notetaker first: from the
+## work tree, or with MUTATION_REF=<commit> from that commit (its tests too).
 MUTATION_DIR := .mutation
 MUTATION_JOBS ?= 2
 MUTATION_PACKAGES := libs/common/src/notetaker/common services/ingest/src/notetaker/ingest \
@@ -38,9 +39,15 @@ MUTATION_PACKAGES := libs/common/src/notetaker/common services/ingest/src/noteta
 
 mutation: deps
 	rm -rf $(MUTATION_DIR)
-	mkdir -p $(MUTATION_DIR)/src/notetaker
-	cp -R $(MUTATION_PACKAGES) $(MUTATION_DIR)/src/notetaker/
-	cp -R tests pyproject.toml $(MUTATION_DIR)/
+	mkdir -p $(MUTATION_DIR)/tree $(MUTATION_DIR)/src/notetaker
+ifdef MUTATION_REF
+	git archive $(MUTATION_REF) $(MUTATION_PACKAGES) tests pyproject.toml | tar -x -C $(MUTATION_DIR)/tree
+else
+	cp -R --parents $(MUTATION_PACKAGES) tests pyproject.toml $(MUTATION_DIR)/tree/
+endif
+	for package in $(MUTATION_PACKAGES); do mv $(MUTATION_DIR)/tree/$$package $(MUTATION_DIR)/src/notetaker/; done
+	mv $(MUTATION_DIR)/tree/tests $(MUTATION_DIR)/tree/pyproject.toml $(MUTATION_DIR)/
+	rm -rf $(MUTATION_DIR)/tree
 	@echo "mutmut run ($(MUTATION_JOBS) workers), log in $(MUTATION_DIR)/run.log"
 	@start=$$(date +%s); \
 	cd $(MUTATION_DIR) && $(CURDIR)/.venv/bin/mutmut run --max-children $(MUTATION_JOBS) >run.log 2>&1 \

@@ -86,7 +86,8 @@ async def main() -> int:
             print(f"  meeting {n + 1}: webhook to row {seen - sent:.2f} s", flush=True)
 
         copy_s: list[float] = []
-        defaults = UploaderSettings()  # the copy the uploader makes, with its default settings
+        # The copy the uploader makes, with its default settings.
+        defaults = UploaderSettings(source_url_keys=[stack.source_url_key])
         async with copy_clients(stack.settings(), 60) as (s3, http):
             for n in range(args.meetings):
                 url = simulator.signed_url(bot_id, "video.mp4")

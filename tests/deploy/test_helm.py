@@ -393,6 +393,7 @@ def test_secrets_are_only_referenced(
     assert "optional" not in secret_refs["ingest"]["NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS"]
     assert "NOTETAKER_GLADIA_API_KEY" in secret_refs["transcript-sync"]
     assert "NOTETAKER_ADMIN_TOKENS" in secret_refs["metrics"]
+    assert "optional" not in secret_refs["uploader"]["NOTETAKER_SOURCE_URL_KEYS"]
     assert "NOTETAKER_MEETINGBAAS_API_KEY" in secret_refs["scheduler"]
 
 

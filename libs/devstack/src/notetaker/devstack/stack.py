@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from notetaker.common.db import migrate
@@ -117,6 +118,7 @@ class Stack:
     processes: dict[str, LocalProcess] = field(default_factory=dict)
     containers: list[Any] = field(default_factory=list)
     owns_workdir: bool = True
+    source_url_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
 
     def env(self) -> dict[str, str]:
         """NOTETAKER_* variables that point a service process at this stack."""
@@ -124,6 +126,8 @@ class Stack:
             # The provider simulator and the tests' sources listen on loopback; production never
             # sets this (the chart's tests check), so provider URLs reach public addresses only.
             "NOTETAKER_SOURCE_ALLOW_LOOPBACK": "true",
+            # A throwaway key of this stack's, sealing the provider URLs the uploader stores.
+            "NOTETAKER_SOURCE_URL_KEYS": self.source_url_key,
             "NOTETAKER_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
             "NOTETAKER_DATABASE_URL": self.database_url,
             "NOTETAKER_S3_BUCKET": self.s3_bucket,

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from notetaker.common.events import RecordingCompleted
+from notetaker.uploader.keys import SourceUrlCipher
 
 
 @dataclass(frozen=True)
@@ -38,20 +39,28 @@ _COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status,
 _SELECT_BY_BOT = f"SELECT {_COLUMNS} FROM recordings WHERE bot_id = $1"  # noqa: S608 - constant
 
 
-async def find_by_bot(pool: asyncpg.Pool, bot_id: str) -> Recording | None:
+async def find_by_bot(pool: asyncpg.Pool, bot_id: str, cipher: SourceUrlCipher) -> Recording | None:
     row = await pool.fetchrow(_SELECT_BY_BOT, bot_id)
-    return Recording(**dict(row)) if row else None
+    if row is None:
+        return None
+    values = dict(row)
+    values["video_url"] = cipher.open(values["video_url"])
+    values["audio_url"] = cipher.open(values["audio_url"])
+    return Recording(**values)
 
 
-async def save_source(pool: asyncpg.Pool, event: RecordingCompleted) -> None:
-    """Remember the provider URLs (for retries) unless the upload is already done."""
+async def save_source(
+    pool: asyncpg.Pool, event: RecordingCompleted, cipher: SourceUrlCipher
+) -> None:
+    """Remember the provider URLs (for retries, sealed: they carry the provider's signature)
+    unless the upload is already done."""
     await pool.execute(
         "UPDATE recordings SET provider_video_url = $2, provider_audio_url = $3,"
         " provider_urls_received_at = $4, provider_transcript = $5, updated_at = now()"
         " WHERE bot_id = $1 AND s3_upload_status <> 'complete'",
         event.bot_id,
-        event.video_url,
-        event.audio_url,
+        cipher.seal(event.video_url),
+        cipher.seal(event.audio_url),
         event.urls_received_at,
         event.provider_transcript,
     )

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
 
-from notetaker.common.settings import NotetakerSettings
+from cryptography.fernet import Fernet
+from pydantic import AfterValidator, Field, SecretStr
+
+from notetaker.common.settings import NotetakerSettings, Secrets
 from notetaker.uploader.transfer import MAX_RECORDING_BYTES
 
 MIB = 1024 * 1024
+
+
+def _fernet_keys(keys: list[SecretStr]) -> list[SecretStr]:
+    if not keys:
+        raise ValueError("needs at least one key (make one: python -m notetaker.uploader.keys)")
+    for key in keys:
+        try:
+            Fernet(key.get_secret_value())
+        except ValueError:
+            raise ValueError(
+                "holds a key that is not a Fernet key (url-safe base64 of 32 bytes)"
+            ) from None
+    return keys
 
 
 class UploaderSettings(NotetakerSettings):
@@ -32,6 +48,9 @@ class UploaderSettings(NotetakerSettings):
         ge=1,
         le=MAX_RECORDING_BYTES,
         description="Largest recording kept; a larger one fails as source_too_large.",
+    )
+    source_url_keys: Annotated[Secrets, AfterValidator(_fernet_keys)] = Field(
+        description="Fernet keys encrypting provider URLs at rest (first encrypts, all decrypt)."
     )
     source_url_validity_seconds: int = Field(
         4 * 3600, description="How long a provider URL is valid after its webhook."

@@ -30,6 +30,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.uploader import recordings
+from notetaker.uploader.keys import SourceUrlCipher
 from notetaker.uploader.ledger import PostgresPartLedger
 from notetaker.uploader.recordings import Recording
 from notetaker.uploader.settings import UploaderSettings
@@ -129,14 +130,15 @@ class Uploader:
         self.http = http
         self.publisher = publisher
         self.ledger = PostgresPartLedger(pool)
+        self.cipher = SourceUrlCipher(settings.source_url_keys)
 
     async def handle(self, envelope: Envelope) -> None:
         event = envelope.event
         if isinstance(event, RecordingCompleted):
-            await recordings.save_source(self.pool, event)
+            await recordings.save_source(self.pool, event, self.cipher)
         elif not isinstance(event, RecordingUploadRequested):
             return
-        recording = await recordings.find_by_bot(self.pool, event.bot_id)
+        recording = await recordings.find_by_bot(self.pool, event.bot_id, self.cipher)
         if recording is None:
             raise UnknownRecording(
                 f"no recordings row for bot {event.bot_id}: was the bot deployed by the scheduler?"
@@ -207,7 +209,7 @@ class Uploader:
             video_key=video.key,
             parts=video.parts + (audio.parts if audio else 0),
         )
-        done = await recordings.find_by_bot(self.pool, recording.bot_id)
+        done = await recordings.find_by_bot(self.pool, recording.bot_id, self.cipher)
         assert done is not None
         await self._announce(done, parts=video.parts + (audio.parts if audio else 0))
 

@@ -97,9 +97,10 @@ class KafkaRecord:
 
 
 def records_up_to_marker(
-    bootstrap: str, topic: str, key: str, timeout: float = 20.0
+    bootstrap: str, topic: str, key: str | None, timeout: float = 20.0
 ) -> list[KafkaRecord]:
-    """Every record keyed `key` on `topic` that was published before this call, in offset order.
+    """Every record keyed `key` (any key: None) on `topic` that was published before this call,
+    in offset order.
 
     Read with librdkafka (not our code), so the result is complete, never merely what turned up
     in time: first an end marker goes to every partition of the topic, then each partition is read
@@ -159,7 +160,7 @@ def records_up_to_marker(
                 if marker in markers:
                     unmarked.discard(record.partition)
                 continue  # a marker (ours or another reader's) is never a result
-            if record.key == key.encode():
+            if key is None or record.key == key.encode():
                 found.append(record)
         return sorted(found, key=lambda r: (r.partition, r.offset))
     finally:

@@ -21,17 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from notetaker.common.events import RecordingCompleted, RecordingUploaded, RecordingUploadFailed
+from notetaker.common.events import (
+    TOPICS,
+    RecordingCompleted,
+    RecordingUploaded,
+    RecordingUploadFailed,
+    dlq_topic,
+)
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.devstack.s3_proxy import RESET, S3FaultProxy
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.sources import Fault, Gate, RecordingSource
 from notetaker.devstack.stack import Stack, free_port
-from tests.conftest import eventually
+from tests.conftest import eventually, records_up_to_marker
 from tests.e2e.conftest import events_for
 
 MIB = 1024 * 1024
@@ -160,14 +167,53 @@ def video_key(row: Any) -> str:
     return recording_key(row["org_id"], row["user_id"], row["id"], "video", "mp4")
 
 
+@pytest.fixture(scope="module", autouse=True)
+async def no_secret_leaves(
+    workers: Workers, db: asyncpg.Pool, stack: Stack
+) -> AsyncIterator[list[str]]:
+    """After all the faults of this module: the source's URL signature and its error bodies
+    appear in no log line, no column of the recordings (the URLs are sealed), no record on any
+    topic but the one that hands the URL to the uploader, no dead letter and no metric."""
+    every_bot: list[str] = []
+    yield every_bot
+    secret = workers.source.signature.encode()
+    found: list[str] = []
+    for log in sorted(workers.logdir.glob("*.log")):
+        if secret in log.read_bytes():
+            found.append(f"log {log.name}")
+    rows = await db.fetch("SELECT * FROM recordings WHERE bot_id = ANY($1::text[])", every_bot)
+    assert len(rows) == len(set(every_bot))
+    for row in rows:
+        found += [
+            f"recordings.{k} of {row['bot_id']}"
+            for k, v in row.items()
+            if secret in str(v).encode()
+        ]
+    for topic in [*TOPICS, *(dlq_topic(t) for t in TOPICS)]:
+        if topic == RecordingCompleted.type:
+            continue  # the event that hands the URL to the uploader
+        records = await asyncio.to_thread(
+            records_up_to_marker, stack.kafka_bootstrap_servers, topic, None
+        )
+        for record in records:
+            if secret in record.value or any(secret in v for _, v in record.headers):
+                found.append(f"{topic} offset {record.partition}:{record.offset}")
+    async with httpx.AsyncClient() as http:
+        scraped = (await http.get(f"{workers.uploader.url}/metrics")).content
+    if secret in scraped:
+        found.append("the uploader's /metrics")
+    assert found == [], f"the source's signature or body reached: {found}"
+
+
 @pytest.fixture(autouse=True)
 async def nothing_left_open(
-    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack, no_secret_leaves: list[str]
 ) -> AsyncIterator[None]:
     """After each test, none of its recordings has a multipart upload open (parts S3 would keep
     and charge for, with nothing left to finish or abort them)."""
     workers.bots.clear()
     yield
+    no_secret_leaves.extend(workers.bots)
     for bot_id in workers.bots:
         row = await recording(db, bot_id)
         folder = video_key(row).rsplit("/", 1)[0] + "/"

@@ -19,7 +19,7 @@ SVIX = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 
 SECRET_SETTINGS: list[tuple[type[NotetakerSettings], str, str]] = [
     (IngestSettings, "NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS", SVIX),
-    (IngestSettings, "NOTETAKER_MEETINGBAAS_CALLBACK_SECRETS", GOOD),
+    (IngestSettings, "NOTETAKER_MEETINGBAAS_CALLBACK_KEYS", GOOD),
     (IngestSettings, "NOTETAKER_MEETINGBAAS_API_KEYS", GOOD),
     (IngestSettings, "NOTETAKER_GLADIA_CALLBACK_KEYS", GOOD),
     (TranscriptSyncSettings, "NOTETAKER_GLADIA_API_KEY", GOOD),
@@ -27,6 +27,7 @@ SECRET_SETTINGS: list[tuple[type[NotetakerSettings], str, str]] = [
     (TranscriptSyncSettings, "NOTETAKER_MEDIA_TOKEN_KEYS", GOOD),
     (MetricsSettings, "NOTETAKER_ADMIN_TOKENS", GOOD),
     (SchedulerSettings, "NOTETAKER_MEETINGBAAS_API_KEY", GOOD),
+    (SchedulerSettings, "NOTETAKER_MEETINGBAAS_CALLBACK_KEYS", GOOD),
     (SchedulerSettings, "NOTETAKER_GLADIA_API_KEY", GOOD),
 ]
 IDS = [f"{cls.__name__}-{name}" for cls, name, _ in SECRET_SETTINGS]
@@ -99,6 +100,24 @@ def test_several_secrets_are_read_in_order_for_rotation(monkeypatch: pytest.Monk
 def test_an_unset_secret_leaves_the_feature_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(MetricsSettings).admin_tokens == []
     assert load_settings(SchedulerSettings).meetingbaas_api_key is None
+    assert load_settings(SchedulerSettings).meetingbaas_callback_keys == []
+
+
+def test_the_callback_keys_of_a_rotation_are_read_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler signs with the first; ingest accepts every one."""
+    monkeypatch.setenv("NOTETAKER_MEETINGBAAS_CALLBACK_KEYS", f"{GOOD}-new,{GOOD}-old")
+    for settings in (SchedulerSettings, IngestSettings):
+        keys = load_settings(settings).meetingbaas_callback_keys  # type: ignore[attr-defined]
+        assert [k.get_secret_value() for k in keys] == [f"{GOOD}-new", f"{GOOD}-old"]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_a_gladia_token_lifetime_must_be_a_positive_number_of_seconds(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    assert TranscriptSyncSettings().gladia_callback_token_seconds == 2 * 24 * 3600
+    monkeypatch.setenv("NOTETAKER_GLADIA_CALLBACK_TOKEN_SECONDS", value)
+    assert "NOTETAKER_GLADIA_CALLBACK_TOKEN_SECONDS" in refusal(TranscriptSyncSettings)
 
 
 @pytest.mark.parametrize(

@@ -387,9 +387,19 @@ def test_secrets_are_only_referenced(
         assert not unknown, f"{service} does not read {sorted(unknown)}"
     assert {
         "NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS",
-        "NOTETAKER_MEETINGBAAS_CALLBACK_SECRETS",
+        "NOTETAKER_MEETINGBAAS_CALLBACK_KEYS",
         "NOTETAKER_MEETINGBAAS_API_KEYS",
+        "NOTETAKER_GLADIA_CALLBACK_KEYS",
     } <= secret_refs["ingest"].keys()
+    # What one service mints with, the other checks with: the same Secret and key.
+    assert (
+        secret_refs["scheduler"]["NOTETAKER_MEETINGBAAS_CALLBACK_KEYS"]
+        == secret_refs["ingest"]["NOTETAKER_MEETINGBAAS_CALLBACK_KEYS"]
+    )
+    assert (
+        secret_refs["transcript-sync"]["NOTETAKER_GLADIA_CALLBACK_KEYS"]
+        == secret_refs["ingest"]["NOTETAKER_GLADIA_CALLBACK_KEYS"]
+    )
     assert "optional" not in secret_refs["ingest"]["NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS"]
     assert "NOTETAKER_GLADIA_API_KEY" in secret_refs["transcript-sync"]
     assert "NOTETAKER_ADMIN_TOKENS" in secret_refs["metrics"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,9 +13,11 @@ import asyncpg
 import httpx
 import pytest
 
+from notetaker.common import callback_tokens
 from notetaker.common.events import MeetingSynced
 from notetaker.common.s3 import S3Client, parse_s3_location
 from notetaker.devstack.pipeline import Pipeline
+from notetaker.devstack.simulator import GladiaJob
 from notetaker.devstack.stack import Stack
 from tests.conftest import eventually
 from tests.e2e.conftest import Meeting, events_for, meeting_with_bot
@@ -35,6 +38,19 @@ async def completed_meeting(pipeline: Pipeline, db: asyncpg.Pool, **bot: Any) ->
     meeting = await meeting_with_bot(db, bot_id)
     pipeline.simulator.complete(bot_id)
     return bot_id, await complete_row(db, meeting)
+
+
+async def gladia_job_of(pipeline: Pipeline, db: asyncpg.Pool, bot_id: str) -> GladiaJob:
+    """The simulator's Gladia job transcript-sync asked for this bot: the one its job row names,
+    whose callback URL names the row's request id."""
+    row = await db.fetchrow(
+        "SELECT request_id, job_id FROM transcription_jobs WHERE bot_id = $1", bot_id
+    )
+    assert row is not None, f"no transcription job for bot {bot_id}"
+    job = pipeline.simulator.jobs[row["job_id"]]
+    assert job.callback_url is not None
+    assert httpx.URL(job.callback_url).params["request_id"] == str(row["request_id"])
+    return job
 
 
 async def stored_video(s3: S3Client, row: Any) -> bytes:
@@ -68,7 +84,6 @@ async def test_transcript_before_upload_ends_in_one_complete_row(
 async def test_upload_before_transcript_ends_in_one_complete_row(
     pipeline: Pipeline, db: asyncpg.Pool, s3: S3Client
 ) -> None:
-    sim = pipeline.simulator
     bot_id, row = await completed_meeting(pipeline, db, transcription=False)  # Gladia's turn
 
     changes = await synced(pipeline, bot_id)
@@ -76,8 +91,8 @@ async def test_upload_before_transcript_ends_in_one_complete_row(
     assert not first_video.has_transcript  # the upload really came first
     assert row["transcript_provider"] == "gladia"
     assert "The upload pipeline is live." in row["transcript_text"]
-    (job,) = [j for j in sim.jobs.values() if f"bot_id={bot_id}" in (j.callback_url or "")]
-    assert job.callbacks == [200]
+    job = await gladia_job_of(pipeline, db, bot_id)
+    assert job.callbacks == [200]  # its callback passed: token, request id and job id ours
     assert await db.fetchval("SELECT count(*) FROM meetings WHERE bot_id = $1", bot_id) == 1
     assert row["audio_url"].endswith("/audio.flac")
 
@@ -154,12 +169,53 @@ async def test_scheduled_meeting_becomes_a_stored_recording_with_thumbnail(
 
     bot_id = await eventually(bot_deployed, 30, "the scheduler to deploy a bot")
     row = await complete_row(db, Meeting(meeting_id, uuid.uuid4(), uuid.uuid4(), bot_id))
+    # The scheduler registered the bot's own callback, with the secret of its meeting: the bot
+    # called ingest itself before the account webhook, and that delivery is the one published.
+    deliveries = [
+        (w["channel"], w["status"], w.get("outcome"))
+        for w in pipeline.simulator.bot(bot_id)["webhooks"]
+        if w["event"] == "bot.completed"
+    ]
+    assert deliveries == [("callback", 200, "published"), ("svix", 200, None)]
     video = await stored_video(s3, row)
     assert hashlib.sha256(video).hexdigest() == pipeline.simulator.bot(bot_id)["video_sha256"]
     bucket, thumb_key = parse_s3_location(row["thumbnail_url"])
     thumbnail = await (await s3.get_object(Bucket=bucket, Key=thumb_key))["Body"].read()
     assert thumbnail[:3] == b"\xff\xd8\xff"  # a JPEG
     assert thumb_key.rsplit("/", 1)[0] == parse_s3_location(row["video_url"])[1].rsplit("/", 1)[0]
+
+
+async def test_a_gladia_callback_for_a_request_we_never_made_is_401_and_gladia_is_not_asked(
+    pipeline: Pipeline, db: asyncpg.Pool
+) -> None:
+    """A token minted right (someone holding the key) is not enough: no job row has the request
+    id, so ingest refuses before publishing, and the job the body names is never fetched from
+    Gladia with our key. A Gladia meeting completed afterwards shows the pipeline ran on."""
+    sim = pipeline.simulator
+    request_id, job_id = uuid.uuid4(), str(uuid.uuid4())
+    expires = int(time.time()) + 3600
+    subject = callback_tokens.gladia_job_subject(str(request_id), expires)
+    token = callback_tokens.mint(pipeline.keys["callback_key"], subject)
+    # The webhook shape: only the job id, so a transcript.ready would make transcript-sync fetch
+    # the job from Gladia.
+    body = json.dumps({"event": "transcription.success", "payload": {"id": job_id}})
+    async with httpx.AsyncClient(base_url=pipeline.ingest_url) as http:
+        answer = await http.post(
+            f"/webhooks/gladia?request_id={request_id}&expires={expires}&token={token}",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+    assert answer.status_code == 401, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    stored = await db.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE delivery_id LIKE $1", f"%{job_id}%"
+    )
+    assert stored == 0
+
+    bot_id, row = await completed_meeting(pipeline, db, transcription=False)  # Gladia's turn
+    assert row["transcript_provider"] == "gladia"
+    assert (await gladia_job_of(pipeline, db, bot_id)).callbacks == [200]
+    assert [r for r in sim.gladia_requests if job_id in r[1]] == []
 
 
 async def test_reading_events_from_a_topic_that_does_not_exist_fails(stack: Stack) -> None:

@@ -6,10 +6,11 @@ import asyncio
 import base64
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,9 +35,11 @@ class Ingest:
     url: str
     old_secret: str
     new_secret: str
-    callback_secret: str
+    old_callback_key: str  # ingest holds both MeetingBaaS callback keys: a rotation
+    new_callback_key: str
     api_key: str
-    gladia_key: str
+    old_gladia_key: str  # and both Gladia callback keys
+    new_gladia_key: str
     max_body: int
     process: ServiceProcess
 
@@ -56,9 +59,24 @@ class Ingest:
             "svix-signature": Webhook(secret or self.new_secret).sign(msg_id, when, body),
         }
 
-    def gladia_url(self, bot_id: str) -> str:
-        token = callback_tokens.mint(self.gladia_key, bot_id)
-        return f"{self.url}/webhooks/gladia?bot_id={bot_id}&token={token}"
+    def callback_secret(self, meeting_id: uuid.UUID | str, key: str | None = None) -> str:
+        """The x-mb-secret the scheduler registers for a bot of `meeting_id` (new key unless
+        told)."""
+        subject = callback_tokens.meetingbaas_callback_subject(str(meeting_id))
+        return callback_tokens.mint(key or self.new_callback_key, subject)
+
+    def gladia_url(
+        self,
+        request_id: uuid.UUID | str,
+        expires: int | None = None,
+        key: str | None = None,
+        token: str | None = None,
+    ) -> str:
+        """The callback URL transcript-sync gives Gladia for a request (an hour, new key)."""
+        expires = int(time.time()) + 3600 if expires is None else expires
+        subject = callback_tokens.gladia_job_subject(str(request_id), expires)
+        token = token or callback_tokens.mint(key or self.new_gladia_key, subject)
+        return f"{self.url}/webhooks/gladia?request_id={request_id}&expires={expires}&token={token}"
 
 
 def ingest_env(stack: Stack, **extra: str) -> dict[str, str]:
@@ -72,18 +90,20 @@ def ingest(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[I
     values = {
         "old_secret": old,
         "new_secret": new,
-        "callback_secret": secrets.token_urlsafe(16),
+        "old_callback_key": secrets.token_urlsafe(16),
+        "new_callback_key": secrets.token_urlsafe(16),
         "api_key": secrets.token_urlsafe(16),
-        "gladia_key": secrets.token_urlsafe(16),
+        "old_gladia_key": secrets.token_urlsafe(16),
+        "new_gladia_key": secrets.token_urlsafe(16),
         "max_body": 65_536,
     }
     env = ingest_env(
         stack,
         NOTETAKER_HTTP_PORT=str(port),
         NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS=f"{old},{new}",
-        NOTETAKER_MEETINGBAAS_CALLBACK_SECRETS=str(values["callback_secret"]),
+        NOTETAKER_MEETINGBAAS_CALLBACK_KEYS=f"{values['new_callback_key']},{values['old_callback_key']}",
         NOTETAKER_MEETINGBAAS_API_KEYS=str(values["api_key"]),
-        NOTETAKER_GLADIA_CALLBACK_KEYS=str(values["gladia_key"]),
+        NOTETAKER_GLADIA_CALLBACK_KEYS=f"{values['new_gladia_key']},{values['old_gladia_key']}",
         NOTETAKER_MAX_BODY_BYTES=str(values["max_body"]),
     )
     process = ServiceProcess("ingest", env, port, tmp_path_factory.mktemp("ingest") / "ingest.log")
@@ -104,6 +124,44 @@ async def known_bot(db: asyncpg.Pool, bot_id: str | None = None) -> str:
         bot_id,
     )
     return bot_id
+
+
+async def bot_with_meeting(db: asyncpg.Pool) -> tuple[str, uuid.UUID]:
+    """A bot the scheduler deployed for a calendar meeting: (bot id, meeting id)."""
+    bot_id = str(uuid.uuid4())
+    org, user = uuid.uuid4(), uuid.uuid4()
+    meeting_id: uuid.UUID = await db.fetchval(
+        "INSERT INTO meetings (org_id, owner_user_id, start_time, meeting_url, source, bot_id)"
+        " VALUES ($1, $2, now(), 'https://meet.google.com/x', 'notetaker', $3) RETURNING id",
+        org,
+        user,
+        bot_id,
+    )
+    await db.execute(
+        "INSERT INTO recordings (org_id, user_id, meeting_id, bot_id) VALUES ($1, $2, $3, $4)",
+        org,
+        user,
+        meeting_id,
+        bot_id,
+    )
+    return bot_id, meeting_id
+
+
+async def gladia_job(
+    db: asyncpg.Pool, bot_id: str | None = None, job_id: str | None = None
+) -> uuid.UUID:
+    """The row transcript-sync writes before it asks Gladia for a job (`job_id`: after Gladia
+    answered); its request id."""
+    request_id = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO transcription_jobs (request_id, bot_id, provider, job_id, token_expires_at)"
+        " VALUES ($1, $2, 'gladia', $3, $4)",
+        request_id,
+        bot_id or await known_bot(db),
+        job_id,
+        datetime.now(UTC) + timedelta(hours=1),
+    )
+    return request_id
 
 
 def fixture_body(name: str, bot_id: str) -> str:

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from notetaker.devstack.stack import Stack
-from tests.ingest.conftest import Ingest, assert_nothing_published, known_bot, post
+from tests.ingest.conftest import Ingest, assert_nothing_published, gladia_job, known_bot, post
 
 
 def deep(levels: int) -> str:
@@ -70,10 +70,22 @@ async def test_a_signed_hostile_body_gets_a_4xx_and_changes_nothing(
     await assert_nothing_published(stack, bot_id)
 
 
-async def test_a_gladia_callback_with_a_nul_in_its_job_id_gets_a_4xx(
-    ingest: Ingest, db: asyncpg.Pool
+@pytest.mark.parametrize("job_id", ["job\u0000", "../v2/pre-recorded", "a/b", "a?x=1", "%2e%2e"])
+async def test_a_gladia_callback_whose_job_id_is_not_a_plain_id_gets_a_422(
+    ingest: Ingest, db: asyncpg.Pool, stack: Stack, job_id: str
 ) -> None:
+    """The job id goes into Gladia's API path with our key: only a plain id may, in either
+    callback shape."""
     bot_id = await known_bot(db)
-    body = json.dumps({"id": "job\u0000", "event": "transcription.success"})
-    answer = await post(ingest.gladia_url(bot_id), body, {"content-type": "application/json"})
-    assert answer.status_code == 422, answer.text[:300]
+    request_id = await gladia_job(db, bot_id)  # Gladia's id not known yet: the body's counts
+    for body in (
+        json.dumps({"id": job_id, "event": "transcription.success"}),
+        json.dumps({"event": "transcription.success", "payload": {"id": job_id}}),
+    ):
+        answer = await post(
+            ingest.gladia_url(request_id), body, {"content-type": "application/json"}
+        )
+        assert answer.status_code == 422, answer.text[:300]
+    stored = await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE bot_id = $1", bot_id)
+    assert stored == 0
+    await assert_nothing_published(stack, bot_id)

@@ -1,20 +1,30 @@
-"""The scheduler's jobs against a real database: which meetings get bots, which retries are due."""
+"""The scheduler's jobs against a real database: which meetings get bots (and the callback each
+bot is registered with), which retries are due, which overdue Gladia jobs are polled."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+from pydantic import SecretStr
 
-from notetaker.common.events import RecordingUploadRequested
+from notetaker.common import gladia as gladia_ids
+from notetaker.common.events import RecordingUploadRequested, TranscriptReady
 from notetaker.common.kafka import EventPublisher
 from notetaker.devstack.stack import Stack
-from notetaker.scheduler.bots import due_meetings, link_bot
+from notetaker.scheduler.bots import DueMeeting, create_bot, due_meetings, link_bot
 from notetaker.scheduler.retries import request_due_retries
+from notetaker.scheduler.transcriptions import poll_overdue_jobs
 from tests.e2e.conftest import events_for
+from tests.fixtures import PROVIDER_SAMPLES
 
 
 async def add_meeting(db: asyncpg.Pool, starts_in: timedelta, **columns: object) -> uuid.UUID:
@@ -104,3 +114,128 @@ async def test_a_due_retry_is_requested_once_and_one_not_yet_due_is_not(
         "SELECT s3_upload_status FROM recordings WHERE id = $1", recording_id
     )
     assert status == "pending"
+
+
+# --- what MeetingBaaS is asked for, and the poller of overdue Gladia jobs ------------------------
+
+
+def meetingbaas(answers: list[str], sent: list[dict[str, Any]]) -> httpx.AsyncClient:
+    """MeetingBaaS's `POST /v2/bots`, recording each request body and answering the next id."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"success": True, "data": {"bot_id": answers.pop(0)}})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+
+def due(meeting_id: uuid.UUID) -> DueMeeting:
+    return DueMeeting(
+        id=meeting_id,
+        org_id=uuid.uuid4(),
+        owner_user_id=uuid.uuid4(),
+        meeting_url="https://meet.google.com/abc-defg-hij",
+        start_time=datetime.now(UTC),
+    )
+
+
+async def test_a_bot_is_deployed_with_the_callback_secret_of_its_meeting() -> None:
+    meeting = due(uuid.uuid4())
+    sent: list[dict[str, Any]] = []
+    async with meetingbaas(["bot-1"], sent) as http:
+        bot_id = await create_bot(
+            http,
+            api_url="https://meetingbaas.example",
+            api_key=SecretStr("api-key-of-enough-length"),
+            meeting=meeting,
+            bot_name="60 Notetaker",
+            transcription=False,
+            callback_url="https://ingest.example/webhooks/meetingbaas",
+            callback_key=SecretStr("callback-key-that-signs"),
+        )
+    assert bot_id == "bot-1"
+    (request,) = sent
+    # The shape of tests/fixtures/providers/meetingbaas/v2-create-bot.request.json ...
+    sample = json.loads((PROVIDER_SAMPLES / "meetingbaas/v2-create-bot.request.json").read_text())
+    assert sample.keys() <= request.keys()
+    assert request["callback_config"].keys() == sample["callback_config"].keys()
+    # ... with the secret derived for this meeting (the bot id is not known yet).
+    subject = f"meetingbaas-callback:{meeting.id}"
+    expected = hmac.new(b"callback-key-that-signs", subject.encode(), hashlib.sha256).hexdigest()
+    assert request["callback_config"] == {
+        "url": "https://ingest.example/webhooks/meetingbaas",
+        "method": "POST",
+        "secret": expected,
+    }
+    assert request["extra"] == {"meeting_id": str(meeting.id), "org_id": str(meeting.org_id)}
+
+
+async def test_two_meetings_get_two_secrets_and_no_key_means_no_callback() -> None:
+    sent: list[dict[str, Any]] = []
+    async with meetingbaas(["bot-1", "bot-2", "bot-3"], sent) as http:
+        for key in ("callback-key-that-signs", "callback-key-that-signs", None):
+            await create_bot(
+                http,
+                api_url="https://meetingbaas.example",
+                api_key=SecretStr("api-key-of-enough-length"),
+                meeting=due(uuid.uuid4()),
+                bot_name="60 Notetaker",
+                transcription=True,
+                callback_url="https://ingest.example/webhooks/meetingbaas",
+                callback_key=SecretStr(key) if key else None,
+            )
+    first, second, without = sent
+    assert first["callback_config"]["secret"] != second["callback_config"]["secret"]
+    assert "callback_config" not in without
+
+
+async def test_overdue_gladia_jobs_are_polled_by_their_plain_job_id_only(
+    db: asyncpg.Pool, stack: Stack, publisher: EventPublisher
+) -> None:
+    """Rows as transcript-sync writes them now: the one whose job id Gladia has not given yet
+    is left alone, one whose job id is not plain is closed without a request, a done one is
+    announced."""
+    rows = {}
+    for name, job_id in [("done", f"job-{uuid.uuid4()}"), ("no id yet", None), ("bad", "../x")]:
+        bot_id = f"poll-{uuid.uuid4()}"
+        rows[name] = (bot_id, job_id)
+        await db.execute(
+            "INSERT INTO transcription_jobs (request_id, bot_id, provider, job_id, requested_at,"
+            " token_expires_at) VALUES ($1, $2, 'gladia', $3, '2000-01-01', now())",
+            uuid.uuid4(),
+            bot_id,
+            job_id,
+        )
+    asked: list[str] = []
+
+    def gladia(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        done = request.url.path.endswith(str(rows["done"][1]))
+        return httpx.Response(200, json={"status": "done" if done else "queued"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(gladia)) as http:
+        await poll_overdue_jobs(
+            db,
+            http,
+            publisher,
+            api_url="https://gladia.example",
+            api_key=SecretStr("gladia-api-key-of-ours"),
+            overdue_seconds=60,
+            every_seconds=60,
+        )
+    done_bot, done_job = rows["done"]
+    assert f"/v2/pre-recorded/{done_job}" in asked
+    # every request named a plain job id (other tests' overdue rows may be polled too)
+    assert all(gladia_ids.is_job_id(path.removeprefix("/v2/pre-recorded/")) for path in asked)
+    announced = [e.event for e in await events_for(stack, "transcript.ready", done_bot)]
+    assert announced == [TranscriptReady(bot_id=done_bot, provider="gladia", job_id=done_job)]
+    polled = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", done_bot)
+    assert (polled["poll_count"], polled["status"]) == (1, "done")
+    waiting = await db.fetchrow(
+        "SELECT * FROM transcription_jobs WHERE bot_id = $1", rows["no id yet"][0]
+    )
+    assert (waiting["poll_count"], waiting["completed_at"]) == (0, None)
+    bad = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", rows["bad"][0])
+    assert bad["status"] == "error"
+    assert bad["completed_at"] is not None
+    assert bad["poll_count"] == 0

@@ -22,6 +22,7 @@ def pipeline_secrets() -> dict[str, str]:
         "api_key": secrets.token_urlsafe(24),
         "gladia_key": secrets.token_urlsafe(24),
         "callback_key": secrets.token_urlsafe(24),
+        "meetingbaas_callback_key": secrets.token_urlsafe(24),
         "media_key": secrets.token_urlsafe(32),
         "admin_token": secrets.token_urlsafe(24),
     }
@@ -34,6 +35,7 @@ def service_env(simulator_url: str, keys: dict[str, str]) -> dict[str, str]:
         "NOTETAKER_MEETINGBAAS_API_KEY": keys["api_key"],
         "NOTETAKER_MEETINGBAAS_API_KEYS": keys["api_key"],
         "NOTETAKER_MEETINGBAAS_API_URL": simulator_url,
+        "NOTETAKER_MEETINGBAAS_CALLBACK_KEYS": keys["meetingbaas_callback_key"],
         "NOTETAKER_GLADIA_API_URL": simulator_url,
         "NOTETAKER_GLADIA_API_KEY": keys["gladia_key"],
         "NOTETAKER_GLADIA_CALLBACK_KEYS": keys["callback_key"],

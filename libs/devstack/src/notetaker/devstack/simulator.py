@@ -2,9 +2,13 @@
 
 MeetingBaaS side: `POST /v2/bots` deploys a bot that sends Svix-signed `bot.status_change`
 webhooks, then `bot.completed` (or `bot.failed`) to ingest, with recording URLs that look and
-behave like presigned S3 URLs (signed, expiring, range requests). Gladia side: `POST
+behave like presigned S3 URLs (signed, expiring, range requests). A bot created with a
+`callback_config` also calls that URL itself with `bot.completed` or `bot.failed`, sending the
+configured secret in `x-mb-secret` (before the account webhook, so the callback is the delivery
+that counts). Gladia side: `POST
 /v2/pre-recorded` accepts a job and calls its callback URL with the result; `GET
-/v2/pre-recorded/{id}` answers the job. `/sim/...` lets tests steer bots and see what was sent.
+/v2/pre-recorded/{id}` answers the job; every Gladia API request is counted
+(`gladia_requests`). `/sim/...` lets tests steer bots and see what was sent.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class Bot:
     recording: Recording
     extra: dict[str, Any]
     video_delay: float = 0.0
+    callback: dict[str, Any] | None = None  # the create-bot request's `callback_config`
     status: str = "created"
     completed_body: str | None = None
     completed_id: str | None = None
@@ -128,6 +133,7 @@ class ProviderSimulator:
         self.recording = recording
         self.bots: dict[str, Bot] = {}
         self.jobs: dict[str, GladiaJob] = {}
+        self.gladia_requests: list[tuple[str, str]] = []  # (method, path) of each API request
         self._url_key = secrets.token_bytes(32)
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: uvicorn.Server | None = None
@@ -185,8 +191,10 @@ class ProviderSimulator:
         hold_completed: bool = False,
         extra: dict[str, Any] | None = None,
         video_delay: float = 0.0,
+        callback: dict[str, Any] | None = None,
     ) -> str:
-        """Deploy a bot; `video_delay` makes its video URL answer that many seconds late."""
+        """Deploy a bot; `video_delay` makes its video URL answer that many seconds late;
+        `callback` is a `callback_config` (`url`, `secret`) the bot calls when it ends."""
         assert self.recording is not None, "start() the simulator first"
         bot = Bot(
             str(uuid.uuid4()),
@@ -196,6 +204,7 @@ class ProviderSimulator:
             self.recording,
             extra or {},
             video_delay,
+            callback if callback and callback.get("url") else None,
         )
         if not hold_completed:
             bot.released.set()
@@ -295,7 +304,46 @@ class ProviderSimulator:
         delivery_id = f"msg_{uuid.uuid4().hex}"
         if event == "bot.completed":
             bot.completed_body, bot.completed_id = body, delivery_id
+        if bot.callback is not None and event in ("bot.completed", "bot.failed"):
+            callback_body = json.dumps({"event": event, "data": data, "extra": bot.extra})
+            await self._call_back(bot, event, callback_body, attempts=6)
         await self._deliver(bot, event, body, delivery_id, attempts=6)
+
+    async def _call_back(self, bot: Bot, event: str, body: str, attempts: int) -> int:
+        """POST the bot's own callback to its `callback_config` URL, with its secret in
+        `x-mb-secret`, retrying on errors and 5xx."""
+        assert self._http is not None
+        assert bot.callback is not None
+        headers = {"content-type": "application/json"}
+        if bot.callback.get("secret"):
+            headers["x-mb-secret"] = str(bot.callback["secret"])
+        method = str(bot.callback.get("method") or "POST")
+        status = 0
+        for attempt in range(1, attempts + 1):
+            outcome = None
+            try:
+                response = await self._http.request(
+                    method, str(bot.callback["url"]), content=body, headers=headers
+                )
+                status = response.status_code
+                if 200 <= status < 300:
+                    outcome = response.json().get("status")
+            except (httpx.HTTPError, ValueError) as exc:  # ValueError: an answer not JSON
+                log.warning("simulator.callback_unreachable", error=repr(exc), attempt=attempt)
+                status = 0
+            bot.webhooks.append(
+                {
+                    "event": event,
+                    "channel": "callback",
+                    "status": status,
+                    "outcome": outcome,
+                    "at": time.time(),
+                }
+            )
+            if 200 <= status < 300 or 400 <= status < 500:
+                return status
+            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        return status
 
     async def _deliver(
         self, bot: Bot, event: str, body: str, delivery_id: str, attempts: int
@@ -322,7 +370,13 @@ class ProviderSimulator:
                 log.warning("simulator.webhook_unreachable", error=repr(exc), attempt=attempt)
                 status = 0
             bot.webhooks.append(
-                {"event": event, "svix_id": delivery_id, "status": status, "at": time.time()}
+                {
+                    "event": event,
+                    "channel": "svix",
+                    "svix_id": delivery_id,
+                    "status": status,
+                    "at": time.time(),
+                }
             )
             if 200 <= status < 300 or 400 <= status < 500:
                 return status
@@ -389,6 +443,14 @@ class ProviderSimulator:
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="MeetingBaaS + Gladia simulator")
 
+        @app.middleware("http")
+        async def count_gladia_requests(request: Request, call_next: Any) -> Response:
+            # Every request to Gladia's API, whatever its path goes on to match (or not).
+            if request.url.path.startswith("/v2/pre-recorded"):
+                self.gladia_requests.append((request.method, request.url.path))
+            response: Response = await call_next(request)
+            return response
+
         def bad_key(presented: str | None, expected: str) -> bool:
             return not hmac.compare_digest((presented or "").encode(), expected.encode())
 
@@ -403,6 +465,7 @@ class ProviderSimulator:
                 body.get("meeting_url", ""),
                 transcription=bool(body.get("transcription_enabled", True)),
                 extra=body.get("extra") or {},
+                callback=body.get("callback_config"),
             )
             return JSONResponse({"success": True, "data": {"bot_id": bot_id}})
 

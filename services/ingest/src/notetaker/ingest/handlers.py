@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 from fastapi import APIRouter, Header, Query, Request
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
@@ -168,12 +172,18 @@ async def meetingbaas_webhook(
     settings: IngestSettings = request.app.state.settings
     request.state.delivery_id = svix_id
     body = await _read_body(request, settings.max_body_bytes)
-    verdict = auth.authenticate_meetingbaas(
+    pool = request.app.state.pool
+
+    async def meeting_of(bot_id: str) -> str | None:
+        return await _meeting_of_bot(pool, bot_id)
+
+    verdict = await auth.authenticate_meetingbaas(
         body,
         request.headers,
         webhook_secrets=settings.meetingbaas_webhook_secrets,
-        callback_secrets=settings.meetingbaas_callback_secrets,
+        callback_keys=settings.meetingbaas_callback_keys,
         api_keys=settings.meetingbaas_api_keys,
+        meeting_of=meeting_of,
     )
     if not verdict.ok:
         log.warning(
@@ -209,6 +219,29 @@ async def meetingbaas_webhook(
     )
 
 
+async def _meeting_of_bot(pool: asyncpg.Pool, bot_id: str) -> str | None:
+    meeting_id = await pool.fetchval("SELECT meeting_id FROM recordings WHERE bot_id = $1", bot_id)
+    return str(meeting_id) if meeting_id is not None else None
+
+
+@dataclass(frozen=True)
+class _TranscriptionJob:
+    bot_id: str
+    job_id: str | None  # None until Gladia's answer to the request is stored
+
+
+async def _transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> _TranscriptionJob | None:
+    row = await pool.fetchrow(
+        "SELECT bot_id, job_id FROM transcription_jobs WHERE request_id = $1", request_id
+    )
+    return _TranscriptionJob(row["bot_id"], row["job_id"]) if row is not None else None
+
+
+def _refuse_gladia(reason: str, **context: object) -> Problem:
+    log.warning("webhook.unauthenticated", provider="gladia", reason=reason, **context)
+    return Problem(401, "unauthenticated", "Callback authentication failed")
+
+
 @router.post(
     "/webhooks/gladia",
     summary="Gladia pre-recorded transcription callback",
@@ -218,35 +251,44 @@ async def meetingbaas_webhook(
 )
 async def gladia_callback(
     request: Request,
-    bot_id: str = Query(
-        "",
-        max_length=100,
-        pattern=r"^[A-Za-z0-9._:-]*$",
-        description="Bot whose audio the job transcribes.",
-    ),
+    request_id: uuid.UUID = Query(description="Our id of the transcription request."),
+    expires: int = Query(ge=0, lt=2**63, description="When the token expires (Unix seconds)."),
     token: str = Query(
-        "", max_length=128, pattern=r"^[0-9a-f]*$", description="Token minted for this job."
+        min_length=64,
+        max_length=64,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Token transcript-sync minted for this request and expiry.",
     ),
 ) -> Accepted:
     settings: IngestSettings = request.app.state.settings
-    request.state.bot_id = bot_id
     body = await _read_body(request, settings.max_body_bytes)
-    verdict = auth.authenticate_gladia(bot_id, token, settings.gladia_callback_keys)
+    verdict = auth.authenticate_gladia(
+        str(request_id), expires, token, settings.gladia_callback_keys, time.time()
+    )
     if not verdict.ok:
-        log.warning("webhook.unauthenticated", provider="gladia", reason=verdict.reason)
-        raise Problem(401, "unauthenticated", "Callback authentication failed")
+        raise _refuse_gladia(verdict.reason, request_id=str(request_id))
+    job = await _transcription_job(request.app.state.pool, request_id)
+    if job is None:
+        raise _refuse_gladia("no transcription job has this request id", request_id=str(request_id))
+    request.state.bot_id = job.bot_id
     callback = _parse(body, providers.GladiaCallback)
+    if job.job_id is not None and callback.job_id != job.job_id:
+        raise _refuse_gladia(
+            "the job id differs from the one Gladia gave for this request",
+            request_id=str(request_id),
+            bot_id=job.bot_id,
+        )
     try:
-        events = providers.gladia_events(callback, bot_id)
+        events = providers.gladia_events(callback, job.bot_id)
     except ValidationError as exc:
         raise _invalid(exc) from exc
-    job_id = callback.id or str((callback.payload or {}).get("id", ""))
+    job_id = job.job_id or callback.job_id or ""
     request.state.delivery_id = job_id
     return await _publish(
         request,
         provider="gladia",
-        delivery_ids=[f"{bot_id}:{job_id}:{callback.event}"],
+        delivery_ids=[f"{request_id}:{job_id}:{callback.event}"],
         event_type=callback.event,
-        bot_id=bot_id,
+        bot_id=job.bot_id,
         events=events,
     )

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from notetaker.common import gladia
 from notetaker.common.events import (
     BotStatusChanged,
     Event,
@@ -233,17 +234,32 @@ class GladiaResult(_Payload):
 
 
 class GladiaCallback(_Payload):
-    """Both callback shapes: the full result (`payload.transcription`) or only the job id."""
+    """Both callback shapes: the full result (`payload.transcription`) or only the job id
+    (`payload.id`). A job id is a plain id (`notetaker.common.gladia`): it goes into Gladia's
+    API path with our key."""
 
-    id: str | None = Field(None, max_length=100)
+    id: str | None = Field(None, max_length=100, pattern=gladia.JOB_ID_PATTERN)
     event: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _plain_payload_id(self) -> GladiaCallback:
+        value = (self.payload or {}).get("id")
+        if value is not None and not gladia.is_job_id(value):
+            raise ValueError("payload.id is not a plain job id")
+        return self
+
+    @property
+    def job_id(self) -> str | None:
+        """The job the callback is about: `id`, else `payload.id`."""
+        value = self.id or (self.payload or {}).get("id")
+        return str(value) if value is not None else None
 
 
 def gladia_events(callback: GladiaCallback, bot_id: str) -> list[Event]:
     if callback.event != "transcription.success":
         return []  # errors are stored; the scheduler's poller and transcript-sync decide next
-    job_id = callback.id or (callback.payload or {}).get("id")
+    job_id = callback.job_id
     payload = callback.payload or {}
     if "transcription" not in payload:
         return [TranscriptReady(bot_id=bot_id, provider="gladia", job_id=job_id)]

@@ -1,4 +1,4 @@
-"""Ingest settings: the webhook secrets per provider and the request limits."""
+"""Ingest settings: the webhook secrets and keys per provider, and the request limits."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ class IngestSettings(NotetakerSettings):
         default_factory=list,
         description="MeetingBaaS v2 Svix signing secrets (`whsec_...`), comma-separated.",
     )
-    meetingbaas_callback_secrets: Secrets = Field(
+    meetingbaas_callback_keys: Secrets = Field(
         default_factory=list,
-        description="Per-bot callback secrets (header x-mb-secret), comma-separated.",
+        description="Keys deriving each bot's x-mb-secret from its meeting (same as scheduler).",
     )
     meetingbaas_api_keys: Secrets = Field(
         default_factory=list,
@@ -46,7 +46,7 @@ class IngestSettings(NotetakerSettings):
     )
     gladia_callback_keys: Secrets = Field(
         default_factory=list,
-        description="Keys that mint Gladia callback tokens (shared with transcript-sync).",
+        description="Keys checking Gladia callback tokens (shared with transcript-sync).",
     )
     max_body_bytes: int = Field(1_048_576, description="Largest webhook body accepted, in bytes.")
     publish_timeout_seconds: float = Field(

@@ -40,6 +40,7 @@ class Scheduler:
         self.publisher = publisher
         self.is_leader = False
         self.warned_no_api_key = False
+        self.warned_no_callback_key = False
 
     async def deploy_bots(self) -> int:
         if self.settings.meetingbaas_api_key is None:
@@ -47,6 +48,13 @@ class Scheduler:
                 log.warning("scheduler.bot_deploys_off", hint="set NOTETAKER_MEETINGBAAS_API_KEY")
                 self.warned_no_api_key = True
             return 0
+        keys = self.settings.meetingbaas_callback_keys
+        if not keys and not self.warned_no_callback_key:
+            log.warning(
+                "scheduler.bot_callbacks_off",
+                hint="set NOTETAKER_MEETINGBAAS_CALLBACK_KEYS (the same on ingest)",
+            )
+            self.warned_no_callback_key = True
         deployed = 0
         for meeting in await bots.due_meetings(self.pool, self.settings.bot_join_lead_seconds):
             bot_id = await bots.create_bot(
@@ -56,6 +64,8 @@ class Scheduler:
                 meeting=meeting,
                 bot_name=self.settings.bot_name,
                 transcription=self.settings.bot_transcription,
+                callback_url=f"{self.settings.webhook_base_url}/webhooks/meetingbaas",
+                callback_key=keys[0] if keys else None,
             )
             if await bots.link_bot(self.pool, meeting, bot_id):
                 deployed += 1

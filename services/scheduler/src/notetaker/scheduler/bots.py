@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 from pydantic import SecretStr
 
+from notetaker.common import callback_tokens
 from notetaker.common.logs import get_logger
 
 log = get_logger(__name__)
@@ -49,18 +50,31 @@ async def create_bot(
     meeting: DueMeeting,
     bot_name: str,
     transcription: bool,
+    callback_url: str | None = None,
+    callback_key: SecretStr | None = None,
 ) -> str:
+    """Ask MeetingBaaS for a bot; with `callback_url` and `callback_key`, the bot also calls
+    `callback_url` itself when it completes or fails, with the secret derived for this meeting in
+    `x-mb-secret` (the bot id is not known yet: ingest finds the meeting from the bot later)."""
+    request: dict[str, object] = {
+        "meeting_url": meeting.meeting_url,
+        "bot_name": bot_name,
+        "recording_mode": "speaker_view",
+        "transcription_enabled": transcription,
+        # Lets an operator match a bot to its meeting from the provider's side.
+        "extra": {"meeting_id": str(meeting.id), "org_id": str(meeting.org_id)},
+    }
+    if callback_url is not None and callback_key is not None:
+        subject = callback_tokens.meetingbaas_callback_subject(str(meeting.id))
+        request["callback_config"] = {
+            "url": callback_url,
+            "method": "POST",
+            "secret": callback_tokens.mint(callback_key.get_secret_value(), subject),
+        }
     response = await http.post(
         f"{api_url}/v2/bots",
         headers={"x-meeting-baas-api-key": api_key.get_secret_value()},
-        json={
-            "meeting_url": meeting.meeting_url,
-            "bot_name": bot_name,
-            "recording_mode": "speaker_view",
-            "transcription_enabled": transcription,
-            # Lets an operator match a bot to its meeting from the provider's side.
-            "extra": {"meeting_id": str(meeting.id), "org_id": str(meeting.org_id)},
-        },
+        json=request,
     )
     if response.status_code not in (200, 201):
         raise BotDeployError(

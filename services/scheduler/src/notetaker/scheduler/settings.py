@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from notetaker.common.settings import NotetakerSettings, Secret
+from notetaker.common.settings import NotetakerSettings, Secret, Secrets
 
 
 class SchedulerSettings(NotetakerSettings):
@@ -22,6 +22,10 @@ class SchedulerSettings(NotetakerSettings):
         "https://api.meetingbaas.com", description="MeetingBaaS API base URL."
     )
     meetingbaas_api_key: Secret | None = Field(None, description="MeetingBaaS API key.")
+    meetingbaas_callback_keys: Secrets = Field(
+        default_factory=list,
+        description="Keys deriving each bot's callback secret (1st signs; shared with ingest).",
+    )
     gladia_api_url: str = Field("https://api.gladia.io", description="Gladia API base URL.")
     gladia_api_key: Secret | None = Field(
         None, description="Gladia API key; empty turns polling of overdue jobs off."
@@ -33,5 +37,5 @@ class SchedulerSettings(NotetakerSettings):
         60.0, description="Time between two polls of the same overdue job."
     )
     webhook_base_url: str = Field(
-        "http://127.0.0.1:8000", description="Public base URL of ingest (for the bot callbacks)."
+        "http://127.0.0.1:8000", description="Public base URL of ingest (the bots' callback URL)."
     )

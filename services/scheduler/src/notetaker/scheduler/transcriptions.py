@@ -7,6 +7,7 @@ import asyncpg
 import httpx
 from pydantic import SecretStr
 
+from notetaker.common import gladia
 from notetaker.common.events import TranscriptReady
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
@@ -24,10 +25,11 @@ async def poll_overdue_jobs(
     overdue_seconds: float,
     every_seconds: float,
 ) -> int:
-    """Ask Gladia about overdue jobs; returns how many finished jobs were announced."""
+    """Ask Gladia about overdue jobs; returns how many finished jobs were announced. A job whose
+    id Gladia has not given yet (its request is still being submitted) waits for it."""
     jobs = await pool.fetch(
-        "SELECT bot_id, job_id FROM transcription_jobs"
-        " WHERE completed_at IS NULL AND provider = 'gladia'"
+        "SELECT request_id, bot_id, job_id FROM transcription_jobs"
+        " WHERE completed_at IS NULL AND provider = 'gladia' AND job_id IS NOT NULL"
         " AND requested_at < now() - make_interval(secs => $1)"
         " AND (polled_at IS NULL OR polled_at < now() - make_interval(secs => $2))"
         " ORDER BY requested_at LIMIT 100",
@@ -36,15 +38,24 @@ async def poll_overdue_jobs(
     )
     announced = 0
     for job in jobs:
+        if not gladia.is_job_id(job["job_id"]):
+            # Never sent with our key: close the job, the meeting keeps its video.
+            await pool.execute(
+                "UPDATE transcription_jobs SET completed_at = now(), status = 'error'"
+                " WHERE request_id = $1",
+                job["request_id"],
+            )
+            log.error("transcription.bad_job_id", bot_id=job["bot_id"], provider="gladia")
+            continue
         response = await http.get(
-            f"{api_url}/v2/pre-recorded/{job['job_id']}",
+            gladia.job_url(api_url, job["job_id"]),
             headers={"x-gladia-key": api_key.get_secret_value()},
         )
         status = response.json().get("status") if response.status_code == 200 else None
         await pool.execute(
             "UPDATE transcription_jobs SET polled_at = now(), poll_count = poll_count + 1,"
-            " status = coalesce($2, status) WHERE bot_id = $1",
-            job["bot_id"],
+            " status = coalesce($2, status) WHERE request_id = $1",
+            job["request_id"],
             status,
         )
         if status == "done":
@@ -55,8 +66,8 @@ async def poll_overdue_jobs(
             log.info("transcription.polled_done", bot_id=job["bot_id"], job_id=job["job_id"])
         elif status == "error":
             await pool.execute(
-                "UPDATE transcription_jobs SET completed_at = now() WHERE bot_id = $1",
-                job["bot_id"],
+                "UPDATE transcription_jobs SET completed_at = now() WHERE request_id = $1",
+                job["request_id"],
             )
             log.error(
                 "transcription.failed",

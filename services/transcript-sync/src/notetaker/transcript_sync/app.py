@@ -8,7 +8,10 @@ with the error and the join state is left as it was (a replay then redoes the wo
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -220,6 +223,14 @@ class Join:
             Params={"Bucket": effect.bucket, "Key": effect.audio_key},
             ExpiresIn=self.settings.presigned_url_seconds,
         )
+        pool = self.resources.pool
+        assert pool is not None
+        # The row comes first: a callback is accepted only for a request id that has one.
+        request_id = uuid.uuid4()
+        expires = int(time.time()) + self.settings.gladia_callback_token_seconds
+        await meetings.open_transcription_job(
+            pool, bot_id, "gladia", request_id, datetime.fromtimestamp(expires, UTC)
+        )
         job_id = await transcripts.request_gladia_job(
             self.resources.http,
             gladia_url=self.settings.gladia_api_url,
@@ -227,11 +238,18 @@ class Join:
             audio_url=audio_url,
             callback_base=self.settings.ingest_public_url,
             callback_key=self.settings.gladia_callback_keys[0],
+            request_id=request_id,
+            expires=expires,
             bot_id=bot_id,
         )
-        assert self.resources.pool is not None
-        await meetings.record_transcription_job(self.resources.pool, bot_id, "gladia", job_id)
-        log.info("transcription.requested", bot_id=bot_id, provider="gladia", job_id=job_id)
+        await meetings.record_transcription_job(pool, request_id, job_id)
+        log.info(
+            "transcription.requested",
+            bot_id=bot_id,
+            provider="gladia",
+            job_id=job_id,
+            request_id=str(request_id),
+        )
 
 
 def create_app(settings: TranscriptSyncSettings) -> faust.App:

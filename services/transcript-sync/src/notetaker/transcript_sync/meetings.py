@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -93,18 +94,34 @@ async def mark_failed(pool: asyncpg.Pool, bot_id: str, error: str) -> MeetingMed
     return await _update(pool, bot_id, "recording_status = $2", f"failed: {error}"[:1000])
 
 
-async def record_transcription_job(
-    pool: asyncpg.Pool, bot_id: str, provider: str, job_id: str
+async def open_transcription_job(
+    pool: asyncpg.Pool,
+    bot_id: str,
+    provider: str,
+    request_id: uuid.UUID,
+    token_expires_at: datetime,
 ) -> None:
-    """Remember a job we asked for, so an overdue callback can be replaced by polling."""
+    """Write the bot's job row before the job is submitted: from now on a callback naming
+    `request_id` is one we asked for (ingest refuses the others), and an overdue job can be
+    polled once its provider id is known. A new request replaces the bot's previous row."""
     await pool.execute(
-        "INSERT INTO transcription_jobs (bot_id, provider, job_id) VALUES ($1, $2, $3)"
-        " ON CONFLICT (bot_id) DO UPDATE SET provider = EXCLUDED.provider,"
-        " job_id = EXCLUDED.job_id, requested_at = now(), completed_at = NULL,"
-        " status = 'requested'",
+        "INSERT INTO transcription_jobs (request_id, bot_id, provider, token_expires_at)"
+        " VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (bot_id) DO UPDATE SET request_id = EXCLUDED.request_id,"
+        " provider = EXCLUDED.provider, job_id = NULL,"
+        " token_expires_at = EXCLUDED.token_expires_at, requested_at = now(), polled_at = NULL,"
+        " poll_count = 0, completed_at = NULL, status = 'requested'",
+        request_id,
         bot_id,
         provider,
-        job_id,
+        token_expires_at,
+    )
+
+
+async def record_transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID, job_id: str) -> None:
+    """The provider's id of the job asked for under `request_id`: callbacks must name it."""
+    await pool.execute(
+        "UPDATE transcription_jobs SET job_id = $2 WHERE request_id = $1", request_id, job_id
     )
 
 

@@ -30,6 +30,9 @@ class TranscriptSyncSettings(NotetakerSettings):
     gladia_callback_keys: Secrets = Field(
         default_factory=list, description="Keys minting Gladia callback tokens (1st signs)."
     )
+    gladia_callback_token_seconds: int = Field(
+        172_800, gt=0, description="How long a Gladia callback token is valid after the request."
+    )
     ingest_public_url: str = Field(
         "http://127.0.0.1:8000", description="Public base URL of ingest, for Gladia's callback."
     )

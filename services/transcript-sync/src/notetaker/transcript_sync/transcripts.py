@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import httpx
 from pydantic import SecretStr
 
-from notetaker.common import callback_tokens, source_policy
+from notetaker.common import callback_tokens, gladia, source_policy
 from notetaker.common.events import TranscriptReady, Utterance
 from notetaker.common.source_policy import SourceForbidden, host_of, is_forbidden_failure
 
@@ -71,7 +71,11 @@ async def resolve(
     if event.transcript_url:
         body = await _fetch_transcript(sources, event.bot_id, event.transcript_url, max_bytes)
     elif event.job_id and gladia_key is not None:
-        url = f"{gladia_url}/v2/pre-recorded/{quote(event.job_id, safe='')}"
+        if not gladia.is_job_id(event.job_id):
+            raise TranscriptUnavailable(
+                f"the Gladia job of bot {event.bot_id} has an id that is not a plain id"
+            )
+        url = gladia.job_url(gladia_url, event.job_id)
         headers = {"x-gladia-key": gladia_key.get_secret_value()}
         async with http.stream("GET", url, headers=headers) as response:
             _check_status(event.bot_id, response.status_code)
@@ -133,12 +137,17 @@ async def request_gladia_job(
     audio_url: str,
     callback_base: str,
     callback_key: SecretStr,
+    request_id: uuid.UUID,
+    expires: int,
     bot_id: str,
 ) -> str:
-    """Submit a pre-recorded job whose callback carries a token minted for this bot; its id."""
-    token = callback_tokens.mint(callback_key.get_secret_value(), bot_id)
+    """Submit a pre-recorded job whose callback URL names our request and carries a token minted
+    for it and its expiry (`expires`, Unix seconds); the job's id, refused unless a plain id."""
+    subject = callback_tokens.gladia_job_subject(str(request_id), expires)
+    token = callback_tokens.mint(callback_key.get_secret_value(), subject)
     callback = httpx.URL(
-        f"{callback_base}/webhooks/gladia", params={"bot_id": bot_id, "token": token}
+        f"{callback_base}/webhooks/gladia",
+        params={"request_id": str(request_id), "expires": str(expires), "token": token},
     )
     response = await http.post(
         f"{gladia_url}/v2/pre-recorded",
@@ -155,5 +164,7 @@ async def request_gladia_job(
             f"Gladia refused the job for bot {bot_id}:"
             f" HTTP {response.status_code} {response.text[:200]}"
         )
-    job_id: str = response.json()["id"]
-    return job_id
+    job_id = response.json().get("id")
+    if not gladia.is_job_id(job_id):
+        raise TranscriptUnavailable(f"Gladia answered the job for bot {bot_id} without a plain id")
+    return str(job_id)

@@ -64,7 +64,7 @@ class Scheduler:
                 meeting=meeting,
                 bot_name=self.settings.bot_name,
                 transcription=self.settings.bot_transcription,
-                callback_url=f"{self.settings.webhook_base_url}/webhooks/meetingbaas",
+                callback_url=f"{self.settings.webhook_base_url.rstrip('/')}/webhooks/meetingbaas",
                 callback_key=keys[0] if keys else None,
             )
             if await bots.link_bot(self.pool, meeting, bot_id):

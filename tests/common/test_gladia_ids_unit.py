@@ -45,3 +45,9 @@ def test_anything_else_is_refused_before_a_url_exists(job_id: str) -> None:
 @pytest.mark.parametrize("value", [None, 42, [JOB], {"id": JOB}, JOB.encode()])
 def test_a_value_that_is_not_a_string_is_no_job_id(value: object) -> None:
     assert not gladia.is_job_id(value)
+
+
+def test_a_refusal_quotes_at_most_100_characters_of_what_was_presented() -> None:
+    with pytest.raises(ValueError, match="not a plain Gladia job id") as refused:
+        gladia.job_url("https://api.gladia.io", "/" * 500)
+    assert str(refused.value) == f"not a plain Gladia job id: {'/' * 100!r}"

@@ -5,7 +5,7 @@ UV := python3 -m uv
 PY := $(UV) run --frozen
 ARGS ?=
 
-.PHONY: up test lint typecheck pytest mutation bench bench-ingest bench-upload deps tools clean
+.PHONY: up test lint typecheck pytest fuzz mutation bench bench-ingest bench-upload deps tools clean
 
 ## make up: start the embedded stack, the five services and the provider simulator, and take
 ## a scheduled demo meeting to a stored recording with thumbnail. Ctrl-C stops everything.
@@ -25,6 +25,13 @@ typecheck:
 
 pytest:
 	$(PY) pytest
+
+## make fuzz: the long form of the webhook fuzz in make test: NOTETAKER_FUZZ_EXAMPLES cases per
+## operation and mode (300: over 1,000 signed requests past authentication), only 2xx and 4xx.
+FUZZ_EXAMPLES ?= 300
+fuzz: deps
+	NOTETAKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) pytest -s -q \
+		tests/ingest/test_openapi.py -k past_authentication
 
 ## make mutation: mutation testing (mutmut) of the modules that carry a promise, against the
 ## in-process unit tests only (no stack, no subprocess); prints mutants, killed, survived per

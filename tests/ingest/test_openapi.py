@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import os
 import re
 import time
 import uuid
@@ -47,6 +48,9 @@ from tests.ingest.conftest import Ingest
 def ingest_schema(ingest: Ingest) -> Any:
     return schemathesis.openapi.from_url(f"{ingest.url}/openapi.json")
 
+
+# Cases per operation and generation mode: a few dozen in `make test`, hundreds in `make fuzz`.
+EXAMPLES = int(os.environ.get("NOTETAKER_FUZZ_EXAMPLES", "30"))
 
 CHECKS = [
     not_a_server_error,
@@ -225,7 +229,10 @@ def fuzz(
 
     @given(case=operation.as_strategy(generation_mode=mode, **placeholders(operation)))
     @settings(
-        max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
     )
     def honours_schema(case: Any) -> None:
         response = case.call_and_validate(session=session, checks=CHECKS)
@@ -256,6 +263,10 @@ def test_every_operation_honours_its_schema_past_authentication(
     ]
     for operation, mode in runs:
         fuzz(operation, mode, session, seen.setdefault((operation.path, mode.value), Counter()))
+
+    answered = sum((counts for counts in seen.values()), Counter[int]())
+    print(f"\nfuzzed {answered.total()} requests past authentication: {dict(answered)}")
+    assert not [status for status in answered if status >= 500], answered  # only 2xx and 4xx
 
     def reached(path: str, mode: str) -> set[int]:
         """Statuses only a handler past authentication answers."""

@@ -9,8 +9,9 @@ names to them, and their refusal is told apart from a timeout by the policy's ow
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -18,6 +19,7 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from notetaker.common.source_policy import (
+    ForbiddenAddress,
     SourceForbidden,
     SourcePolicy,
     host_of,
@@ -51,13 +53,24 @@ POLICY = SourcePolicy()
         "::ffff:10.0.0.1",
         "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
         "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+        "4000::1",  # reserved IPv6 (not in any private range, so "global" to ipaddress)
     ],
 )
 def test_addresses_that_are_not_public_are_refused(address: str) -> None:
     assert not POLICY.address_allowed(address)
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "52.216.1.1", "2600:1f18::1", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "52.216.1.1",
+        "2600:1f18::1",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",  # NAT64 of 8.8.8.8: a provider on an IPv6-only network
+    ],
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     assert POLICY.address_allowed(address)
 
@@ -103,6 +116,80 @@ def test_errors_name_the_host_never_the_signature() -> None:
         SourcePolicy(allowed_host_suffixes=("meetingbaas.com",)).check_url(url)
     assert "deadbeef" not in str(refused.value)
     assert "AKIA" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "http:///no-host", "http://[::1/x", "http://[bad]/x", ""]
+)
+def test_a_url_without_a_host_to_name_is_named_as_a_question_mark(url: str) -> None:
+    # What a caller's error says of a URL it could not fetch ("... is at ?, not a public
+    # address"): never the URL itself.
+    assert host_of(url) == "?"
+
+
+def caught(raise_it: Callable[[], object]) -> BaseException:
+    try:
+        raise_it()
+    except Exception as exc:
+        return exc
+    raise AssertionError("nothing was raised")
+
+
+def refused_here() -> None:
+    POLICY.check_url("http://10.0.0.1/transcript.json")
+
+
+def wrapped_explicitly() -> None:
+    try:
+        refused_here()
+    except SourceForbidden as refusal:
+        raise RuntimeError("fetching the transcript failed") from refusal
+
+
+def wrapped_while_handling() -> None:
+    try:
+        refused_here()
+    except SourceForbidden:
+        raise RuntimeError("fetching the transcript failed")  # noqa: B904 - chained implicitly
+
+
+def wrapped_twice() -> None:
+    try:
+        wrapped_while_handling()
+    except RuntimeError as failure:
+        raise ValueError("the meeting has no transcript") from failure
+
+
+def refused_at_connect() -> None:
+    try:
+        raise ForbiddenAddress("10.0.0.1")
+    except OSError:
+        raise RuntimeError("cannot connect")  # noqa: B904 - chained implicitly
+
+
+def refused_connection() -> None:
+    try:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")
+    except OSError as failure:
+        raise RuntimeError("fetching the transcript failed") from failure
+
+
+@pytest.mark.parametrize(
+    ("raise_it", "forbidden"),
+    [
+        (refused_here, True),
+        (wrapped_explicitly, True),
+        (wrapped_while_handling, True),
+        (wrapped_twice, True),
+        (refused_at_connect, True),
+        (refused_connection, False),
+    ],
+)
+def test_a_refusal_is_recognised_under_whatever_a_caller_wrapped_it_in(
+    raise_it: Callable[[], object], forbidden: bool
+) -> None:
+    # A refusal is permanent (source_forbidden, never retried); anything else is worth a retry.
+    assert is_forbidden_failure(caught(raise_it)) is forbidden
 
 
 # --- through a real client session -------------------------------------------------------------
@@ -232,6 +319,49 @@ async def test_a_public_looking_name_for_a_private_address_is_refused(address: s
     message = await refused(POLICY, "http://recordings.example.com/video.mp4", resolver)
     assert resolver.lookups == ["recordings.example.com"]  # refused at connect, after resolving
     assert address in message
+
+
+@dataclass
+class AllAt(AbstractResolver):
+    """A resolver for tests: a name answers with all of its addresses at once (A and AAAA)."""
+
+    answers: dict[str, list[str]]
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=0,
+            )
+            for address in self.answers[host]
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_name_with_private_ipv4_and_ipv6_addresses_is_refused_at_each() -> None:
+    # Each address is refused on its own; the connection then fails with one error naming both
+    # ("Multiple exceptions: ..."), a permission error (EACCES) like a single refusal.
+    resolver = AllAt({"dual.example.com": ["10.0.0.1", "fd00:ec2::254"]})
+    with pytest.raises(aiohttp.ClientConnectorError) as raised:
+        await asyncio.wait_for(
+            fetch(POLICY, "http://dual.example.com/v.mp4?sig=s3cr3t", resolver), 10
+        )
+    assert is_forbidden_failure(raised.value)
+    assert raised.value.errno == errno.EACCES
+    message = str(raised.value)
+    for address in ("10.0.0.1", "fd00:ec2::254"):
+        assert f"[Errno 13] refused by the source URL policy: address {address} is not public" in (
+            message
+        )
+    assert "s3cr3t" not in message
 
 
 async def test_a_name_mapped_to_loopback_never_reaches_the_server(loopback: Counting) -> None:

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -502,6 +503,42 @@ async def test_an_unreachable_source_is_a_source_error() -> None:
     )
 
 
+async def drops_the_connection(reset: bool) -> asyncio.Server:
+    """A source that reads the request and answers nothing: it resets the connection (RST), or
+    closes it cleanly."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if reset:
+            linger = struct.pack("ii", 1, 0)  # close at once with a reset, no FIN
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("reset", "why"),
+    [(True, "ClientOSError (Connection reset by peer)"), (False, "ServerDisconnectedError")],
+    ids=["reset", "hung up"],
+)
+async def test_a_source_that_drops_the_connection_says_how_and_never_the_url(
+    reset: bool, why: str
+) -> None:
+    server = await drops_the_connection(reset)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(SourceError) as raised:
+            await copy(FakeS3(), f"http://127.0.0.1:{port}/video.mp4?X-Amz-Signature=s3cr3t")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert raised.value.reason == "source_read"
+    assert str(raised.value) == f"reading the source at 127.0.0.1 failed: {why}"
+
+
 def test_a_source_error_says_why_in_a_bounded_label() -> None:
     assert SourceError("x").reason == "source_read"
     assert SourceError("x", reason="source_http_403").reason == "source_http_403"
@@ -873,6 +910,7 @@ async def test_a_source_that_stalls_fails_after_the_read_timeout(odd: OddSource)
     with pytest.raises(SourceError) as raised:
         task.result()
     assert raised.value.reason == "source_read"
+    assert str(raised.value) == "reading the source at 127.0.0.1 failed: SocketTimeoutError"
 
 
 async def test_the_source_session_bounds_connect_and_read_but_not_the_transfer() -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 
+from notetaker.common.events import RecordingCompleted
+from notetaker.common.kafka import EventPublisher
 from notetaker.devstack.sources import RecordingSource
+from notetaker.devstack.stack import Stack
 
 
 @pytest.fixture
@@ -16,3 +22,26 @@ async def source() -> AsyncIterator[RecordingSource]:
     await src.start()
     yield src
     await src.stop()
+
+
+async def recording_ready_at(stack: Stack, db: asyncpg.Pool, video_url: str) -> str:
+    """A deployed bot (its recordings row) whose provider now says its recording is at
+    `video_url`, as ingest would announce it; the bot id."""
+    bot_id = str(uuid.uuid4())
+    await db.execute(
+        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
+        uuid.uuid4(),
+        uuid.uuid4(),
+        bot_id,
+    )
+    publisher = EventPublisher(stack.settings(service_name="ingest"))
+    await publisher.start()
+    try:
+        await publisher.publish(
+            RecordingCompleted(
+                bot_id=bot_id, video_url=video_url, urls_received_at=datetime.now(UTC)
+            )
+        )
+    finally:
+        await publisher.stop()
+    return bot_id

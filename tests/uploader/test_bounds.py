@@ -5,22 +5,19 @@ exists, and a body that runs past the limit without saying its length fails the 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import psutil
 import pytest
 
-from notetaker.common.events import RecordingCompleted
-from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
 from tests.conftest import eventually
+from tests.uploader.conftest import recording_ready_at
 
 MIB = 1024 * 1024
 LIMIT = 8 * MIB
@@ -88,25 +85,6 @@ async def uploader(
     process.stop()
 
 
-async def upload(stack: Stack, db: asyncpg.Pool, url: str) -> str:
-    bot_id = str(uuid.uuid4())
-    await db.execute(
-        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
-        uuid.uuid4(),
-        uuid.uuid4(),
-        bot_id,
-    )
-    publisher = EventPublisher(stack.settings(service_name="ingest"))
-    await publisher.start()
-    try:
-        await publisher.publish(
-            RecordingCompleted(bot_id=bot_id, video_url=url, urls_received_at=datetime.now(UTC))
-        )
-    finally:
-        await publisher.stop()
-    return bot_id
-
-
 async def failed(db: asyncpg.Pool, bot_id: str) -> Any:
     async def probe() -> Any:
         row = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
@@ -132,7 +110,7 @@ async def test_a_declared_length_of_10_to_the_14_fails_at_once_and_the_rss_does_
     await source.start()
     try:
         before = rss(uploader)
-        bot_id = await upload(stack, db, source.url())
+        bot_id = await recording_ready_at(stack, db, source.url())
         row = await failed(db, bot_id)
         after = rss(uploader)
     finally:
@@ -151,7 +129,7 @@ async def test_a_body_past_the_limit_without_a_length_fails_and_leaves_no_upload
     source = Liar(declared=None, sends=LIMIT + 2 * MIB)
     await source.start()
     try:
-        bot_id = await upload(stack, db, source.url())
+        bot_id = await recording_ready_at(stack, db, source.url())
         row = await failed(db, bot_id)
     finally:
         await source.stop()

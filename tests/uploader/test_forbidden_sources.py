@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from notetaker.common.events import RecordingCompleted, RecordingUploadFailed
-from notetaker.common.kafka import EventPublisher
+from notetaker.common.events import RecordingUploadFailed
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
 from tests.common.test_source_policy import Counting
 from tests.conftest import eventually
 from tests.e2e.conftest import events_for
+from tests.uploader.conftest import recording_ready_at
 
 SECRET = "Sig-9f8e7d6c5b4a"  # stands for the provider's presigned-URL signature
 
@@ -54,27 +52,6 @@ async def loopback() -> AsyncIterator[Counting]:
     await server.stop()
 
 
-async def completed(stack: Stack, db: asyncpg.Pool, video_url: str) -> str:
-    bot_id = str(uuid.uuid4())
-    await db.execute(
-        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
-        uuid.uuid4(),
-        uuid.uuid4(),
-        bot_id,
-    )
-    publisher = EventPublisher(stack.settings(service_name="ingest"))
-    await publisher.start()
-    try:
-        await publisher.publish(
-            RecordingCompleted(
-                bot_id=bot_id, video_url=video_url, urls_received_at=datetime.now(UTC)
-            )
-        )
-    finally:
-        await publisher.stop()
-    return bot_id
-
-
 def log_lines(process: ServiceProcess, bot_id: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in Path(process.log_path).read_text().splitlines() if line]
     return [line for line in lines if line.get("bot_id") == bot_id]
@@ -98,7 +75,7 @@ async def test_a_recording_url_inside_the_network_fails_for_good_and_is_never_fe
     target: str,
 ) -> None:
     url = target.format(port=loopback.port) + f"?X-Amz-Signature={SECRET}&token={SECRET}"
-    bot_id = await completed(stack, db, url)
+    bot_id = await recording_ready_at(stack, db, url)
 
     async def failed() -> Any:
         row = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)

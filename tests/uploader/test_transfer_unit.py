@@ -242,6 +242,15 @@ class MemoryLedger:
         self.digests.pop(upload_id, None)
 
 
+@dataclass
+class SlowLedger(MemoryLedger):
+    """Writes a part down as PostgreSQL does: after a round trip, while the copy goes on."""
+
+    async def record(self, upload_id: str, part: Part) -> None:
+        await asyncio.sleep(0.005)
+        await super().record(upload_id, part)
+
+
 # --- sources ------------------------------------------------------------------------------------
 
 
@@ -927,6 +936,18 @@ async def test_no_more_parts_are_in_flight_than_allowed(
     s3 = FakeS3(part_delay=0.03)
     await copy(s3, files.url("long.mp4"), parts_in_flight=in_flight)
     assert 1 <= s3.most_in_flight <= in_flight  # bounded memory: parts in flight, not the file
+    assert s3.objects[KEY][0] == DATA * 3
+
+
+async def test_a_ledger_that_takes_its_time_does_not_hold_up_the_parts(
+    files: RecordingSource,
+) -> None:
+    # A part's buffer goes back for the next part once S3 has answered, while its digest is still
+    # being written down: the next part fills it meanwhile, and every part is still exact.
+    files.files["long.mp4"] = DATA * 3  # ten parts through two buffers
+    s3, ledger = FakeS3(), SlowLedger()
+    stored = await copy(s3, files.url("long.mp4"), ledger=ledger, parts_in_flight=1)
+    assert stored == StoredObject(KEY, 3 * len(DATA), composite(DATA * 3), 10, 0)
     assert s3.objects[KEY][0] == DATA * 3
 
 

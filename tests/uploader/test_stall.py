@@ -64,7 +64,9 @@ async def test_a_source_under_the_floor_fails_as_stalled(files: RecordingSource)
 async def test_a_source_over_the_floor_is_copied_whole(files: RecordingSource) -> None:
     files.faults["video.mp4"] = SLOW
     s3 = FakeS3()
-    await copy(s3, files.url("video.mp4"), MinRate(50_000, 0.3))
+    # About 350 kB/s against a floor of 20 kB/s over a second: a loaded machine's hiccups
+    # cannot take it under.
+    await copy(s3, files.url("video.mp4"), MinRate(20_000, 1.0))
     assert s3.objects[KEY][0] == DATA
 
 

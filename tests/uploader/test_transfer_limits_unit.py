@@ -9,6 +9,7 @@ is held to the same in tests/uploader/test_bounds.py and test_forbidden_sources.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,7 +21,6 @@ from starlette.routing import Route
 from notetaker.common.source_policy import SourcePolicy
 from notetaker.devstack.asgi import InLoopServer
 from notetaker.devstack.sources import Fault, RecordingSource
-from notetaker.devstack.stack import free_port
 from notetaker.uploader.transfer import SourceError, StoredObject, source_session, stream_to_s3
 from tests.uploader.test_transfer_unit import DATA, KEY, PART, FakeS3, MemoryLedger, OddSource
 
@@ -186,6 +186,9 @@ async def test_a_name_that_leads_to_an_address_that_is_not_public_is_refused_by_
 
 
 async def test_an_unreachable_public_policy_source_is_an_ordinary_read_error() -> None:
-    with pytest.raises(SourceError) as raised:
-        await copy(FakeS3(), f"http://127.0.0.1:{free_port()}/v.mp4", max_bytes=len(DATA))
+    with socket.socket() as bound:  # bound, never listening: nothing else can take the port
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/v.mp4"
+        with pytest.raises(SourceError) as raised:
+            await copy(FakeS3(), url, max_bytes=len(DATA))
     assert raised.value.reason == "source_read"

@@ -4,8 +4,10 @@ nothing stored, never a 5xx: a 503 tells the provider to retry forever, a 500 hi
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 import asyncpg
+import httpx
 import pytest
 
 from notetaker.devstack.stack import Stack
@@ -89,3 +91,60 @@ async def test_a_gladia_callback_whose_job_id_is_not_a_plain_id_gets_a_422(
     stored = await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE bot_id = $1", bot_id)
     assert stored == 0
     await assert_nothing_published(stack, bot_id)
+
+
+async def test_the_ranges_the_schema_states_are_where_ingest_draws_the_line(
+    ingest: Ingest, db: asyncpg.Pool
+) -> None:
+    """The OpenAPI document states the accepted ranges of both webhook bodies; a signed body
+    exactly at each bound is accepted and one step past it is refused with a 422."""
+    async with httpx.AsyncClient() as http:
+        schema = (await http.get(f"{ingest.url}/openapi.json")).json()
+    bodies_schema = {}
+    for path in ("/webhooks/meetingbaas", "/webhooks/gladia"):
+        body = schema["paths"][path]["post"]["requestBody"]
+        assert "422" in body["description"]
+        bodies_schema[path] = body["content"]["application/json"]["schema"]
+    ranges = bodies_schema["/webhooks/meetingbaas"]["x-accepted-ranges"]
+    assert bodies_schema["/webhooks/gladia"]["x-accepted-ranges"] == ranges
+    sent_at = bodies_schema["/webhooks/meetingbaas"]["properties"]["sent_at"]
+    latest = datetime.fromisoformat(sent_at["x-latest"])
+    earliest = datetime.fromisoformat(sent_at["x-earliest"])
+
+    def status_change(bot: str, extra: str = "", sent: datetime | None = None) -> str:
+        when = f', "sent_at": "{sent.isoformat()}"' if sent else ""
+        return (
+            f'{{"event": "bot.status_change"{when}, "data": {{"bot_id": "{bot}",'
+            f' "status": {{"code": "joining_call"}}{extra}}}}}'
+        )
+
+    # the top object and `data` are two levels of nesting already
+    depth = ranges["maxNestingDepth"] - 2
+    cases = {
+        "nesting": (f', "x": {deep(depth)}', f', "x": {deep(depth + 1)}'),
+        "largest integer": (
+            f', "n": {ranges["integerMaximum"]}',
+            f', "n": {ranges["integerMaximum"] + 1}',
+        ),
+        "smallest integer": (
+            f', "n": {ranges["integerMinimum"]}',
+            f', "n": {ranges["integerMinimum"] - 1}',
+        ),
+    }
+    bodies = {
+        name: (status_change(await known_bot(db), at), status_change(await known_bot(db), past))
+        for name, (at, past) in cases.items()
+    }
+    bodies["latest time"] = (
+        status_change(await known_bot(db), sent=latest),
+        status_change(await known_bot(db), sent=latest + timedelta(microseconds=1)),
+    )
+    bodies["earliest time"] = (
+        status_change(await known_bot(db), sent=earliest),
+        status_change(await known_bot(db), sent=earliest - timedelta(microseconds=1)),
+    )
+    for name, (at, past) in bodies.items():
+        answer = await post(f"{ingest.url}/webhooks/meetingbaas", at, ingest.signed(at))
+        assert answer.status_code == 200, (name, answer.status_code, answer.text[:300])
+        answer = await post(f"{ingest.url}/webhooks/meetingbaas", past, ingest.signed(past))
+        assert answer.status_code == 422, (name, answer.status_code, answer.text[:300])

@@ -40,11 +40,33 @@ class Accepted(BaseModel):
     events: list[str]
 
 
+MAX_JSON_DEPTH = 64  # the providers' payloads nest a handful of levels
+MAX_JSON_INTEGER = 2**63  # anything larger is no count, offset or time a provider sends
+
+# What any body may hold, wherever in it (JSON Schema cannot say all of it): stated in the
+# OpenAPI document as `x-accepted-ranges` and enforced by `_check_json` (422 beyond them).
+ACCEPTED_RANGES: dict[str, Any] = {
+    "maxNestingDepth": MAX_JSON_DEPTH,
+    "integerMinimum": -MAX_JSON_INTEGER,
+    "integerMaximum": MAX_JSON_INTEGER - 1,
+    "strings": "no NUL character (U+0000) and no unpaired surrogate",
+    "timestamps": f"years {providers.EARLIEST_YEAR} to {providers.LATEST_YEAR}",
+}
+
+
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema["x-accepted-ranges"] = ACCEPTED_RANGES
+    limits = (
+        f"Anywhere in the body: nesting at most {MAX_JSON_DEPTH} levels, integers from "
+        f"-2^63 to 2^63-1, no NUL character or unpaired surrogate in any string, timestamps in "
+        f"the years {providers.EARLIEST_YEAR} to {providers.LATEST_YEAR}; beyond these, 422."
+    )
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "description": limits,
+            "content": {"application/json": {"schema": schema}},
         }
     }
 
@@ -62,10 +84,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise Problem(413, "body_too_large", "Body too large", f"the limit is {limit} bytes")
     return bytes(body)
-
-
-MAX_JSON_DEPTH = 64  # the providers' payloads nest a handful of levels
-MAX_JSON_INTEGER = 2**63  # anything larger is no count, offset or time a provider sends
 
 
 def _parse(body: bytes, model: type[M]) -> M:

@@ -27,13 +27,26 @@ from notetaker.common.events import (
 BotId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2100  # a timestamp outside these is no provider's clock
+
+
 def _plausible_time(value: datetime | None) -> datetime | None:
-    if value is not None and not 2000 <= value.year <= 2100:
-        raise ValueError("timestamp is not between the years 2000 and 2100")
+    if value is not None and not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"timestamp is not between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
     return value
 
 
-Time = Annotated[datetime | None, AfterValidator(_plausible_time)]
+Time = Annotated[
+    datetime | None,
+    AfterValidator(_plausible_time),
+    Field(
+        description=f"An ISO 8601 time in the years {EARLIEST_YEAR} to {LATEST_YEAR}.",
+        json_schema_extra={
+            "x-earliest": f"{EARLIEST_YEAR}-01-01T00:00:00Z",
+            "x-latest": f"{LATEST_YEAR}-12-31T23:59:59.999999Z",
+        },
+    ),
+]
 Url = Annotated[HttpUrl, Field(max_length=4096)]
 Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 

@@ -324,6 +324,8 @@ def test_configmaps_hold_the_settings_each_service_reads(
         assert data["NOTETAKER_HTTP_PORT"] == str(PORTS[service])
         assert data["NOTETAKER_KAFKA_IDEMPOTENCE"] == "true"
         assert data["NOTETAKER_KAFKA_TOPIC_PARTITIONS"] == "3"
+        assert data["NOTETAKER_KAFKA_EVENT_RETENTION_MS"] == "604800000"
+        assert data["NOTETAKER_KAFKA_DEAD_LETTER_RETENTION_MS"] == "1209600000"
         # Nothing the service would ignore (a typo, a setting it does not have).
         unknown = data.keys() - service_env_names[service]
         assert not unknown, f"{service} does not read {sorted(unknown)}"

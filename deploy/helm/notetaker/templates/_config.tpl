@@ -12,6 +12,8 @@ NOTETAKER_KAFKA_BOOTSTRAP_SERVERS: {{ required "kafka.bootstrapServers is requir
 NOTETAKER_KAFKA_IDEMPOTENCE: {{ $v.kafka.idempotence | toString | quote }}
 NOTETAKER_KAFKA_TOPIC_PARTITIONS: {{ $v.kafka.topicPartitions | toString | quote }}
 NOTETAKER_KAFKA_REPLICATION_FACTOR: {{ $v.kafka.replicationFactor | toString | quote }}
+NOTETAKER_KAFKA_EVENT_RETENTION_MS: {{ include "notetaker.number" $v.kafka.eventRetentionMs | quote }}
+NOTETAKER_KAFKA_DEAD_LETTER_RETENTION_MS: {{ include "notetaker.number" $v.kafka.deadLetterRetentionMs | quote }}
 {{- /* An empty endpoint is left unset: the S3 client then talks to AWS itself. */}}
 {{- with $v.s3.endpointUrl }}
 NOTETAKER_S3_ENDPOINT_URL: {{ . | quote }}

@@ -209,10 +209,24 @@ TOPICS: tuple[str, ...] = tuple(CATALOG)
 # Headers a dead-lettered record carries beside the original ones.
 DLQ_ERROR_HEADER = "notetaker_error"
 DLQ_OFFSET_HEADER = "notetaker_original_offset"
+DLQ_HEADERS = (DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER)
+# Header of a dead letter replayed to its original topic: `<dlq topic>:<partition>:<offset>`.
+REPLAYED_FROM_HEADER = "notetaker_replayed_from"
+
+DLQ_SUFFIX = ".dlq"
 
 
 def dlq_topic(topic: str) -> str:
-    return f"{topic}.dlq"
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+def is_dlq_topic(topic: str) -> bool:
+    return topic.endswith(DLQ_SUFFIX)
+
+
+def original_topic(topic: str) -> str:
+    """The topic a dead-letter topic's records came from (`bot.status.dlq` -> `bot.status`)."""
+    return topic.removesuffix(DLQ_SUFFIX)
 
 
 def parse(event_type: str, data: Any) -> Event:

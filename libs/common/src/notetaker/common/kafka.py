@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.structs import OffsetAndMetadata
 
 from notetaker.common.envelope import Envelope, EnvelopeError, from_message, to_message
@@ -26,6 +27,7 @@ from notetaker.common.events import (
     TOPICS,
     Event,
     dlq_topic,
+    is_dlq_topic,
 )
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import CONSUMER_DLQ, CONSUMER_HANDLED
@@ -36,8 +38,30 @@ log = get_logger(__name__)
 Handler = Callable[[Envelope], Awaitable[None]]
 
 
+RETENTION_CONFIG = "retention.ms"
+_TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+
+def topic_configs(settings: NotetakerSettings, topic: str) -> dict[str, str]:
+    """Configs a topic is created with: its retention, longer for dead letters (kept until an
+    operator has had time to fix the cause and replay them, `notetaker dead-letters replay`)."""
+    retention = (
+        settings.kafka_dead_letter_retention_ms
+        if is_dlq_topic(topic)
+        else settings.kafka_event_retention_ms
+    )
+    return {RETENTION_CONFIG: str(retention)}
+
+
 async def ensure_topics(settings: NotetakerSettings, topics: Iterable[str] = TOPICS) -> None:
-    """Create each topic and its dead-letter topic if missing (same partition count for all)."""
+    """Create each topic and its dead-letter topic if missing (same partition count for all),
+    with its `retention.ms` from the settings, passed in CreateTopics (Tansu and Kafka take it).
+
+    A topic that exists already is left as it is: one whose retention differs from the settings
+    is logged (`kafka.topic_retention_differs`) for an operator to change, never altered here
+    (lowering a retention deletes records; Tansu has no AlterConfigs at all). A creation the
+    broker refuses (bad config, policy, too few brokers) raises.
+    """
     wanted = [t for topic in topics for t in (topic, dlq_topic(topic))]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
@@ -45,20 +69,58 @@ async def ensure_topics(settings: NotetakerSettings, topics: Iterable[str] = TOP
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         for name in missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            name,
-                            num_partitions=settings.kafka_topic_partitions,
-                            replication_factor=settings.kafka_replication_factor,
-                        )
-                    ]
-                )
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=settings.kafka_topic_partitions,
+                        replication_factor=settings.kafka_replication_factor,
+                        topic_configs=topic_configs(settings, name),
+                    )
+                ]
+            )
+            for topic, code, *message in response.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):  # another process may have won
+                    error = for_code(code)
+                    raise error(f"cannot create topic {topic}: {message[0] if message else ''}")
         if missing:
             log.info("kafka.topics_created", topics=missing)
+        await _check_retention(admin, settings, [t for t in wanted if t in existing])
     finally:
         await admin.close()
+
+
+async def _check_retention(
+    admin: AIOKafkaAdminClient, settings: NotetakerSettings, topics: list[str]
+) -> None:
+    """Log each existing topic whose retention.ms is not the one the settings give."""
+    if not topics:
+        return
+    try:
+        # Every config of each topic: Tansu 0.6 drops the connection when asked for some by name.
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+        )
+    except (KafkaError, OSError) as exc:
+        log.warning("kafka.topic_retention_unchecked", error=repr(exc))
+        return
+    for response in responses:
+        for code, _message, _type, topic, entries, *_ in response.resources:
+            if code != 0:
+                continue
+            actual = next((e[1] for e in entries if e[0] == RETENTION_CONFIG), None)
+            expected = topic_configs(settings, topic)[RETENTION_CONFIG]
+            if actual != expected:
+                log.warning(
+                    "kafka.topic_retention_differs",
+                    topic=topic,
+                    retention_ms=actual,
+                    expected_retention_ms=expected,
+                    fix=(
+                        f"kafka-configs.sh --alter --entity-type topics --entity-name {topic}"
+                        f" --add-config {RETENTION_CONFIG}={expected}"
+                    ),
+                )
 
 
 def create_producer(settings: NotetakerSettings) -> AIOKafkaProducer:

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from notetaker.common.source_policy import SourcePolicy
 
 MIN_SECRET_CHARS = 16
+DAY_MS = 24 * 60 * 60 * 1000
+MIN_RETENTION_MS = 60 * 60 * 1000  # an hour: anything shorter is a typo (seconds for ms)
 
 
 def split_secrets(value: object) -> object:
@@ -94,6 +103,14 @@ class NotetakerSettings(BaseSettings):
         3, description="Partitions for topics this system creates (all equal, for the join)."
     )
     kafka_replication_factor: int = Field(1, description="Replication factor for created topics.")
+    kafka_event_retention_ms: int = Field(
+        7 * DAY_MS,
+        description="retention.ms of the event topics this system creates (-1: for ever).",
+    )
+    kafka_dead_letter_retention_ms: int = Field(
+        14 * DAY_MS,
+        description="retention.ms of the .dlq topics it creates: time left to replay them.",
+    )
 
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/notetaker",
@@ -124,6 +141,16 @@ class NotetakerSettings(BaseSettings):
         False,
         description="Dev stack only: provider URLs may reach loopback (the local simulator).",
     )
+
+    @field_validator("kafka_event_retention_ms", "kafka_dead_letter_retention_ms")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value != -1 and value < MIN_RETENTION_MS:
+            raise ValueError(
+                f"must be -1 (keep for ever) or at least {MIN_RETENTION_MS} ms (an hour);"
+                " it is in milliseconds"
+            )
+        return value
 
     def source_policy(self) -> SourcePolicy:
         """What provider URLs these settings let the service fetch."""

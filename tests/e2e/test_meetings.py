@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client.parser import text_string_to_metric_families
 
 from notetaker.common import media_tokens
 from notetaker.common.events import (
@@ -217,6 +218,7 @@ async def test_a_fathom_meeting_is_never_touched(
         bot_id,
     )
     before = dict(await db.fetchrow("SELECT * FROM meetings WHERE id = $1", fathom_id))
+    counted_before = await join_dead_letters(pipeline, "transcript.ready")
     meeting = Meeting(fathom_id, org, user, bot_id)
     await publish(pipeline, await uploaded_event(pipeline, s3, meeting), "uploader")
     await publish(pipeline, transcript_event(bot_id), "ingest")
@@ -227,6 +229,25 @@ async def test_a_fathom_meeting_is_never_touched(
     await eventually(dead_lettered, 60, "the notetaker events about a Fathom bot to be parked")
     after = dict(await db.fetchrow("SELECT * FROM meetings WHERE id = $1", fathom_id))
     assert after == before
+    # Counted for the dead-letter alert (NotetakerEventsDeadLettered), under the join's group.
+    assert await join_dead_letters(pipeline, "transcript.ready") >= counted_before + 1
+
+
+async def join_dead_letters(pipeline: Pipeline, topic: str) -> float:
+    """transcript-sync's notetaker_consumer_events_dead_lettered_total for `topic`, scraped."""
+    url = pipeline.services.processes["transcript_sync"].url
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{url}/metrics")).text
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "notetaker_consumer_events_dead_lettered_total"
+        and sample.labels == {"group": JOIN_GROUP, "topic": topic}
+    ]
+    # The series exists from the start (at 0), so the alert sees the first dead letter.
+    assert len(values) == 1, f"no dead-letter series for {JOIN_GROUP} and {topic}"
+    return values[0]
 
 
 def token_for(pipeline: Pipeline, *orgs: Any) -> str:

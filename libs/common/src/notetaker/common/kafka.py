@@ -140,6 +140,7 @@ class EventPublisher:
     """Publishes catalog events as CloudEvents; `publish` returns once Kafka has acknowledged."""
 
     def __init__(self, settings: NotetakerSettings) -> None:
+        self.service_name = settings.service_name
         self.source = f"/notetaker/{settings.service_name}"
         self.producer = create_producer(settings)
 
@@ -182,8 +183,11 @@ class EventPublisher:
         headers: Iterable[tuple[str, bytes]],
         offset: int,
         error: str,
+        group: str | None = None,
     ) -> None:
-        """Park a record on `<topic>.dlq` with the error, to be inspected and replayed."""
+        """Park a record on `<topic>.dlq` with the error, to be inspected and replayed
+        (`notetaker dead-letters`), and count it for the dead-letter alert under `group` (the
+        consumer group that gave up on it; default: this service's name)."""
         await self.producer.send_and_wait(
             dlq_topic(topic),
             value=value,
@@ -194,6 +198,7 @@ class EventPublisher:
                 (DLQ_OFFSET_HEADER, str(offset).encode()),
             ],
         )
+        CONSUMER_DLQ.labels(group or self.service_name, topic).inc()
         log.warning("event.dead_lettered", topic=topic, offset=offset, error=error[:500])
 
 
@@ -265,6 +270,10 @@ class EventConsumer:
             heartbeat_interval_ms=1_000,
         )
         self._consumer = consumer
+        for topic in self.topics:
+            # Series exist from the start at 0, so the first dead letter is an increase the
+            # alert sees (a counter born at 1 has no increase to Prometheus).
+            CONSUMER_DLQ.labels(self.group_id, topic)
         consumer.subscribe(self.topics, listener=_Rebalance(self))
         await consumer.start()
         log.info("consumer.started", group=self.group_id, topics=self.topics)
@@ -366,8 +375,8 @@ class EventConsumer:
             headers=record.headers,
             offset=record.offset,
             error=error,
+            group=self.group_id,
         )
-        CONSUMER_DLQ.labels(self.group_id, record.topic).inc()
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         offsets = {}

@@ -25,6 +25,7 @@ from notetaker.common.envelope import EnvelopeError, from_message
 from notetaker.common.events import Event, MeetingSynced
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
+from notetaker.common.metrics import CONSUMER_DLQ
 from notetaker.common.s3 import S3Client, s3_client, s3_location
 from notetaker.transcript_sync import media, meetings, transcripts
 from notetaker.transcript_sync.join import (
@@ -115,7 +116,13 @@ class Join:
 
         async def park(error: str) -> None:
             await self.resources.publisher.dead_letter(
-                topic=topic, key=key, value=value, headers=headers, offset=offset, error=error
+                topic=topic,
+                key=key,
+                value=value,
+                headers=headers,
+                offset=offset,
+                error=error,
+                group=self.settings.faust_app_id,
             )
 
         try:
@@ -273,6 +280,8 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
     app.transport = Transport(app.conf.broker_consumer, app)
     resources = Resources(settings)
     join = Join(settings, resources)
+    for topic in SOURCE_TOPICS:  # at 0 from the start: the first dead letter is an increase
+        CONSUMER_DLQ.labels(settings.faust_app_id, topic)
     table = app.Table("meeting-join", default=dict, partitions=settings.kafka_topic_partitions)
     source = app.topic(
         *SOURCE_TOPICS,

@@ -30,17 +30,35 @@ from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import S3Client, s3_client
 from notetaker.devstack.stack import Stack, docker_available, start_stack
 
+pytest.register_assert_rewrite("tests.secret_scan")
+from tests import secret_scan  # noqa: E402 - after its assertions are set to be rewritten
+
 T = TypeVar("T")
 
-pytest_plugins = ["tests.leaks"]
+pytest_plugins = ["tests.leaks", "tests.secret_scan"]
 
 
 @pytest.fixture(scope="session")
 async def stack() -> AsyncIterator[Stack]:
+    """The run's stack; once every test is done with it, the secret scan (tests/secret_scan.py)
+    looks through what the run's services left in it."""
     configure_logging("tests", "WARNING", "console")
     running = await start_stack(containers=docker_available())
     yield running
-    running.stop()
+    try:
+        await secret_scan.check_run(running, lambda topic: existing_records(running, topic))
+    finally:
+        running.stop()
+
+
+def existing_records(stack: Stack, topic: str) -> list[KafkaRecord]:
+    """Every record on `topic` (`records_up_to_marker`), or none when no test created it."""
+    admin = Consumer({"bootstrap.servers": stack.kafka_bootstrap_servers, "group.id": "scan"})
+    try:
+        exists = topic in admin.list_topics(timeout=20).topics
+    finally:
+        admin.close()
+    return records_up_to_marker(stack.kafka_bootstrap_servers, topic, None) if exists else []
 
 
 @pytest.fixture(scope="session")

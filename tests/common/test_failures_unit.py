@@ -126,12 +126,12 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert retry_after(RuntimeError()) is None
 
 
-def test_the_policy_refuses_to_retry_a_permanent_error_and_honours_retry_after() -> None:
+def test_the_policy_retries_transient_errors_only_and_honours_retry_after() -> None:
     policy = RetryPolicy(retry_after_max=60)
     assert policy.should_retry(Permanent("no")) is False
     assert policy.should_retry(httpx_error(404)) is False
     assert policy.should_retry(RuntimeError()) is True
-    assert policy.should_retry(TimeoutError()) is True
+    assert policy.should_retry(TimeoutError()) is False  # an outage: waited out, not retried
     assert policy.should_retry(httpx_error(429, {"Retry-After": "12"})) == 12.0
     assert policy.should_retry(httpx_error(429, {"Retry-After": "3600"})) == 60.0
 

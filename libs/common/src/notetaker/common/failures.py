@@ -143,9 +143,10 @@ class RetryPolicy:
     retry_after_max: float = 300.0  # a provider asking for longer waits in the parked table
 
     def should_retry(self, exc: Exception) -> bool | float:
-        """stamina's backoff hook: no retry for a permanent error; a provider's Retry-After
-        as the wait when it gave one."""
-        if classify(exc) is Kind.PERMANENT:
+        """stamina's backoff hook: transient errors only (a permanent error is not retried, an
+        outage is the caller's to wait out with `OutagePolicy`); a provider's Retry-After as
+        the wait when it gave one."""
+        if classify(exc) is not Kind.TRANSIENT:
             return False
         asked = retry_after(exc)
         if asked is not None:

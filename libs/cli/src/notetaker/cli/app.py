@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from notetaker.cli import events
+from notetaker.cli import dead_letters, events
 
 app = typer.Typer(
     name="notetaker",
@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(events.app, name="events")
+app.add_typer(dead_letters.app, name="dead-letters")
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from notetaker.common.envelope import Envelope, EnvelopeError, from_message
 from notetaker.common.events import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, TOPICS, dlq_topic
-from notetaker.common.settings import NotetakerSettings
+from notetaker.common.settings import NotetakerSettings, load_settings
 
 app = typer.Typer(
     help="Watch the events on Kafka: one topic per event type, plus its dead letters (.dlq).",
@@ -82,7 +82,8 @@ def check_topic(topic: str) -> str:
 
 
 def settings() -> NotetakerSettings:
-    return NotetakerSettings()
+    """The NOTETAKER_* settings; a bad value exits with a message naming it, no traceback."""
+    return load_settings(NotetakerSettings)
 
 
 def quiet_kafka_logs(settings: NotetakerSettings) -> None:

@@ -592,7 +592,13 @@ def test_prometheus_rule_alerts(rendered: list[Manifest]) -> None:
     assert 'rate(notetaker_uploader_attempts_total{outcome="failed"}' in failing["expr"]
     lag = rule(rendered, "NotetakerConsumerLagHigh")
     assert "kafka_consumergroup_lag" in lag["expr"]
-    for alert in (org, platform, failing, lag):
+    dead = rule(rendered, "NotetakerEventsDeadLettered")
+    assert "notetaker_consumer_events_dead_lettered_total" in dead["expr"]
+    assert (
+        "notetaker dead-letters replay {{ $labels.topic }} --all" in dead["annotations"]["runbook"]
+    )
+    assert "for 14 days (kafka.deadLetterRetentionMs)" in dead["annotations"]["description"]
+    for alert in (org, platform, failing, lag, dead):
         assert alert["labels"]["severity"] in {"warning", "critical"}
         assert alert["annotations"]["summary"]
         assert alert["annotations"]["description"]
@@ -821,6 +827,91 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
                         "exp_alerts": [],
                     },
                     {"eval_time": "30m", "alertname": "NotetakerUploadsFailing", "exp_alerts": []},
+                ],
+            },
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(cases, sort_keys=False))
+    result = subprocess.run(
+        [binary, "test", "rules", "tests.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dead_letter_alert_fires_on_the_first_dead_letter_and_names_the_replay_command(
+    tmp_path: Path,
+) -> None:
+    """NotetakerEventsDeadLettered, with its annotations rendered as Alertmanager gets them."""
+    binary = promtool_path()
+    write_rules(render(), tmp_path / "rules.yml")
+    dlq = "notetaker_consumer_events_dead_lettered_total"
+
+    def series(group: str, topic: str, pod: str, values: str) -> dict[str, str]:
+        return {
+            "series": f'{dlq}{{group="{group}", topic="{topic}", pod="{pod}"}}',
+            "values": values,
+        }
+
+    def firing(group: str, topic: str, value: int) -> dict[str, Any]:
+        return {
+            "exp_labels": {"severity": "warning", "group": group, "topic": topic},
+            "exp_annotations": {
+                "summary": f"Consumer group {group} dead-lettered events from {topic}:"
+                f" they wait on {topic}.dlq to be replayed",
+                "description": f"{value} event(s) of {topic} could not be parsed or kept failing"
+                f" in {group} over the last 30 minutes. They were parked on {topic}.dlq with"
+                " their error and are not applied until replayed; the topic keeps them for 14"
+                " days (kafka.deadLetterRetentionMs).",
+                "runbook": f"List them with their errors: notetaker dead-letters list {topic}."
+                " Fix the cause (a bug, a bad payload, a dependency), then check what would go"
+                f" out with notetaker dead-letters replay {topic} --all --dry-run and replay with"
+                f" notetaker dead-letters replay {topic} --all (or --offset P:O, --event-id ID for"
+                f" some). Each dead letter is published once to {topic}, however often the"
+                " command runs.",
+            },
+        }
+
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Old dead letters, nothing new since: quiet once Prometheus has 30 minutes
+                    # of history (in its first 30 minutes a standing count reads as new).
+                    series("notetaker-metrics", "storage.usage", "c", "3x100"),
+                    # Started at 0 (as consumers start their series), one dead letter at 50m.
+                    series("notetaker-uploader", "recording.completed", "a", "0x49 1x50"),
+                    # A counter first written at 1 (no 0 ever scraped): still the first one.
+                    series("notetaker-transcript-sync", "transcript.ready", "b", "_x50 1x50"),
+                    # A pod restarted: a new series at 0 is no dead letter.
+                    series("notetaker-uploader", "recording.completed", "d", "_x50 0x50"),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "45m",
+                        "alertname": "NotetakerEventsDeadLettered",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "55m",
+                        "alertname": "NotetakerEventsDeadLettered",
+                        "exp_alerts": [
+                            firing("notetaker-uploader", "recording.completed", 1),
+                            firing("notetaker-transcript-sync", "transcript.ready", 1),
+                        ],
+                    },
+                    # 30 minutes without a new one: resolved.
+                    {
+                        "eval_time": "85m",
+                        "alertname": "NotetakerEventsDeadLettered",
+                        "exp_alerts": [],
+                    },
                 ],
             },
         ],

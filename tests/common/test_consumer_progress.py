@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notetaker.common.kafka import _PartitionProgress
+from notetaker.common.consumer import _PartitionProgress
 
 
 def test_commit_point_waits_for_the_lowest_pending_offset() -> None:

@@ -5,7 +5,7 @@ An event is parked (with its error) only after the failure policy's in-place ret
 (`notetaker.common.failures`); its offset is committed once the row is written, never before.
 A parked event is claimed by one worker at a time (the claim pushes its next attempt out by a
 lease, so a worker that dies mid-retry gives it back), retried with a growing backoff, and
-deleted once its effect is durable or it has been dead-lettered. `notetaker_consumer_events_parked`
+deleted once its effect is durable or it has been dead-lettered. `notetaker_consumer_parked_events`
 shows how many wait, per group and topic.
 
 `PostgresParking` is the lot every service uses; `MemoryParking` is the same contract in memory,
@@ -24,7 +24,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 PARKED = Gauge(
-    "notetaker_consumer_events_parked",
+    "notetaker_consumer_parked_events",
     "Events a consumer group parked after its retries were spent and still retries, by topic.",
     ["group", "topic"],
 )

@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from notetaker.common.consumer import EventConsumer
 from notetaker.common.db import create_pool
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import StorageUsage
 from notetaker.common.http import health_app, make_server
-from notetaker.common.kafka import EventConsumer, EventPublisher
+from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
+from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import until_stopped
 from notetaker.metrics import admin, exporter, usage
 from notetaker.metrics.settings import MetricsSettings
@@ -65,10 +67,17 @@ async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
     pool = await create_pool(settings)
     try:
         recorder = UsageRecorder(settings, pool)
-        consumer = EventConsumer(settings, GROUP, ["storage.usage"], recorder.handle, publisher)
+        consumer = EventConsumer(
+            settings,
+            GROUP,
+            ["storage.usage"],
+            recorder.handle,
+            publisher,
+            parking=PostgresParking(pool),
+        )
 
         async def ready() -> bool:
-            return consumer.ready.is_set()
+            return consumer.is_ready()
 
         server = make_server(health_app(ready, admin.routes(settings, pool)), settings.http_port)
         tasks = [

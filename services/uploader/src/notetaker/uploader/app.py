@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from notetaker.common.consumer import EventConsumer
 from notetaker.common.db import create_pool
 from notetaker.common.http import health_app, make_server
-from notetaker.common.kafka import EventConsumer, EventPublisher
+from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
+from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import until_stopped
 from notetaker.uploader.settings import UploaderSettings
 from notetaker.uploader.thumbnails import Thumbnailer
@@ -40,6 +42,7 @@ async def run(settings: UploaderSettings, stop: asyncio.Event) -> None:
                     ["recording.completed", "recording.upload_requested"],
                     uploader.handle,
                     publisher,
+                    parking=PostgresParking(pool),
                     max_in_flight=settings.upload_concurrency,
                 ),
                 EventConsumer(
@@ -48,12 +51,13 @@ async def run(settings: UploaderSettings, stop: asyncio.Event) -> None:
                     ["thumbnail.requested"],
                     thumbnailer.handle,
                     publisher,
+                    parking=PostgresParking(pool),
                     max_in_flight=2,
                 ),
             ]
 
             async def ready() -> bool:
-                return all(c.ready.is_set() for c in consumers)
+                return all(c.is_ready() for c in consumers)
 
             server = make_server(health_app(ready), settings.http_port)
             tasks = [asyncio.create_task(c.run()) for c in consumers]

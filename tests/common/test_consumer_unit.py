@@ -1,0 +1,259 @@
+"""The consumer loop against the in-memory broker (no Kafka, no database): order per bot,
+backpressure, permanent vs transient errors and outages, parking, dead letters that cannot be
+written, and drain on revoke. Each runs in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from aiokafka import TopicPartition
+
+from notetaker.common.consumer import EventConsumer
+from notetaker.common.envelope import Envelope
+from notetaker.common.events import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, BotStatusChanged, dlq_topic
+from notetaker.common.failures import OutagePolicy, Permanent, RetryPolicy
+from notetaker.common.local_broker import LocalBroker, LocalConsumer
+from notetaker.common.parking import MemoryParking
+from notetaker.common.settings import NotetakerSettings
+
+TOPIC = BotStatusChanged.type
+GROUP = "test-group"
+
+
+def status(bot: str, n: int = 0) -> BotStatusChanged:
+    return BotStatusChanged(bot_id=bot, status=f"status-{n}")
+
+
+@dataclass
+class Handler:
+    """A handler whose behaviour each test sets: it records what it saw, and can block on a
+    gate per bot or fail by a rule."""
+
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    done: list[tuple[str, str]] = field(default_factory=list)
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    fail: Callable[[BotStatusChanged, int], Exception | None] = lambda e, n: None
+    tries: dict[str, int] = field(default_factory=dict)
+    running: int = 0
+    most_running: int = 0
+
+    async def __call__(self, envelope: Envelope) -> None:
+        event = envelope.event
+        assert isinstance(event, BotStatusChanged)
+        key = (event.bot_id, event.status)
+        self.seen.append(key)
+        self.tries[event.status] = self.tries.get(event.status, 0) + 1
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            gate = self.gates.get(event.bot_id)
+            if gate is not None:
+                await gate.wait()
+            error = self.fail(event, self.tries[event.status])
+            if error is not None:
+                raise error
+            self.done.append(key)
+        finally:
+            self.running -= 1
+
+
+@dataclass
+class Harness:
+    broker: LocalBroker
+    source: LocalConsumer
+    parking: MemoryParking
+    handler: Handler
+    consumer: EventConsumer
+
+    def committed(self) -> int | None:
+        return self.broker.committed_offset(GROUP, TOPIC)
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        for _ in range(4000):
+            if condition():
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError(f"never happened: {what}")
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    broker = LocalBroker()
+    source = broker.consumer(GROUP)
+    parking = MemoryParking()
+    handler = Handler()
+    consumer = EventConsumer(
+        NotetakerSettings(),
+        GROUP,
+        [TOPIC],
+        handler,
+        broker,
+        parking=parking,
+        max_in_flight=4,
+        retry=RetryPolicy(attempts=3, timeout=5, wait_initial=0.001, wait_max=0.002, wait_jitter=0),
+        outage=OutagePolicy(wait_initial=0.001, wait_max=0.002, wait_jitter=0),
+        source=source,
+        parked_interval_seconds=0.005,
+        drain_seconds=5,
+    )
+    task = asyncio.create_task(consumer.run())
+    yield Harness(broker, source, parking, handler, consumer)
+    for gate in handler.gates.values():
+        gate.set()
+    consumer.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_one_bots_events_run_in_order_and_other_bots_run_beside_them(
+    harness: Harness,
+) -> None:
+    harness.handler.gates["a"] = asyncio.Event()
+    harness.broker.publish(status("a", 1))  # offset 0, held
+    harness.broker.publish(status("a", 2))  # offset 1, must wait for a's first
+    harness.broker.publish(status("b", 1))  # offset 2, another bot: runs now
+    await harness.until(lambda: ("b", "status-1") in harness.handler.done, "b handled")
+    assert ("a", "status-2") not in harness.handler.seen
+    assert harness.committed() is None  # offset 0 still running holds back every commit
+    harness.handler.gates["a"].set()
+    await harness.until(lambda: harness.committed() == 3, "all three committed")
+    assert [k for k in harness.handler.done if k[0] == "a"] == [
+        ("a", "status-1"),
+        ("a", "status-2"),
+    ]
+
+
+async def test_at_most_max_in_flight_run_and_the_partitions_pause_meanwhile(
+    harness: Harness,
+) -> None:
+    for bot in "abcdefgh":
+        harness.handler.gates[bot] = asyncio.Event()
+        harness.broker.publish(status(bot))
+    await harness.until(lambda: harness.handler.running == 4, "four running")
+    await asyncio.sleep(0.02)  # room for a fifth to start, if the loop let it
+    assert harness.handler.running == 4
+    assert harness.source.pauses > 0
+    for gate in harness.handler.gates.values():
+        gate.set()
+    await harness.until(lambda: harness.committed() == 8, "all eight committed")
+    assert harness.handler.most_running == 4
+    assert len(harness.handler.done) == 8
+
+
+async def test_a_permanent_error_is_dead_lettered_at_once_with_its_error_and_headers(
+    harness: Harness,
+) -> None:
+    harness.handler.fail = lambda e, n: Permanent("no such meeting") if e.bot_id == "a" else None
+    original = harness.broker.publish(status("a"))
+    harness.broker.publish(status("b"))
+    await harness.until(lambda: harness.committed() == 2, "both committed")
+    assert harness.handler.tries["status-0"] == 2  # a once, b once: no retry of a
+    [dead] = harness.broker.records(dlq_topic(TOPIC))
+    headers = dict(dead.headers)
+    assert b"no such meeting" in headers[DLQ_ERROR_HEADER]
+    assert headers[DLQ_OFFSET_HEADER] == b"0"
+    assert dead.value == original.value
+    assert set(original.headers) <= set(dead.headers)
+    assert harness.parking.slots == {}
+
+
+async def test_an_unparseable_record_is_dead_lettered(harness: Harness) -> None:
+    harness.broker.produce(TOPIC, b"{not json", b"a", [("ce_type", b"bot.status")])
+    await harness.until(lambda: harness.committed() == 1, "committed")
+    [dead] = harness.broker.records(dlq_topic(TOPIC))
+    assert dict(dead.headers)[DLQ_ERROR_HEADER].startswith(b"unparseable")
+    assert harness.handler.seen == []
+
+
+async def test_a_transient_error_is_retried_in_place_and_then_handled(harness: Harness) -> None:
+    harness.handler.fail = lambda e, n: RuntimeError("provider 502") if n < 3 else None
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.committed() == 1, "committed")
+    assert harness.handler.tries["status-0"] == 3
+    assert harness.handler.done == [("a", "status-0")]
+    assert harness.broker.records(dlq_topic(TOPIC)) == []
+    assert harness.parking.slots == {}
+
+
+async def test_an_event_still_failing_is_parked_the_partition_moves_on_and_it_is_retried(
+    harness: Harness,
+) -> None:
+    broken = True
+    harness.handler.fail = lambda e, n: RuntimeError("boom") if e.bot_id == "a" and broken else None
+    harness.broker.publish(status("a", 1))
+    harness.broker.publish(status("b", 1))
+    await harness.until(lambda: harness.committed() == 2, "both committed")
+    assert harness.handler.done == [("b", "status-1")]
+    [slot] = harness.parking.slots.values()
+    assert slot.event.offset == 0
+    assert "boom" in slot.event.error
+    assert harness.broker.records(dlq_topic(TOPIC)) == []
+
+    broken = False
+    harness.parking.advance(3600)  # its next attempt is due
+    await harness.until(lambda: harness.parking.slots == {}, "the parked event handled")
+    assert ("a", "status-1") in harness.handler.done
+
+
+async def test_a_parked_event_that_turns_out_permanent_is_dead_lettered(harness: Harness) -> None:
+    harness.handler.fail = lambda e, n: RuntimeError("boom") if n <= 3 else Permanent("gone")
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: len(harness.parking.slots) == 1, "parked")
+    harness.parking.advance(3600)
+    await harness.until(lambda: harness.parking.slots == {}, "the parked event settled")
+    [dead] = harness.broker.records(dlq_topic(TOPIC))
+    assert b"gone" in dict(dead.headers)[DLQ_ERROR_HEADER]
+
+
+async def test_an_outage_pauses_everything_reports_not_ready_and_loses_nothing(
+    harness: Harness,
+) -> None:
+    database_down = True
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "PostgreSQL refused the connection")
+    harness.handler.fail = lambda e, n: refused if database_down else None
+    await harness.until(harness.consumer.is_ready, "ready")
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.consumer.in_outage, "in outage")
+    assert not harness.consumer.is_ready()
+    harness.broker.publish(status("b"))  # arrives during the outage: not fetched
+    await harness.until(lambda: harness.handler.tries.get("status-0", 0) > 20, "many probes")
+    assert ("b", "status-0") not in harness.handler.seen
+    assert harness.committed() is None
+
+    database_down = False
+    await harness.until(lambda: harness.committed() == 2, "both committed")
+    assert harness.consumer.is_ready()
+    assert sorted(harness.handler.done) == [("a", "status-0"), ("b", "status-0")]
+    assert harness.broker.records(dlq_topic(TOPIC)) == []
+    assert harness.parking.slots == {}
+
+
+async def test_an_event_is_not_committed_until_its_dead_letter_is_acknowledged(
+    harness: Harness,
+) -> None:
+    harness.broker.dead_letters_down = True
+    harness.handler.fail = lambda e, n: Permanent("refused")
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.handler.tries.get("status-0") == 1, "tried")
+    await asyncio.sleep(0.02)  # dead-letter attempts fail meanwhile
+    assert harness.committed() is None
+    harness.broker.dead_letters_down = False
+    await harness.until(lambda: harness.committed() == 1, "committed")
+    assert len(harness.broker.records(dlq_topic(TOPIC))) == 1
+
+
+async def test_a_revoked_partition_finishes_its_events_and_commits_before_it_goes(
+    harness: Harness,
+) -> None:
+    harness.handler.gates["a"] = asyncio.Event()
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.handler.running == 1, "running")
+    revoking = asyncio.create_task(harness.source.revoke([TopicPartition(TOPIC, 0)]))
+    await asyncio.sleep(0.01)
+    assert not revoking.done()  # the drain waits for the running event
+    harness.handler.gates["a"].set()
+    await asyncio.wait_for(revoking, 5)
+    assert harness.committed() == 1  # committed before the partition left

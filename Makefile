@@ -5,7 +5,7 @@ UV := python3 -m uv
 PY := $(UV) run --frozen
 ARGS ?=
 
-.PHONY: up test lint typecheck pytest fuzz mutation bench bench-ingest bench-upload deps tools clean
+.PHONY: up test lint typecheck pytest fuzz outages mutation bench bench-ingest bench-upload deps tools clean
 
 ## make up: start the embedded stack, the five services and the provider simulator, and take
 ## a scheduled demo meeting to a stored recording with thumbnail. Ctrl-C stops everything.
@@ -32,6 +32,15 @@ FUZZ_EXAMPLES ?= 300
 fuzz: deps
 	NOTETAKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) pytest -s -q \
 		tests/ingest/test_openapi.py -k past_authentication
+
+## make outages: the long form of the outage tests in make test: PostgreSQL gone, then S3
+## answering 503, for OUTAGE_SECONDS (60) while OUTAGE_MEETINGS (20) meetings flow; every meeting
+## ends complete and nothing is dead-lettered.
+OUTAGE_SECONDS ?= 60
+OUTAGE_MEETINGS ?= 20
+outages: deps
+	NOTETAKER_OUTAGE_SECONDS=$(OUTAGE_SECONDS) NOTETAKER_OUTAGE_MEETINGS=$(OUTAGE_MEETINGS) \
+		$(PY) pytest -q tests/outages
 
 ## make mutation: mutation testing (mutmut) of the modules that carry a promise, against the
 ## in-process unit tests only (no stack, no subprocess); prints mutants, killed, survived per

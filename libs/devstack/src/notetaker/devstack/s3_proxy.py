@@ -37,6 +37,7 @@ class S3FaultProxy:
     port: int = field(default_factory=free_port)
     failures: list[tuple[Matcher, int]] = field(default_factory=list)  # (which, status)
     injected: list[str] = field(default_factory=list)
+    failing_with: int | None = None  # while set, every request is answered with this status
     _server: InLoopServer | None = None
     _http: httpx.AsyncClient | None = None
 
@@ -47,15 +48,24 @@ class S3FaultProxy:
     def fail_next(self, count: int, status: int = 503, which: Matcher = is_upload_part) -> None:
         self.failures += [(which, status)] * count
 
+    def fail_all(self, status: int = 503) -> None:
+        """Answer every request with `status` (503: SlowDown) until `heal`: S3 unavailable."""
+        self.failing_with = status
+
+    def heal(self) -> None:
+        self.failing_with = None
+
     async def _forward(self, request: Request) -> Response:
+        if self.failing_with is not None:
+            self.injected.append(f"{request.method} {request.url.path} -> {self.failing_with}")
+            return _error(self.failing_with)
         for index, (which, status) in enumerate(self.failures):
             if which(request):
                 del self.failures[index]
                 self.injected.append(f"{request.method} {request.url.path} -> {status}")
                 if status == RESET:
                     return await self._reset(request)
-                body = SLOW_DOWN if status == 503 else b"<Error><Code>InternalError</Code></Error>"
-                return Response(body, status_code=status, media_type="application/xml")
+                return _error(status)
         assert self._http is not None
         upstream = await self._http.request(
             request.method,
@@ -98,3 +108,8 @@ class S3FaultProxy:
             await self._server.stop()
         if self._http is not None:
             await self._http.aclose()
+
+
+def _error(status: int) -> Response:
+    body = SLOW_DOWN if status == 503 else b"<Error><Code>InternalError</Code></Error>"
+    return Response(body, status_code=status, media_type="application/xml")

@@ -56,6 +56,9 @@ class SimulatorConfig:
     completed_delay_seconds: float = 0.5
     gladia_delay_seconds: float = 0.5
     gladia_send_callbacks: bool = True
+    # Tries of each webhook (5xx or unreachable: again, backing off to 5 s between tries). Svix
+    # retries for a day; 6 tries cover about 10 s, the outage tests ask for more.
+    delivery_attempts: int = 6
 
 
 @dataclass
@@ -306,8 +309,8 @@ class ProviderSimulator:
             bot.completed_body, bot.completed_id = body, delivery_id
         if bot.callback is not None and event in ("bot.completed", "bot.failed"):
             callback_body = json.dumps({"event": event, "data": data, "extra": bot.extra})
-            await self._call_back(bot, event, callback_body, attempts=6)
-        await self._deliver(bot, event, body, delivery_id, attempts=6)
+            await self._call_back(bot, event, callback_body, self.config.delivery_attempts)
+        await self._deliver(bot, event, body, delivery_id, self.config.delivery_attempts)
 
     async def _call_back(self, bot: Bot, event: str, body: str, attempts: int) -> int:
         """POST the bot's own callback to its `callback_config` URL, with its secret in

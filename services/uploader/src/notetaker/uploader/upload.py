@@ -26,6 +26,7 @@ from notetaker.common.events import (
     RecordingUploadRequested,
     StorageUsage,
 )
+from notetaker.common.failures import Kind, classify
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import S3Client, recording_key
@@ -181,6 +182,12 @@ class Uploader:
             video = await self._copy(recording, "video")
             audio = await self._copy(recording, "audio") if recording.audio_url else None
         except (SourceError, IntegrityError, ClientError, BotoCoreError) as exc:
+            if classify(exc) is Kind.OUTAGE:
+                # S3 itself is unavailable: not this recording's failure, and no attempt used up.
+                # The consumer pauses and retries the event until S3 answers (the next attempt
+                # resumes from the parts S3 holds).
+                log.warning("upload.s3_unavailable", error=f"{type(exc).__name__}: {exc}")
+                raise
             await self._fail(
                 recording,
                 f"{type(exc).__name__}: {exc}",

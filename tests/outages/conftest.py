@@ -1,0 +1,71 @@
+"""The pipeline with its dependencies behind fault proxies: PostgreSQL behind a TCP proxy that can
+be taken down (every connection cut, new ones refused), S3 behind a proxy that can answer 503
+SlowDown to everything. Every service reaches them only through the proxies.
+
+How long and how big: `NOTETAKER_OUTAGE_SECONDS` (default 6) and `NOTETAKER_OUTAGE_MEETINGS`
+(default 4) in `make test`; `make outages` runs the long form (60 s, 20 meetings).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from notetaker.devstack.outage import OutageProxy
+from notetaker.devstack.pipeline import Pipeline, start_pipeline
+from notetaker.devstack.s3_proxy import S3FaultProxy
+from notetaker.devstack.services import SERVICES
+from notetaker.devstack.stack import Stack
+
+OUTAGE_SECONDS = float(os.environ.get("NOTETAKER_OUTAGE_SECONDS", "6"))
+MEETINGS = int(os.environ.get("NOTETAKER_OUTAGE_MEETINGS", "4"))
+
+
+@dataclass
+class Proxied:
+    pipeline: Pipeline
+    postgres: OutageProxy
+    s3: S3FaultProxy
+
+
+def through(url: str, port: int) -> str:
+    """`url` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{port}"))
+
+
+@pytest.fixture(scope="package")
+async def proxied(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Proxied]:
+    database = urlsplit(stack.database_url)
+    assert database.hostname is not None
+    assert database.port is not None
+    postgres = OutageProxy(database.hostname, database.port)
+    await postgres.start()
+    assert stack.s3_endpoint_url is not None
+    s3 = S3FaultProxy(stack.s3_endpoint_url)
+    await s3.start()
+    env = {
+        "NOTETAKER_DATABASE_URL": through(stack.database_url, postgres.port),
+        "NOTETAKER_S3_ENDPOINT_URL": s3.url,
+    }
+    pipeline = await start_pipeline(
+        stack,
+        Path(tmp_path_factory.mktemp("outage-services")),
+        per_service_env={name: env for name in SERVICES},
+        # Svix retries a failed delivery for a day: enough tries to outlast the outage here.
+        delivery_attempts=int(OUTAGE_SECONDS) + 30,
+    )
+    try:
+        yield Proxied(pipeline, postgres, s3)
+    finally:
+        postgres.restore()
+        s3.heal()
+        await pipeline.stop()
+        await s3.stop()
+        await postgres.stop()

@@ -1,0 +1,86 @@
+"""Meetings in flight when a dependency goes away all end complete once it is back, and no event
+is dead-lettered for it: an outage is waited out (consumers pause and report not-ready, webhooks
+get 503 and are delivered again), never mistaken for a bad event."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+
+from notetaker.common.events import TOPICS, dlq_topic
+from tests.conftest import eventually, records_up_to_marker
+from tests.e2e.conftest import Meeting, meeting_with_bot
+from tests.e2e.test_pipeline import complete_row
+from tests.outages.conftest import MEETINGS, OUTAGE_SECONDS, Proxied
+
+
+async def readiness(proxied: Proxied) -> dict[str, int]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        return {
+            name: (await http.get(f"{process.url}/readyz")).status_code
+            for name, process in proxied.pipeline.services.processes.items()
+        }
+
+
+@pytest.mark.parametrize("dependency", ["postgres", "s3"])
+async def test_meetings_in_flight_through_an_outage_all_complete_and_none_is_dead_lettered(
+    proxied: Proxied, db: asyncpg.Pool, dependency: str
+) -> None:
+    sim = proxied.pipeline.simulator
+    half = MEETINGS // 2
+    meetings: list[Meeting] = []
+    for n in range(MEETINGS):
+        # The first half's videos answer late: their uploads are under way when it goes down,
+        # and need the dependency again in the middle of the outage.
+        delay = OUTAGE_SECONDS / 2 if n < half else 0.0
+        bot_id = sim.create_bot(hold_completed=True, video_delay=delay)
+        meetings.append(await meeting_with_bot(db, bot_id))
+    for meeting in meetings[:half]:
+        sim.complete(meeting.bot_id)
+
+    async def uploading() -> bool | None:
+        statuses = await db.fetch(
+            "SELECT s3_upload_status FROM recordings WHERE bot_id = ANY($1::text[])",
+            [m.bot_id for m in meetings[:half]],
+        )
+        return all(r["s3_upload_status"] == "uploading" for r in statuses) or None
+
+    await eventually(uploading, 60, "the first half's uploads under way")
+    if dependency == "postgres":
+        proxied.postgres.down()
+    else:
+        proxied.s3.fail_all(503)
+    for meeting in meetings[half:]:  # these arrive during the outage
+        sim.complete(meeting.bot_id)
+    not_ready: set[str] = set()
+    ends = asyncio.get_running_loop().time() + OUTAGE_SECONDS  # how long it lasts, not a check
+    while asyncio.get_running_loop().time() < ends:
+        not_ready |= {name for name, code in (await readiness(proxied)).items() if code != 200}
+        await asyncio.sleep(0.2)
+    if dependency == "postgres":
+        proxied.postgres.restore()
+    else:
+        proxied.s3.heal()
+
+    rows = [await complete_row(db, m, timeout=120 + OUTAGE_SECONDS) for m in meetings]
+    assert [r["recording_status"] for r in rows] == ["available"] * MEETINGS
+    bots = {m.bot_id for m in meetings}
+    for topic in TOPICS:
+        dead = await asyncio.to_thread(
+            records_up_to_marker,
+            proxied.pipeline.stack.kafka_bootstrap_servers,
+            dlq_topic(topic),
+            None,
+        )
+        assert [r for r in dead if r.key is not None and r.key.decode() in bots] == [], topic
+    if dependency == "postgres":
+        assert proxied.postgres.refused > 0  # the services did try, and were refused
+        # The uploader, whose copies needed the database mid-outage, paused and said so.
+        assert "uploader" in not_ready
+    else:
+        # S3 was asked, and answered 503 (botocore's own retries may outlast a short outage).
+        assert proxied.s3.injected
+    assert set((await readiness(proxied)).values()) == {200}

@@ -33,8 +33,8 @@ fuzz: deps
 	NOTETAKER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) pytest -s -q \
 		tests/ingest/test_openapi.py -k past_authentication
 
-## make outages: the long form of the outage tests in make test: PostgreSQL gone, then S3
-## answering 503, for OUTAGE_SECONDS (60) while OUTAGE_MEETINGS (20) meetings flow; every meeting
+## make outages: the long form of the outage tests in make test: PostgreSQL gone, Kafka gone, S3
+## answering 503, each for OUTAGE_SECONDS (60) while OUTAGE_MEETINGS (20) meetings flow; every meeting
 ## ends complete and nothing is dead-lettered.
 OUTAGE_SECONDS ?= 60
 OUTAGE_MEETINGS ?= 20

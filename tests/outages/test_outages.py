@@ -25,7 +25,7 @@ async def readiness(proxied: Proxied) -> dict[str, int]:
         }
 
 
-@pytest.mark.parametrize("dependency", ["postgres", "s3"])
+@pytest.mark.parametrize("dependency", ["postgres", "kafka", "s3"])
 async def test_meetings_in_flight_through_an_outage_all_complete_and_none_is_dead_lettered(
     proxied: Proxied, db: asyncpg.Pool, dependency: str
 ) -> None:
@@ -49,10 +49,10 @@ async def test_meetings_in_flight_through_an_outage_all_complete_and_none_is_dea
         return all(r["s3_upload_status"] == "uploading" for r in statuses) or None
 
     await eventually(uploading, 60, "the first half's uploads under way")
-    if dependency == "postgres":
-        proxied.postgres.down()
-    else:
+    if dependency == "s3":
         proxied.s3.fail_all(503)
+    else:
+        getattr(proxied, dependency).down()
     for meeting in meetings[half:]:  # these arrive during the outage
         sim.complete(meeting.bot_id)
     not_ready: set[str] = set()
@@ -60,10 +60,10 @@ async def test_meetings_in_flight_through_an_outage_all_complete_and_none_is_dea
     while asyncio.get_running_loop().time() < ends:
         not_ready |= {name for name, code in (await readiness(proxied)).items() if code != 200}
         await asyncio.sleep(0.2)
-    if dependency == "postgres":
-        proxied.postgres.restore()
-    else:
+    if dependency == "s3":
         proxied.s3.heal()
+    else:
+        getattr(proxied, dependency).restore()
 
     rows = [await complete_row(db, m, timeout=120 + OUTAGE_SECONDS) for m in meetings]
     assert [r["recording_status"] for r in rows] == ["available"] * MEETINGS
@@ -80,6 +80,9 @@ async def test_meetings_in_flight_through_an_outage_all_complete_and_none_is_dea
         assert proxied.postgres.refused > 0  # the services did try, and were refused
         # The uploader, whose copies needed the database mid-outage, paused and said so.
         assert "uploader" in not_ready
+    elif dependency == "kafka":
+        assert proxied.kafka.refused > 0
+        assert "ingest" in not_ready  # ingest cannot publish: it says so
     else:
         # S3 was asked, and answered 503 (botocore's own retries may outlast a short outage).
         assert proxied.s3.injected

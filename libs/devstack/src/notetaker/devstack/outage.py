@@ -13,6 +13,9 @@ import contextlib
 
 
 class OutageProxy:
+    """`upstream` may be set after `start` (a broker that must advertise the proxy's port is
+    started once the proxy listens)."""
+
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.up = True

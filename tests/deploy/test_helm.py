@@ -925,3 +925,73 @@ def test_dead_letter_alert_fires_on_the_first_dead_letter_and_names_the_replay_c
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_parked_events_alert_fires_after_half_an_hour_of_parked_events(tmp_path: Path) -> None:
+    """NotetakerEventsParked: quiet for a parked event retried within 30 minutes, firing for
+    one still parked after 30, resolved once it is handled."""
+    binary = promtool_path()
+    write_rules(render(), tmp_path / "rules.yml")
+    gauge = "notetaker_consumer_parked_events"
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # parked for 10 minutes, then handled
+                    {
+                        "series": f'{gauge}{{group="notetaker-metrics", topic="storage.usage"}}',
+                        "values": "0x10 1x10 0x60",
+                    },
+                    # two parked from minute 10 until minute 70
+                    {
+                        "series": f"{gauge}{{group='notetaker-uploader',"
+                        " topic='recording.completed'}",
+                        "values": "0x10 2x60 0x20",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "30m", "alertname": "NotetakerEventsParked", "exp_alerts": []},
+                    {
+                        "eval_time": "50m",
+                        "alertname": "NotetakerEventsParked",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "group": "notetaker-uploader",
+                                    "topic": "recording.completed",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Consumer group notetaker-uploader has had events"
+                                    " of recording.completed parked for 30 minutes",
+                                    "description": "2 event(s) of recording.completed kept"
+                                    " failing in notetaker-uploader after their retries and wait"
+                                    " in the parked_events table, retried from there (30 s,"
+                                    " doubling to an hour). They are not lost, but not applied"
+                                    " either.",
+                                    "runbook": 'See why: SELECT topic, "offset", attempts, error,'
+                                    " next_attempt_at FROM parked_events WHERE consumer_group ="
+                                    " 'notetaker-uploader' ORDER BY parked_at. Fix the cause (a"
+                                    " provider refusing, a bug); each is retried when due, and"
+                                    " dead-lettered if the error turns out permanent.",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "85m", "alertname": "NotetakerEventsParked", "exp_alerts": []},
+                ],
+            },
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(cases, sort_keys=False))
+    result = subprocess.run(
+        [binary, "test", "rules", "tests.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -729,9 +729,21 @@ def test_promtool_accepts_the_rules_and_dashboard_queries(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def assert_rule_tests_pass(cases: dict[str, Any], folder: Path) -> None:
+    """Run promtool's rule unit tests `cases` (rules.yml already in `folder`)."""
+    (folder / "tests.yml").write_text(yaml.safe_dump(cases, sort_keys=False))
+    result = subprocess.run(
+        [promtool_path(), "test", "rules", "tests.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=folder,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
     """promtool's rule unit tests: the alerts fire when, and only when, a platform team wants."""
-    binary = promtool_path()
     write_rules(render(), tmp_path / "rules.yml", annotations=False)
     mtd = "notetaker_storage_cost_usd_month_to_date"
     attempts = "notetaker_uploader_attempts_total"
@@ -831,22 +843,13 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
             },
         ],
     }
-    (tmp_path / "tests.yml").write_text(yaml.safe_dump(cases, sort_keys=False))
-    result = subprocess.run(
-        [binary, "test", "rules", "tests.yml"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_rule_tests_pass(cases, tmp_path)
 
 
 def test_dead_letter_alert_fires_on_the_first_dead_letter_and_names_the_replay_command(
     tmp_path: Path,
 ) -> None:
     """NotetakerEventsDeadLettered, with its annotations rendered as Alertmanager gets them."""
-    binary = promtool_path()
     write_rules(render(), tmp_path / "rules.yml")
     dlq = "notetaker_consumer_events_dead_lettered_total"
 
@@ -916,21 +919,12 @@ def test_dead_letter_alert_fires_on_the_first_dead_letter_and_names_the_replay_c
             },
         ],
     }
-    (tmp_path / "tests.yml").write_text(yaml.safe_dump(cases, sort_keys=False))
-    result = subprocess.run(
-        [binary, "test", "rules", "tests.yml"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_rule_tests_pass(cases, tmp_path)
 
 
 def test_parked_events_alert_fires_after_half_an_hour_of_parked_events(tmp_path: Path) -> None:
     """NotetakerEventsParked: quiet for a parked event retried within 30 minutes, firing for
     one still parked after 30, resolved once it is handled."""
-    binary = promtool_path()
     write_rules(render(), tmp_path / "rules.yml")
     gauge = "notetaker_consumer_parked_events"
     cases = {
@@ -986,12 +980,4 @@ def test_parked_events_alert_fires_after_half_an_hour_of_parked_events(tmp_path:
             },
         ],
     }
-    (tmp_path / "tests.yml").write_text(yaml.safe_dump(cases, sort_keys=False))
-    result = subprocess.run(
-        [binary, "test", "rules", "tests.yml"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_rule_tests_pass(cases, tmp_path)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -206,76 +205,6 @@ async def assert_nothing_published(
     for topic in topics:
         records = await kafka_records(stack, topic, key)
         assert records == [], f"{len(records)} record(s) keyed {key!r} on {topic}: {records}"
-
-
-class HeldProxy:
-    """A TCP proxy (here: in front of PostgreSQL) whose client-to-server direction can be held.
-
-    While held, what a client sends waits in the proxy, is recorded in `held`, and goes on when
-    released: the client's request is provably in flight and blocked, for as long as the test
-    wants, without a sleep.
-    """
-
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self.upstream = (upstream_host, upstream_port)
-        self.held = bytearray()
-        self._open = asyncio.Event()
-        self._open.set()
-        self._server: asyncio.Server | None = None
-        self._pumps: set[asyncio.Task[None]] = set()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "the proxy is not started"
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-
-    def hold(self) -> None:
-        self._open.clear()
-
-    def release(self) -> None:
-        self._open.set()
-
-    async def stop(self) -> None:
-        self.release()
-        if self._server is not None:
-            self._server.close()
-        for pump in list(self._pumps):
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-
-    async def _serve(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
-        server, to_server = await asyncio.open_connection(*self.upstream)
-        for pump in (self._pump(client, to_server, held=True), self._pump(server, to_client)):
-            task = asyncio.create_task(pump)
-            self._pumps.add(task)
-            task.add_done_callback(self._pumps.discard)
-
-    async def _pump(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, held: bool = False
-    ) -> None:
-        try:
-            while chunk := await source.read(65_536):
-                if held and not self._open.is_set():
-                    self.held += chunk
-                    await self._open.wait()
-                sink.write(chunk)
-                await sink.drain()
-        except ConnectionError:
-            pass
-        finally:
-            sink.close()
-
-
-def through(proxy: HeldProxy, url: str) -> str:
-    """`url` with its host and port replaced by the proxy's."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)
-    where = f"127.0.0.1:{proxy.port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{where}" if len(netloc) == 2 else where))
 
 
 async def post(url: str, body: str | bytes, headers: dict[str, str]) -> httpx.Response:

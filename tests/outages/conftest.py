@@ -14,7 +14,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -35,13 +35,6 @@ class Proxied:
     postgres: OutageProxy
     kafka: OutageProxy
     s3: S3FaultProxy
-
-
-def through(url: str, port: int) -> str:
-    """`url` with its host and port replaced by the proxy's."""
-    parts = urlsplit(url)
-    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{port}"))
 
 
 @pytest.fixture(scope="package")
@@ -67,7 +60,7 @@ async def proxied(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     )
     await ensure_topics(behind.settings())
     env = {
-        "NOTETAKER_DATABASE_URL": through(stack.database_url, postgres.port),
+        "NOTETAKER_DATABASE_URL": postgres.url_for(stack.database_url),
         "NOTETAKER_S3_ENDPOINT_URL": s3.url,
     }
     pipeline = await start_pipeline(

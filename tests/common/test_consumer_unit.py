@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 
 from notetaker.common.consumer import EventConsumer
 from notetaker.common.envelope import Envelope
@@ -191,11 +192,14 @@ async def test_an_event_still_failing_is_parked_the_partition_moves_on_and_it_is
     assert slot.event.offset == 0
     assert "boom" in slot.event.error
     assert harness.broker.records(dlq_topic(TOPIC)) == []
+    parked = "notetaker_consumer_parked_events"
+    await harness.until(lambda: sample(parked) == 1, "the parked gauge at 1")
 
     broken = False
     harness.parking.advance(3600)  # its next attempt is due
     await harness.until(lambda: harness.parking.slots == {}, "the parked event handled")
     assert ("a", "status-1") in harness.handler.done
+    await harness.until(lambda: sample(parked) == 0, "the parked gauge back at 0")
 
 
 async def test_a_parked_event_that_turns_out_permanent_is_dead_lettered(harness: Harness) -> None:
@@ -257,3 +261,22 @@ async def test_a_revoked_partition_finishes_its_events_and_commits_before_it_goe
     harness.handler.gates["a"].set()
     await asyncio.wait_for(revoking, 5)
     assert harness.committed() == 1  # committed before the partition left
+
+
+def sample(name: str, topic: str = TOPIC) -> float | None:
+    return REGISTRY.get_sample_value(name, {"group": GROUP, "topic": topic})
+
+
+async def test_the_groups_series_exist_from_the_start_and_count_what_happens(
+    harness: Harness,
+) -> None:
+    """Dead letters and parked events are series at 0 from the start (so the first one is an
+    increase an alert sees); handled events are counted."""
+    await harness.until(harness.consumer.is_ready, "ready")
+    assert sample("notetaker_consumer_events_dead_lettered_total") is not None
+    assert sample("notetaker_consumer_parked_events") == 0
+    assert sample("notetaker_consumer_events_parked_total") is not None
+    handled = sample("notetaker_consumer_events_handled_total") or 0
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.committed() == 1, "committed")
+    assert sample("notetaker_consumer_events_handled_total") == handled + 1

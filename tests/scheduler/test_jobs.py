@@ -20,29 +20,14 @@ from notetaker.common import gladia as gladia_ids
 from notetaker.common.events import RecordingUploadRequested, TranscriptReady
 from notetaker.common.kafka import EventPublisher
 from notetaker.devstack.stack import Stack
-from notetaker.scheduler.bots import DueMeeting, create_bot, due_meetings, link_bot
+from notetaker.scheduler.bots import DueMeeting, MeetingBaaS, create_bot, due_meetings, link_bot
 from notetaker.scheduler.retries import request_due_retries
 from notetaker.scheduler.transcriptions import poll_overdue_jobs
 from tests.e2e.conftest import events_for
 from tests.fixtures import PROVIDER_SAMPLES
+from tests.scheduler.conftest import add_meeting
 
-
-async def add_meeting(db: asyncpg.Pool, starts_in: timedelta, **columns: object) -> uuid.UUID:
-    values = {
-        "org_id": uuid.uuid4(),
-        "owner_user_id": uuid.uuid4(),
-        "start_time": datetime.now(UTC) + starts_in,
-        "meeting_url": "https://meet.google.com/x",
-        "source": "notetaker",
-        **columns,
-    }
-    names = ", ".join(values)
-    marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    meeting_id: uuid.UUID = await db.fetchval(
-        f"INSERT INTO meetings ({names}) VALUES ({marks}) RETURNING id",  # noqa: S608
-        *values.values(),
-    )
-    return meeting_id
+SECOND = timedelta(seconds=1)
 
 
 async def test_only_upcoming_notetaker_meetings_without_a_bot_are_due(db: asyncpg.Pool) -> None:
@@ -52,9 +37,18 @@ async def test_only_upcoming_notetaker_meetings_without_a_bot_are_due(db: asyncp
     has_bot = await add_meeting(db, timedelta(seconds=30), bot_id=str(uuid.uuid4()))
     fathom = await add_meeting(db, timedelta(seconds=30), source="fathom")
     no_url = await add_meeting(db, timedelta(seconds=30), meeting_url=None)
+    backing_off = await add_meeting(db, timedelta(seconds=30))
+    backed_off = await add_meeting(db, timedelta(seconds=30))
+    for meeting_id, next_try in [(backing_off, timedelta(minutes=1)), (backed_off, -SECOND)]:
+        await db.execute(
+            "INSERT INTO bot_deploys (meeting_id, attempts, next_attempt_at)"
+            " VALUES ($1, 1, now() + $2)",
+            meeting_id,
+            next_try,
+        )
     due = {m.id for m in await due_meetings(db, lead_seconds=120, limit=1000)}
-    assert soon in due
-    assert not due & {later, long_past, has_bot, fathom, no_url}
+    assert {soon, backed_off} <= due
+    assert not due & {later, long_past, has_bot, fathom, no_url, backing_off}
 
 
 async def test_linking_a_bot_creates_its_recording_once_and_the_meeting_is_no_longer_due(
@@ -64,8 +58,10 @@ async def test_linking_a_bot_creates_its_recording_once_and_the_meeting_is_no_lo
     meeting_id = await add_meeting(db, timedelta(seconds=60), org_id=org, owner_user_id=owner)
     (meeting,) = [m for m in await due_meetings(db, 120, 1000) if m.id == meeting_id]
     winner, loser = f"bot-{uuid.uuid4()}", f"bot-{uuid.uuid4()}"
-    assert await link_bot(db, meeting, winner)
-    assert not await link_bot(db, meeting, loser)  # a second deploy lost the race
+    async with db.acquire() as conn:
+        assert await link_bot(conn, meeting, winner)
+        assert await link_bot(conn, meeting, winner)  # linking it again changes nothing
+        assert not await link_bot(conn, meeting, loser)  # the meeting has its bot
     assert await db.fetchval("SELECT bot_id FROM meetings WHERE id = $1", meeting_id) == winner
     rows = await db.fetch(
         "SELECT bot_id, org_id, user_id FROM recordings WHERE meeting_id = $1", meeting_id
@@ -73,6 +69,8 @@ async def test_linking_a_bot_creates_its_recording_once_and_the_meeting_is_no_lo
     assert [(r["bot_id"], r["org_id"], r["user_id"]) for r in rows] == [(winner, org, owner)]
     assert await db.fetchval("SELECT count(*) FROM recordings WHERE bot_id = $1", loser) == 0
     assert meeting_id not in {m.id for m in await due_meetings(db, 120, 1000)}
+    linked = await db.fetchrow("SELECT * FROM bot_deploys WHERE meeting_id = $1", meeting_id)
+    assert (linked["bot_id"], linked["next_attempt_at"]) == (winner, None)
 
 
 @pytest.fixture
@@ -103,8 +101,9 @@ async def test_a_due_retry_is_requested_once_and_one_not_yet_due_is_not(
         uuid.uuid4(),
         not_yet,
     )
-    assert await request_due_retries(db, publisher) >= 1
-    assert await request_due_retries(db, publisher) == 0  # requested: no longer due
+    async with db.acquire() as conn:
+        assert await request_due_retries(conn, publisher) >= 1
+        assert await request_due_retries(conn, publisher) == 0  # requested: no longer due
 
     requests = [e.event for e in await events_for(stack, "recording.upload_requested", bot_id)]
     expected = RecordingUploadRequested(bot_id=bot_id, recording_id=recording_id, attempt=2)
@@ -143,16 +142,17 @@ async def test_a_bot_is_deployed_with_the_callback_secret_of_its_meeting() -> No
     meeting = due(uuid.uuid4())
     sent: list[dict[str, Any]] = []
     async with meetingbaas(["bot-1"], sent) as http:
-        bot_id = await create_bot(
+        provider = MeetingBaaS(
             http,
             api_url="https://meetingbaas.example",
             api_key=SecretStr("api-key-of-enough-length"),
-            meeting=meeting,
+            timeout_seconds=10,
             bot_name="60 Notetaker",
             transcription=False,
             callback_url="https://ingest.example/webhooks/meetingbaas",
             callback_key=SecretStr("callback-key-that-signs"),
         )
+        bot_id = await create_bot(provider, meeting)
     assert bot_id == "bot-1"
     (request,) = sent
     # The shape of tests/fixtures/providers/meetingbaas/v2-create-bot.request.json ...
@@ -174,16 +174,17 @@ async def test_two_meetings_get_two_secrets_and_no_key_means_no_callback() -> No
     sent: list[dict[str, Any]] = []
     async with meetingbaas(["bot-1", "bot-2", "bot-3"], sent) as http:
         for key in ("callback-key-that-signs", "callback-key-that-signs", None):
-            await create_bot(
+            provider = MeetingBaaS(
                 http,
                 api_url="https://meetingbaas.example",
                 api_key=SecretStr("api-key-of-enough-length"),
-                meeting=due(uuid.uuid4()),
+                timeout_seconds=10,
                 bot_name="60 Notetaker",
                 transcription=True,
                 callback_url="https://ingest.example/webhooks/meetingbaas",
                 callback_key=SecretStr(key) if key else None,
             )
+            await create_bot(provider, due(uuid.uuid4()))
     first, second, without = sent
     assert first["callback_config"]["secret"] != second["callback_config"]["secret"]
     assert "callback_config" not in without

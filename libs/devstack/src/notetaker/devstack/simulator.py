@@ -5,7 +5,9 @@ webhooks, then `bot.completed` (or `bot.failed`) to ingest, with recording URLs 
 behave like presigned S3 URLs (signed, expiring, range requests). A bot created with a
 `callback_config` also calls that URL itself with `bot.completed` or `bot.failed`, sending the
 configured secret in `x-mb-secret` (before the account webhook, so the callback is the delivery
-that counts). Gladia side: `POST
+that counts). `GET /v2/bots` lists bots as MeetingBaaS does, filtered by `extra` (`field:value,...`)
+and newest first. Tests can make `POST /v2/bots` refuse a meeting URL (`refused_meeting_urls`) or
+hold its answer after the bot exists (`hold_next_create`). Gladia side: `POST
 /v2/pre-recorded` accepts a job and calls its callback URL with the result; `GET
 /v2/pre-recorded/{id}` answers the job; every Gladia API request is counted
 (`gladia_requests`). `/sim/...` lets tests steer bots and see what was sent.
@@ -77,6 +79,32 @@ class Bot:
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     downloads: dict[str, int] = field(default_factory=dict)
     released: asyncio.Event = field(default_factory=asyncio.Event)
+    bot_name: str = ""
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(eq=False)
+class CreateHold:
+    """The answer to a create-bot request, held after the bot was created (as a response lost
+    on its way back, or a caller that dies before reading it) until the test opens it; only a
+    request for `meeting_id` (its `extra`) when that is set."""
+
+    meeting_id: str | None = None
+    bot_id: str | None = None
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def open(self) -> None:
+        self.opened.set()
+
+    async def wait_reached(self, timeout: float) -> str:
+        """The id of the bot created and held; fail the test after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self.reached.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no create-bot request came within {timeout:.0f}s") from None
+        assert self.bot_id is not None
+        return self.bot_id
 
 
 @dataclass
@@ -137,6 +165,9 @@ class ProviderSimulator:
         self.bots: dict[str, Bot] = {}
         self.jobs: dict[str, GladiaJob] = {}
         self.gladia_requests: list[tuple[str, str]] = []  # (method, path) of each API request
+        self.create_requests: list[dict[str, Any]] = []  # body of each `POST /v2/bots`
+        self.refused_meeting_urls: set[str] = set()  # `POST /v2/bots` answers 400 for these
+        self._create_holds: list[CreateHold] = []
         self._url_key = secrets.token_bytes(32)
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: uvicorn.Server | None = None
@@ -170,6 +201,8 @@ class ProviderSimulator:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
+        for hold in self._create_holds:
+            hold.open()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None and self._serve_task is not None:
@@ -214,6 +247,17 @@ class ProviderSimulator:
         self.bots[bot.bot_id] = bot
         self._spawn(self._live(bot))
         return bot.bot_id
+
+    def hold_next_create(self, meeting_id: str | None = None) -> CreateHold:
+        """Hold the answer to the next `POST /v2/bots` that creates a bot (for `meeting_id`, if
+        given) until the test opens it; the bot exists (and is listed) meanwhile."""
+        hold = CreateHold(meeting_id)
+        self._create_holds.append(hold)
+        return hold
+
+    def bots_for_meeting(self, meeting_id: str) -> list[str]:
+        """Ids of the bots created with `extra.meeting_id` = `meeting_id`, oldest first."""
+        return [b.bot_id for b in self.bots.values() if b.extra.get("meeting_id") == meeting_id]
 
     def complete(self, bot_id: str) -> None:
         """Let a bot created with `hold_completed` finish its meeting."""
@@ -464,13 +508,68 @@ class ProviderSimulator:
             if bad_key(x_meeting_baas_api_key, self.config.api_key):
                 return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
             body = await request.json()
+            self.create_requests.append(body)
+            if body.get("meeting_url", "") in self.refused_meeting_urls:
+                message = "The meeting URL is not a supported meeting platform URL"
+                return JSONResponse(
+                    {
+                        "success": False,
+                        "error": "Bad Request",
+                        "code": "FST_ERR_VALIDATION",
+                        "statusCode": 400,
+                        "message": message,
+                    },
+                    400,
+                )
             bot_id = self.create_bot(
                 body.get("meeting_url", ""),
                 transcription=bool(body.get("transcription_enabled", True)),
                 extra=body.get("extra") or {},
                 callback=body.get("callback_config"),
             )
+            self.bots[bot_id].bot_name = str(body.get("bot_name") or "")
+            meeting_id = (body.get("extra") or {}).get("meeting_id")
+            holds = [
+                h
+                for h in self._create_holds
+                if h.bot_id is None and h.meeting_id in (None, meeting_id)
+            ]
+            if holds:
+                holds[0].bot_id = bot_id
+                holds[0].reached.set()
+                await holds[0].opened.wait()
             return JSONResponse({"success": True, "data": {"bot_id": bot_id}})
+
+        @app.get("/v2/bots")
+        async def list_bots(
+            extra: str | None = None,
+            limit: int = 50,
+            x_meeting_baas_api_key: str | None = Header(None),
+        ) -> JSONResponse:
+            if bad_key(x_meeting_baas_api_key, self.config.api_key):
+                return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
+            wanted = dict(pair.split(":", 1) for pair in (extra or "").split(",") if ":" in pair)
+            # Bots without a field asked for are left out; values match exactly.
+            found = [
+                bot
+                for bot in self.bots.values()
+                if all(k in bot.extra and str(bot.extra[k]) == v for k, v in wanted.items())
+            ]
+            found.sort(key=lambda b: b.created_at, reverse=True)  # newest first
+            data = [
+                {
+                    "bot_id": bot.bot_id,
+                    "bot_name": bot.bot_name,
+                    "meeting_url": bot.meeting_url,
+                    "extra": bot.extra,
+                    "status": bot.status,
+                    "created_at": bot.created_at.isoformat().replace("+00:00", "Z"),
+                }
+                for bot in found[: max(1, min(limit, 250))]
+            ]
+            return JSONResponse(
+                {"success": True, "data": data, "cursor": None, "prev_cursor": None}
+            )
 
         @app.api_route("/recordings/{bot_id}/{name}", methods=["GET", "HEAD"])
         async def recording(request: Request, bot_id: str, name: str) -> Response:

@@ -1,4 +1,5 @@
-"""The scheduler: one leader (a PostgreSQL advisory lock) runs the periodic jobs."""
+"""The scheduler: each round runs its jobs on the one connection that holds the leader lock
+(leadership.py), so two replicas never run a round at once."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.runtime import until_stopped
 from notetaker.scheduler import bots, retries, transcriptions
+from notetaker.scheduler.leadership import CONNECTION_ERRORS, Leadership
 from notetaker.scheduler.settings import SchedulerSettings
 
 log = get_logger(__name__)
 
-LEADER_LOCK = 0x6E6F7465_0001
 JOB_RUNS = Counter(
     "notetaker_scheduler_job_runs_total", "Job rounds, by job and outcome.", ["job", "outcome"]
 )
-BOTS_DEPLOYED = Counter("notetaker_scheduler_bots_deployed_total", "Bots deployed.")
+ROUNDS = Counter("notetaker_scheduler_rounds_total", "Rounds this replica ran as the leader.")
 
 
 class Scheduler:
@@ -38,55 +39,61 @@ class Scheduler:
         self.pool = pool
         self.http = http
         self.publisher = publisher
-        self.is_leader = False
+        self.leadership = Leadership(pool)
         self.warned_no_api_key = False
         self.warned_no_callback_key = False
 
-    async def deploy_bots(self) -> int:
-        if self.settings.meetingbaas_api_key is None:
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.leading
+
+    def meetingbaas(self) -> bots.MeetingBaaS | None:
+        settings = self.settings
+        if settings.meetingbaas_api_key is None:
             if not self.warned_no_api_key:
                 log.warning("scheduler.bot_deploys_off", hint="set NOTETAKER_MEETINGBAAS_API_KEY")
                 self.warned_no_api_key = True
-            return 0
-        keys = self.settings.meetingbaas_callback_keys
+            return None
+        keys = settings.meetingbaas_callback_keys
         if not keys and not self.warned_no_callback_key:
             log.warning(
                 "scheduler.bot_callbacks_off",
                 hint="set NOTETAKER_MEETINGBAAS_CALLBACK_KEYS (the same on ingest)",
             )
             self.warned_no_callback_key = True
-        deployed = 0
-        for meeting in await bots.due_meetings(self.pool, self.settings.bot_join_lead_seconds):
-            bot_id = await bots.create_bot(
-                self.http,
-                api_url=self.settings.meetingbaas_api_url,
-                api_key=self.settings.meetingbaas_api_key,
-                meeting=meeting,
-                bot_name=self.settings.bot_name,
-                transcription=self.settings.bot_transcription,
-                callback_url=f"{self.settings.webhook_base_url.rstrip('/')}/webhooks/meetingbaas",
-                callback_key=keys[0] if keys else None,
-            )
-            if await bots.link_bot(self.pool, meeting, bot_id):
-                deployed += 1
-                BOTS_DEPLOYED.inc()
-                log.info(
-                    "bot.deployed",
-                    bot_id=bot_id,
-                    meeting_id=str(meeting.id),
-                    org_id=str(meeting.org_id),
-                    start_time=meeting.start_time.isoformat(),
-                )
-        return deployed
+        return bots.MeetingBaaS(
+            http=self.http,
+            api_url=settings.meetingbaas_api_url,
+            api_key=settings.meetingbaas_api_key,
+            timeout_seconds=settings.meetingbaas_timeout_seconds,
+            bot_name=settings.bot_name,
+            transcription=settings.bot_transcription,
+            callback_url=f"{settings.webhook_base_url.rstrip('/')}/webhooks/meetingbaas",
+            callback_key=keys[0] if keys else None,
+        )
 
-    async def request_retries(self) -> int:
-        return await retries.request_due_retries(self.pool, self.publisher)
+    async def deploy_bots(self, conn: asyncpg.Connection) -> int:
+        provider = self.meetingbaas()
+        if provider is None:
+            return 0
+        outcome = await bots.deploy_due_bots(
+            conn,
+            provider,
+            lead_seconds=self.settings.bot_join_lead_seconds,
+            retry_delays_seconds=self.settings.bot_deploy_retry_delays_seconds,
+        )
+        if outcome.failed:
+            log.warning("scheduler.bot_deploys_failed", failed=outcome.failed)
+        return outcome.deployed
 
-    async def poll_transcriptions(self) -> int:
+    async def request_retries(self, conn: asyncpg.Connection) -> int:
+        return await retries.request_due_retries(conn, self.publisher)
+
+    async def poll_transcriptions(self, conn: asyncpg.Connection) -> int:
         if self.settings.gladia_api_key is None:
             return 0
         return await transcriptions.poll_overdue_jobs(
-            self.pool,
+            conn,
             self.http,
             self.publisher,
             api_url=self.settings.gladia_api_url,
@@ -95,15 +102,20 @@ class Scheduler:
             every_seconds=self.settings.gladia_poll_every_seconds,
         )
 
-    async def round(self) -> None:
+    async def round(self, conn: asyncpg.Connection) -> None:
+        """The jobs, each on `conn` and isolated (a failure is logged and counted, the others
+        still run), until the connection is gone: then the round ends where it is."""
         jobs = {
             "deploy_bots": self.deploy_bots,
             "upload_retries": self.request_retries,
             "transcription_polls": self.poll_transcriptions,
         }
+        ROUNDS.inc()
         for name, job in jobs.items():
+            if conn.is_closed():
+                break
             try:
-                count = await job()
+                count = await job(conn)
                 JOB_RUNS.labels(name, "ok").inc()
                 if count:
                     log.info("scheduler.job_done", job=name, count=count)
@@ -111,19 +123,31 @@ class Scheduler:
                 JOB_RUNS.labels(name, "error").inc()
                 log.exception("scheduler.job_failed", job=name)
 
+    async def lead_one_round(self) -> bool:
+        """Run a round if this replica holds the lock (claiming it if free); True if it did."""
+        try:
+            conn = await self.leadership.claim()
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            log.warning("scheduler.database_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return False
+        except Exception:
+            log.exception("scheduler.leadership_failed")
+            return False
+        if conn is None:
+            return False
+        await self.round(conn)
+        if conn.is_closed():
+            await self.leadership.lost()
+        return True
+
     async def run(self, stop: asyncio.Event) -> None:
-        async with self.pool.acquire() as lock_conn:
+        try:
             while not stop.is_set():
-                if not self.is_leader:
-                    self.is_leader = bool(
-                        await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK)
-                    )
-                    if self.is_leader:
-                        log.info("scheduler.leader_elected")
-                if self.is_leader:
-                    await self.round()
+                await self.lead_one_round()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.scheduler_interval_seconds)
+        finally:
+            await self.leadership.resign()
 
 
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
@@ -131,7 +155,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     await publisher.start()
     pool = await create_pool(settings)
     try:
-        async with httpx.AsyncClient(timeout=30.0) as http:
+        async with httpx.AsyncClient(timeout=settings.meetingbaas_timeout_seconds) as http:
             scheduler = Scheduler(settings, pool, http, publisher)
 
             async def ready() -> bool:

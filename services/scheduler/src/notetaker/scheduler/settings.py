@@ -1,8 +1,8 @@
-"""Scheduler settings: how often it looks, and how it reaches MeetingBaaS."""
+"""Scheduler settings: how often it looks, how it reaches MeetingBaaS, how it backs off."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 
 from notetaker.common.settings import NotetakerSettings, Secret, Secrets
 
@@ -22,6 +22,14 @@ class SchedulerSettings(NotetakerSettings):
         "https://api.meetingbaas.com", description="MeetingBaaS API base URL."
     )
     meetingbaas_api_key: Secret | None = Field(None, description="MeetingBaaS API key.")
+    meetingbaas_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest a MeetingBaaS request may take, in all."
+    )
+    bot_deploy_retry_delays_seconds: list[PositiveFloat] = Field(
+        [30, 60, 120, 300],
+        min_length=1,
+        description="Wait before each new try of a failed bot deploy (JSON; the last repeats).",
+    )
     meetingbaas_callback_keys: Secrets = Field(
         default_factory=list,
         description="Keys deriving each bot's callback secret (1st signs; shared with ingest).",

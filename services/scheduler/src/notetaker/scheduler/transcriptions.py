@@ -16,7 +16,7 @@ log = get_logger(__name__)
 
 
 async def poll_overdue_jobs(
-    pool: asyncpg.Pool,
+    db: asyncpg.Pool | asyncpg.Connection,
     http: httpx.AsyncClient,
     publisher: EventPublisher,
     *,
@@ -27,7 +27,7 @@ async def poll_overdue_jobs(
 ) -> int:
     """Ask Gladia about overdue jobs; returns how many finished jobs were announced. A job whose
     id Gladia has not given yet (its request is still being submitted) waits for it."""
-    jobs = await pool.fetch(
+    jobs = await db.fetch(
         "SELECT request_id, bot_id, job_id FROM transcription_jobs"
         " WHERE completed_at IS NULL AND provider = 'gladia' AND job_id IS NOT NULL"
         " AND requested_at < now() - make_interval(secs => $1)"
@@ -40,7 +40,7 @@ async def poll_overdue_jobs(
     for job in jobs:
         if not gladia.is_job_id(job["job_id"]):
             # Never sent with our key: close the job, the meeting keeps its video.
-            await pool.execute(
+            await db.execute(
                 "UPDATE transcription_jobs SET completed_at = now(), status = 'error'"
                 " WHERE request_id = $1",
                 job["request_id"],
@@ -52,7 +52,7 @@ async def poll_overdue_jobs(
             headers={"x-gladia-key": api_key.get_secret_value()},
         )
         status = response.json().get("status") if response.status_code == 200 else None
-        await pool.execute(
+        await db.execute(
             "UPDATE transcription_jobs SET polled_at = now(), poll_count = poll_count + 1,"
             " status = coalesce($2, status) WHERE request_id = $1",
             job["request_id"],
@@ -65,7 +65,7 @@ async def poll_overdue_jobs(
             announced += 1
             log.info("transcription.polled_done", bot_id=job["bot_id"], job_id=job["job_id"])
         elif status == "error":
-            await pool.execute(
+            await db.execute(
                 "UPDATE transcription_jobs SET completed_at = now() WHERE request_id = $1",
                 job["request_id"],
             )

@@ -8,11 +8,13 @@ import asyncio
 import errno
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
+from notetaker.common import consumer as consumer_module
 from notetaker.common.consumer import EventConsumer
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, BotStatusChanged, dlq_topic
@@ -63,12 +65,29 @@ class Handler:
 
 
 @dataclass
+class Logged:
+    """What the consumer logged: (event, fields), in order (stands in for its structlog logger,
+    to read what an operator would)."""
+
+    lines: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def _log(self, event: str, **fields: Any) -> None:
+        self.lines.append((event, fields))
+
+    info = warning = error = exception = _log
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [fields for name, fields in self.lines if name == event]
+
+
+@dataclass
 class Harness:
     broker: LocalBroker
     source: LocalConsumer
     parking: MemoryParking
     handler: Handler
     consumer: EventConsumer
+    logged: Logged
 
     def committed(self) -> int | None:
         return self.broker.committed_offset(GROUP, TOPIC)
@@ -82,7 +101,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    logged = Logged()
+    monkeypatch.setattr(consumer_module, "log", logged)
     broker = LocalBroker()
     source = broker.consumer(GROUP)
     parking = MemoryParking()
@@ -102,11 +123,12 @@ async def harness() -> AsyncIterator[Harness]:
         drain_seconds=5,
     )
     task = asyncio.create_task(consumer.run())
-    yield Harness(broker, source, parking, handler, consumer)
+    yield Harness(broker, source, parking, handler, consumer, logged)
     for gate in handler.gates.values():
         gate.set()
     consumer.stop()
     await asyncio.wait_for(task, 10)
+    assert logged.of("consumer.stopped") == [{"group": GROUP}]
 
 
 async def test_one_bots_events_run_in_order_and_other_bots_run_beside_them(
@@ -137,6 +159,12 @@ async def test_at_most_max_in_flight_run_and_the_partitions_pause_meanwhile(
     await asyncio.sleep(0.02)  # room for a fifth to start, if the loop let it
     assert harness.handler.running == 4
     assert harness.source.pauses > 0
+    for bot in "ab":  # two slots come free: two more may start, no more
+        harness.handler.gates[bot].set()
+    await harness.until(lambda: len(harness.handler.done) == 2, "two done")
+    await harness.until(lambda: harness.handler.running == 4, "four running again")
+    await asyncio.sleep(0.02)
+    assert harness.handler.running == 4
     for gate in harness.handler.gates.values():
         gate.set()
     await harness.until(lambda: harness.committed() == 8, "all eight committed")
@@ -157,8 +185,15 @@ async def test_a_permanent_error_is_dead_lettered_at_once_with_its_error_and_hea
     assert b"no such meeting" in headers[DLQ_ERROR_HEADER]
     assert headers[DLQ_OFFSET_HEADER] == b"0"
     assert dead.value == original.value
+    assert dead.key == original.key
     assert set(original.headers) <= set(dead.headers)
+    assert harness.broker.dead_letter_groups == [GROUP]
     assert harness.parking.slots == {}
+    [refused] = harness.logged.of("consumer.event_refused")
+    assert "no such meeting" in refused["error"]
+    assert (refused["topic"], refused["partition"], refused["offset"]) == (TOPIC, 0, 0)
+    assert refused["bot_id"] == "a"
+    assert refused["event_id"]
 
 
 async def test_an_unparseable_record_is_dead_lettered(harness: Harness) -> None:
@@ -166,7 +201,11 @@ async def test_an_unparseable_record_is_dead_lettered(harness: Harness) -> None:
     await harness.until(lambda: harness.committed() == 1, "committed")
     [dead] = harness.broker.records(dlq_topic(TOPIC))
     assert dict(dead.headers)[DLQ_ERROR_HEADER].startswith(b"unparseable")
+    assert dead.key == b"a"
     assert harness.handler.seen == []
+    [unparseable] = harness.logged.of("consumer.unparseable_event")
+    assert unparseable["error"]
+    assert (unparseable["topic"], unparseable["partition"], unparseable["offset"]) == (TOPIC, 0, 0)
 
 
 async def test_a_transient_error_is_retried_in_place_and_then_handled(harness: Harness) -> None:
@@ -189,8 +228,14 @@ async def test_an_event_still_failing_is_parked_the_partition_moves_on_and_it_is
     await harness.until(lambda: harness.committed() == 2, "both committed")
     assert harness.handler.done == [("b", "status-1")]
     [slot] = harness.parking.slots.values()
-    assert slot.event.offset == 0
+    first = harness.broker.records(TOPIC)[0]
+    assert (slot.event.topic, slot.event.partition, slot.event.offset) == (TOPIC, 0, 0)
+    assert (slot.event.key, slot.event.value) == (first.key, first.value)
+    assert slot.event.headers == list(first.headers)
     assert "boom" in slot.event.error
+    [parked_line] = harness.logged.of("consumer.event_parked")
+    assert "boom" in parked_line["error"]
+    assert parked_line["bot_id"] == "a"
     assert harness.broker.records(dlq_topic(TOPIC)) == []
     parked = "notetaker_consumer_parked_events"
     await harness.until(lambda: sample(parked) == 1, "the parked gauge at 1")
@@ -199,6 +244,9 @@ async def test_an_event_still_failing_is_parked_the_partition_moves_on_and_it_is
     harness.parking.advance(3600)  # its next attempt is due
     await harness.until(lambda: harness.parking.slots == {}, "the parked event handled")
     assert ("a", "status-1") in harness.handler.done
+    assert harness.logged.of("consumer.parked_event_handled") == [
+        {"attempts": 1, "topic": TOPIC, "offset": 0}
+    ]
     await harness.until(lambda: sample(parked) == 0, "the parked gauge back at 0")
 
 
@@ -209,7 +257,11 @@ async def test_a_parked_event_that_turns_out_permanent_is_dead_lettered(harness:
     harness.parking.advance(3600)
     await harness.until(lambda: harness.parking.slots == {}, "the parked event settled")
     [dead] = harness.broker.records(dlq_topic(TOPIC))
+    original = harness.broker.records(TOPIC)[0]
     assert b"gone" in dict(dead.headers)[DLQ_ERROR_HEADER]
+    assert (dead.key, dead.value) == (original.key, original.value)
+    assert dict(dead.headers)[DLQ_OFFSET_HEADER] == b"0"
+    assert harness.broker.dead_letter_groups == [GROUP]
 
 
 async def test_an_outage_pauses_everything_reports_not_ready_and_loses_nothing(
@@ -231,6 +283,12 @@ async def test_an_outage_pauses_everything_reports_not_ready_and_loses_nothing(
     await harness.until(lambda: harness.committed() == 2, "both committed")
     assert harness.consumer.is_ready()
     assert sorted(harness.handler.done) == [("a", "status-0"), ("b", "status-0")]
+    [outage] = harness.logged.of("consumer.outage")
+    assert outage["group"] == GROUP
+    assert "PostgreSQL refused" in outage["error"]
+    assert (outage["topic"], outage["offset"], outage["bot_id"]) == (TOPIC, 0, "a")
+    [over] = harness.logged.of("consumer.outage_over")
+    assert (over["group"], over["topic"], over["offset"]) == (GROUP, TOPIC, 0)
     assert harness.broker.records(dlq_topic(TOPIC)) == []
     assert harness.parking.slots == {}
 
@@ -280,3 +338,77 @@ async def test_the_groups_series_exist_from_the_start_and_count_what_happens(
     harness.broker.publish(status("a"))
     await harness.until(lambda: harness.committed() == 1, "committed")
     assert sample("notetaker_consumer_events_handled_total") == handled + 1
+
+
+async def test_the_consumer_says_when_it_starts_and_what_it_was_given(harness: Harness) -> None:
+    await harness.until(harness.consumer.is_ready, "ready")
+    assert harness.logged.of("consumer.started") == [{"group": GROUP, "topics": [TOPIC]}]
+    assert harness.logged.of("consumer.assigned") == [{"group": GROUP, "partitions": 1}]
+
+
+async def test_an_outage_that_ends_in_a_permanent_error_is_dead_lettered(harness: Harness) -> None:
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    harness.handler.fail = lambda e, n: refused if n < 5 else Permanent("no such meeting")
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.committed() == 1, "committed")
+    [dead] = harness.broker.records(dlq_topic(TOPIC))
+    assert b"no such meeting" in dict(dead.headers)[DLQ_ERROR_HEADER]
+    assert not harness.consumer.in_outage
+
+
+async def test_the_consumer_stays_paused_until_every_outage_it_met_is_over(
+    harness: Harness,
+) -> None:
+    down = {"a", "b"}  # each bot's handler meets the outage until its entry goes
+    harness.handler.fail = lambda e, n: ConnectionRefusedError() if e.bot_id in down else None
+    harness.broker.publish(status("a"))
+    harness.broker.publish(status("b"))
+    await harness.until(lambda: len(harness.logged.of("consumer.outage")) == 2, "both waiting")
+    down.discard("a")
+    await harness.until(lambda: ("a", "status-0") in harness.handler.done, "a handled")
+    assert harness.consumer.in_outage  # b still waits: still paused
+    down.discard("b")
+    await harness.until(lambda: harness.committed() == 2, "both committed")
+    assert not harness.consumer.in_outage
+
+
+async def test_a_parked_retry_that_fails_again_backs_off_and_the_next_due_one_still_runs(
+    harness: Harness,
+) -> None:
+    """Retried from the lot: a transient failure counts an attempt, an outage does not, and a
+    failing event does not stop the round for the events due after it."""
+    state = {"a": "transient", "b": "transient"}
+
+    def fail(event: BotStatusChanged, n: int) -> Exception | None:
+        kind = state[event.bot_id]
+        if kind == "transient":
+            return RuntimeError("provider 502")
+        return ConnectionRefusedError() if kind == "outage" else None
+
+    harness.handler.fail = fail
+    harness.broker.publish(status("a"))
+    harness.broker.publish(status("b"))
+    await harness.until(lambda: len(harness.parking.slots) == 2, "both parked")
+    state["b"] = "fixed"
+    harness.parking.advance(3600)
+    await harness.until(lambda: ("b", "status-0") in harness.handler.done, "b handled")
+    [a] = harness.parking.slots.values()
+    assert a.event.attempts == 2
+    assert "provider 502" in a.event.error
+    [retry_failed] = harness.logged.of("consumer.parked_retry_failed")
+    assert "provider 502" in retry_failed["error"]
+    assert (retry_failed["attempts"], retry_failed["topic"], retry_failed["offset"]) == (
+        1,
+        TOPIC,
+        0,
+    )
+
+    state["a"] = "outage"
+    harness.parking.advance(3600 * 24)
+    await harness.until(lambda: "outage" in a_error(harness), "a retried in an outage")
+    [a] = harness.parking.slots.values()
+    assert a.event.attempts == 2  # an outage is not the event's fault
+
+
+def a_error(harness: Harness) -> str:
+    return "".join(slot.event.error for slot in harness.parking.slots.values())

@@ -51,9 +51,17 @@ def aiohttp_error(
     )
 
 
-def s3_error(code: str, status: int) -> botocore.exceptions.ClientError:
-    response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+def s3_error(code: str, status: int | None) -> botocore.exceptions.ClientError:
+    response: Any = {"Error": {"Code": code}}
+    if status is not None:
+        response["ResponseMetadata"] = {"HTTPStatusCode": status}
     return botocore.exceptions.ClientError(response, "PutObject")
+
+
+class Odd(Exception):
+    """An error of no HTTP client that happens to carry a `status`."""
+
+    status = 404
 
 
 def validation_error() -> pydantic.ValidationError:
@@ -89,6 +97,9 @@ OUTAGE = {
     "S3 unreachable": botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3"),
     "S3 slowing us down": s3_error("SlowDown", 503),
     "S3 answering 500": s3_error("InternalError", 500),
+    "S3 answering 500 with a code of its own": s3_error("SomethingNew", 500),
+    "S3 answering 502 with a code of its own": s3_error("BadGateway", 502),
+    "S3 slowing us down, no status known": s3_error("SlowDown", None),
 }
 TRANSIENT = {
     "a provider's 500": httpx_error(500),
@@ -101,6 +112,9 @@ TRANSIENT = {
     ),
     "a provider timing out": httpx.ReadTimeout("slow"),
     "S3 refusing access": s3_error("AccessDenied", 403),
+    "S3 refusing, no status known": s3_error("AccessDenied", None),
+    "S3 answering 499 with a code of its own": s3_error("SomethingNew", 499),
+    "an error that merely carries a status": Odd(),
     "an error nobody foresaw": RuntimeError("surprise"),
 }
 
@@ -118,9 +132,11 @@ def test_each_error_has_its_kind(case: str, kind: Kind) -> None:
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert retry_after(httpx_error(429, {"Retry-After": "7"})) == 7.0
-    now = time.time()
+    now = time.time() + 100_000  # a clock of the caller's, far from this machine's
     dated = aiohttp_error(503, {"Retry-After": formatdate(now + 30, usegmt=True)})
     assert retry_after(dated, now=now) == pytest.approx(30, abs=1)
+    past = httpx_error(503, {"Retry-After": formatdate(now - 30, usegmt=True)})
+    assert retry_after(past, now=now) == 0.0
     assert retry_after(httpx_error(429, {"Retry-After": "soon"})) is None
     assert retry_after(httpx_error(500)) is None
     assert retry_after(RuntimeError()) is None

@@ -32,6 +32,7 @@ class LocalBroker:
     topics: dict[str, list[list[Record]]] = field(default_factory=dict)
     committed: dict[tuple[str, TopicPartition], int] = field(default_factory=dict)
     dead_letters_down: bool = False  # while True, every dead-letter publish fails (Kafka down)
+    dead_letter_groups: list[str | None] = field(default_factory=list)  # who gave up, in order
 
     def _log(self, topic: str) -> list[list[Record]]:
         return self.topics.setdefault(topic, [[] for _ in range(self.partitions)])
@@ -93,6 +94,7 @@ class LocalBroker:
         await asyncio.sleep(0)
         if self.dead_letters_down:
             raise KafkaConnectionError("the local broker is down for dead letters")
+        self.dead_letter_groups.append(group)
         self.produce(
             dlq_topic(topic),
             value or b"",

@@ -16,7 +16,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.runtime import until_stopped
 from notetaker.scheduler import bots, retries, transcriptions
-from notetaker.scheduler.leadership import CONNECTION_ERRORS, Leadership
+from notetaker.scheduler.leadership import CONNECTION_ERRORS, Leadership, gone
 from notetaker.scheduler.settings import SchedulerSettings
 
 log = get_logger(__name__)
@@ -112,7 +112,7 @@ class Scheduler:
         }
         ROUNDS.inc()
         for name, job in jobs.items():
-            if conn.is_closed():
+            if gone(conn):
                 break
             try:
                 count = await job(conn)
@@ -136,7 +136,7 @@ class Scheduler:
         if conn is None:
             return False
         await self.round(conn)
-        if conn.is_closed():
+        if gone(conn):
             await self.leadership.lost()
         return True
 

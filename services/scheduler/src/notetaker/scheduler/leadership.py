@@ -46,6 +46,15 @@ CONNECTION_ERRORS = (
 )
 
 
+def gone(conn: asyncpg.Connection) -> bool:
+    """Whether the connection is closed (the pool detaches a pooled connection that closed, and
+    then refuses to say)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 class Leadership:
     """Claims the leader lock for each round; `claim()` is the round's connection, or None when
     another replica leads."""
@@ -88,7 +97,8 @@ class Leadership:
         if conn is None:
             return
         log.warning("scheduler.leadership_lost", hint="the lock's connection is gone")
-        conn.terminate()
+        with contextlib.suppress(Exception):
+            conn.terminate()
         await self._give_back(conn)
 
     async def resign(self) -> None:
@@ -101,7 +111,7 @@ class Leadership:
         await self._give_back(conn)
 
     async def _still_held(self, conn: asyncpg.Connection) -> bool:
-        if conn.is_closed():
+        if gone(conn):
             return False
         try:
             return bool(await conn.fetchval(_HELD, self.lock_id >> 32, self.lock_id & 0xFFFF_FFFF))

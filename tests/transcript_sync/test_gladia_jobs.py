@@ -2,7 +2,12 @@
 httpx MockTransport that records every request): the job's row, with our request id and the
 token's expiry, exists before Gladia is asked; the callback URL names the request and its expiry
 with a token minted for both under the first key; Gladia's job id is stored once it answers, and
-one that is not a plain id is refused. A job id goes into Gladia's API path only when plain."""
+one that is not a plain id is refused. A job id goes into Gladia's API path only when plain.
+
+A job is submitted at most once per bot (a recording): a second request finds the bot's row; one
+whose job id was never recorded (the answer lost, or the database failing after the POST) asks
+Gladia's job list for a job carrying our request id in its custom_metadata before it submits, and
+submits under the same request id only when there is none."""
 
 from __future__ import annotations
 
@@ -20,10 +25,26 @@ from pydantic import SecretStr
 
 from notetaker.common import callback_tokens
 from notetaker.common.events import TranscriptReady
-from notetaker.transcript_sync.app import Join, Resources
+from notetaker.common.failures import Kind, classify, retry_after
+from notetaker.transcript_sync.app import Join
 from notetaker.transcript_sync.join import RequestTranscription
+from notetaker.transcript_sync.resources import Resources
 from notetaker.transcript_sync.settings import TranscriptSyncSettings
-from notetaker.transcript_sync.transcripts import TranscriptUnavailable, resolve
+from notetaker.transcript_sync.transcripts import (
+    REQUEST_ID_METADATA,
+    ProviderAnswered,
+    TranscriptUnavailable,
+    resolve,
+)
+from tests.transcript_sync.fakes import (
+    FaultyPool,
+    Record,
+    forget_group,
+    once,
+    scheduled_meeting,
+    uploaded,
+    worker,
+)
 
 KEY, OLD_KEY = "callback-key-that-signs", "callback-key-retiring"
 GLADIA_KEY = "gladia-api-key-of-ours"
@@ -32,25 +53,54 @@ LIFETIME = 3600
 
 @dataclass
 class Gladia:
-    """Gladia's pre-recorded API: a job id per POST (`answers`, in order), each request kept
-    with the job row the database held when the POST arrived."""
+    """Gladia's pre-recorded API: `POST /v2/pre-recorded` creates a job (answered by `answers`
+    in order, a new job id each when none is left), `GET /v2/pre-recorded?custom_metadata=`
+    lists the jobs whose metadata holds the given pairs, `GET /v2/pre-recorded/{id}` answers a
+    result. Every request is kept, each POST with the job row the database held when it came."""
 
     db: asyncpg.Pool
     answers: list[httpx.Response] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
     rows_at_submit: list[dict[str, Any] | None] = field(default_factory=list)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if request.method == "POST":
-            callback = httpx.URL(json.loads(request.content)["callback_config"]["url"])
+            body = json.loads(request.content)
+            callback = httpx.URL(body["callback_config"]["url"])
             row = await self.db.fetchrow(
                 "SELECT * FROM transcription_jobs WHERE request_id = $1",
                 uuid.UUID(callback.params["request_id"]),
             )
             self.rows_at_submit.append(dict(row) if row is not None else None)
-            return self.answers.pop(0)
+            answer = self.answers.pop(0) if self.answers else created(str(uuid.uuid4()))
+            if answer.status_code in (200, 201):
+                job_id = json.loads(answer.content)["id"]
+                self.jobs[str(job_id)] = {
+                    "id": job_id,
+                    "status": "queued",
+                    "created_at": f"2026-01-01T00:00:{len(self.jobs):02d}Z",
+                    "custom_metadata": body.get("custom_metadata"),
+                }
+            return answer
+        if request.url.path == "/v2/pre-recorded":
+            wanted = json.loads(request.url.params["custom_metadata"])
+            items = [
+                job
+                for job in self.jobs.values()
+                if wanted.items() <= (job["custom_metadata"] or {}).items()
+            ]
+            return httpx.Response(
+                200, json={"first": "", "current": "", "next": None, "items": items}
+            )
         return httpx.Response(200, json={"result": {"transcription": {"utterances": []}}})
+
+    def posts(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "POST"]
+
+    def lists(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "GET" and r.url.path == "/v2/pre-recorded"]
 
 
 class PresigningS3:
@@ -60,28 +110,33 @@ class PresigningS3:
         return f"https://s3.example/{Params['Bucket']}/{Params['Key']}?X-Amz-Signature=s"
 
 
+GLADIA_SETTINGS: dict[str, Any] = {
+    "gladia_api_url": "https://gladia.example",
+    "gladia_api_key": SecretStr(GLADIA_KEY),
+    "gladia_callback_keys": [SecretStr(KEY), SecretStr(OLD_KEY)],
+    "gladia_callback_token_seconds": LIFETIME,
+    "ingest_public_url": "https://ingest.example",
+}
+
+
+def gladia_settings() -> TranscriptSyncSettings:
+    return TranscriptSyncSettings(**GLADIA_SETTINGS)
+
+
 @pytest.fixture
 async def gladia(db: asyncpg.Pool) -> AsyncIterator[tuple[Join, Gladia]]:
-    settings = TranscriptSyncSettings(
-        gladia_api_url="https://gladia.example",
-        gladia_api_key=SecretStr(GLADIA_KEY),
-        gladia_callback_keys=[SecretStr(KEY), SecretStr(OLD_KEY)],
-        gladia_callback_token_seconds=LIFETIME,
-        ingest_public_url="https://ingest.example",
-    )
     api = Gladia(db)
-    resources = Resources(settings)
-    resources.pool = db
-    resources.http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    resources = Resources.given(gladia_settings(), pool=db, http=http, s3=PresigningS3())
     try:
-        yield Join(settings, resources), api
+        yield Join(gladia_settings(), resources), api
     finally:
-        await resources.http.aclose()
+        await http.aclose()
 
 
 async def request_transcript(join: Join, bot_id: str) -> None:
     effect = RequestTranscription("recordings", f"{bot_id}/audio.flac")
-    await join._request_transcription(bot_id, effect, cast(Any, PresigningS3()))
+    await join._request_transcription(bot_id, effect)
 
 
 async def job_row(db: asyncpg.Pool, bot_id: str) -> dict[str, Any]:
@@ -128,24 +183,111 @@ async def test_the_row_is_written_before_gladia_is_asked_and_gets_gladias_job_id
     assert row["completed_at"] is None
 
 
-async def test_a_new_request_for_the_bot_replaces_its_row_and_the_old_request_id(
+async def test_a_second_request_for_the_bot_submits_nothing(
     gladia: tuple[Join, Gladia], db: asyncpg.Pool
 ) -> None:
     join, api = gladia
     bot_id = str(uuid.uuid4())
-    api.answers += [created("first-job"), created("second-job")]
     await request_transcript(join, bot_id)
     first = await job_row(db, bot_id)
     await request_transcript(join, bot_id)
-    second = await job_row(db, bot_id)
-    assert second["request_id"] != first["request_id"]
-    assert second["job_id"] == "second-job"
-    assert (
-        await db.fetchval(
-            "SELECT count(*) FROM transcription_jobs WHERE request_id = $1", first["request_id"]
-        )
-        == 0
+    assert len(api.posts()) == 1
+    assert await job_row(db, bot_id) == first
+
+
+async def test_a_job_whose_id_was_not_recorded_is_found_not_submitted_again(
+    gladia: tuple[Join, Gladia], db: asyncpg.Pool
+) -> None:
+    join, api = gladia
+    bot_id = str(uuid.uuid4())
+    database = FaultyPool(db)
+    database.fault = once(
+        ConnectionResetError("connection lost"),
+        lambda sql: sql.startswith("UPDATE transcription_jobs SET job_id"),
     )
+    join.resources.pool = database
+    with pytest.raises(ConnectionResetError):
+        await request_transcript(join, bot_id)  # Gladia has the job; we lost its id
+    (job_id,) = api.jobs
+    assert (await job_row(db, bot_id))["job_id"] is None
+
+    await request_transcript(join, bot_id)  # the retry
+
+    assert len(api.posts()) == 1
+    (looked_up,) = api.lists()
+    row = await job_row(db, bot_id)
+    assert json.loads(looked_up.url.params["custom_metadata"]) == {
+        REQUEST_ID_METADATA: str(row["request_id"])
+    }
+    assert looked_up.headers["x-gladia-key"] == GLADIA_KEY
+    assert row["job_id"] == job_id
+
+
+async def test_a_job_gladia_never_created_is_submitted_again_under_the_same_request(
+    gladia: tuple[Join, Gladia], db: asyncpg.Pool
+) -> None:
+    join, api = gladia
+    bot_id = str(uuid.uuid4())
+    api.answers.append(httpx.Response(503, headers={"Retry-After": "7"}, text="busy"))
+    with pytest.raises(ProviderAnswered) as refused:
+        await request_transcript(join, bot_id)
+    assert classify(refused.value) is Kind.TRANSIENT
+    assert retry_after(refused.value) == 7.0
+    first = await job_row(db, bot_id)
+
+    await request_transcript(join, bot_id)
+
+    first_post, second_post = api.posts()
+    assert len(api.lists()) == 1  # looked up before submitting again
+    request_ids = [
+        httpx.URL(json.loads(p.content)["callback_config"]["url"]).params["request_id"]
+        for p in (first_post, second_post)
+    ]
+    assert request_ids == [str(first["request_id"])] * 2
+    assert json.loads(second_post.content)["custom_metadata"][REQUEST_ID_METADATA] == str(
+        first["request_id"]
+    )
+    (job_id,) = api.jobs
+    row = await job_row(db, bot_id)
+    assert (row["request_id"], row["job_id"]) == (first["request_id"], job_id)
+    # The token of the second submit is valid from the second submit on.
+    callback = httpx.URL(json.loads(second_post.content)["callback_config"]["url"])
+    assert int(row["token_expires_at"].timestamp()) == int(callback.params["expires"])
+
+
+async def test_gladia_refusing_our_key_is_permanent(gladia: tuple[Join, Gladia]) -> None:
+    join, api = gladia
+    api.answers.append(httpx.Response(401, json={"message": "Invalid API key"}))
+    with pytest.raises(ProviderAnswered) as refused:
+        await request_transcript(join, str(uuid.uuid4()))
+    assert classify(refused.value) is Kind.PERMANENT
+
+
+async def test_one_gladia_job_per_recording_when_recording_its_id_fails_after_the_post(
+    db: asyncpg.Pool,
+) -> None:
+    """The whole path: an upload without a provider transcript asks Gladia for one; storing the
+    job id fails (the database drops the connection right after Gladia answered); the effect is
+    tried again once the database answers, finds the job, and submits none."""
+    api = Gladia(db)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    running = worker(db, s3=PresigningS3(), http=http, **GLADIA_SETTINGS)
+    running.database.fault = once(
+        ConnectionResetError("connection lost"),
+        lambda sql: sql.startswith("UPDATE transcription_jobs SET job_id"),
+    )
+    meeting = await scheduled_meeting(db)
+    try:
+        assert await running.handle(Record.of(uploaded(meeting, provider_transcript=False)))
+    finally:
+        await http.aclose()
+        await forget_group(db, running.group)
+
+    assert len(api.posts()) == 1
+    (job_id,) = api.jobs
+    assert (await job_row(db, meeting.bot_id))["job_id"] == job_id
+    assert running.table[meeting.bot_id]["gladia_requested"] is True
+    assert running.publisher.dead_letters == []
 
 
 @pytest.mark.parametrize("job_id", ["../v2/pre-recorded", "a/b", "a?x=1", "", None, 42])

@@ -1,33 +1,49 @@
 """The Faust app: one agent joins upload, transcript and thumbnail events per bot.
 
-Faust acks a message whose handler raised (`stream_ack_exceptions`), so nothing may escape the
-agent: every effect is retried and, when it keeps failing, the event goes to its dead-letter topic
-with the error and the join state is left as it was (a replay then redoes the work).
+Every event ends **settled** (its effects durable, its dead letter acknowledged by Kafka, or it is
+parked in the database) or **unsettled** (the worker stopped or lost its partitions while the event
+waited): only a settled event's offset is committed (`transport.py`), an unsettled one is read
+again. Nothing escapes the agent. The failure policy (`notetaker.common.failures`) decides:
+
+- *permanent* (the record is not an event of our catalog, the meeting is not ours, a provider
+  refuses the request): dead-lettered at once, counted under the app's consumer group;
+- *outage* (our PostgreSQL, Kafka or S3 unreachable, including opening the connections): waited
+  out, without end, while /readyz answers 503; never dead-lettered or parked;
+- *transient* (a provider's 5xx or 429, anything unforeseen): retried in place with jittered
+  backoff up to `NOTETAKER_EFFECT_ATTEMPTS` tries (60 s at most), then parked in `parked_events`.
+  The join table belongs to the agent's partition, so a parked event is not retried here: a
+  background task republishes it when due to its original topic, with its key, value and headers
+  and a `notetaker_parked_attempts` header (a second park goes on counting), and deletes its row.
+
+The join state of an event that failed is left as it was, so its retry (a republished parked
+event, a replayed dead letter) redoes the work; every effect is idempotent for that: `meetings`
+writes are guarded, `meeting.synced` goes through the outbox (`outbox.py`), a Gladia job is
+submitted at most once per bot (`_request_transcription`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-import aiohttp
-import asyncpg
 import faust
-import httpx
+from faust.tables.manager import TableManager
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from notetaker.common.db import create_pool
 from notetaker.common.envelope import EnvelopeError, from_message
-from notetaker.common.events import Event, MeetingSynced
-from notetaker.common.kafka import EventPublisher
+from notetaker.common.events import Event
+from notetaker.common.failures import Kind, OutagePolicy, RetryPolicy, attempts, classify
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import CONSUMER_DLQ
-from notetaker.common.s3 import S3Client, s3_client, s3_location
-from notetaker.transcript_sync import media, meetings, transcripts
+from notetaker.common.parking import PARKED, Parked, Parking, PostgresParking
+from notetaker.common.s3 import s3_location
+from notetaker.transcript_sync import media, meetings, outbox, transcripts
 from notetaker.transcript_sync.join import (
     Effect,
     JoinState,
@@ -40,10 +56,13 @@ from notetaker.transcript_sync.join import (
     decide,
 )
 from notetaker.transcript_sync.meetings import MeetingMedia
+from notetaker.transcript_sync.resources import Resources
 from notetaker.transcript_sync.settings import TranscriptSyncSettings
-from notetaker.transcript_sync.transport import Transport
+from notetaker.transcript_sync.transport import App, Consumer, Transport
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 SOURCE_TOPICS = (
     "recording.uploaded",
@@ -55,51 +74,74 @@ SOURCE_TOPICS = (
 EFFECTS = Counter(
     "notetaker_transcript_sync_effects_total", "Join effects carried out, by kind.", ["effect"]
 )
+BACKGROUND_SECONDS = 5.0  # how often parked events and the outbox are looked at
+# How many times a republished parked event was parked already (its next park goes on counting).
+ATTEMPTS_HEADER = "notetaker_parked_attempts"
 
 
-class Resources:
-    """Connections the effects need, opened on first use inside the worker's event loop."""
+class Abandoned(Exception):
+    """The worker is stopping or losing its partitions: the event is left unsettled."""
 
-    publisher: EventPublisher
-    http: httpx.AsyncClient
-    sources: aiohttp.ClientSession
 
-    def __init__(self, settings: TranscriptSyncSettings) -> None:
-        self.settings = settings
-        self._lock = asyncio.Lock()
-        self.pool: asyncpg.Pool | None = None
-        self._s3_context: Any = None
-        self.s3: S3Client | None = None
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
 
-    async def ready(self) -> None:
-        async with self._lock:
-            if self.pool is None:
-                # aiokafka and httpx bind to the running loop: create them inside the worker.
-                self.publisher = EventPublisher(self.settings)
-                self.http = httpx.AsyncClient(timeout=30.0)
-                # Provider transcript URLs: only what the source URL policy allows.
-                self.sources = self.settings.source_policy().session(
-                    timeout=aiohttp.ClientTimeout(total=120, sock_connect=10, sock_read=30)
-                )
-                await self.publisher.start()
-                self._s3_context = s3_client(self.settings)
-                self.s3 = await self._s3_context.__aenter__()
-                self.pool = await create_pool(self.settings)
 
-    async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-            await self.publisher.stop()
-            await self._s3_context.__aexit__(None, None, None)
-            await self.http.aclose()
-            await self.sources.close()
+def parked_attempts(headers: Iterable[tuple[str, bytes]]) -> int:
+    """How many times the event was parked before (its `notetaker_parked_attempts` header)."""
+    for name, value in headers:
+        if name == ATTEMPTS_HEADER:
+            with contextlib.suppress(ValueError):
+                return max(0, int(value))
+    return 0
 
 
 class Join:
-    def __init__(self, settings: TranscriptSyncSettings, resources: Resources) -> None:
+    def __init__(
+        self,
+        settings: TranscriptSyncSettings,
+        resources: Resources,
+        *,
+        parking: Parking | None = None,
+        retry: RetryPolicy | None = None,
+        outage: OutagePolicy | None = None,
+    ) -> None:
         self.settings = settings
         self.resources = resources
+        self.group = settings.faust_app_id
+        self.source = f"/notetaker/{settings.service_name}"
         self.can_transcribe = bool(settings.gladia_api_key and settings.gladia_callback_keys)
+        self.retry = retry or RetryPolicy(attempts=settings.effect_attempts)
+        self.outage = outage or OutagePolicy()
+        self._parking = parking
+        self._outages = 0
+        # Set while the worker stops or rebalances (the consumer's flow is stopped): an event
+        # waiting out an outage is given up then, unsettled.
+        self.interrupted = asyncio.Event()
+
+    @property
+    def in_outage(self) -> bool:
+        return self._outages > 0
+
+    def ready(self) -> bool:
+        """The connections are open and no dependency is down (what /readyz reports)."""
+        return self.resources.opened and not self.in_outage
+
+    @property
+    def parking(self) -> Parking:
+        if self._parking is None:
+            self._parking = PostgresParking(self.resources.pool)
+        return self._parking
+
+    async def open(self) -> None:
+        """Open the connections, waiting out an outage (not interrupted: the worker's start)."""
+        await self._durably(self.resources.open, "open", interruptible=False)
 
     async def process(
         self,
@@ -110,88 +152,181 @@ class Join:
         value: bytes,
         headers: Iterable[tuple[str, bytes]],
         offset: int,
-    ) -> None:
-        await self.resources.ready()
-        headers = list(headers)
-
-        async def park(error: str) -> None:
-            await self.resources.publisher.dead_letter(
-                topic=topic,
-                key=key,
-                value=value,
-                headers=headers,
-                offset=offset,
-                error=error,
-                group=self.settings.faust_app_id,
-            )
-
+        partition: int = 0,
+    ) -> bool:
+        """Handle one record; True once it is settled (applied, dead-lettered or parked), False
+        when it must be read again. Never raises."""
+        record = Record(topic, partition, offset, key, value, list(headers))
         try:
-            envelope = from_message(headers, key, value)
+            return await self._process(table, record)
+        except Abandoned:
+            log.info("join.event_unsettled", topic=topic, partition=partition, offset=offset)
+        except Exception:
+            log.exception("join.event_unsettled", topic=topic, partition=partition, offset=offset)
+        return False
+
+    async def _process(self, table: Any, record: Record) -> bool:
+        await self._durably(self.resources.open, "open")
+        try:
+            envelope = from_message(record.headers, record.key, record.value)
         except EnvelopeError as exc:
-            await park(f"unparseable: {exc}")
-            return
+            log.error("join.unparseable_event", topic=record.topic, error=str(exc))
+            await self._dead_letter(record, f"unparseable: {exc}")
+            return True
         event = envelope.event
-        state = JoinState.model_validate(table.get(event.bot_id) or {})
-        new_state, effects = decide(state, event, can_transcribe=self.can_transcribe)
-        for effect in effects:
-            try:
-                await self._with_retries(event, effect)
-            except Exception as exc:
-                log.exception(
-                    "join.effect_failed",
-                    bot_id=event.bot_id,
-                    event_id=envelope.id,
-                    effect=type(effect).__name__,
-                )
-                await park(f"{type(effect).__name__} failed: {exc!r}")
-                return
+        context = {"bot_id": event.bot_id, "event_type": event.type, "event_id": envelope.id}
+        current: Effect | None = None
+        try:
+            state = JoinState.model_validate(table.get(event.bot_id) or {})
+            new_state, effects = decide(state, event, can_transcribe=self.can_transcribe)
+            for effect in effects:
+                current = effect
+                await self._carry_out(event, effect)
+        except Abandoned:
+            raise
+        except Exception as exc:
+            kind = classify(exc)
+            what = f"{type(current).__name__} failed: {exc!r}" if current else repr(exc)
+            if kind is Kind.PERMANENT:
+                log.error("join.event_refused", error=what, **context)
+                await self._dead_letter(record, f"permanent: {what}")
+            else:
+                log.warning("join.event_parked", error=what, **context)
+                await self._park(record, f"{kind.value}: {what}")
+            return True
         if new_state != state:
             table[event.bot_id] = new_state.model_dump(mode="json")
-        log.info(
-            "join.applied",
-            bot_id=event.bot_id,
-            event_type=event.type,
-            event_id=envelope.id,
-            effects=[type(e).__name__ for e in effects],
+        log.info("join.applied", effects=[type(e).__name__ for e in effects], **context)
+        return True
+
+    async def _durably(
+        self, op: Callable[[], Awaitable[T]], what: str, *, interruptible: bool = True
+    ) -> T:
+        """`op`, tried again and again while it fails for an outage (OutagePolicy, no end) and
+        not-ready meanwhile; any other error is raised. Interrupted (`interrupted`): Abandoned."""
+        task = asyncio.ensure_future(self._through_outages(op, what))
+        if not interruptible:
+            return await task
+        waiter = asyncio.ensure_future(self.interrupted.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            raise Abandoned(what)
+        return task.result()
+
+    async def _through_outages(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        waiting = False
+        try:
+            async for attempt in attempts(self.outage):
+                with attempt:
+                    if attempt.num > 1 and not waiting:
+                        waiting = True
+                        self._outages += 1
+                        log.warning("join.outage", waiting_for=what)
+                    result = await op()
+        finally:
+            if waiting:
+                self._outages -= 1
+                log.info("join.outage_over", waited_for=what)
+        return result
+
+    async def _carry_out(self, event: Event, effect: Effect) -> None:
+        """One effect under the policy: transient errors retried in place to the bound, outages
+        waited out; what is left (permanent, or transient past the bound) is raised."""
+
+        async def with_retries() -> None:
+            async for attempt in attempts(self.retry):
+                with attempt:
+                    await self._apply(event, effect)
+
+        await self._durably(with_retries, type(effect).__name__)
+        EFFECTS.labels(type(effect).__name__).inc()
+
+    async def _dead_letter(self, record: Record, error: str) -> None:
+        """Dead-letter `record`, waiting out a Kafka outage: settled only once Kafka has it."""
+
+        async def send() -> None:
+            await self.resources.publisher.dead_letter(
+                topic=record.topic,
+                key=record.key,
+                value=record.value,
+                headers=record.headers,
+                offset=record.offset,
+                error=error,
+                group=self.group,
+            )
+
+        await self._durably(send, "dead letter")
+
+    async def _park(self, record: Record, error: str) -> None:
+        """Park `record` in the database (waiting out an outage of it), counting its attempts on
+        from a republished event's header."""
+        parked = Parked(
+            group=self.group,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=[(k, v) for k, v in record.headers if k != ATTEMPTS_HEADER],
+            error=error,
+            attempts=parked_attempts(record.headers) + 1,
         )
 
-    async def _with_retries(self, event: Event, effect: Effect) -> None:
-        attempts = self.settings.effect_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                await self._apply(event, effect)
-                EFFECTS.labels(type(effect).__name__).inc()
-                return
-            except Exception as exc:
-                if attempt == attempts:
-                    raise
-                delay = min(10.0, 0.25 * 2 ** (attempt - 1))
-                log.warning(
-                    "join.effect_retry",
-                    bot_id=event.bot_id,
-                    attempt=attempt,
-                    effect=type(effect).__name__,
-                    error=repr(exc),
-                    retry_in_s=delay,
+        async def park() -> None:
+            await self.parking.park(parked)
+            if parked.attempts > 1:  # park() starts a row at 1 attempt; this one is later
+                await self.parking.failed_again(
+                    replace(parked, attempts=parked.attempts - 1), parked.error
                 )
-                await asyncio.sleep(delay)
+
+        await self._durably(park, "park")
+
+    async def republish_parked(self, limit: int = 100) -> int:
+        """Put the parked events that are due back on their topics (each a lease, then its row
+        deleted once Kafka has it), and refresh the parked gauge; how many went back."""
+        parking = self.parking
+        due = await parking.claim(self.group, SOURCE_TOPICS, limit)
+        for event in due:
+            headers = [(k, v) for k, v in event.headers if k != ATTEMPTS_HEADER]
+            headers.append((ATTEMPTS_HEADER, str(event.attempts).encode()))
+            await self.resources.send(event.topic, event.key, event.value, headers)
+            await parking.done(event)
+            log.info(
+                "join.parked_event_republished",
+                topic=event.topic,
+                offset=event.offset,
+                attempts=event.attempts,
+            )
+        waiting = await parking.waiting(self.group)
+        for topic in SOURCE_TOPICS:
+            PARKED.labels(self.group, topic).set(waiting.get(topic, 0))
+        return len(due)
+
+    async def sweep_outbox(self) -> int:
+        """Publish `meeting.synced` records whose event never came back to publish them."""
+        return await outbox.sweep(self.resources.pool, self.resources.send, self.source)
 
     async def _apply(self, event: Event, effect: Effect) -> None:
         r = self.resources
-        assert r.pool is not None
-        assert r.s3 is not None
         bot_id = event.bot_id
         if isinstance(effect, RequestThumbnail):
             await r.publisher.publish(effect.request)
             return
         if isinstance(effect, RequestTranscription):
-            await self._request_transcription(bot_id, effect, r.s3)
+            await self._request_transcription(bot_id, effect)
             return
-        media: MeetingMedia
+        written: MeetingMedia
         if isinstance(effect, WriteVideo):
             audio = s3_location(effect.bucket, effect.audio_key) if effect.audio_key else None
             video = s3_location(effect.bucket, effect.video_key)
-            media = await meetings.write_video(r.pool, bot_id, video, audio)
+            written = await meetings.write_video(r.pool, self.source, bot_id, video, audio)
         elif isinstance(effect, WriteTranscript):
             utterances = await transcripts.resolve(
                 r.http,
@@ -200,67 +335,74 @@ class Join:
                 self.settings.gladia_api_url,
                 self.settings.gladia_api_key,
             )
-            media = await meetings.write_transcript(
-                r.pool, bot_id, effect.transcript.provider, utterances
+            written = await meetings.write_transcript(
+                r.pool, self.source, bot_id, effect.transcript.provider, utterances
             )
             await meetings.complete_transcription_job(r.pool, bot_id)
         elif isinstance(effect, WriteThumbnail):
             location = s3_location(effect.bucket, effect.thumbnail_key)
-            media = await meetings.write_thumbnail(r.pool, bot_id, location)
+            written = await meetings.write_thumbnail(r.pool, self.source, bot_id, location)
         elif isinstance(effect, MarkFailed):
-            media = await meetings.mark_failed(r.pool, bot_id, effect.error)
-        if media.changed:
-            await r.publisher.publish(
-                MeetingSynced(
-                    bot_id=bot_id,
-                    meeting_id=media.id,
-                    org_id=media.org_id,
-                    has_video=media.has_video,
-                    has_transcript=media.has_transcript,
-                    has_thumbnail=media.has_thumbnail,
-                )
-            )
+            written = await meetings.mark_failed(r.pool, self.source, bot_id, effect.error)
+        # This change's meeting.synced, and any an earlier try committed but did not publish.
+        await outbox.flush(r.pool, r.send, self.source, bot_id.encode())
+        if written.changed:
+            log.info("meeting.synced", bot_id=bot_id, meeting_id=str(written.id))
 
-    async def _request_transcription(
-        self, bot_id: str, effect: RequestTranscription, s3: S3Client
-    ) -> None:
-        assert self.settings.gladia_api_key is not None
-        audio_url = await s3.generate_presigned_url(
+    async def _request_transcription(self, bot_id: str, effect: RequestTranscription) -> None:
+        """Submit one Gladia job for the bot, at most once: the job's row (our request id) is
+        written before the job is submitted; a bot whose row has Gladia's job id is done, and one
+        whose row has none (an earlier try failed after or during the submit) asks Gladia for a
+        job under that request id before it submits again."""
+        settings = self.settings
+        assert settings.gladia_api_key is not None
+        pool, http = self.resources.pool, self.resources.http
+        expires = int(time.time()) + settings.gladia_callback_token_seconds
+        job, new = await meetings.open_transcription_job(
+            pool, bot_id, "gladia", uuid.uuid4(), datetime.fromtimestamp(expires, UTC)
+        )
+        context = {"bot_id": bot_id, "provider": "gladia", "request_id": str(job.request_id)}
+        if job.job_id is not None:
+            log.info("transcription.already_requested", job_id=job.job_id, **context)
+            return
+        if not new:
+            found = await transcripts.find_gladia_job(
+                http,
+                gladia_url=settings.gladia_api_url,
+                gladia_key=settings.gladia_api_key,
+                request_id=job.request_id,
+                bot_id=bot_id,
+            )
+            if found is not None:
+                await meetings.record_transcription_job(pool, job.request_id, found)
+                log.info("transcription.found", job_id=found, **context)
+                return
+            # Never submitted: submitted now, with a callback token valid from now.
+            await meetings.renew_transcription_token(
+                pool, job.request_id, datetime.fromtimestamp(expires, UTC)
+            )
+        audio_url = await self.resources.s3.generate_presigned_url(
             "get_object",
             Params={"Bucket": effect.bucket, "Key": effect.audio_key},
-            ExpiresIn=self.settings.presigned_url_seconds,
-        )
-        pool = self.resources.pool
-        assert pool is not None
-        # The row comes first: a callback is accepted only for a request id that has one.
-        request_id = uuid.uuid4()
-        expires = int(time.time()) + self.settings.gladia_callback_token_seconds
-        await meetings.open_transcription_job(
-            pool, bot_id, "gladia", request_id, datetime.fromtimestamp(expires, UTC)
+            ExpiresIn=settings.presigned_url_seconds,
         )
         job_id = await transcripts.request_gladia_job(
-            self.resources.http,
-            gladia_url=self.settings.gladia_api_url,
-            gladia_key=self.settings.gladia_api_key,
+            http,
+            gladia_url=settings.gladia_api_url,
+            gladia_key=settings.gladia_api_key,
             audio_url=audio_url,
-            callback_base=self.settings.ingest_public_url,
-            callback_key=self.settings.gladia_callback_keys[0],
-            request_id=request_id,
+            callback_base=settings.ingest_public_url,
+            callback_key=settings.gladia_callback_keys[0],
+            request_id=job.request_id,
             expires=expires,
             bot_id=bot_id,
         )
-        await meetings.record_transcription_job(pool, request_id, job_id)
-        log.info(
-            "transcription.requested",
-            bot_id=bot_id,
-            provider="gladia",
-            job_id=job_id,
-            request_id=str(request_id),
-        )
+        await meetings.record_transcription_job(pool, job.request_id, job_id)
+        log.info("transcription.requested", job_id=job_id, **context)
 
 
 def create_app(settings: TranscriptSyncSettings) -> faust.App:
-    app = faust.App(
+    app = App(
         settings.faust_app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",  # state is rebuilt from the changelog topic on start
@@ -280,8 +422,9 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
     app.transport = Transport(app.conf.broker_consumer, app)
     resources = Resources(settings)
     join = Join(settings, resources)
-    for topic in SOURCE_TOPICS:  # at 0 from the start: the first dead letter is an increase
-        CONSUMER_DLQ.labels(settings.faust_app_id, topic)
+    for topic in SOURCE_TOPICS:  # at 0 from the start: the first one is an increase
+        CONSUMER_DLQ.labels(join.group, topic)
+        PARKED.labels(join.group, topic)
     table = app.Table("meeting-join", default=dict, partitions=settings.kafka_topic_partitions)
     source = app.topic(
         *SOURCE_TOPICS,
@@ -291,20 +434,48 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
         value_serializer="raw",
     )
 
+    def consumer() -> Consumer:
+        return cast(Consumer, app.consumer)
+
     @app.agent(source)
     async def join_events(stream: Any) -> None:
+        join.interrupted = consumer().flow_stopped
         async for event in stream.events():
             message = event.message
             headers = message.headers
             pairs = headers.items() if isinstance(headers, dict) else headers or []
-            await join.process(
+            settled = await join.process(
                 table,
                 topic=message.topic,
+                partition=message.partition,
                 key=message.key,
                 value=message.value,
                 headers=pairs,
                 offset=message.offset,
             )
+            if settled:
+                consumer().settle(message)
+
+    async def open_connections() -> None:
+        await join.open()  # /readyz says not ready until they are open
+
+    async def background(name: str, work: Callable[[], Awaitable[int]]) -> None:
+        if not resources.opened:
+            return
+        try:
+            await work()
+        except Exception as exc:  # the database or Kafka down: next round
+            log.warning("join.background_failed", task=name, error=repr(exc))
+
+    async def republish_parked() -> None:
+        await background("republish_parked", join.republish_parked)
+
+    async def sweep_outbox() -> None:
+        await background("sweep_outbox", join.sweep_outbox)
+
+    app.task(open_connections)
+    app.timer(interval=BACKGROUND_SECONDS)(republish_parked)
+    app.timer(interval=BACKGROUND_SECONDS)(sweep_outbox)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -313,7 +484,19 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         assigned = bool(app.consumer.assignment()) if app.consumer else False
-        return web.json({"ready": assigned}, status=200 if assigned else 503)
+        recovery = cast(TableManager, app.tables).recovery
+        # Ready once the first recovery is over (the agent reads events from then on), the
+        # connections are open and no dependency is down.
+        recovered = recovery.completed.is_set() and not recovery.in_recovery
+        ready = assigned and recovered and join.ready()
+        body = {
+            "ready": ready,
+            "assigned": assigned,
+            "recovered": recovered,
+            "connections": resources.opened,
+            "outage": join.in_outage,
+        }
+        return web.json(body, status=200 if ready else 503)
 
     @app.page("/meetings/{meeting_id}/media/{kind}")
     async def media_page(web: Any, request: Any, meeting_id: str, kind: str) -> Any:
@@ -323,9 +506,10 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
             )
         except media.MediaRefused as refused:
             return web.json({"title": refused.reason, "status": 401}, status=401)
-        await resources.ready()
-        assert resources.pool is not None
-        assert resources.s3 is not None
+        try:
+            await resources.open()
+        except ConnectionError:
+            return web.json({"title": "unavailable", "status": 503}, status=503)
         try:
             link = await media.media_link(
                 resources.pool,

@@ -2,7 +2,11 @@
 
 Every write is keyed by bot_id and sets absolute values, so repeating it changes nothing; the
 `IS DISTINCT FROM` guards keep a repeat from even touching `updated_at`. Fathom rows are never
-matched (`source = 'notetaker'`).
+matched (`source = 'notetaker'`). A write that changes the row puts its `meeting.synced` into the
+outbox in the same transaction (`outbox.py`): the change and its announcement are one fact.
+
+Transcription jobs: the bot's `transcription_jobs` row is the intent, written before the provider
+is asked; it is written once per bot (a recording), and the provider's job id goes into it once.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ from typing import Any
 
 import asyncpg
 
-from notetaker.common.events import Utterance
+from notetaker.common.events import MeetingSynced, Utterance
+from notetaker.common.failures import Permanent
+from notetaker.transcript_sync import outbox
 
 
-class MeetingNotFound(Exception):
-    """No notetaker meeting has this bot yet (the scheduler links them when deploying)."""
+class MeetingNotFound(Permanent):
+    """No notetaker meeting has this bot: the scheduler links a bot to its meeting before the bot
+    exists, so an event about a bot without one (a Fathom bot, a bot we never deployed) can never
+    be applied."""
 
 
 @dataclass(frozen=True)
@@ -35,35 +43,51 @@ _RETURNING = """RETURNING id, org_id, video_url IS NOT NULL AS has_video,
     transcript_text IS NOT NULL AS has_transcript, thumbnail_url IS NOT NULL AS has_thumbnail"""
 
 
-async def _update(pool: asyncpg.Pool, bot_id: str, assignments: str, *args: Any) -> MeetingMedia:
-    """Apply `assignments` ($2.. are args) if any value differs; report the row either way."""
+async def _update(
+    pool: asyncpg.Pool, source: str, bot_id: str, assignments: str, *args: Any
+) -> MeetingMedia:
+    """Apply `assignments` ($2.. are args) if any value differs, with its `meeting.synced` in the
+    outbox (`source`: the CloudEvent source); report the row either way."""
     columns = [part.split("=")[0].strip() for part in assignments.split(",")]
     differs = " OR ".join(f"{c} IS DISTINCT FROM ${i + 2}" for i, c in enumerate(columns))
-    row = await pool.fetchrow(
-        f"UPDATE meetings SET {assignments}, updated_at = now()"  # noqa: S608 - fixed columns
-        f" WHERE bot_id = $1 AND source = 'notetaker' AND ({differs}) {_RETURNING}",
-        bot_id,
-        *args,
-    )
-    changed = row is not None
-    if row is None:
-        row = await pool.fetchrow(
-            "SELECT id, org_id, video_url IS NOT NULL AS has_video,"
-            " transcript_text IS NOT NULL AS has_transcript,"
-            " thumbnail_url IS NOT NULL AS has_thumbnail"
-            " FROM meetings WHERE bot_id = $1 AND source = 'notetaker'",
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"UPDATE meetings SET {assignments}, updated_at = now()"  # noqa: S608 - fixed columns
+            f" WHERE bot_id = $1 AND source = 'notetaker' AND ({differs}) {_RETURNING}",
             bot_id,
+            *args,
         )
-    if row is None:
-        raise MeetingNotFound(f"no notetaker meeting row for bot {bot_id}")
-    return MeetingMedia(**dict(row), changed=changed)
+        changed = row is not None
+        if row is None:
+            row = await conn.fetchrow(
+                "SELECT id, org_id, video_url IS NOT NULL AS has_video,"
+                " transcript_text IS NOT NULL AS has_transcript,"
+                " thumbnail_url IS NOT NULL AS has_thumbnail"
+                " FROM meetings WHERE bot_id = $1 AND source = 'notetaker'",
+                bot_id,
+            )
+        if row is None:
+            raise MeetingNotFound(f"no notetaker meeting row for bot {bot_id}")
+        media = MeetingMedia(**dict(row), changed=changed)
+        if changed:
+            synced = MeetingSynced(
+                bot_id=bot_id,
+                meeting_id=media.id,
+                org_id=media.org_id,
+                has_video=media.has_video,
+                has_transcript=media.has_transcript,
+                has_thumbnail=media.has_thumbnail,
+            )
+            await outbox.add(conn, synced, source)
+    return media
 
 
 async def write_video(
-    pool: asyncpg.Pool, bot_id: str, video_url: str, audio_url: str | None
+    pool: asyncpg.Pool, source: str, bot_id: str, video_url: str, audio_url: str | None
 ) -> MeetingMedia:
     return await _update(
         pool,
+        source,
         bot_id,
         "video_url = $2, audio_url = $3, recording_status = $4",
         video_url,
@@ -73,11 +97,12 @@ async def write_video(
 
 
 async def write_transcript(
-    pool: asyncpg.Pool, bot_id: str, provider: str, utterances: list[Utterance]
+    pool: asyncpg.Pool, source: str, bot_id: str, provider: str, utterances: list[Utterance]
 ) -> MeetingMedia:
     text = "\n".join(f"{u.speaker}: {u.text}" if u.speaker else u.text for u in utterances)
     return await _update(
         pool,
+        source,
         bot_id,
         "transcript_text = $2, transcript_json = $3, transcript_provider = $4",
         text,
@@ -86,12 +111,23 @@ async def write_transcript(
     )
 
 
-async def write_thumbnail(pool: asyncpg.Pool, bot_id: str, thumbnail_url: str) -> MeetingMedia:
-    return await _update(pool, bot_id, "thumbnail_url = $2", thumbnail_url)
+async def write_thumbnail(
+    pool: asyncpg.Pool, source: str, bot_id: str, thumbnail_url: str
+) -> MeetingMedia:
+    return await _update(pool, source, bot_id, "thumbnail_url = $2", thumbnail_url)
 
 
-async def mark_failed(pool: asyncpg.Pool, bot_id: str, error: str) -> MeetingMedia:
-    return await _update(pool, bot_id, "recording_status = $2", f"failed: {error}"[:1000])
+async def mark_failed(pool: asyncpg.Pool, source: str, bot_id: str, error: str) -> MeetingMedia:
+    return await _update(pool, source, bot_id, "recording_status = $2", f"failed: {error}"[:1000])
+
+
+@dataclass(frozen=True)
+class TranscriptionJob:
+    """The bot's `transcription_jobs` row: what we asked for, and what the provider answered."""
+
+    request_id: uuid.UUID
+    job_id: str | None
+    token_expires_at: datetime | None
 
 
 async def open_transcription_job(
@@ -100,20 +136,39 @@ async def open_transcription_job(
     provider: str,
     request_id: uuid.UUID,
     token_expires_at: datetime,
-) -> None:
+) -> tuple[TranscriptionJob, bool]:
     """Write the bot's job row before the job is submitted: from now on a callback naming
     `request_id` is one we asked for (ingest refuses the others), and an overdue job can be
-    polled once its provider id is known. A new request replaces the bot's previous row."""
-    await pool.execute(
+    polled once its provider id is known. A bot that has a row keeps it: (its row, False), the
+    intent of an earlier try whose job may exist already; else (the new row, True)."""
+    row = await pool.fetchrow(
         "INSERT INTO transcription_jobs (request_id, bot_id, provider, token_expires_at)"
-        " VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (bot_id) DO UPDATE SET request_id = EXCLUDED.request_id,"
-        " provider = EXCLUDED.provider, job_id = NULL,"
-        " token_expires_at = EXCLUDED.token_expires_at, requested_at = now(), polled_at = NULL,"
-        " poll_count = 0, completed_at = NULL, status = 'requested'",
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (bot_id) DO NOTHING"
+        " RETURNING request_id, job_id, token_expires_at",
         request_id,
         bot_id,
         provider,
+        token_expires_at,
+    )
+    if row is not None:
+        return TranscriptionJob(**dict(row)), True
+    row = await pool.fetchrow(
+        "SELECT request_id, job_id, token_expires_at FROM transcription_jobs WHERE bot_id = $1",
+        bot_id,
+    )
+    if row is None:  # deleted in between: nothing of an earlier try is left
+        return await open_transcription_job(pool, bot_id, provider, request_id, token_expires_at)
+    return TranscriptionJob(**dict(row)), False
+
+
+async def renew_transcription_token(
+    pool: asyncpg.Pool, request_id: uuid.UUID, token_expires_at: datetime
+) -> None:
+    """A new expiry for the callback token of a job not submitted yet (submitted again)."""
+    await pool.execute(
+        "UPDATE transcription_jobs SET token_expires_at = $2, requested_at = now()"
+        " WHERE request_id = $1 AND job_id IS NULL",
+        request_id,
         token_expires_at,
     )
 

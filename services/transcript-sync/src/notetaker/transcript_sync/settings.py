@@ -45,5 +45,7 @@ class TranscriptSyncSettings(NotetakerSettings):
     )
     media_url_seconds: int = Field(300, description="Lifetime of a presigned media URL.")
     effect_attempts: int = Field(
-        8, description="Tries of a database write or API call before dead-lettering the event."
+        8,
+        ge=1,
+        description="Tries of a join effect failing transiently before its event is parked.",
     )

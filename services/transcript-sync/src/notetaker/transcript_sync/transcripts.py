@@ -1,9 +1,18 @@
-"""Getting transcript text: fetching a provider's transcript, asking Gladia for one."""
+"""Getting transcript text: fetching a provider's transcript, asking Gladia for one.
+
+Errors say what the failure policy (`notetaker.common.failures`) needs: `TranscriptRefused` is
+permanent (the transcript or the job can never be had as asked: not JSON, too large, at an address
+we may not reach, an id that is not plain), `ProviderAnswered` carries the provider's HTTP status
+(and Retry-After) for the policy to read, and any other `TranscriptUnavailable` (the host could
+not be reached) is transient.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -12,11 +21,34 @@ from pydantic import SecretStr
 
 from notetaker.common import callback_tokens, gladia, source_policy
 from notetaker.common.events import TranscriptReady, Utterance
+from notetaker.common.failures import Permanent
 from notetaker.common.source_policy import SourceForbidden, host_of, is_forbidden_failure
+
+# Our request id in a Gladia job's custom_metadata: how a retry finds a job it already submitted.
+REQUEST_ID_METADATA = "notetaker_request_id"
 
 
 class TranscriptUnavailable(Exception):
     """The transcript could not be fetched or understood."""
+
+
+class TranscriptRefused(TranscriptUnavailable, Permanent):
+    """The transcript (or the job) can never be had as asked: retrying changes nothing."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status_code: int
+    headers: Mapping[str, str]
+
+
+class ProviderAnswered(TranscriptUnavailable):
+    """A provider answered with an HTTP error; `response` holds its status and headers, where
+    the failure policy reads them (a 4xx refusal is permanent, a 5xx or 429 transient)."""
+
+    def __init__(self, message: str, status: int, headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.response = _Answer(status, headers)
 
 
 def utterances_from_document(document: Any) -> list[Utterance]:
@@ -72,23 +104,27 @@ async def resolve(
         body = await _fetch_transcript(sources, event.bot_id, event.transcript_url, max_bytes)
     elif event.job_id and gladia_key is not None:
         if not gladia.is_job_id(event.job_id):
-            raise TranscriptUnavailable(
+            raise TranscriptRefused(
                 f"the Gladia job of bot {event.bot_id} has an id that is not a plain id"
             )
         url = gladia.job_url(gladia_url, event.job_id)
         headers = {"x-gladia-key": gladia_key.get_secret_value()}
         async with http.stream("GET", url, headers=headers) as response:
-            _check_status(event.bot_id, response.status_code)
+            _check_status(event.bot_id, response.status_code, response.headers)
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
                 _check_size(event.bot_id, len(body), max_bytes)
     else:
-        raise TranscriptUnavailable(f"transcript for bot {event.bot_id} has no content or source")
+        raise TranscriptRefused(f"transcript for bot {event.bot_id} has no content or source")
     try:
-        return utterances_from_document(json.loads(body))
+        document = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise TranscriptUnavailable(f"the transcript of bot {event.bot_id} is not JSON") from exc
+        raise TranscriptRefused(f"the transcript of bot {event.bot_id} is not JSON") from exc
+    try:
+        return utterances_from_document(document)
+    except TranscriptUnavailable as exc:
+        raise TranscriptRefused(f"the transcript of bot {event.bot_id}: {exc}") from exc
 
 
 async def _fetch_transcript(
@@ -96,7 +132,7 @@ async def _fetch_transcript(
 ) -> bytearray:
     try:
         async with source_policy.get(sources, url) as response:
-            _check_status(bot_id, response.status)
+            _check_status(bot_id, response.status, response.headers)
             if (response.content_length or 0) > max_bytes:
                 _check_size(bot_id, response.content_length or 0, max_bytes)
             body = bytearray()
@@ -106,7 +142,7 @@ async def _fetch_transcript(
             return body
     except (SourceForbidden, aiohttp.ClientError, TimeoutError) as exc:
         if is_forbidden_failure(exc):
-            raise TranscriptUnavailable(
+            raise TranscriptRefused(
                 f"the transcript of bot {bot_id} is at {host_of(url)}, not a public address"
             ) from exc
         raise TranscriptUnavailable(
@@ -115,18 +151,16 @@ async def _fetch_transcript(
         ) from exc
 
 
-def _check_status(bot_id: str, status: int) -> None:
+def _check_status(bot_id: str, status: int, headers: Mapping[str, str]) -> None:
     if status != 200:
-        raise TranscriptUnavailable(
-            f"fetching the transcript of bot {bot_id} answered HTTP {status}"
+        raise ProviderAnswered(
+            f"fetching the transcript of bot {bot_id} answered HTTP {status}", status, headers
         )
 
 
 def _check_size(bot_id: str, size: int, max_bytes: int) -> None:
     if size > max_bytes:
-        raise TranscriptUnavailable(
-            f"the transcript of bot {bot_id} is larger than {max_bytes} bytes"
-        )
+        raise TranscriptRefused(f"the transcript of bot {bot_id} is larger than {max_bytes} bytes")
 
 
 async def request_gladia_job(
@@ -142,7 +176,8 @@ async def request_gladia_job(
     bot_id: str,
 ) -> str:
     """Submit a pre-recorded job whose callback URL names our request and carries a token minted
-    for it and its expiry (`expires`, Unix seconds); the job's id, refused unless a plain id."""
+    for it and its expiry (`expires`, Unix seconds), and whose custom_metadata names our request
+    (`find_gladia_job` looks for it); the job's id, refused unless a plain id."""
     subject = callback_tokens.gladia_job_subject(str(request_id), expires)
     token = callback_tokens.mint(callback_key.get_secret_value(), subject)
     callback = httpx.URL(
@@ -157,14 +192,68 @@ async def request_gladia_job(
             "diarization": True,
             "callback": True,
             "callback_config": {"url": str(callback), "method": "POST"},
+            "custom_metadata": {REQUEST_ID_METADATA: str(request_id), "bot_id": bot_id},
         },
     )
     if response.status_code not in (200, 201):
-        raise TranscriptUnavailable(
+        raise ProviderAnswered(
             f"Gladia refused the job for bot {bot_id}:"
-            f" HTTP {response.status_code} {response.text[:200]}"
+            f" HTTP {response.status_code} {response.text[:200]}",
+            response.status_code,
+            response.headers,
         )
-    job_id = response.json().get("id")
+    job_id = _json(response).get("id")
     if not gladia.is_job_id(job_id):
-        raise TranscriptUnavailable(f"Gladia answered the job for bot {bot_id} without a plain id")
+        raise TranscriptRefused(f"Gladia answered the job for bot {bot_id} without a plain id")
     return str(job_id)
+
+
+async def find_gladia_job(
+    http: httpx.AsyncClient,
+    *,
+    gladia_url: str,
+    gladia_key: SecretStr,
+    request_id: uuid.UUID,
+    bot_id: str,
+) -> str | None:
+    """The id of the job submitted under `request_id`, if Gladia has one: its list of
+    pre-recorded jobs filtered by our custom_metadata (`GET /v2/pre-recorded?custom_metadata=`).
+    Only items whose metadata names this very request, with a plain id, count; the oldest wins
+    (there is at most one unless a submit was repeated before this look-up existed)."""
+    response = await http.get(
+        f"{gladia_url}/v2/pre-recorded",
+        headers={"x-gladia-key": gladia_key.get_secret_value()},
+        params={
+            "custom_metadata": json.dumps({REQUEST_ID_METADATA: str(request_id)}),
+            "limit": 20,
+        },
+    )
+    if response.status_code != 200:
+        raise ProviderAnswered(
+            f"Gladia did not list the jobs of bot {bot_id}: HTTP {response.status_code}",
+            response.status_code,
+            response.headers,
+        )
+    items = _json(response).get("items")
+    found = [
+        item
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict)
+        and isinstance(item.get("custom_metadata"), dict)
+        and item["custom_metadata"].get(REQUEST_ID_METADATA) == str(request_id)
+        and gladia.is_job_id(item.get("id"))
+    ]
+    if not found:
+        return None
+    found.sort(key=lambda item: str(item.get("created_at") or ""))
+    return str(found[0]["id"])
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise TranscriptUnavailable(f"Gladia answered HTTP {response.status_code} without JSON")
+    return body

@@ -1,4 +1,12 @@
-"""Due upload retries: the database says when; the uploader is told by an event."""
+"""Due upload retries: the database says when; the uploader is told by an event.
+
+Marking a retry (`failed` back to `pending`) and requesting it (`recording.upload_requested`) are
+one step: the row is marked in a transaction that commits only once Kafka has acknowledged the
+request. A crash, a lost connection or a refused publish before that rolls the mark back, so the
+retry is still due and the next round requests it; nothing is left `pending` unrequested. The
+uploader's first write to the row waits for that commit (the row is locked until then), so a
+fast failing attempt is recorded after the mark and is never overwritten by it.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +16,30 @@ from notetaker.common.events import RecordingUploadRequested
 from notetaker.common.kafka import EventPublisher
 
 
-async def request_due_retries(pool: asyncpg.Pool, publisher: EventPublisher) -> int:
-    rows = await pool.fetch(
-        "SELECT id, bot_id, s3_upload_retry_count FROM recordings"
-        " WHERE s3_upload_status = 'failed' AND s3_upload_next_retry_at <= now()"
-        " ORDER BY s3_upload_next_retry_at LIMIT 500"
-    )
-    for row in rows:
-        await publisher.publish(
-            RecordingUploadRequested(
-                bot_id=row["bot_id"],
-                recording_id=row["id"],
-                attempt=row["s3_upload_retry_count"] + 1,
+async def request_due_retries(
+    conn: asyncpg.Connection, publisher: EventPublisher, limit: int = 500
+) -> int:
+    """Request every due retry (up to `limit`), each marked and published together; how many."""
+    requested = 0
+    while requested < limit:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE recordings SET s3_upload_status = 'pending',"
+                " s3_upload_next_retry_at = NULL, updated_at = now()"
+                " WHERE s3_upload_status = 'failed' AND id = (SELECT id FROM recordings"
+                " WHERE s3_upload_status = 'failed'"
+                " AND s3_upload_next_retry_at <= now() ORDER BY s3_upload_next_retry_at"
+                " LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, bot_id, s3_upload_retry_count"
             )
-        )
-        # Queued: pending again, so it is neither re-requested nor mistaken for a final failure.
-        await pool.execute(
-            "UPDATE recordings SET s3_upload_status = 'pending', s3_upload_next_retry_at = NULL,"
-            " updated_at = now() WHERE id = $1 AND s3_upload_status = 'failed'",
-            row["id"],
-        )
-    return len(rows)
+            if row is None:
+                break
+            await publisher.publish(
+                RecordingUploadRequested(
+                    bot_id=row["bot_id"],
+                    recording_id=row["id"],
+                    attempt=row["s3_upload_retry_count"] + 1,
+                )
+            )
+        requested += 1
+    return requested

@@ -36,9 +36,13 @@ class UploaderSettings(NotetakerSettings):
         4, ge=1, le=32, description="Parts of one file uploading at once."
     )
     upload_concurrency: int = Field(4, ge=1, description="Recordings uploading at once.")
-    upload_max_attempts: int = Field(3, ge=1, description="Attempts before `failed` for good.")
+    upload_max_attempts: int = Field(
+        4, ge=1, description="Attempts before `failed` for good: the first, then one per delay."
+    )
     upload_retry_delays_seconds: list[int] = Field(
-        [120, 300, 600], description="Wait before each retry (JSON list, seconds)."
+        [120, 300, 600],
+        min_length=1,
+        description="Wait after each failed attempt (JSON list, seconds; the last repeats).",
     )
     upload_progress_log_seconds: float = Field(
         30.0, ge=0, description="Least time between two `upload.progress` lines of one file."

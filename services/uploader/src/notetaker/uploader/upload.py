@@ -78,7 +78,11 @@ class FailurePlan:
 def plan_failure(
     attempts_so_far: int, max_attempts: int, delays_seconds: list[int], now: datetime
 ) -> FailurePlan:
-    """After a failed attempt: when to try again, or never (None) once attempts are used up."""
+    """After a failed attempt: when to try again, or never (None) once attempts are used up.
+
+    The wait after the n-th failed attempt is the n-th delay (the last repeats): with the
+    defaults (4 attempts; 2, 5 and 10 minutes) the first attempt and three retries, 2, 5 and 10
+    minutes apart, and the fourth failure is final."""
     attempts = attempts_so_far + 1
     if attempts >= max_attempts:
         return FailurePlan(attempts, None)

@@ -166,7 +166,8 @@ class Join:
         return False
 
     async def _process(self, table: Any, record: Record) -> bool:
-        await self._durably(self.resources.open, "open")
+        if not self.resources.opened:
+            await self._durably(self.resources.open, "open")
         try:
             envelope = from_message(record.headers, record.key, record.value)
         except EnvelopeError as exc:

@@ -1,8 +1,11 @@
-"""Two scheduler replicas, as processes, deploying bots on the simulator's MeetingBaaS: the
-leader's connection to PostgreSQL (the one holding the lock) is cut in the middle of a round,
-while MeetingBaaS is creating a bot for it. The other replica takes over; no meeting gets two
-bots, the bot the old leader asked for is found and linked, and the old leader, back online,
-does not lead again while the other holds the lock."""
+"""Leadership, claimed for every round on the connection that holds the lock.
+
+In process: two replicas' `Leadership` on one database, one behind a TCP proxy that cuts its
+connections. As processes: two scheduler replicas deploying bots on the simulator's MeetingBaaS,
+the leader's connection to PostgreSQL cut in the middle of a round while MeetingBaaS is creating a
+bot for it. The other replica takes over; no meeting gets two bots, the bot the old leader asked
+for is found and linked, and the old leader, back online, does not lead again while the other
+holds the lock."""
 
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from notetaker.common.db import create_pool
 from notetaker.devstack.outage import OutageProxy
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.simulator import ProviderSimulator
 from notetaker.devstack.stack import Stack, free_port
+from notetaker.scheduler.leadership import CONNECTION_ERRORS, Leadership
 from tests.conftest import eventually
 from tests.scheduler.conftest import add_meeting, meeting_url
 
@@ -75,6 +80,40 @@ async def replicas(
             # Off the loop: the proxy a replica closes its connections through runs on it.
             await asyncio.to_thread(process.stop)
         await proxy.stop()
+
+
+async def test_only_the_connection_holding_the_lock_runs_a_round_and_a_dropped_one_hands_it_on(
+    replicas: Replicas,
+) -> None:
+    stack, proxy = replicas.stack, replicas.proxy
+    lock_id = uuid.uuid4().int >> 65  # this test's own lock: no scheduler running now minds it
+    behind_proxy = await create_pool(stack.settings(database_url=proxy.url_for(stack.database_url)))
+    direct = await create_pool(stack.settings())
+    first, second = Leadership(behind_proxy, lock_id), Leadership(direct, lock_id)
+    try:
+        round_conn = await first.claim()
+        assert round_conn is not None
+        assert await second.claim() is None
+        again = await first.claim()  # checked again: still its own
+        assert again is not None
+        assert again is round_conn
+
+        proxy.down()  # the leader's connection drops mid-round
+        with pytest.raises(CONNECTION_ERRORS):
+            await round_conn.execute("SELECT 1")  # nothing more of its round gets through
+        taken = await eventually(second.claim, 10, "the lock to be freed with the connection")
+        assert await second.claim() is taken
+
+        proxy.restore()
+        assert await first.claim() is None  # it sees the lock gone, and taken
+        assert not first.leading
+        await second.resign()
+        assert await first.claim() is not None  # free again: it may lead
+    finally:
+        await first.resign()
+        await second.resign()
+        await behind_proxy.close()
+        await direct.close()
 
 
 def logged(process: ServiceProcess, event: str) -> list[dict[str, Any]]:

@@ -155,7 +155,7 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     await publisher.start()
     pool = await create_pool(settings)
     try:
-        async with httpx.AsyncClient(timeout=settings.meetingbaas_timeout_seconds) as http:
+        async with httpx.AsyncClient(timeout=30.0) as http:
             scheduler = Scheduler(settings, pool, http, publisher)
 
             async def ready() -> bool:

@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 
 import asyncpg
+from prometheus_client import Gauge
 
 from notetaker.common.logs import get_logger
 
 log = get_logger(__name__)
+
+LEADING = Gauge("notetaker_scheduler_leading", "1 while this replica holds the leader lock.")
 
 LEADER_LOCK = 0x6E6F7465_0001
 
@@ -87,6 +90,7 @@ class Leadership:
             await self._give_back(conn)
             return None
         self._conn = conn
+        LEADING.set(1)
         log.info("scheduler.leader_elected", backend_pid=conn.get_server_pid())
         return conn
 
@@ -96,6 +100,7 @@ class Leadership:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        LEADING.set(0)
         log.warning("scheduler.leadership_lost", hint="the lock's connection is gone")
         with contextlib.suppress(Exception):
             conn.terminate()
@@ -106,6 +111,7 @@ class Leadership:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        LEADING.set(0)
         with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
             await conn.execute("SELECT pg_advisory_unlock($1)", self.lock_id)
         await self._give_back(conn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import asyncpg
 
@@ -94,3 +95,16 @@ async def test_a_group_claims_only_its_own_topics(db: asyncpg.Pool) -> None:
     await due_now(db, f"other-{group}")
     claimed = await lot.claim(group, ["recording.completed"], 10)
     assert [(e.group, e.topic) for e in claimed] == [(group, "recording.completed")]
+
+
+async def test_an_event_parked_again_keeps_its_count_and_waits_longer(db: asyncpg.Pool) -> None:
+    group = f"g-{uuid.uuid4()}"
+    lot = PostgresParking(db)
+    await lot.park(replace(parked(group), attempts=4))
+    row = await db.fetchrow(
+        "SELECT attempts, next_attempt_at - now() AS wait FROM parked_events"
+        " WHERE consumer_group = $1",
+        group,
+    )
+    assert row["attempts"] == 4
+    assert row["wait"].total_seconds() >= 240  # 30 s doubled three times

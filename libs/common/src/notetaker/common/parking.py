@@ -59,7 +59,8 @@ def next_wait(attempts: int, first: float = 30.0, longest: float = 3600.0) -> fl
 
 class Parking(Protocol):
     async def park(self, event: Parked) -> None:
-        """Keep `event` (a second park of the same record updates its error)."""
+        """Keep `event` with its attempts so far (a second park of the same record updates its
+        error); its next attempt backs off from there."""
 
     async def claim(self, group: str, topics: Iterable[str], limit: int) -> list[Parked]:
         """Parked events of `group` on `topics` that are due, each claimed for a lease."""
@@ -84,8 +85,9 @@ class PostgresParking:
     async def park(self, event: Parked) -> None:
         await self.pool.execute(
             'INSERT INTO parked_events (consumer_group, topic, partition, "offset", key, value,'
-            " header_names, header_values, error, next_attempt_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))"
+            " header_names, header_values, error, attempts, next_attempt_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11,"
+            " now() + make_interval(secs => $10))"
             ' ON CONFLICT (consumer_group, topic, partition, "offset")'
             " DO UPDATE SET error = EXCLUDED.error",
             event.group,
@@ -97,7 +99,8 @@ class PostgresParking:
             [name for name, _ in event.headers],
             [value for _, value in event.headers],
             event.error[:4000],
-            next_wait(1),
+            next_wait(event.attempts),
+            event.attempts,
         )
         PARKED_TOTAL.labels(event.group, event.topic).inc()
 
@@ -194,7 +197,7 @@ class MemoryParking:
         if key in self.slots:
             self.slots[key].event = replace(self.slots[key].event, error=event.error)
             return
-        self.slots[key] = _Slot(event, self.now() + next_wait(1))
+        self.slots[key] = _Slot(event, self.now() + next_wait(event.attempts))
         PARKED_TOTAL.labels(event.group, event.topic).inc()
 
     async def claim(self, group: str, topics: Iterable[str], limit: int) -> list[Parked]:

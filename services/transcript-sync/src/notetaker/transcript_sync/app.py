@@ -28,7 +28,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -280,14 +280,7 @@ class Join:
             attempts=parked_attempts(record.headers) + 1,
         )
 
-        async def park() -> None:
-            await self.parking.park(parked)
-            if parked.attempts > 1:  # park() starts a row at 1 attempt; this one is later
-                await self.parking.failed_again(
-                    replace(parked, attempts=parked.attempts - 1), parked.error
-                )
-
-        await self._durably(park, "park")
+        await self._durably(lambda: self.parking.park(parked), "park")
 
     async def republish_parked(self, limit: int = 100) -> int:
         """Put the parked events that are due back on their topics (each a lease, then its row

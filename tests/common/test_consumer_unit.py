@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +129,7 @@ async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
         gate.set()
     consumer.stop()
     await asyncio.wait_for(task, 10)
-    assert logged.of("consumer.stopped") == [{"group": GROUP}]
+    assert {"group": GROUP} in logged.of("consumer.stopped")
 
 
 async def test_one_bots_events_run_in_order_and_other_bots_run_beside_them(
@@ -204,7 +205,7 @@ async def test_an_unparseable_record_is_dead_lettered(harness: Harness) -> None:
     assert dead.key == b"a"
     assert harness.handler.seen == []
     [unparseable] = harness.logged.of("consumer.unparseable_event")
-    assert unparseable["error"]
+    assert dict(dead.headers)[DLQ_ERROR_HEADER].decode() == f"unparseable: {unparseable['error']}"
     assert (unparseable["topic"], unparseable["partition"], unparseable["offset"]) == (TOPIC, 0, 0)
 
 
@@ -221,6 +222,7 @@ async def test_a_transient_error_is_retried_in_place_and_then_handled(harness: H
 async def test_an_event_still_failing_is_parked_the_partition_moves_on_and_it_is_retried(
     harness: Harness,
 ) -> None:
+    handled = sample("notetaker_consumer_events_handled_total") or 0
     broken = True
     harness.handler.fail = lambda e, n: RuntimeError("boom") if e.bot_id == "a" and broken else None
     harness.broker.publish(status("a", 1))
@@ -244,6 +246,7 @@ async def test_an_event_still_failing_is_parked_the_partition_moves_on_and_it_is
     harness.parking.advance(3600)  # its next attempt is due
     await harness.until(lambda: harness.parking.slots == {}, "the parked event handled")
     assert ("a", "status-1") in harness.handler.done
+    assert sample("notetaker_consumer_events_handled_total") == handled + 2
     assert harness.logged.of("consumer.parked_event_handled") == [
         {"attempts": 1, "topic": TOPIC, "offset": 0}
     ]
@@ -267,6 +270,7 @@ async def test_a_parked_event_that_turns_out_permanent_is_dead_lettered(harness:
 async def test_an_outage_pauses_everything_reports_not_ready_and_loses_nothing(
     harness: Harness,
 ) -> None:
+    handled = sample("notetaker_consumer_events_handled_total") or 0
     database_down = True
     refused = ConnectionRefusedError(errno.ECONNREFUSED, "PostgreSQL refused the connection")
     harness.handler.fail = lambda e, n: refused if database_down else None
@@ -283,6 +287,7 @@ async def test_an_outage_pauses_everything_reports_not_ready_and_loses_nothing(
     await harness.until(lambda: harness.committed() == 2, "both committed")
     assert harness.consumer.is_ready()
     assert sorted(harness.handler.done) == [("a", "status-0"), ("b", "status-0")]
+    assert sample("notetaker_consumer_events_handled_total") == handled + 2
     [outage] = harness.logged.of("consumer.outage")
     assert outage["group"] == GROUP
     assert "PostgreSQL refused" in outage["error"]
@@ -328,12 +333,28 @@ def sample(name: str, topic: str = TOPIC) -> float | None:
 async def test_the_groups_series_exist_from_the_start_and_count_what_happens(
     harness: Harness,
 ) -> None:
-    """Dead letters and parked events are series at 0 from the start (so the first one is an
-    increase an alert sees); handled events are counted."""
-    await harness.until(harness.consumer.is_ready, "ready")
-    assert sample("notetaker_consumer_events_dead_lettered_total") is not None
-    assert sample("notetaker_consumer_parked_events") == 0
-    assert sample("notetaker_consumer_events_parked_total") is not None
+    """A group's dead letters and parked events are series at 0 from its start (so the first
+    one is an increase an alert sees); handled events are counted."""
+    group = f"fresh-{uuid.uuid4()}"
+    broker = LocalBroker()
+    fresh = EventConsumer(
+        NotetakerSettings(),
+        group,
+        [TOPIC, "thumbnail.requested"],
+        harness.handler,
+        broker,
+        parking=MemoryParking(),
+        source=broker.consumer(group),
+    )
+    running = asyncio.create_task(fresh.run())
+    await harness.until(fresh.is_ready, "the fresh group ready")
+    for topic in (TOPIC, "thumbnail.requested"):
+        labels = {"group": group, "topic": topic}
+        assert REGISTRY.get_sample_value(DEAD, labels) == 0
+        assert REGISTRY.get_sample_value("notetaker_consumer_parked_events", labels) == 0
+        assert REGISTRY.get_sample_value("notetaker_consumer_events_parked_total", labels) == 0
+    fresh.stop()
+    await asyncio.wait_for(running, 10)
     handled = sample("notetaker_consumer_events_handled_total") or 0
     harness.broker.publish(status("a"))
     await harness.until(lambda: harness.committed() == 1, "committed")
@@ -412,3 +433,46 @@ async def test_a_parked_retry_that_fails_again_backs_off_and_the_next_due_one_st
 
 def a_error(harness: Harness) -> str:
     return "".join(slot.event.error for slot in harness.parking.slots.values())
+
+
+DEAD = "notetaker_consumer_events_dead_lettered_total"
+
+
+async def test_a_commit_kafka_refuses_is_logged_and_made_later(harness: Harness) -> None:
+    harness.source.failing_commits = 1
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.committed() == 1, "committed at last")
+    [failed] = harness.logged.of("consumer.commit_failed")
+    assert failed["group"] == GROUP
+    assert "rebalanced" in failed["error"]
+
+
+async def test_the_parked_events_wait_while_their_database_is_gone(harness: Harness) -> None:
+    harness.handler.fail = lambda e, n: RuntimeError("boom") if n <= 3 else None
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: len(harness.parking.slots) == 1, "parked")
+    harness.parking.unreachable = 3
+    harness.parking.advance(3600)
+    await harness.until(lambda: harness.parking.slots == {}, "retried once it is back")
+    lines = harness.logged.of("consumer.parked_unavailable")
+    assert len(lines) == 3
+    assert all(line["group"] == GROUP and "gone" in line["error"] for line in lines)
+
+
+async def test_revoking_an_idle_partition_commits_what_finished(harness: Harness) -> None:
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.committed() == 1, "committed")
+    await asyncio.wait_for(harness.source.revoke([TopicPartition(TOPIC, 0)]), 5)
+    assert harness.committed() == 1
+
+
+async def test_an_event_that_outlives_the_drain_is_stopped_and_left_for_the_next_owner(
+    harness: Harness,
+) -> None:
+    harness.handler.gates["a"] = asyncio.Event()  # never opened: the handler hangs
+    harness.broker.publish(status("a"))
+    await harness.until(lambda: harness.handler.running == 1, "running")
+    harness.consumer.drain_seconds = 0.05
+    await asyncio.wait_for(harness.source.revoke([TopicPartition(TOPIC, 0)]), 5)
+    await harness.until(lambda: harness.handler.running == 0, "the hung handler stopped")
+    assert harness.committed() is None  # its offset is the next owner's to redo

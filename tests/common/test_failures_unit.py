@@ -58,6 +58,9 @@ def s3_error(code: str, status: int | None) -> botocore.exceptions.ClientError:
     return botocore.exceptions.ClientError(response, "PutObject")
 
 
+NO_ERROR_BODY: Any = {"ResponseMetadata": {"HTTPStatusCode": 503}}
+
+
 class Odd(Exception):
     """An error of no HTTP client that happens to carry a `status`."""
 
@@ -100,6 +103,9 @@ OUTAGE = {
     "S3 answering 500 with a code of its own": s3_error("SomethingNew", 500),
     "S3 answering 502 with a code of its own": s3_error("BadGateway", 502),
     "S3 slowing us down, no status known": s3_error("SlowDown", None),
+    "S3 answering 503 without an error body": botocore.exceptions.ClientError(
+        NO_ERROR_BODY, "PutObject"
+    ),
 }
 TRANSIENT = {
     "a provider's 500": httpx_error(500),

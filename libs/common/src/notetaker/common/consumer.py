@@ -148,6 +148,7 @@ class EventConsumer:
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._last_by_key: dict[bytes | None, asyncio.Task[None]] = {}
         self._outages = 0
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._stopping = asyncio.Event()
         self.assigned = asyncio.Event()
 
@@ -368,7 +369,7 @@ class EventConsumer:
             PARKED.labels(self.group_id, topic).set(waiting.get(topic, 0))
 
     async def _commit(self, source: Source) -> None:
-        offsets = {}
+        offsets = dict(self._uncommitted)  # what a failed commit left, unless moved on since
         for tp, progress in self._progress.items():
             point = progress.commit_point()
             if point is not None:
@@ -378,9 +379,13 @@ class EventConsumer:
         try:
             await source.commit(offsets)
         except KafkaError as exc:
-            # Lost the partition in a rebalance: its new owner re-handles from the last commit,
-            # which is safe because every effect is idempotent.
+            # Tried again with the next commit. A partition lost in a rebalance is dropped from
+            # it at the revoke: its new owner re-handles from the last commit, which is safe
+            # because every effect is idempotent.
+            self._uncommitted = offsets
             log.warning("consumer.commit_failed", error=repr(exc), group=self.group_id)
+            return
+        self._uncommitted = {}
 
     async def _drain(self, partitions: list[TopicPartition]) -> None:
         """Let the events of `partitions` finish (for at most `drain_seconds`), commit what
@@ -396,6 +401,7 @@ class EventConsumer:
         for tp in partitions:
             self._tasks.pop(tp, None)
             self._progress.pop(tp, None)
+            self._uncommitted.pop(tp, None)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

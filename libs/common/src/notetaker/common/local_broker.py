@@ -17,7 +17,7 @@ from typing import TypeAlias
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from aiokafka.structs import OffsetAndMetadata
 
 from notetaker.common.envelope import to_message
@@ -119,6 +119,7 @@ class LocalConsumer:
         self._paused: set[TopicPartition] = set()
         self._position: dict[TopicPartition, int] = {}
         self.pauses = 0  # how often `pause` was called with partitions (backpressure, outages)
+        self.failing_commits = 0  # the next this many commits fail (as after a lost partition)
 
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None:
         self.topics = list(topics)
@@ -177,5 +178,8 @@ class LocalConsumer:
         return batch
 
     async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        if self.failing_commits:
+            self.failing_commits -= 1
+            raise CommitFailedError("the group rebalanced")
         for tp, meta in offsets.items():
             self.broker.committed[(self.group, tp)] = meta.offset

@@ -181,6 +181,7 @@ class MemoryParking:
         self.slots: dict[tuple[str, str, int, int], _Slot] = {}
         self.lease_seconds = lease_seconds
         self.offset_seconds = 0.0
+        self.unreachable = 0  # the next this many claims fail (the database gone)
 
     def now(self) -> float:
         return time.monotonic() + self.offset_seconds
@@ -201,6 +202,9 @@ class MemoryParking:
         PARKED_TOTAL.labels(event.group, event.topic).inc()
 
     async def claim(self, group: str, topics: Iterable[str], limit: int) -> list[Parked]:
+        if self.unreachable:
+            self.unreachable -= 1
+            raise ConnectionRefusedError("the parking lot's database is gone")
         wanted = set(topics)
         due = sorted(
             (

@@ -476,3 +476,11 @@ async def test_an_event_that_outlives_the_drain_is_stopped_and_left_for_the_next
     await asyncio.wait_for(harness.source.revoke([TopicPartition(TOPIC, 0)]), 5)
     await harness.until(lambda: harness.handler.running == 0, "the hung handler stopped")
     assert harness.committed() is None  # its offset is the next owner's to redo
+
+
+async def test_revoking_a_partition_that_never_had_an_event_is_a_clean_handover(
+    harness: Harness,
+) -> None:
+    await harness.until(harness.consumer.is_ready, "ready")
+    await asyncio.wait_for(harness.source.revoke([TopicPartition(TOPIC, 0)]), 5)
+    assert harness.committed() is None

@@ -38,7 +38,14 @@ from notetaker.common.envelope import Envelope, EnvelopeError, from_message
 from notetaker.common.failures import Kind, OutagePolicy, RetryPolicy, attempts, classify
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import CONSUMER_DLQ, CONSUMER_HANDLED
-from notetaker.common.parking import PARKED, PARKED_TOTAL, Parked, Parking
+from notetaker.common.parking import (
+    PARKED,
+    PARKED_TOTAL,
+    Consumed,
+    Parked,
+    Parking,
+    show_waiting,
+)
 from notetaker.common.settings import NotetakerSettings
 
 log = get_logger(__name__)
@@ -77,6 +84,21 @@ class DeadLetters(Protocol):
         error: str,
         group: str | None = None,
     ) -> None: ...
+
+
+async def dead_letter(
+    dead_letters: DeadLetters, record: Consumed, *, error: str, group: str
+) -> None:
+    """Send `record` as it was consumed to its topic's dead letters, given up by `group`."""
+    await dead_letters.dead_letter(
+        topic=record.topic,
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+        offset=record.offset,
+        error=error,
+        group=group,
+    )
 
 
 @dataclass
@@ -297,27 +319,10 @@ class EventConsumer:
         """Dead-letter `record`, waiting out a Kafka outage: it is settled only once acked."""
         async for attempt in attempts(self.outage):
             with attempt:
-                await self.dead_letters.dead_letter(
-                    topic=record.topic,
-                    key=record.key,
-                    value=record.value,
-                    headers=record.headers,
-                    offset=record.offset,
-                    error=error,
-                    group=self.group_id,
-                )
+                await dead_letter(self.dead_letters, record, error=error, group=self.group_id)
 
     async def _park(self, record: Record, error: str) -> None:
-        parked = Parked(
-            group=self.group_id,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value or b"",
-            headers=list(record.headers),
-            error=error,
-        )
+        parked = Parked.of(record, group=self.group_id, error=error)
         async for attempt in attempts(self.outage):
             with attempt:
                 await self.parking.park(parked)
@@ -340,14 +345,8 @@ class EventConsumer:
             except Exception as exc:
                 kind = classify(exc)
                 if kind is Kind.PERMANENT:
-                    await self.dead_letters.dead_letter(
-                        topic=event.topic,
-                        key=event.key,
-                        value=event.value,
-                        headers=event.headers,
-                        offset=event.offset,
-                        error=f"permanent: {exc!r}",
-                        group=self.group_id,
+                    await dead_letter(
+                        self.dead_letters, event, error=f"permanent: {exc!r}", group=self.group_id
                     )
                     await parking.done(event)
                 else:
@@ -364,9 +363,7 @@ class EventConsumer:
             await parking.done(event)
             CONSUMER_HANDLED.labels(self.group_id, event.topic).inc()
             log.info("consumer.parked_event_handled", attempts=event.attempts, **record_context)
-        waiting = await parking.waiting(self.group_id)
-        for topic in self.topics:
-            PARKED.labels(self.group_id, topic).set(waiting.get(topic, 0))
+        await show_waiting(parking, self.group_id, self.topics)
 
     async def _commit(self, source: Source) -> None:
         offsets = dict(self._uncommitted)  # what a failed commit left, unless moved on since

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -35,6 +35,24 @@ PARKED_TOTAL = Counter(
 )
 
 
+class Consumed(Protocol):
+    """A consumed record, as any of our consumers holds it (aiokafka's `ConsumerRecord`,
+    transcript-sync's `Record`, a `Parked` event)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
 @dataclass(frozen=True)
 class Parked:
     """A consumed record and why it is parked."""
@@ -48,6 +66,36 @@ class Parked:
     headers: list[tuple[str, bytes]]
     error: str
     attempts: int = 1
+
+    @classmethod
+    def of(
+        cls,
+        record: Consumed,
+        *,
+        group: str,
+        error: str,
+        attempts: int = 1,
+        headers: Iterable[tuple[str, bytes]] | None = None,
+    ) -> Parked:
+        """`record` parked by `group` for `error` (with `headers` instead of its own, if given)."""
+        return cls(
+            group=group,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            headers=list(record.headers if headers is None else headers),
+            error=error,
+            attempts=attempts,
+        )
+
+
+async def show_waiting(parking: Parking, group: str, topics: Iterable[str]) -> None:
+    """Set `notetaker_consumer_parked_events` of `group` for each of `topics` (0 for none)."""
+    waiting = await parking.waiting(group)
+    for topic in topics:
+        PARKED.labels(group, topic).set(waiting.get(topic, 0))
 
 
 def next_wait(attempts: int, first: float = 30.0, longest: float = 3600.0) -> float:

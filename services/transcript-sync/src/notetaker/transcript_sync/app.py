@@ -36,12 +36,13 @@ import faust
 from faust.tables.manager import TableManager
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from notetaker.common.consumer import dead_letter
 from notetaker.common.envelope import EnvelopeError, from_message
 from notetaker.common.events import Event
 from notetaker.common.failures import Kind, OutagePolicy, RetryPolicy, attempts, classify
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import CONSUMER_DLQ
-from notetaker.common.parking import PARKED, Parked, Parking, PostgresParking
+from notetaker.common.parking import PARKED, Parked, Parking, PostgresParking, show_waiting
 from notetaker.common.s3 import s3_location
 from notetaker.transcript_sync import media, meetings, outbox, transcripts
 from notetaker.transcript_sync.join import (
@@ -252,32 +253,20 @@ class Join:
     async def _dead_letter(self, record: Record, error: str) -> None:
         """Dead-letter `record`, waiting out a Kafka outage: settled only once Kafka has it."""
 
-        async def send() -> None:
-            await self.resources.publisher.dead_letter(
-                topic=record.topic,
-                key=record.key,
-                value=record.value,
-                headers=record.headers,
-                offset=record.offset,
-                error=error,
-                group=self.group,
-            )
-
-        await self._durably(send, "dead letter")
+        await self._durably(
+            lambda: dead_letter(self.resources.publisher, record, error=error, group=self.group),
+            "dead letter",
+        )
 
     async def _park(self, record: Record, error: str) -> None:
         """Park `record` in the database (waiting out an outage of it), counting its attempts on
         from a republished event's header."""
-        parked = Parked(
+        parked = Parked.of(
+            record,
             group=self.group,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=[(k, v) for k, v in record.headers if k != ATTEMPTS_HEADER],
             error=error,
             attempts=parked_attempts(record.headers) + 1,
+            headers=[(k, v) for k, v in record.headers if k != ATTEMPTS_HEADER],
         )
 
         await self._durably(lambda: self.parking.park(parked), "park")
@@ -298,9 +287,7 @@ class Join:
                 offset=event.offset,
                 attempts=event.attempts,
             )
-        waiting = await parking.waiting(self.group)
-        for topic in SOURCE_TOPICS:
-            PARKED.labels(self.group, topic).set(waiting.get(topic, 0))
+        await show_waiting(parking, self.group, SOURCE_TOPICS)
         return len(due)
 
     async def sweep_outbox(self) -> int:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from rich.text import Text
 
@@ -47,6 +47,7 @@ from notetaker.cli.events import (
     run,
     settings,
     start_consumer,
+    start_kafka_client,
     topic_partitions,
 )
 from notetaker.common.events import (
@@ -623,15 +624,7 @@ async def publish(
     json_lines: bool,
 ) -> list[Outcome]:
     producer = create_producer(settings.model_copy(update={"service_name": "notetaker-cli"}))
-    try:
-        await producer.start()
-    except (TimeoutError, KafkaError, OSError) as exc:
-        await producer.stop()
-        reason = "" if isinstance(exc, KafkaConnectionError) else f": {exc!r}"
-        raise Stop(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} "
-            f"(NOTETAKER_KAFKA_BOOTSTRAP_SERVERS){reason}"
-        ) from exc
+    await start_kafka_client(producer, settings)
     outcomes: list[Outcome] = []
     progress = Progress(f"Replaying to {found.original}", len(todo))
     by = operator()

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 from rich.table import Table
@@ -106,16 +106,23 @@ async def start_consumer(settings: NotetakerSettings) -> AIOKafkaConsumer:
         client_id="notetaker-cli",
         request_timeout_ms=10_000,
     )
+    await start_kafka_client(consumer, settings)
+    return consumer
+
+
+async def start_kafka_client(
+    client: AIOKafkaConsumer | AIOKafkaProducer, settings: NotetakerSettings
+) -> None:
+    """Start a Kafka consumer or producer, or stop it and raise Stop saying Kafka is away."""
     try:
-        await consumer.start()
+        await client.start()
     except (TimeoutError, KafkaError, OSError) as exc:
-        await consumer.stop()
+        await client.stop()
         reason = "" if isinstance(exc, KafkaConnectionError) else f": {exc!r}"
         raise Stop(
             f"cannot reach Kafka at {settings.kafka_bootstrap_servers} "
             f"(NOTETAKER_KAFKA_BOOTSTRAP_SERVERS){reason}"
         ) from exc
-    return consumer
 
 
 def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -16,12 +16,11 @@ import asyncpg
 
 from notetaker.common.envelope import to_message
 from notetaker.common.events import (
-    DLQ_ERROR_HEADER,
-    DLQ_OFFSET_HEADER,
     Event,
     RecordingUploaded,
     TranscriptReady,
     Utterance,
+    dead_letter_headers,
     parse,
 )
 from notetaker.common.failures import OutagePolicy, RetryPolicy
@@ -97,11 +96,7 @@ class Publisher(EventPublisher):
         if (failure := self.fault(f"{topic}.dlq")) is not None:
             raise failure
         assert value is not None
-        headers = [
-            *headers,
-            (DLQ_ERROR_HEADER, error.encode()),
-            (DLQ_OFFSET_HEADER, str(offset).encode()),
-        ]
+        headers = dead_letter_headers(headers, error, offset)
         self.dead_letters.append((Record(topic, key, value, headers, offset), group))
 
 

@@ -8,6 +8,7 @@ CloudEvent's `dataschema`; the envelope itself lives in `notetaker.common.envelo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -218,6 +219,18 @@ DLQ_SUFFIX = ".dlq"
 
 def dlq_topic(topic: str) -> str:
     return f"{topic}{DLQ_SUFFIX}"
+
+
+def dead_letter_headers(
+    headers: Iterable[tuple[str, bytes]], error: str, offset: int
+) -> list[tuple[str, bytes]]:
+    """A dead letter's headers: the record's own, then the error (cut at 4,000 bytes) and the
+    offset it had on its original topic."""
+    return [
+        *headers,
+        (DLQ_ERROR_HEADER, error.encode()[:4000]),
+        (DLQ_OFFSET_HEADER, str(offset).encode()),
+    ]
 
 
 def is_dlq_topic(topic: str) -> bool:

@@ -15,10 +15,9 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from notetaker.common.envelope import to_message
 from notetaker.common.events import (
-    DLQ_ERROR_HEADER,
-    DLQ_OFFSET_HEADER,
     TOPICS,
     Event,
+    dead_letter_headers,
     dlq_topic,
     is_dlq_topic,
 )
@@ -183,11 +182,7 @@ class EventPublisher:
             dlq_topic(topic),
             value=value,
             key=key,
-            headers=[
-                *headers,
-                (DLQ_ERROR_HEADER, error.encode()[:4000]),
-                (DLQ_OFFSET_HEADER, str(offset).encode()),
-            ],
+            headers=dead_letter_headers(headers, error, offset),
         )
         CONSUMER_DLQ.labels(group or self.service_name, topic).inc()
         log.warning("event.dead_lettered", topic=topic, offset=offset, error=error[:500])

@@ -21,7 +21,11 @@ from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from aiokafka.structs import OffsetAndMetadata
 
 from notetaker.common.envelope import to_message
-from notetaker.common.events import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, Event, dlq_topic
+from notetaker.common.events import (
+    Event,
+    dead_letter_headers,
+    dlq_topic,
+)
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
@@ -99,11 +103,7 @@ class LocalBroker:
             dlq_topic(topic),
             value or b"",
             key,
-            [
-                *headers,
-                (DLQ_ERROR_HEADER, error.encode()),
-                (DLQ_OFFSET_HEADER, str(offset).encode()),
-            ],
+            dead_letter_headers(headers, error, offset),
         )
 
 

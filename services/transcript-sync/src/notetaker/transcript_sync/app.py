@@ -55,6 +55,7 @@ from notetaker.transcript_sync.join import (
     WriteTranscript,
     WriteVideo,
     decide,
+    transcript_id,
 )
 from notetaker.transcript_sync.meetings import MeetingMedia
 from notetaker.transcript_sync.resources import Resources
@@ -179,7 +180,11 @@ class Join:
         context = {"bot_id": event.bot_id, "event_type": event.type, "event_id": envelope.id}
         current: Effect | None = None
         try:
-            state = JoinState.model_validate(table.get(event.bot_id) or {})
+            saved = table.get(event.bot_id)
+            if saved:
+                state = JoinState.model_validate(saved)
+            else:
+                state = await self._state_from_rows(event.bot_id)
             new_state, effects = decide(state, event, can_transcribe=self.can_transcribe)
             for effect in effects:
                 current = effect
@@ -196,10 +201,23 @@ class Join:
                 log.warning("join.event_parked", error=what, **context)
                 await self._park(record, f"{kind.value}: {what}")
             return True
-        if new_state != state:
+        if new_state.complete:
+            if saved:  # nothing more to come: a tombstone, compacted away with its history
+                del table[event.bot_id]
+        elif new_state != state:
             table[event.bot_id] = new_state.model_dump(mode="json")
         log.info("join.applied", effects=[type(e).__name__ for e in effects], **context)
         return True
+
+    async def _state_from_rows(self, bot_id: str) -> JoinState:
+        """The state of a bot the table has none for: a complete meeting's (its state deleted)
+        as its rows say, else the empty state. Only a complete meeting's rows say all: a new one
+        whose first event failed half-way has the writes that landed in its rows but not the
+        requests (a thumbnail, a Gladia job) still owed, and its retry must redo them all."""
+        rows = await self._durably(
+            lambda: meetings.join_state(self.resources.pool, bot_id), "join state"
+        )
+        return rows if rows.complete else JoinState()
 
     async def _durably(
         self, op: Callable[[], Awaitable[T]], what: str, *, interruptible: bool = True
@@ -317,7 +335,12 @@ class Join:
                 self.settings.gladia_api_key,
             )
             written = await meetings.write_transcript(
-                r.pool, self.source, bot_id, effect.transcript.provider, utterances
+                r.pool,
+                self.source,
+                bot_id,
+                effect.transcript.provider,
+                utterances,
+                transcript_id(effect.transcript),
             )
             await meetings.complete_transcription_job(r.pool, bot_id)
         elif isinstance(effect, WriteThumbnail):

@@ -3,6 +3,14 @@
 State lives in a Faust table (changelog-backed) keyed by bot_id. `decide` returns the new state
 and the effects to carry out; a repeated event returns no effects, so replays and redeliveries
 change nothing.
+
+A meeting's state is kept only while something is still to come (`JoinState.complete`): once
+its video, thumbnail and awaited transcript are written, or it failed for good, the state is
+deleted, a tombstone on the changelog that Kafka's compaction removes, so the table and a
+restart's recovery stay the size of the meetings in flight, not of the history. An event that
+comes for a meeting without state whose rows say it is complete is decided from those rows
+(`meetings.join_state`), which then hold everything `decide` looks at: a late duplicate changes
+nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +44,17 @@ class JoinState(BaseModel):
     thumbnail_key: str | None = None
     failure: str | None = None
     gladia_requested: bool = False
+    # A transcript is on its way (the provider has one, or Gladia was asked for one).
+    awaiting_transcript: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """Nothing more is expected: the video, the thumbnail and the awaited transcript are
+        written, or the recording failed for good without a video."""
+        if self.video_key is None:
+            return self.failure is not None
+        transcript_done = self.transcript_id is not None or not self.awaiting_transcript
+        return self.thumbnail_key is not None and transcript_done
 
 
 @dataclass(frozen=True)
@@ -147,6 +166,7 @@ def _uploaded(
             "audio_key": event.audio_key,
             "failure": None,
             "gladia_requested": requested,
+            "awaiting_transcript": transcript_coming or requested,
         }
     )
     return new_state, effects

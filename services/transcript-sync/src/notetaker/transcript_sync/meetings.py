@@ -5,6 +5,9 @@ Every write is keyed by bot_id and sets absolute values, so repeating it changes
 matched (`source = 'notetaker'`). A write that changes the row puts its `meeting.synced` into the
 outbox in the same transaction (`outbox.py`): the change and its announcement are one fact.
 
+`join_state` reads back what the join needs to decide an event for a meeting whose join state
+was deleted once it was complete (`join.py`).
+
 Transcription jobs: the bot's `transcription_jobs` row is the intent, written before the provider
 is asked; it is written once per bot (a recording), and the provider's job id goes into it once.
 """
@@ -20,7 +23,9 @@ import asyncpg
 
 from notetaker.common.events import MeetingSynced, Utterance
 from notetaker.common.failures import Permanent
+from notetaker.common.s3 import parse_s3_location
 from notetaker.transcript_sync import outbox
+from notetaker.transcript_sync.join import JoinState
 
 
 class MeetingNotFound(Permanent):
@@ -97,17 +102,25 @@ async def write_video(
 
 
 async def write_transcript(
-    pool: asyncpg.Pool, source: str, bot_id: str, provider: str, utterances: list[Utterance]
+    pool: asyncpg.Pool,
+    source: str,
+    bot_id: str,
+    provider: str,
+    utterances: list[Utterance],
+    ref: str,
 ) -> MeetingMedia:
+    """The transcript's text and utterances, with which transcript it is (`ref`, the join's
+    `transcript_id`)."""
     text = "\n".join(f"{u.speaker}: {u.text}" if u.speaker else u.text for u in utterances)
     return await _update(
         pool,
         source,
         bot_id,
-        "transcript_text = $2, transcript_json = $3, transcript_provider = $4",
+        "transcript_text = $2, transcript_json = $3, transcript_provider = $4, transcript_ref = $5",
         text,
         [u.model_dump() for u in utterances],
         provider,
+        ref,
     )
 
 
@@ -118,7 +131,51 @@ async def write_thumbnail(
 
 
 async def mark_failed(pool: asyncpg.Pool, source: str, bot_id: str, error: str) -> MeetingMedia:
-    return await _update(pool, source, bot_id, "recording_status = $2", f"failed: {error}"[:1000])
+    return await _update(pool, source, bot_id, "recording_status = $2", f"{FAILED}{error}"[:1000])
+
+
+FAILED = "failed: "  # how `mark_failed` starts the status
+
+
+async def join_state(pool: asyncpg.Pool, bot_id: str) -> JoinState:
+    """The join state the rows say the bot's meeting is in: the media written, the failure
+    marked, the transcript written (which one: `transcript_ref`; a row from before that column
+    counts as a transcript no event matches), whether one is awaited (the provider has one, or a
+    Gladia job was asked for). A bot without a notetaker meeting has the empty state."""
+    row = await pool.fetchrow(
+        "SELECT m.org_id, m.video_url, m.audio_url, m.thumbnail_url, m.recording_status,"
+        " m.transcript_provider, m.transcript_ref, m.transcript_text IS NOT NULL AS transcribed,"
+        " r.id AS recording_id, coalesce(r.provider_transcript, false) AS provider_transcript,"
+        " EXISTS (SELECT 1 FROM transcription_jobs j WHERE j.bot_id = m.bot_id) AS requested"
+        " FROM meetings m LEFT JOIN recordings r ON r.bot_id = m.bot_id"
+        " WHERE m.bot_id = $1 AND m.source = 'notetaker'",
+        bot_id,
+    )
+    if row is None:
+        return JoinState()
+    bucket = video_key = audio_key = thumbnail_key = None
+    if row["video_url"] is not None:
+        bucket, video_key = parse_s3_location(row["video_url"])
+    if row["audio_url"] is not None:
+        audio_key = parse_s3_location(row["audio_url"])[1]
+    if row["thumbnail_url"] is not None:
+        thumbnail_key = parse_s3_location(row["thumbnail_url"])[1]
+    status = row["recording_status"] or ""
+    transcript = row["transcript_ref"]
+    if transcript is None and row["transcribed"]:
+        transcript = f"{row['transcript_provider']}:"  # which one is not known: none matches
+    return JoinState(
+        bucket=bucket,
+        recording_id=row["recording_id"],
+        org_id=row["org_id"],
+        video_key=video_key,
+        audio_key=audio_key,
+        transcript_id=transcript,
+        thumbnail_key=thumbnail_key,
+        failure=status.removeprefix(FAILED) if status.startswith(FAILED) else None,
+        gladia_requested=row["requested"],
+        awaiting_transcript=row["provider_transcript"] or row["requested"],
+    )
 
 
 @dataclass(frozen=True)

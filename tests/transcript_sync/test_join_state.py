@@ -1,0 +1,242 @@
+"""Join state stays the size of the meetings in flight: once a meeting is complete its state is
+deleted (a tombstone on the changelog), and an event that comes later is decided from the rows.
+
+In process, against the real PostgreSQL: the rows give back exactly the state the join had when
+the meeting completed, so a late duplicate of any of its events writes nothing, announces
+nothing, asks for no thumbnail and submits no second Gladia job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from notetaker.common.db import create_pool
+from notetaker.common.events import (
+    Event,
+    RecordingFailed,
+    RecordingUploaded,
+    RecordingUploadFailed,
+    ThumbnailGenerated,
+    TranscriptReady,
+)
+from notetaker.common.s3 import recording_key
+from notetaker.devstack.stack import Stack
+from notetaker.transcript_sync import meetings
+from notetaker.transcript_sync.join import JoinState, decide
+from tests.transcript_sync.fakes import (
+    Meeting,
+    Record,
+    Worker,
+    forget_group,
+    scheduled_meeting,
+    transcript,
+    uploaded,
+    worker,
+)
+from tests.transcript_sync.test_gladia_jobs import GLADIA_SETTINGS, Gladia, PresigningS3
+
+
+@pytest.fixture
+async def pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    """The pool as the service opens it (JSON columns as Python values)."""
+    pool = await create_pool(stack.settings())
+    yield pool
+    await pool.close()
+
+
+class Table(dict[str, Any]):
+    """The agent's table, keeping every state it was given and every key deleted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[tuple[str, Any]] = []
+        self.deleted: list[str] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.saved.append((key, value))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.deleted.append(key)
+        super().__delitem__(key)
+
+
+async def recorded(db: asyncpg.Pool, meeting: Meeting, upload: RecordingUploaded) -> None:
+    """The recording's row, as ingest writes it when the bot's recording completes."""
+    await db.execute(
+        "INSERT INTO recordings (id, org_id, user_id, meeting_id, bot_id, provider_transcript)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        upload.recording_id,
+        meeting.org_id,
+        meeting.user_id,
+        meeting.id,
+        meeting.bot_id,
+        upload.provider_transcript,
+    )
+
+
+def thumbnail(upload: RecordingUploaded) -> ThumbnailGenerated:
+    return ThumbnailGenerated(
+        bot_id=upload.bot_id,
+        recording_id=upload.recording_id,
+        bucket=upload.bucket,
+        thumbnail_key=recording_key(
+            upload.org_id, upload.user_id, upload.recording_id, "thumbnail", "jpg"
+        ),
+        width=320,
+        height=180,
+        size_bytes=100,
+    )
+
+
+def failures(meeting: Meeting, upload: RecordingUploaded) -> list[Event]:
+    return [
+        RecordingUploadFailed(
+            bot_id=meeting.bot_id,
+            recording_id=upload.recording_id,
+            attempt=4,
+            error="x",
+            final=True,
+        ),
+        RecordingFailed(bot_id=meeting.bot_id, error_code="BOT_REMOVED", error_message="late"),
+    ]
+
+
+async def handled(running: Worker, events: list[Event]) -> JoinState:
+    """Each event handled (settled, nothing dead-lettered); the state `decide` arrived at."""
+    state = JoinState()
+    for event in events:
+        assert await running.handle(Record.of(event))
+        state, _ = decide(state, event, can_transcribe=running.join.can_transcribe)
+    assert running.publisher.dead_letters == []
+    return state
+
+
+async def row_of(db: asyncpg.Pool, meeting: Meeting) -> dict[str, Any]:
+    row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", meeting.id)
+    assert row is not None
+    return dict(row)
+
+
+async def outbox_of(db: asyncpg.Pool, meeting: Meeting) -> int:
+    count = await db.fetchval(
+        "SELECT count(*) FROM event_outbox WHERE key = $1", meeting.bot_id.encode()
+    )
+    assert isinstance(count, int)
+    return count
+
+
+@pytest.mark.parametrize("events", ["upload, transcript, thumbnail", "transcript first"])
+async def test_a_complete_meetings_state_is_deleted_and_the_rows_give_it_back(
+    db: asyncpg.Pool, pool: asyncpg.Pool, events: str
+) -> None:
+    running = worker(pool)
+    table = Table()
+    running.table = table
+    meeting = await scheduled_meeting(db)
+    upload = uploaded(meeting, provider_transcript=True)
+    await recorded(db, meeting, upload)
+    said = transcript(meeting, "we agreed")
+    order: list[Event] = [upload, said, thumbnail(upload)]
+    if events == "transcript first":
+        order = [said, upload, thumbnail(upload)]
+    try:
+        state = await handled(running, order[:2])
+        assert table[meeting.bot_id] == state.model_dump(mode="json")  # in flight: kept
+        state = await handled(running, order)  # the whole meeting, the first two again
+    finally:
+        await forget_group(db, running.group)
+
+    assert state.complete
+    assert meeting.bot_id not in table
+    assert table.deleted == [meeting.bot_id]
+    assert await meetings.join_state(db, meeting.bot_id) == state
+
+
+async def test_late_duplicates_of_a_complete_meeting_change_nothing(
+    db: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    running = worker(pool)
+    meeting = await scheduled_meeting(db)
+    upload = uploaded(meeting, provider_transcript=True)
+    await recorded(db, meeting, upload)
+    events: list[Event] = [upload, transcript(meeting, "we agreed"), thumbnail(upload)]
+    try:
+        await handled(running, events)
+        assert running.table == {}
+        before, announced = await row_of(db, meeting), await outbox_of(db, meeting)
+        published, sent = list(running.publisher.published), list(running.sent.records)
+
+        await handled(running, [*events, *failures(meeting, upload)])
+    finally:
+        await forget_group(db, running.group)
+
+    assert await row_of(db, meeting) == before  # updated_at included: not even touched
+    assert await outbox_of(db, meeting) == announced
+    assert running.publisher.published == published  # no second thumbnail asked for
+    assert running.sent.records == sent  # no meeting.synced
+    assert running.table == {}
+
+
+async def test_a_late_upload_of_a_meeting_gladia_transcribed_submits_no_second_job(
+    db: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    api = Gladia(db)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    running = worker(pool, s3=PresigningS3(), http=http, **GLADIA_SETTINGS)
+    meeting = await scheduled_meeting(db)
+    upload = uploaded(meeting, provider_transcript=False)
+    await recorded(db, meeting, upload)
+    try:
+        await handled(running, [upload, thumbnail(upload)])
+        assert running.table[meeting.bot_id]["awaiting_transcript"] is True
+        (job_id,) = api.jobs
+        from_gladia = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", job_id=job_id)
+        state = await handled(running, [upload, thumbnail(upload), from_gladia])
+        assert running.table == {}
+        assert await meetings.join_state(db, meeting.bot_id) == state
+        requests = len(api.requests)
+
+        await handled(running, [upload, from_gladia, thumbnail(upload)])
+    finally:
+        await http.aclose()
+        await forget_group(db, running.group)
+
+    assert len(api.posts()) == 1
+    assert len(api.requests) == requests  # no lookup, no fetch of the transcript again
+    assert running.table == {}
+
+
+async def test_a_meeting_that_failed_for_good_is_deleted_and_a_late_upload_still_lands(
+    db: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    running = worker(pool)
+    meeting = await scheduled_meeting(db)
+    upload = uploaded(meeting, provider_transcript=False)
+    (final, _) = failures(meeting, upload)
+    try:
+        await handled(running, [final])
+        assert running.table == {}
+        assert (await row_of(db, meeting))["recording_status"] == "failed: x"
+        state = await handled(running, [final, upload])  # a late duplicate, then a recovery
+    finally:
+        await forget_group(db, running.group)
+
+    row = await row_of(db, meeting)
+    assert (row["recording_status"], row["video_url"]) == (
+        "available",
+        f"s3://{upload.bucket}/{upload.video_key}",
+    )
+    assert running.table == {meeting.bot_id: state.model_dump(mode="json")}  # thumbnail to come
+
+
+async def test_a_bot_without_a_meeting_of_ours_has_the_empty_state(db: asyncpg.Pool) -> None:
+    fathom = await scheduled_meeting(db, source="fathom")
+    assert await meetings.join_state(db, fathom.bot_id) == JoinState()
+    assert await meetings.join_state(db, str(uuid.uuid4())) == JoinState()

@@ -119,6 +119,7 @@ class KafkaRecord:
     key: bytes | None
     headers: list[tuple[str, bytes]]
     value: bytes
+    tombstone: bool = False  # the value is null (`value` is then empty)
 
 
 def records_up_to_marker(
@@ -230,4 +231,7 @@ def _record(message: KafkaMessage) -> KafkaRecord:
     raw = message.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     headers = [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs]
-    return KafkaRecord(topic, partition, offset, message.key(), headers, message.value() or b"")
+    value = message.value()
+    return KafkaRecord(
+        topic, partition, offset, message.key(), headers, value or b"", tombstone=value is None
+    )

@@ -7,6 +7,7 @@ nothing dead-lettered or parked."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,12 +15,19 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from notetaker.common.events import dlq_topic
+from notetaker.common.events import Event, RecordingUploaded, ThumbnailGenerated, dlq_topic
+from notetaker.common.s3 import recording_key
 from notetaker.devstack.outage import OutageProxy
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack
 from tests.conftest import eventually, records_up_to_marker
-from tests.transcript_sync.fakes import Meeting, parked_rows, scheduled_meeting, transcript
+from tests.transcript_sync.fakes import (
+    Meeting,
+    parked_rows,
+    scheduled_meeting,
+    transcript,
+    uploaded,
+)
 from tests.transcript_sync.workers import (
     Publisher,
     new_group,
@@ -100,3 +108,97 @@ async def test_a_restart_while_postgres_is_down_loses_no_event(
     bots = {m.bot_id.encode() for m in meetings}
     assert [r for r in dead if r.key in bots] == []
     assert await parked_rows(db, group) == []
+
+
+def thumbnail_of(upload: RecordingUploaded) -> ThumbnailGenerated:
+    key = recording_key(upload.org_id, upload.user_id, upload.recording_id, "thumbnail", "jpg")
+    return ThumbnailGenerated(
+        bot_id=upload.bot_id,
+        recording_id=upload.recording_id,
+        bucket=upload.bucket,
+        thumbnail_key=key,
+        width=320,
+        height=180,
+        size_bytes=100,
+    )
+
+
+async def thumbnails_requested(stack: Stack, meeting: Meeting) -> int:
+    """How many thumbnails were asked for the meeting's bot (none when its thumbnail came
+    before its upload was read)."""
+    requests = await asyncio.to_thread(
+        records_up_to_marker, stack.kafka_bootstrap_servers, "thumbnail.requested", meeting.bot_id
+    )
+    return len(requests)
+
+
+def applied(process: ServiceProcess, bot_id: str) -> list[dict[str, object]]:
+    """The `join.applied` lines the worker logged for the bot."""
+    lines = process.log_path.read_text(errors="replace").splitlines()
+    # A line may start with a terminal control sequence: the JSON is from its first brace on.
+    entries = [json.loads(line[line.index("{") :]) for line in lines if "{" in line]
+    return [e for e in entries if e.get("event") == "join.applied" and e.get("bot_id") == bot_id]
+
+
+async def test_a_complete_meeting_leaves_a_tombstone_and_a_restart_decides_it_from_rows(
+    stack: Stack, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A meeting's join state is deleted once it is complete: its last changelog record is a
+    tombstone, while a meeting in flight keeps its state. The worker restarted then gets the
+    complete meeting's events again: it decides them from the rows and changes nothing."""
+    group = await new_group(stack)
+    first = worker_process(stack, tmp_path, group, "first")
+    second = worker_process(stack, tmp_path, group, "second")
+    done, in_flight = await scheduled_meeting(db), await scheduled_meeting(db)
+    upload, waiting = uploaded(done), uploaded(in_flight)
+    events: list[Event] = [upload, transcript(done, "all of it"), thumbnail_of(upload)]
+    try:
+        first.start()
+        await asyncio.to_thread(first.wait_ready, 60)
+        async with Publisher(stack) as publisher:
+            for event in [*events, waiting]:
+                await publisher.publish(event)
+
+            async def settled() -> bool:
+                row = await db.fetchrow(
+                    "SELECT thumbnail_url, transcript_text FROM meetings WHERE id = $1", done.id
+                )
+                video = await db.fetchval(
+                    "SELECT video_url FROM meetings WHERE id = $1", in_flight.id
+                )
+                return row is not None and None not in tuple(row) and video is not None
+
+            await eventually(settled, 60, "the meeting complete and the other's video written")
+            await stop(first)
+            row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", done.id)
+            requested = await thumbnails_requested(stack, done)
+
+            second.start()
+            await asyncio.to_thread(second.wait_ready, 60)
+            for event in events:
+                await publisher.publish(event)
+
+            async def all_decided() -> list[dict[str, object]] | None:
+                decided = applied(second, done.bot_id)
+                return decided if len(decided) == len(events) else None
+
+            decided = await eventually(all_decided, 60, "the late duplicates to be decided")
+    finally:
+        await stop(first)
+        await stop(second)
+
+    assert [d["effects"] for d in decided] == [[], [], []]
+    assert await db.fetchrow("SELECT * FROM meetings WHERE id = $1", done.id) == row
+    assert await thumbnails_requested(stack, done) == requested
+    changelog = f"{group}-meeting-join-changelog"
+    states = await asyncio.to_thread(
+        records_up_to_marker, stack.kafka_bootstrap_servers, changelog, json.dumps(done.bot_id)
+    )
+    assert [s.tombstone for s in states] == [False] * (len(states) - 1) + [True]
+    kept = await asyncio.to_thread(
+        records_up_to_marker,
+        stack.kafka_bootstrap_servers,
+        changelog,
+        json.dumps(in_flight.bot_id),  # the table's keys are JSON
+    )
+    assert [json.loads(s.value)["video_key"] for s in kept] == [waiting.video_key]

@@ -13,7 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from notetaker.common.events import Event, RecordingUploaded, ThumbnailGenerated, dlq_topic
 from notetaker.common.s3 import recording_key
@@ -123,6 +125,22 @@ def thumbnail_of(upload: RecordingUploaded) -> ThumbnailGenerated:
     )
 
 
+IN_FLIGHT = 12  # meetings whose state the worker keeps (a video written, the rest to come)
+
+
+async def join_states(process: ServiceProcess) -> float:
+    """How many meetings' join state the worker holds (its gauge, scraped)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"{process.url}/metrics")).text
+    (held,) = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "notetaker_transcript_sync_join_states"
+    ]
+    return held
+
+
 async def thumbnails_requested(stack: Stack, meeting: Meeting) -> int:
     """How many thumbnails were asked for the meeting's bot (none when its thumbnail came
     before its upload was read)."""
@@ -144,31 +162,34 @@ async def test_a_complete_meeting_leaves_a_tombstone_and_a_restart_decides_it_fr
     stack: Stack, db: asyncpg.Pool, tmp_path: Path
 ) -> None:
     """A meeting's join state is deleted once it is complete: its last changelog record is a
-    tombstone, while a meeting in flight keeps its state. The worker restarted then gets the
-    complete meeting's events again: it decides them from the rows and changes nothing."""
+    tombstone, while meetings in flight keep their state. The worker restarted recovers the
+    state of every meeting in flight and none of the complete one; it then gets the complete
+    meeting's events again, decides them from the rows and changes nothing."""
     group = await new_group(stack)
     first = worker_process(stack, tmp_path, group, "first")
     second = worker_process(stack, tmp_path, group, "second")
-    done, in_flight = await scheduled_meeting(db), await scheduled_meeting(db)
-    upload, waiting = uploaded(done), uploaded(in_flight)
+    done = await scheduled_meeting(db)
+    in_flight = [await scheduled_meeting(db) for _ in range(IN_FLIGHT)]
+    upload, waiting = uploaded(done), [uploaded(m) for m in in_flight]
     events: list[Event] = [upload, transcript(done, "all of it"), thumbnail_of(upload)]
     try:
         first.start()
         await asyncio.to_thread(first.wait_ready, 60)
         async with Publisher(stack) as publisher:
-            for event in [*events, waiting]:
+            for event in [*events, *waiting]:
                 await publisher.publish(event)
 
             async def settled() -> bool:
                 row = await db.fetchrow(
                     "SELECT thumbnail_url, transcript_text FROM meetings WHERE id = $1", done.id
                 )
-                video = await db.fetchval(
-                    "SELECT video_url FROM meetings WHERE id = $1", in_flight.id
+                videos = await db.fetchval(
+                    "SELECT count(video_url) FROM meetings WHERE id = ANY($1::uuid[])",
+                    [m.id for m in in_flight],
                 )
-                return row is not None and None not in tuple(row) and video is not None
+                return row is not None and None not in tuple(row) and videos == IN_FLIGHT
 
-            await eventually(settled, 60, "the meeting complete and the other's video written")
+            await eventually(settled, 60, "the meeting complete and the others' videos written")
             await stop(first)
             row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", done.id)
             requested = await thumbnails_requested(stack, done)
@@ -183,6 +204,7 @@ async def test_a_complete_meeting_leaves_a_tombstone_and_a_restart_decides_it_fr
                 return decided if len(decided) == len(events) else None
 
             decided = await eventually(all_decided, 60, "the late duplicates to be decided")
+            held = await join_states(second)
     finally:
         await stop(first)
         await stop(second)
@@ -195,10 +217,12 @@ async def test_a_complete_meeting_leaves_a_tombstone_and_a_restart_decides_it_fr
         records_up_to_marker, stack.kafka_bootstrap_servers, changelog, json.dumps(done.bot_id)
     )
     assert [s.tombstone for s in states] == [False] * (len(states) - 1) + [True]
-    kept = await asyncio.to_thread(
-        records_up_to_marker,
-        stack.kafka_bootstrap_servers,
-        changelog,
-        json.dumps(in_flight.bot_id),  # the table's keys are JSON
-    )
-    assert [json.loads(s.value)["video_key"] for s in kept] == [waiting.video_key]
+    assert held == IN_FLIGHT  # recovered: every meeting in flight, not the complete one
+    for meeting, its_upload in zip(in_flight, waiting, strict=True):
+        kept = await asyncio.to_thread(
+            records_up_to_marker,
+            stack.kafka_bootstrap_servers,
+            changelog,
+            json.dumps(meeting.bot_id),  # the table's keys are JSON
+        )
+        assert [json.loads(s.value)["video_key"] for s in kept] == [its_upload.video_key]

@@ -34,7 +34,7 @@ from typing import Any, TypeVar, cast
 
 import faust
 from faust.tables.manager import TableManager
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from notetaker.common.consumer import dead_letter
 from notetaker.common.envelope import EnvelopeError, from_message
@@ -75,6 +75,11 @@ SOURCE_TOPICS = (
 )
 EFFECTS = Counter(
     "notetaker_transcript_sync_effects_total", "Join effects carried out, by kind.", ["effect"]
+)
+JOIN_STATES = Gauge(
+    "notetaker_transcript_sync_join_states",
+    "Meetings whose join state this worker holds: those in flight (a complete meeting's state is"
+    " deleted), so it follows the meetings under way, not the history.",
 )
 BACKGROUND_SECONDS = 5.0  # how often parked events and the outbox are looked at
 # How many times a republished parked event was parked already (its next park goes on counting).
@@ -414,6 +419,7 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
         topic_partitions=settings.kafka_topic_partitions,
         topic_replication_factor=settings.kafka_replication_factor,
         producer_acks=-1,
+        producer_max_batch_size=settings.faust_producer_max_batch_bytes,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=settings.faust_rebalance_timeout_seconds,
         broker_session_timeout=10.0,
@@ -534,6 +540,7 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
+        JOIN_STATES.set(len(table))
         # aiohttp refuses a content_type that carries a charset, and the exposition format's
         # type carries one: the whole type goes as a header instead.
         return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -23,6 +23,13 @@ class TranscriptSyncSettings(NotetakerSettings):
     faust_rebalance_timeout_seconds: float = Field(
         4.0, description="How long a group join waits for other members (Tansu waits it all)."
     )
+    faust_producer_max_batch_bytes: int = Field(
+        16384,
+        ge=1,
+        description="Largest record batch the worker's producer sends; 1 (a record a batch) on"
+        " Tansu, which reports a batch of several records short in its end offsets, so a"
+        " restart would recover part of the join state.",
+    )
     gladia_api_url: str = Field("https://api.gladia.io", description="Gladia API base URL.")
     gladia_api_key: Secret | None = Field(
         None, description="Gladia API key; empty means recordings without a transcript stay so."

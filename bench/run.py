@@ -9,6 +9,7 @@ import sys
 
 BENCHMARKS = {
     "ingest": "bench.ingest",
+    "join_restart": "bench.join_restart",
     "pipeline": "bench.pipeline",
     "upload": "bench.upload",
 }

@@ -153,7 +153,7 @@ async def test_a_complete_meetings_state_is_deleted_and_the_rows_give_it_back(
     finally:
         await forget_group(db, running.group)
 
-    assert state.complete
+    assert state.complete()
     assert meeting.bot_id not in table
     assert table.deleted == [meeting.bot_id]
     assert await meetings.join_state(db, meeting.bot_id) == state

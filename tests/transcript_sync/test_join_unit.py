@@ -311,33 +311,33 @@ def test_an_upload_after_a_failure_clears_it() -> None:
 
 def test_a_meeting_is_complete_once_video_thumbnail_and_provider_transcript_are_written() -> None:
     with_transcript = uploaded(provider_transcript=True)
-    assert not run([with_transcript])[0].complete
-    assert not run([with_transcript, THUMB])[0].complete  # the provider's transcript is to come
-    assert not run([with_transcript, TRANSCRIPT])[0].complete  # the thumbnail is to come
-    assert run([with_transcript, THUMB, TRANSCRIPT])[0].complete
-    assert run([TRANSCRIPT, uploaded(), THUMB])[0].complete
+    assert not run([with_transcript])[0].complete()
+    assert not run([with_transcript, THUMB])[0].complete()  # the provider's transcript is to come
+    assert not run([with_transcript, TRANSCRIPT])[0].complete()  # the thumbnail is to come
+    assert run([with_transcript, THUMB, TRANSCRIPT])[0].complete()
+    assert run([TRANSCRIPT, uploaded(), THUMB])[0].complete()
 
 
 def test_a_meeting_gladia_transcribes_is_complete_only_with_its_transcript() -> None:
     state, _ = run([uploaded(), THUMB], can_transcribe=True)
     assert state.awaiting_transcript
-    assert not state.complete
-    assert run([inline("from gladia")], state=state)[0].complete
+    assert not state.complete()
+    assert run([inline("from gladia")], state=state)[0].complete()
 
 
 def test_a_meeting_without_any_transcript_to_come_is_complete_with_video_and_thumbnail() -> None:
     state, _ = run([uploaded(), THUMB], can_transcribe=False)
     assert not state.awaiting_transcript
-    assert state.complete
-    assert not run([uploaded()])[0].complete  # the thumbnail is to come
+    assert state.complete()
+    assert not run([uploaded()])[0].complete()  # the thumbnail is to come
 
 
 def test_a_meeting_that_failed_for_good_is_complete_and_one_on_its_way_is_not() -> None:
-    assert run([FINAL])[0].complete
-    assert run([BOT_FAILED])[0].complete
-    assert not run([RETRYING])[0].complete
-    assert not run([TRANSCRIPT])[0].complete
-    assert not JoinState().complete
+    assert run([FINAL])[0].complete()
+    assert run([BOT_FAILED])[0].complete()
+    assert not run([RETRYING])[0].complete()
+    assert not run([TRANSCRIPT])[0].complete()
+    assert not JoinState().complete()
 
 
 # --- events the join does not use, and every order ----------------------------------------------
@@ -377,4 +377,4 @@ def test_every_order_and_repetition_gives_each_write_once(can_transcribe: bool) 
             gladia_requested=can_transcribe and order.index(upload) < order.index(TRANSCRIPT),
             awaiting_transcript=can_transcribe or order.index(TRANSCRIPT) < order.index(upload),
         ), order
-        assert state.complete, order
+        assert state.complete(), order

@@ -206,7 +206,7 @@ class Join:
                 log.warning("join.event_parked", error=what, **context)
                 await self._park(record, f"{kind.value}: {what}")
             return True
-        if new_state.complete:
+        if new_state.complete():
             if saved:  # nothing more to come: a tombstone, compacted away with its history
                 del table[event.bot_id]
         elif new_state != state:
@@ -222,7 +222,7 @@ class Join:
         rows = await self._durably(
             lambda: meetings.join_state(self.resources.pool, bot_id), "join state"
         )
-        return rows if rows.complete else JoinState()
+        return rows if rows.complete() else JoinState()
 
     async def _durably(
         self, op: Callable[[], Awaitable[T]], what: str, *, interruptible: bool = True

@@ -4,7 +4,7 @@ State lives in a Faust table (changelog-backed) keyed by bot_id. `decide` return
 and the effects to carry out; a repeated event returns no effects, so replays and redeliveries
 change nothing.
 
-A meeting's state is kept only while something is still to come (`JoinState.complete`): once
+A meeting's state is kept only while something is still to come (`JoinState.complete()`): once
 its video, thumbnail and awaited transcript are written, or it failed for good, the state is
 deleted, a tombstone on the changelog that Kafka's compaction removes, so the table and a
 restart's recovery stay the size of the meetings in flight, not of the history. An event that
@@ -47,7 +47,6 @@ class JoinState(BaseModel):
     # A transcript is on its way (the provider has one, or Gladia was asked for one).
     awaiting_transcript: bool = False
 
-    @property
     def complete(self) -> bool:
         """Nothing more is expected: the video, the thumbnail and the awaited transcript are
         written, or the recording failed for good without a video."""

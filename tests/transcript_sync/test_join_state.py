@@ -240,3 +240,42 @@ async def test_a_bot_without_a_meeting_of_ours_has_the_empty_state(db: asyncpg.P
     fathom = await scheduled_meeting(db, source="fathom")
     assert await meetings.join_state(db, fathom.bot_id) == JoinState()
     assert await meetings.join_state(db, str(uuid.uuid4())) == JoinState()
+
+
+# --- state and rows left by the version before the tombstones ------------------------------------
+
+
+def as_saved_before_the_upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A state as the previous JoinState saved it: without `awaiting_transcript`."""
+    return {k: v for k, v in state.items() if k != "awaiting_transcript"}
+
+
+@pytest.mark.parametrize("transcriber", ["provider", "gladia"])
+async def test_a_meeting_in_flight_across_the_upgrade_keeps_its_state_until_its_transcript(
+    db: asyncpg.Pool, pool: asyncpg.Pool, transcriber: str
+) -> None:
+    api = Gladia(db)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    gladia = transcriber == "gladia"
+    running = worker(pool, s3=PresigningS3(), http=http, **(GLADIA_SETTINGS if gladia else {}))
+    meeting = await scheduled_meeting(db)
+    upload = uploaded(meeting, provider_transcript=not gladia)
+    await recorded(db, meeting, upload)
+    said = transcript(meeting, "we agreed")
+    try:
+        await handled(running, [upload])  # the previous version saved this state ...
+        saved = running.table[meeting.bot_id]
+        running.table[meeting.bot_id] = as_saved_before_the_upgrade(saved)
+        await handled(running, [thumbnail(upload)])  # ... and the new one goes on from it
+        assert meeting.bot_id in running.table  # the transcript is still to come
+        if gladia:
+            (job_id,) = api.jobs
+            said = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", job_id=job_id)
+        await handled(running, [said, upload])  # the transcript, then a late duplicate
+    finally:
+        await http.aclose()
+        await forget_group(db, running.group)
+
+    assert running.table == {}  # complete: nothing left behind
+    assert len([e for e in running.publisher.published if e.type == "thumbnail.requested"]) == 1
+    assert len(api.posts()) == (1 if gladia else 0)

@@ -188,6 +188,8 @@ class Join:
             saved = table.get(event.bot_id)
             if saved:
                 state = JoinState.model_validate(saved)
+                if "awaiting_transcript" not in saved:  # saved by the version before the field
+                    state = await self._awaiting_from_rows(state, event.bot_id)
             else:
                 state = await self._state_from_rows(event.bot_id)
             new_state, effects = decide(state, event, can_transcribe=self.can_transcribe)
@@ -223,6 +225,20 @@ class Join:
             lambda: meetings.join_state(self.resources.pool, bot_id), "join state"
         )
         return rows if rows.complete() else JoinState()
+
+    async def _awaiting_from_rows(self, state: JoinState, bot_id: str) -> JoinState:
+        """A state saved before `awaiting_transcript` existed (read as False): whether a
+        transcript is on its way, as `decide` would have said (one written, a Gladia job asked
+        for) or the rows say (the provider has one). Without it, a meeting in flight across the
+        upgrade would count as complete once its thumbnail lands, its state deleted before its
+        transcript, and the transcript's state then kept for ever."""
+        rows = await self._durably(
+            lambda: meetings.join_state(self.resources.pool, bot_id), "join state"
+        )
+        awaiting = (
+            state.transcript_id is not None or state.gladia_requested or rows.awaiting_transcript
+        )
+        return state.model_copy(update={"awaiting_transcript": awaiting})
 
     async def _durably(
         self, op: Callable[[], Awaitable[T]], what: str, *, interruptible: bool = True

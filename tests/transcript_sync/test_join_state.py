@@ -279,3 +279,31 @@ async def test_a_meeting_in_flight_across_the_upgrade_keeps_its_state_until_its_
     assert running.table == {}  # complete: nothing left behind
     assert len([e for e in running.publisher.published if e.type == "thumbnail.requested"]) == 1
     assert len(api.posts()) == (1 if gladia else 0)
+
+
+async def test_a_late_duplicate_of_a_transcript_written_before_the_upgrade_changes_nothing(
+    db: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    running = worker(pool)
+    meeting = await scheduled_meeting(db)
+    upload = uploaded(meeting, provider_transcript=True)
+    await recorded(db, meeting, upload)
+    said = transcript(meeting, "we agreed")
+    try:
+        await handled(running, [upload, said])
+        # Written by the previous version: before migration 0008, without transcript_ref.
+        await db.execute("UPDATE meetings SET transcript_ref = NULL WHERE id = $1", meeting.id)
+        running.table[meeting.bot_id] = as_saved_before_the_upgrade(running.table[meeting.bot_id])
+        await handled(running, [thumbnail(upload)])  # complete: its state deleted
+        assert running.table == {}
+        before, announced = await row_of(db, meeting), await outbox_of(db, meeting)
+        sent = list(running.sent.records)
+
+        await handled(running, [said])  # a late duplicate (a replay, a redelivery)
+    finally:
+        await forget_group(db, running.group)
+
+    assert await row_of(db, meeting) == before
+    assert await outbox_of(db, meeting) == announced
+    assert running.sent.records == sent  # no meeting.synced
+    assert running.table == {}

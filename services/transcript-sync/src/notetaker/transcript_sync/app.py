@@ -210,6 +210,8 @@ class Join:
             return True
         if new_state.complete():
             if saved:  # nothing more to come: a tombstone, compacted away with its history
+                if new_state.transcript_id is not None:
+                    await self._keep_transcript_ref(event.bot_id, new_state.transcript_id)
                 del table[event.bot_id]
         elif new_state != state:
             table[event.bot_id] = new_state.model_dump(mode="json")
@@ -239,6 +241,15 @@ class Join:
             state.transcript_id is not None or state.gladia_requested or rows.awaiting_transcript
         )
         return state.model_copy(update={"awaiting_transcript": awaiting})
+
+    async def _keep_transcript_ref(self, bot_id: str, ref: str) -> None:
+        """Before a complete meeting's state is deleted: a row whose transcript was written
+        before migration 0008 gets the `transcript_ref` the state knows, so a late duplicate of
+        that transcript is recognised from the rows (not fetched, written and announced again)."""
+        await self._durably(
+            lambda: meetings.keep_transcript_ref(self.resources.pool, bot_id, ref),
+            "transcript ref",
+        )
 
     async def _durably(
         self, op: Callable[[], Awaitable[T]], what: str, *, interruptible: bool = True

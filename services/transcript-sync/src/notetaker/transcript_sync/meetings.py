@@ -137,6 +137,18 @@ async def mark_failed(pool: asyncpg.Pool, source: str, bot_id: str, error: str) 
 FAILED = "failed: "  # how `mark_failed` starts the status
 
 
+async def keep_transcript_ref(pool: asyncpg.Pool, bot_id: str, ref: str) -> None:
+    """Name the transcript of a row written before `transcript_ref` existed (`ref`: the join
+    state's `transcript_id`, the transcript it wrote), before that state is deleted. Not a change
+    of the meeting's media: `updated_at` stays, nothing is announced."""
+    await pool.execute(
+        "UPDATE meetings SET transcript_ref = $2 WHERE bot_id = $1 AND source = 'notetaker'"
+        " AND transcript_ref IS NULL AND transcript_text IS NOT NULL",
+        bot_id,
+        ref,
+    )
+
+
 async def join_state(pool: asyncpg.Pool, bot_id: str) -> JoinState:
     """The join state the rows say the bot's meeting is in: the media written, the failure
     marked, the transcript written (which one: `transcript_ref`; a row from before that column

@@ -9,7 +9,7 @@ nothing, asks for no thumbnail and submits no second Gladia job.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -30,10 +30,12 @@ from notetaker.devstack.stack import Stack
 from notetaker.transcript_sync import meetings
 from notetaker.transcript_sync.join import JoinState, decide
 from tests.transcript_sync.fakes import (
+    Fault,
     Meeting,
     Record,
     Worker,
     forget_group,
+    parked_rows,
     scheduled_meeting,
     transcript,
     uploaded,
@@ -306,4 +308,62 @@ async def test_a_late_duplicate_of_a_transcript_written_before_the_upgrade_chang
     assert await row_of(db, meeting) == before
     assert await outbox_of(db, meeting) == announced
     assert running.sent.records == sent  # no meeting.synced
+    assert running.table == {}
+
+
+def failing_twice(when: Callable[[str], bool]) -> Fault:
+    """A fault failing the first two matching calls: past the in-place retry, the event parks."""
+    left = 2
+
+    def fault(what: str) -> BaseException | None:
+        nonlocal left
+        if left and when(what):
+            left -= 1
+            return RuntimeError("unforeseen")
+        return None
+
+    return fault
+
+
+async def republished(running: Worker, db: asyncpg.Pool) -> None:
+    """The group's parked events, put back on their topics and handled again."""
+    rows = await parked_rows(db, running.group)
+    await forget_group(db, running.group)
+    for row in rows:
+        headers = list(zip(row["header_names"], row["header_values"], strict=True))
+        assert await running.handle(Record(row["topic"], row["key"], row["value"], headers))
+
+
+async def test_a_late_bot_failure_while_the_upload_waits_parked_does_not_leave_the_meeting_failed(
+    db: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    api = Gladia(db)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
+    running = worker(pool, s3=PresigningS3(), http=http, **GLADIA_SETTINGS)
+    meeting = await scheduled_meeting(db)
+    upload = uploaded(meeting, provider_transcript=False)
+    await recorded(db, meeting, upload)
+    (_, bot_removed) = failures(meeting, upload)
+    try:
+        # The video written and its thumbnail asked for, then the Gladia job's row fails: parked.
+        running.database.fault = failing_twice(lambda sql: "INSERT INTO transcription_jobs" in sql)
+        assert await running.handle(Record.of(upload))
+        assert len(await parked_rows(db, running.group)) == 1
+        # Meanwhile the thumbnail comes, and the bot reports it was removed (late).
+        assert await running.handle(Record.of(thumbnail(upload)))
+        assert await running.handle(Record.of(bot_removed))
+        await republished(running, db)  # the upload, due again
+        assert running.publisher.dead_letters == []
+        row = await row_of(db, meeting)
+        assert row["recording_status"] == "available"
+        assert row["video_url"] == f"s3://{upload.bucket}/{upload.video_key}"
+        (job_id,) = api.jobs  # Gladia asked, once
+        from_gladia = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", job_id=job_id)
+        await handled(running, [thumbnail(upload), from_gladia])  # the thumbnail asked again
+    finally:
+        await http.aclose()
+        await forget_group(db, running.group)
+
+    row = await row_of(db, meeting)
+    assert (row["recording_status"], row["transcript_provider"]) == ("available", "gladia")
     assert running.table == {}

@@ -222,10 +222,15 @@ class Join:
         """The state of a bot the table has none for: a complete meeting's (its state deleted)
         as its rows say, else the empty state. Only a complete meeting's rows say all: a new one
         whose first event failed half-way has the writes that landed in its rows but not the
-        requests (a thumbnail, a Gladia job) still owed, and its retry must redo them all."""
+        requests (a thumbnail, a Gladia job) still owed, and its retry must redo them all.
+        Rows with a failure marked over a video are not a complete meeting's either: the join
+        never marks a failure over a video it knows, so the upload that wrote it is still to be
+        applied (parked, or unsettled), and its retry must lift the failure."""
         rows = await self._durably(
             lambda: meetings.join_state(self.resources.pool, bot_id), "join state"
         )
+        if rows.video_key is not None and rows.failure is not None:
+            return JoinState()
         return rows if rows.complete() else JoinState()
 
     async def _awaiting_from_rows(self, state: JoinState, bot_id: str) -> JoinState:

@@ -34,7 +34,7 @@ from notetaker.common.events import (
 )
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key
-from notetaker.devstack.s3_proxy import RESET, S3FaultProxy
+from notetaker.devstack.s3_proxy import RESET, Hold, S3FaultProxy, is_complete, is_part
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.sources import Fault, Gate, RecordingSource
 from notetaker.devstack.stack import Stack, free_port
@@ -56,11 +56,19 @@ class Workers:
     bots: list[str] = field(default_factory=list)  # recordings the current test created
 
     def new_uploader(self) -> ServiceProcess:
-        self.uploader = ServiceProcess(
-            "uploader", self.uploader.env, free_port(), self.logdir / f"uploader-{uuid.uuid4()}.log"
-        )
-        self.uploader.env = {**self.uploader.env, "NOTETAKER_HTTP_PORT": str(self.uploader.port)}
+        """The uploader that replaces the current one (which the test killed)."""
+        self.uploader = self.another_uploader()
         return self.uploader
+
+    def another_uploader(self) -> ServiceProcess:
+        """One more uploader worker, not started; the test stops it."""
+        port = free_port()
+        return ServiceProcess(
+            "uploader",
+            {**self.uploader.env, "NOTETAKER_HTTP_PORT": str(port)},
+            port,
+            self.logdir / f"uploader-{uuid.uuid4()}.log",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +93,8 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         "NOTETAKER_SOURCE_TIMEOUT_SECONDS": "120",
         "NOTETAKER_SCHEDULER_INTERVAL_SECONDS": "0.5",
         "NOTETAKER_UPLOAD_PROGRESS_LOG_SECONDS": "0",  # a progress line after every part
+        # A killed worker's lease runs out soon, and the scheduler requests its recording again.
+        "NOTETAKER_UPLOAD_LEASE_SECONDS": "3",
     }
     processes = {}
     for name in ("uploader", "scheduler"):
@@ -336,6 +346,63 @@ async def test_a_worker_killed_mid_upload_is_resumed_by_the_next_one(
     )
 
 
+KILL_STEPS = {
+    # S3 stored part 2 but its answer is held: the worker dies before writing its digest.
+    "before a ledger write": lambda: Hold(is_part(2), answered=True),
+    # Parts 1 and 2 stored and in the ledger, part 3 held before S3 sees it.
+    "after a part": lambda: Hold(is_part(3)),
+    "before complete": lambda: Hold(is_complete),
+    # S3 completed the object; the worker dies before it writes `complete` on the row.
+    "after complete, before the status write": lambda: Hold(is_complete, answered=True),
+}
+
+
+@pytest.mark.parametrize("step", KILL_STEPS)
+async def test_a_worker_killed_at_each_step_of_an_upload_is_completed_after_its_restart(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack, step: str
+) -> None:
+    """SIGKILL while S3 holds one request of the upload; the restarted worker finds the dead
+    one's lease still running and leaves the recording, the scheduler requests it again once
+    the lease has run out, and the new worker completes it with the source's bytes."""
+    data = os.urandom(12 * MIB)
+    hold = KILL_STEPS[step]()
+    workers.proxy.holds.append(hold)
+    bot_id, _ = await new_recording(db, workers, data)
+    await hold.wait_reached(60)
+    if step == "after a part":
+        await parts_vouched_for(db, s3, stack, video_key(await recording(db, bot_id)), 2)
+
+    workers.uploader.kill()
+    hold.open()  # the dead worker's request goes on to S3 (or its answer to nobody)
+    # The test's clock: the dead worker's lease has an hour left when its successor starts.
+    row = await recording(db, bot_id)
+    await db.execute(
+        "UPDATE recordings SET upload_lease_expires_at = now() + interval '1 hour' WHERE id = $1",
+        row["id"],
+    )
+    replacement = workers.new_uploader()
+    replacement.start()
+
+    async def left_alone() -> bool:
+        return "upload.busy" in events(workers, row["id"])
+
+    await eventually(left_alone, 60, "the restarted worker to find the recording leased")
+    await db.execute(  # the hour is over
+        "UPDATE recordings SET upload_lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        row["id"],
+    )
+    row = await until_status(db, bot_id, "complete", timeout=90)
+
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 0  # a killed worker uses up no attempt
+    # Announced once, or again with the same event id (the redelivered request finds it done).
+    announced = await events_for(stack, "recording.uploaded", bot_id)
+    assert len({e.id for e in announced}) == 1
+    assert {e.event.size_bytes for e in announced if isinstance(e.event, RecordingUploaded)} == {
+        len(data)
+    }
+
+
 async def test_a_part_changed_in_s3_before_the_resume_never_reaches_the_recording(
     workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
@@ -443,7 +510,13 @@ async def test_a_source_that_always_stops_short_fails_for_good_and_leaves_no_par
     bot_id, name = await new_recording(db, workers, data, fault=Fault(truncate_at=6 * MIB))
     row = await until_status(db, bot_id, "failed", timeout=60)
     assert row["s3_upload_retry_count"] == 3
-    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+
+    async def failures_logged() -> list[dict[str, Any]] | None:
+        # The worker logs a failure just after writing it: the row can be read first.
+        lines = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+        return lines if len(lines) >= 3 else None
+
+    failed = await eventually(failures_logged, 10, "three failures logged")
     assert [(f["reason"], f["final"]) for f in failed] == [
         ("source_truncated", False),
         ("source_truncated", False),
@@ -466,7 +539,13 @@ async def test_a_source_that_refuses_the_url_fails_after_the_retries_logged_by_r
     row = await until_status(db, bot_id, "failed", timeout=60)
     assert f"HTTP {status}" in row["s3_upload_error_message"]
     assert row["s3_upload_retry_count"] == 3
-    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+
+    async def failures_logged() -> list[dict[str, Any]] | None:
+        # The worker logs a failure just after writing it: the row can be read first.
+        lines = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+        return lines if len(lines) >= 3 else None
+
+    failed = await eventually(failures_logged, 10, "three failures logged")
     assert [(f["reason"], f["final"]) for f in failed] == [
         (f"source_http_{status}", False),
         (f"source_http_{status}", False),
@@ -500,3 +579,47 @@ async def test_a_slow_recording_does_not_hold_up_another_on_its_partition(
     slow = await until_status(db, slow_bot, "complete", timeout=60)
     assert await stored(s3, stack, slow["s3_video_key"]) == slow_data
     assert events(workers, slow["id"]) == ["upload.started", "upload.complete"]
+
+
+async def test_scaling_out_from_one_worker_to_three_mid_upload_copies_each_recording_once(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    """Five large recordings under way on one worker (four copying, one waiting for a slot),
+    two more workers join: the rebalance drains the first worker, whose copies stop and hand
+    their leases back, and the new owners resume them. Each recording ends as one complete
+    object with the source's bytes, and no worker aborted an upload."""
+    seen_before = len(workers.proxy.seen)
+    gates = [Gate(at=10 * MIB) for _ in range(5)]
+    copies = {}
+    for gate in gates:
+        data = os.urandom(12 * MIB)
+        bot_id, _ = await new_recording(db, workers, data, fault=Fault(hold=gate, times=1))
+        copies[bot_id] = data
+    for gate in gates[:4]:
+        await gate.wait_reached(60)
+
+    joined = [workers.another_uploader() for _ in range(2)]
+    try:
+        for process in joined:
+            process.start()
+        for process in joined:
+            await asyncio.to_thread(process.wait_ready)
+        for gate in gates:
+            gate.open()
+        for bot_id, data in copies.items():
+            row = await until_status(db, bot_id, "complete", timeout=120)
+            assert await stored(s3, stack, row["s3_video_key"]) == data
+            assert row["s3_upload_retry_count"] == 0
+            objects = await s3.list_objects_v2(
+                Bucket=stack.s3_bucket, Prefix=row["s3_video_key"].rsplit("/", 1)[0]
+            )
+            assert [o["Key"] for o in objects.get("Contents", [])] == [row["s3_video_key"]]
+        aborts = [
+            line
+            for line in workers.proxy.seen[seen_before:]
+            if line.startswith("DELETE") and "uploadId=" in line
+        ]
+        assert aborts == []
+    finally:
+        for process in joined:
+            process.stop()

@@ -44,6 +44,11 @@ class UploaderSettings(NotetakerSettings):
         min_length=1,
         description="Wait after each failed attempt (JSON list, seconds; the last repeats).",
     )
+    upload_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Upload lease length (renewed every third); a dead worker's expires after it.",
+    )
     upload_progress_log_seconds: float = Field(
         30.0, ge=0, description="Least time between two `upload.progress` lines of one file."
     )

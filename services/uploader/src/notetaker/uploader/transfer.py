@@ -142,6 +142,20 @@ class PartLedger(Protocol):
     async def forget(self, upload_id: str) -> None: ...
 
 
+class Lease(Protocol):
+    """The worker's hold on the recording: `check` raises unless it still holds it. Completing,
+    aborting and deleting cannot be fenced by S3 itself, so each is made only after a check."""
+
+    async def check(self) -> None: ...
+
+
+class NoLease:
+    """A copy on its own (tests, the benchmark): nobody else can take it over."""
+
+    async def check(self) -> None:
+        return None
+
+
 class NoLedger:
     """Without a ledger nothing can be vouched for: interrupted uploads restart."""
 
@@ -283,7 +297,9 @@ class _Resumable:
         return sum(p.size for p in self.parts)
 
 
-async def _resumable(s3: S3Client, bucket: str, key: str, ledger: PartLedger) -> _Resumable | None:
+async def _resumable(
+    s3: S3Client, bucket: str, key: str, ledger: PartLedger, lease: Lease
+) -> _Resumable | None:
     """The newest unfinished upload of `key` with the parts we can vouch for; others aborted."""
     listing = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
     uploads = sorted(
@@ -294,7 +310,7 @@ async def _resumable(s3: S3Client, bucket: str, key: str, ledger: PartLedger) ->
         return None
     *stale, newest = uploads
     for upload in stale:
-        await _abort(s3, bucket, key, upload["UploadId"], ledger)
+        await _abort(s3, bucket, key, upload["UploadId"], ledger, lease)
     upload_id = newest["UploadId"]
     listed = await _list_parts(s3, bucket, key, upload_id)
     vouched = await ledger.parts(upload_id)
@@ -326,17 +342,23 @@ async def _list_parts(
         marker = page["NextPartNumberMarker"]
 
 
-async def _abort(s3: S3Client, bucket: str, key: str, upload_id: str, ledger: PartLedger) -> None:
+async def _abort(
+    s3: S3Client, bucket: str, key: str, upload_id: str, ledger: PartLedger, lease: Lease
+) -> None:
+    await lease.check()
     await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     await ledger.forget(upload_id)
 
 
-async def abort_unfinished(s3: S3Client, bucket: str, key: str, ledger: PartLedger) -> int:
+async def abort_unfinished(
+    s3: S3Client, bucket: str, key: str, ledger: PartLedger, lease: Lease | None = None
+) -> int:
     """Abort every unfinished upload of `key` (when a recording fails for good)."""
+    lease = lease or NoLease()
     listing = await s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
     uploads = [u for u in listing.get("Uploads", []) if u.get("Key") == key]
     for upload in uploads:
-        await _abort(s3, bucket, key, upload["UploadId"], ledger)
+        await _abort(s3, bucket, key, upload["UploadId"], ledger, lease)
     return len(uploads)
 
 
@@ -385,9 +407,11 @@ async def stream_to_s3(
     progress_every_seconds: float = 30.0,
     max_bytes: int = MAX_RECORDING_BYTES,
     min_rate: MinRate | None = None,
+    lease: Lease | None = None,
 ) -> StoredObject:
     ledger = ledger or NoLedger()
-    resume = await _resumable(s3, bucket, key, ledger)
+    lease = lease or NoLease()
+    resume = await _resumable(s3, bucket, key, ledger, lease)
     offset = resume.offset if resume else 0
     headers = {"range": f"bytes={offset}-"} if offset else {}
     total: int | None  # the source's whole length, when it says
@@ -411,16 +435,18 @@ async def stream_to_s3(
                     resume.upload_id,
                     resume.parts,
                     ledger,
+                    lease,
                     resume.offset,
                     resume_count=len(resume.parts),
                 )
             elif response.status == 200:
                 if resume is not None:  # nothing to continue, or the source ignores ranges
-                    await _abort(s3, bucket, key, resume.upload_id, ledger)
+                    await _abort(s3, bucket, key, resume.upload_id, ledger, lease)
                 total = response.content_length
                 if total is not None and total > max_bytes:  # before any buffer exists
                     raise too_large(total, max_bytes)
                 size = part_size_for(total, part_size)
+                await lease.check()
                 created = await s3.create_multipart_upload(
                     Bucket=bucket,
                     Key=key,
@@ -467,7 +493,7 @@ async def stream_to_s3(
         raise SourceError(
             f"source sent {stored} bytes in all but declared {total}", reason="source_truncated"
         )
-    return await _complete(s3, bucket, key, upload_id, parts, ledger, stored, len(done))
+    return await _complete(s3, bucket, key, upload_id, parts, ledger, lease, stored, len(done))
 
 
 async def _copy_parts(
@@ -575,6 +601,7 @@ async def _complete(
     upload_id: str,
     parts: list[Part],
     ledger: PartLedger,
+    lease: Lease,
     size: int,
     resume_count: int,
 ) -> StoredObject:
@@ -586,6 +613,7 @@ async def _complete(
         }
         for p in parts
     ]
+    await lease.check()
     await s3.complete_multipart_upload(
         Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}
     )
@@ -596,6 +624,7 @@ async def _complete(
     if head["ContentLength"] != size or (
         stored_checksum and stored_checksum.split("-")[0] != checksum.split("-")[0]
     ):
+        await lease.check()
         await s3.delete_object(Bucket=bucket, Key=key)
         raise IntegrityError(
             f"s3://{bucket}/{key} holds {head['ContentLength']} bytes with checksum"

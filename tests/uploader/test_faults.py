@@ -24,6 +24,11 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from notetaker.common.events import (
     TOPICS,
@@ -34,14 +39,57 @@ from notetaker.common.events import (
 )
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key
+from notetaker.devstack.asgi import InLoopServer
 from notetaker.devstack.s3_proxy import RESET, Hold, S3FaultProxy, is_complete, is_part
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.sources import Fault, Gate, RecordingSource
 from notetaker.devstack.stack import Stack, free_port
+from notetaker.uploader.keys import SourceUrlCipher
 from tests.conftest import eventually, records_up_to_marker
 from tests.e2e.conftest import events_for
 
 MIB = 1024 * 1024
+
+
+@dataclass
+class ProviderApi:
+    """MeetingBaaS's `GET /v2/bots/{bot_id}` for the test's recordings: each answer signs the
+    bot's file anew (a signature of its own, beginning with the source's), in MeetingBaaS's
+    envelope and field names; a bot in `gone` is one MeetingBaaS no longer keeps (404)."""
+
+    source: RecordingSource
+    port: int = field(default_factory=free_port)
+    gone: set[str] = field(default_factory=set)
+    asked: list[str] = field(default_factory=list)
+    _server: InLoopServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def get_bot(self, request: Request) -> Response:
+        bot_id = request.path_params["bot_id"]
+        if request.headers.get("x-meeting-baas-api-key") != PROVIDER_KEY:
+            return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
+        self.asked.append(bot_id)
+        if bot_id in self.gone:
+            return JSONResponse({"success": False, "error": "Bot not found"}, 404)
+        signature = f"{self.source.signature}R{len(self.asked)}"
+        video = self.source.url(f"{bot_id}.mp4", signature)
+        data = {"bot_id": bot_id, "status": "completed", "video": video, "audio": None}
+        return JSONResponse({"success": True, "data": data})
+
+    async def start(self) -> None:
+        app = Starlette(routes=[Route("/v2/bots/{bot_id}", self.get_bot)])
+        self._server = InLoopServer(app, self.port)
+        await self._server.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop()
+
+
+PROVIDER_KEY = "meetingbaas-key-of-the-fault-tests"
 
 
 @dataclass
@@ -53,6 +101,7 @@ class Workers:
     logdir: Path
     uploader: ServiceProcess
     scheduler: ServiceProcess
+    provider: ProviderApi
     bots: list[str] = field(default_factory=list)  # recordings the current test created
 
     def new_uploader(self) -> ServiceProcess:
@@ -80,6 +129,8 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     await proxy.start()
     publisher = EventPublisher(stack.settings(service_name="ingest"))
     await publisher.start()
+    provider = ProviderApi(source)
+    await provider.start()
     logdir = tmp_path_factory.mktemp("upload-workers")
     env = {
         "PATH": "/usr/bin:/bin",
@@ -95,6 +146,8 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         "NOTETAKER_UPLOAD_PROGRESS_LOG_SECONDS": "0",  # a progress line after every part
         # A killed worker's lease runs out soon, and the scheduler requests its recording again.
         "NOTETAKER_UPLOAD_LEASE_SECONDS": "3",
+        "NOTETAKER_MEETINGBAAS_API_URL": provider.url,
+        "NOTETAKER_MEETINGBAAS_API_KEY": PROVIDER_KEY,
     }
     processes = {}
     for name in ("uploader", "scheduler"):
@@ -106,11 +159,19 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     for process in processes.values():
         await asyncio.to_thread(process.wait_ready)
     crew = Workers(
-        stack, source, proxy, publisher, logdir, processes["uploader"], processes["scheduler"]
+        stack,
+        source,
+        proxy,
+        publisher,
+        logdir,
+        processes["uploader"],
+        processes["scheduler"],
+        provider,
     )
     yield crew
     crew.uploader.stop()
     crew.scheduler.stop()
+    await provider.stop()
     await publisher.stop()
     await proxy.stop()
     await source.stop()
@@ -346,6 +407,62 @@ async def test_a_worker_killed_mid_upload_is_resumed_by_the_next_one(
     )
 
 
+async def test_a_source_that_starts_refusing_halfway_is_signed_again_and_continued(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    """The worker dies halfway; by the time its successor resumes, the provider's URL answers
+    403. The successor asks MeetingBaaS for the bot again and continues from the two parts S3
+    holds with the URL it hands out: no attempt used, nothing copied twice."""
+    data = os.urandom(12 * MIB)
+    gate = Gate(at=10 * MIB)
+    bot_id, name = await new_recording(db, workers, data, fault=Fault(hold=gate, times=1))
+    await gate.wait_reached(60)
+    row = await recording(db, bot_id)
+    await parts_vouched_for(db, s3, stack, video_key(row), 2)
+    workers.uploader.kill()
+    workers.source.revoked.add(workers.source.signature)  # the URL the webhook carried
+    gate.open()
+    replacement = workers.new_uploader()
+    replacement.start()
+    try:
+        row = await until_status(db, bot_id, "complete", timeout=90)
+    finally:
+        workers.source.revoked.clear()  # the other tests' URLs are good
+
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 0
+    ranges = [r for n, r in workers.source.requests if n == name]
+    assert ranges == [None, f"bytes={10 * MIB}-", f"bytes={10 * MIB}-"]  # refused, then continued
+    assert workers.provider.asked.count(bot_id) == 1
+    steps = {"upload.started", "upload.urls_refreshed", "upload.resumed", "upload.complete"}
+    lines = [line for line in logged(workers, row["id"]) if line["event"] in steps]
+    assert [(line["event"], line.get("why")) for line in lines] == [
+        ("upload.started", None),  # the worker that died
+        ("upload.started", None),
+        ("upload.urls_refreshed", "source_http_403"),
+        ("upload.resumed", None),
+        ("upload.complete", None),
+    ]
+    sealed = await db.fetchval("SELECT provider_video_url FROM recordings WHERE id = $1", row["id"])
+    kept = SourceUrlCipher([SecretStr(stack.source_url_key)]).open(sealed)
+    assert kept is not None
+    assert kept.startswith(workers.source.url(name))  # signed again: a longer signature
+    assert kept != workers.source.url(name)
+
+
+async def test_a_recording_the_provider_no_longer_has_fails_for_good_at_once(
+    workers: Workers, db: asyncpg.Pool
+) -> None:
+    bot_id = str(uuid.uuid4())
+    workers.provider.gone.add(bot_id)
+    await new_recording(db, workers, os.urandom(MIB), bot_id=bot_id, fault=Fault(status=410))
+    row = await until_status(db, bot_id, "failed", timeout=60)
+    assert row["s3_upload_retry_count"] == 1
+    assert f"MeetingBaaS no longer has bot {bot_id}" in row["s3_upload_error_message"]
+    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+    assert [(f["reason"], f["final"]) for f in failed] == [("source_gone", True)]
+
+
 KILL_STEPS = {
     # S3 stored part 2 but its answer is held: the worker dies before writing its digest.
     "before a ledger write": lambda: Hold(is_part(2), answered=True),
@@ -471,18 +588,27 @@ async def test_three_failures_end_in_failed_with_the_retries_recorded(
     assert f'"recording_id": "{row["id"]}"' in log
 
 
-async def test_a_source_past_its_validity_fails_at_once_without_a_request(
-    workers: Workers, db: asyncpg.Pool
+async def test_a_source_past_its_validity_is_signed_again_before_it_is_asked_for(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
-    bot_id, name = await new_recording(
-        db, workers, b"never fetched", received=datetime.now(UTC) - timedelta(hours=5)
-    )
-    row = await until_status(db, bot_id, "failed", timeout=30)
-    assert "expired" in row["s3_upload_error_message"]
-    assert row["s3_upload_retry_count"] == 1
-    assert [n for n, _ in workers.source.requests if n == name] == []
-    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
-    assert [(f["reason"], f["final"]) for f in failed] == [("source_expired", True)]
+    """The webhook's URL is five hours old: the worker never tries it, asks MeetingBaaS for the
+    bot first and copies from the URL it hands out."""
+    workers.source.revoked.add(workers.source.signature)  # as the expired URL would answer
+    try:
+        data = os.urandom(MIB)
+        bot_id, name = await new_recording(
+            db, workers, data, received=datetime.now(UTC) - timedelta(hours=5)
+        )
+        row = await until_status(db, bot_id, "complete", timeout=30)
+    finally:
+        workers.source.revoked.clear()
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 0
+    assert [r for n, r in workers.source.requests if n == name] == [None]  # the fresh URL only
+    assert workers.provider.asked.count(bot_id) == 1
+    lines = logged(workers, row["id"])
+    refreshed = [line for line in lines if line["event"] == "upload.urls_refreshed"]
+    assert [line["why"] for line in refreshed] == ["expired"]
 
 
 async def test_a_source_that_sends_less_than_it_declared_fails_the_attempt_and_the_retry_resumes(

@@ -120,3 +120,27 @@ async def mark_failed(
     )
     if written is None:
         raise LeaseLost(f"recording {lease.recording_id}: upload lease {lease.token} lost")
+
+
+async def save_fresh_source(
+    pool: asyncpg.Pool,
+    lease: UploadLease,
+    cipher: SourceUrlCipher,
+    *,
+    video_url: str,
+    audio_url: str | None,
+    received_at: datetime,
+) -> None:
+    """Keep the URLs the provider signed again (sealed), under the upload's lease."""
+    written = await pool.fetchval(
+        "UPDATE recordings SET provider_video_url = $2, provider_audio_url = $3,"
+        " provider_urls_received_at = $4, updated_at = now()"
+        " WHERE id = $1 AND upload_lease_token = $5 RETURNING 1",
+        lease.recording_id,
+        cipher.seal(video_url),
+        cipher.seal(audio_url),
+        received_at,
+        lease.token,
+    )
+    if written is None:
+        raise LeaseLost(f"recording {lease.recording_id}: upload lease {lease.token} lost")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ from notetaker.common.events import (
 from notetaker.common.failures import Kind, classify
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
+from notetaker.common.meetingbaas import RecordingGone, fresh_recording_urls
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.uploader import recordings
 from notetaker.uploader.keys import SourceUrlCipher
@@ -70,6 +72,14 @@ DURATION = Histogram(
     "Time to copy one recording (all its files).",
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
+
+
+# A source refusing the URL it was given: its signature expired, or it was revoked.
+REFRESHABLE = ("source_http_403", "source_http_410")
+
+
+class SourceExpired(Exception):
+    """The provider URL is past its validity and cannot be signed again here."""
 
 
 class UnknownRecording(Exception):
@@ -172,6 +182,17 @@ class Uploader:
         ):
             await self._stale_request(recording, event.attempt)
             return
+        if isinstance(event, RecordingCompleted) and recording.status == "failed":
+            # A redelivered (or resent) webhook after a failed attempt: the next attempt is the
+            # scheduler's to request when its wait is over (the URLs are kept for it), or there
+            # is none; starting one here would use it up early.
+            log.info(
+                "upload.waiting_for_retry",
+                bot_id=recording.bot_id,
+                recording_id=str(recording.id),
+                next_retry_at=recording.next_retry_at,
+            )
+            return
         if recording.video_url is None:
             raise UnknownRecording(f"recording {recording.id} has no source URL yet")
         await self.attempt(recording)
@@ -222,26 +243,18 @@ class Uploader:
                 raise
 
     async def _attempt(self, recording: Recording, lease: UploadLease) -> None:
-        now = datetime.now(UTC)
-        if source_expired(
-            recording.urls_received_at, now, self.settings.source_url_validity_seconds
-        ):
-            await self._fail(
-                recording,
-                lease,
-                "provider URL expired (received at "
-                f"{recording.urls_received_at:%Y-%m-%d %H:%M}Z); ask the provider for a new one",
-                final=True,
-                reason="source_expired",
-            )
-            return
         log.info("upload.started", attempt=recording.retry_count + 1, lease=lease.token)
         started = datetime.now(UTC)
         try:
-            video = await self._copy(recording, lease, "video")
-            audio = await self._copy(recording, lease, "audio") if recording.audio_url else None
+            video, audio = await self._copy_fresh(recording, lease)
         except LeaseLost:
             raise
+        except RecordingGone as exc:
+            await self._fail(recording, lease, str(exc), final=True, reason="source_gone")
+            return
+        except SourceExpired as exc:
+            await self._fail(recording, lease, str(exc), final=True, reason="source_expired")
+            return
         except Exception as exc:
             if classify(exc) is Kind.OUTAGE:
                 # Our own PostgreSQL, Kafka or S3 is unavailable: not this recording's failure,
@@ -281,6 +294,73 @@ class Uploader:
         done = await recordings.find_by_bot(self.pool, recording.bot_id, self.cipher)
         assert done is not None
         await self._announce(done, parts=video.parts + (audio.parts if audio else 0))
+
+    async def _copy_fresh(
+        self, recording: Recording, lease: UploadLease
+    ) -> tuple[StoredObject, StoredObject | None]:
+        """Copy the recording's files, with URLs the provider signed anew when the ones kept are
+        past their validity, before a retry, and once more when the source refuses them (403,
+        410); each copy continues from the parts S3 holds."""
+        expired = source_expired(
+            recording.urls_received_at, datetime.now(UTC), self.settings.source_url_validity_seconds
+        )
+        if expired or recording.retry_count > 0:
+            recording = await self._refreshed(recording, lease, "expired" if expired else "retry")
+        try:
+            return await self._copy_files(recording, lease)
+        except SourceError as exc:
+            if exc.reason not in REFRESHABLE or self.settings.meetingbaas_api_key is None:
+                raise
+            recording = await self._refreshed(recording, lease, exc.reason)
+        return await self._copy_files(recording, lease)
+
+    async def _copy_files(
+        self, recording: Recording, lease: UploadLease
+    ) -> tuple[StoredObject, StoredObject | None]:
+        video = await self._copy(recording, lease, "video")
+        audio = await self._copy(recording, lease, "audio") if recording.audio_url else None
+        assert video is not None
+        return video, audio
+
+    async def _refreshed(self, recording: Recording, lease: UploadLease, why: str) -> Recording:
+        """The recording with fresh provider URLs (kept, sealed); without a MeetingBaaS key,
+        URLs past their validity fail the recording as before (`SourceExpired`)."""
+        key = self.settings.meetingbaas_api_key
+        if key is None:
+            if why == "expired":
+                raise SourceExpired(
+                    "provider URL expired (received at "
+                    f"{recording.urls_received_at:%Y-%m-%d %H:%M}Z) and no MeetingBaaS key is"
+                    " set to ask for a new one (NOTETAKER_MEETINGBAAS_API_KEY)"
+                )
+            return recording
+        try:
+            urls = await fresh_recording_urls(
+                self.settings.meetingbaas_api_url,
+                key.get_secret_value(),
+                recording.bot_id,
+                self.settings.meetingbaas_timeout_seconds,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The provider's failure, not an outage of ours: it uses up the attempt.
+            raise SourceError(
+                f"asking MeetingBaaS for fresh URLs of bot {recording.bot_id} failed:"
+                f" {type(exc).__name__}",
+                reason="provider_refresh",
+            ) from exc
+        received = datetime.now(UTC)
+        await recordings.save_fresh_source(
+            self.pool,
+            lease,
+            self.cipher,
+            video_url=urls.video,
+            audio_url=urls.audio,
+            received_at=received,
+        )
+        log.info("upload.urls_refreshed", why=why)
+        return dataclasses.replace(
+            recording, video_url=urls.video, audio_url=urls.audio, urls_received_at=received
+        )
 
     async def _copy(
         self, recording: Recording, lease: UploadLease, kind: str

@@ -349,6 +349,38 @@ async def test_s3_500_and_slowdown_are_retried_and_the_upload_completes(
     assert events(workers, row["id"]) == ["upload.started", "upload.complete"]
 
 
+async def test_s3_down_for_longer_than_two_retry_delays_uses_up_no_attempt(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    """S3 answers every request 503 from the middle of an upload while the uploader tries the
+    event again and again, for longer than two retry delays (1 s each in this module: its log
+    shows two tries given up on S3, each after the S3 client's own retries); once S3 is back the
+    recording completes on its first attempt."""
+    data = os.urandom(11 * MIB)
+    gate = Gate(at=5 * MIB)
+    bot_id, _ = await new_recording(db, workers, data, fault=Fault(hold=gate, times=1))
+    await gate.wait_reached(60)
+    row = await recording(db, bot_id)
+    workers.proxy.fail_all(503)
+    gate.open()
+
+    async def waited_out_twice() -> bool:
+        lines = logged(workers, row["id"])
+        given_up = [line for line in lines if line["event"] == "upload.dependency_unavailable"]
+        return len(given_up) >= 2
+
+    try:
+        await eventually(waited_out_twice, 120, "two tries given up on S3")
+    finally:
+        workers.proxy.heal()
+    row = await until_status(db, bot_id, "complete", timeout=120)
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 0
+    assert "upload.failed" not in events(workers, row["id"])
+    failures = await events_for(stack, "recording.upload_failed", bot_id)
+    assert failures == []
+
+
 async def test_a_connection_reset_mid_part_is_retried_and_the_part_sent_whole(
     workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
@@ -553,9 +585,11 @@ async def test_a_part_changed_in_s3_before_the_resume_never_reaches_the_recordin
         ("upload.started", None),
         ("upload.failed", "source_truncated"),
         ("upload.started", None),
+        ("upload.urls_refreshed", None),  # before every retry
         ("upload.resumed", None),
         ("upload.failed", "integrity"),
         ("upload.started", None),
+        ("upload.urls_refreshed", None),
         ("upload.complete", None),
     ]
     assert [r for n, r in workers.source.requests if n == name] == [
@@ -624,6 +658,7 @@ async def test_a_source_that_sends_less_than_it_declared_fails_the_attempt_and_t
         ("upload.started", None),
         ("upload.failed", "source_truncated"),
         ("upload.started", None),
+        ("upload.urls_refreshed", None),  # before every retry
         ("upload.resumed", None),
         ("upload.complete", None),
     ]
@@ -721,8 +756,11 @@ async def test_scaling_out_from_one_worker_to_three_mid_upload_copies_each_recor
         data = os.urandom(12 * MIB)
         bot_id, _ = await new_recording(db, workers, data, fault=Fault(hold=gate, times=1))
         copies[bot_id] = data
-    for gate in gates[:4]:
-        await gate.wait_reached(60)
+
+    async def four_held() -> bool:  # the worker copies four at a time, in any order
+        return sum(gate.reached.is_set() for gate in gates) == 4
+
+    await eventually(four_held, 60, "four copies under way")
 
     joined = [workers.another_uploader() for _ in range(2)]
     try:

@@ -846,6 +846,60 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
     assert_rule_tests_pass(cases, tmp_path)
 
 
+def test_stuck_upload_alert_fires_on_an_upload_waiting_past_the_threshold(tmp_path: Path) -> None:
+    """NotetakerUploadStuck: the oldest unfinished upload's age, as every metrics replica
+    exports it, past an hour for ten minutes; an upload that completes clears it."""
+    write_rules(render(), tmp_path / "rules.yml")
+    age = "notetaker_upload_oldest_unfinished_age_seconds"
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Two replicas see the same recording waiting since 40 minutes before the
+                    # series starts (2400 s), then growing a minute a minute; at 40m it is
+                    # copied and the oldest left is 5 minutes old.
+                    {"series": f'{age}{{pod="metrics-a"}}', "values": "2400+60x39 300x20"},
+                    {"series": f'{age}{{pod="metrics-b"}}', "values": "2400+60x39 300x20"},
+                ],
+                "alert_rule_test": [
+                    # At 20m it has waited exactly an hour: not yet past the threshold.
+                    {"eval_time": "20m", "alertname": "NotetakerUploadStuck", "exp_alerts": []},
+                    # Past the hour since 21m, for ten minutes at 31m.
+                    {"eval_time": "30m", "alertname": "NotetakerUploadStuck", "exp_alerts": []},
+                    {
+                        "eval_time": "31m",
+                        "alertname": "NotetakerUploadStuck",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "A recording has waited 1h 11m 0s to be copied"
+                                    " to S3",
+                                    "description": "The oldest upload that is neither complete"
+                                    " nor failed for good became available more than 3600"
+                                    " seconds ago; retries take about 17 minutes and provider"
+                                    " URLs expire after about 4 hours. notetaker_uploads shows"
+                                    " the uploads by status. Look for the recording in"
+                                    " PostgreSQL (recordings: s3_upload_status,"
+                                    " upload_lease_holder, upload_lease_expires_at,"
+                                    " s3_upload_error_message) and in the uploader's and"
+                                    " scheduler's logs (upload.busy, upload.lease_lost,"
+                                    " upload.failed).",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "45m", "alertname": "NotetakerUploadStuck", "exp_alerts": []},
+                ],
+            },
+        ],
+    }
+    assert_rule_tests_pass(cases, tmp_path)
+
+
 def test_dead_letter_alert_fires_on_the_first_dead_letter_and_names_the_replay_command(
     tmp_path: Path,
 ) -> None:

@@ -23,8 +23,9 @@ from prometheus_client import REGISTRY
 
 from notetaker.common.events import StorageUsage
 from notetaker.metrics import usage
-from notetaker.metrics.exporter import OTHER, capped, export
+from notetaker.metrics.exporter import OTHER, capped, export, export_uploads
 from notetaker.metrics.settings import MetricsSettings
+from notetaker.metrics.uploads import UploadStates
 from notetaker.metrics.usage import GIB, OrgCost, Prices, UsageDelta, apply, delta_of, month_to_date
 
 # Distinct prices, so a price applied to the wrong metric shows.
@@ -439,3 +440,16 @@ def test_export_sets_one_series_per_kept_org_and_forgets_the_old_ones() -> None:
     assert gauge("notetaker_storage_cost_usd_month_to_date", OTHER) is None
     assert gauge("notetaker_storage_cost_usd_month_to_date", "org-9") == 0.123457  # 6 places
     assert REGISTRY.get_sample_value("notetaker_storage_orgs") == 1
+
+
+def test_export_uploads_sets_every_status_and_the_oldest_age() -> None:
+    counts = {"pending": 2, "uploading": 1, "complete": 40, "failed": 3, "failed_final": 4}
+    export_uploads(UploadStates(counts, 3725.46))
+    assert {
+        status: REGISTRY.get_sample_value("notetaker_uploads", {"status": status})
+        for status in counts
+    } == {"pending": 2, "uploading": 1, "complete": 40, "failed": 3, "failed_final": 4}
+    assert REGISTRY.get_sample_value("notetaker_upload_oldest_unfinished_age_seconds") == 3725.5
+    export_uploads(UploadStates(dict.fromkeys(counts, 0), 0.0))
+    assert REGISTRY.get_sample_value("notetaker_uploads", {"status": "complete"}) == 0
+    assert REGISTRY.get_sample_value("notetaker_upload_oldest_unfinished_age_seconds") == 0

@@ -24,6 +24,11 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from notetaker.common.events import (
     TOPICS,
@@ -34,14 +39,57 @@ from notetaker.common.events import (
 )
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key
-from notetaker.devstack.s3_proxy import RESET, S3FaultProxy
+from notetaker.devstack.asgi import InLoopServer
+from notetaker.devstack.s3_proxy import RESET, Hold, S3FaultProxy, is_complete, is_part
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.sources import Fault, Gate, RecordingSource
 from notetaker.devstack.stack import Stack, free_port
+from notetaker.uploader.keys import SourceUrlCipher
 from tests.conftest import eventually, records_up_to_marker
 from tests.e2e.conftest import events_for
 
 MIB = 1024 * 1024
+
+
+@dataclass
+class ProviderApi:
+    """MeetingBaaS's `GET /v2/bots/{bot_id}` for the test's recordings: each answer signs the
+    bot's file anew (a signature of its own, beginning with the source's), in MeetingBaaS's
+    envelope and field names; a bot in `gone` is one MeetingBaaS no longer keeps (404)."""
+
+    source: RecordingSource
+    port: int = field(default_factory=free_port)
+    gone: set[str] = field(default_factory=set)
+    asked: list[str] = field(default_factory=list)
+    _server: InLoopServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def get_bot(self, request: Request) -> Response:
+        bot_id = request.path_params["bot_id"]
+        if request.headers.get("x-meeting-baas-api-key") != PROVIDER_KEY:
+            return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
+        self.asked.append(bot_id)
+        if bot_id in self.gone:
+            return JSONResponse({"success": False, "error": "Bot not found"}, 404)
+        signature = f"{self.source.signature}R{len(self.asked)}"
+        video = self.source.url(f"{bot_id}.mp4", signature)
+        data = {"bot_id": bot_id, "status": "completed", "video": video, "audio": None}
+        return JSONResponse({"success": True, "data": data})
+
+    async def start(self) -> None:
+        app = Starlette(routes=[Route("/v2/bots/{bot_id}", self.get_bot)])
+        self._server = InLoopServer(app, self.port)
+        await self._server.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop()
+
+
+PROVIDER_KEY = "meetingbaas-key-of-the-fault-tests"
 
 
 @dataclass
@@ -53,14 +101,23 @@ class Workers:
     logdir: Path
     uploader: ServiceProcess
     scheduler: ServiceProcess
+    provider: ProviderApi
     bots: list[str] = field(default_factory=list)  # recordings the current test created
 
     def new_uploader(self) -> ServiceProcess:
-        self.uploader = ServiceProcess(
-            "uploader", self.uploader.env, free_port(), self.logdir / f"uploader-{uuid.uuid4()}.log"
-        )
-        self.uploader.env = {**self.uploader.env, "NOTETAKER_HTTP_PORT": str(self.uploader.port)}
+        """The uploader that replaces the current one (which the test killed)."""
+        self.uploader = self.another_uploader()
         return self.uploader
+
+    def another_uploader(self) -> ServiceProcess:
+        """One more uploader worker, not started; the test stops it."""
+        port = free_port()
+        return ServiceProcess(
+            "uploader",
+            {**self.uploader.env, "NOTETAKER_HTTP_PORT": str(port)},
+            port,
+            self.logdir / f"uploader-{uuid.uuid4()}.log",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +129,8 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     await proxy.start()
     publisher = EventPublisher(stack.settings(service_name="ingest"))
     await publisher.start()
+    provider = ProviderApi(source)
+    await provider.start()
     logdir = tmp_path_factory.mktemp("upload-workers")
     env = {
         "PATH": "/usr/bin:/bin",
@@ -85,6 +144,10 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         "NOTETAKER_SOURCE_TIMEOUT_SECONDS": "120",
         "NOTETAKER_SCHEDULER_INTERVAL_SECONDS": "0.5",
         "NOTETAKER_UPLOAD_PROGRESS_LOG_SECONDS": "0",  # a progress line after every part
+        # A killed worker's lease runs out soon, and the scheduler requests its recording again.
+        "NOTETAKER_UPLOAD_LEASE_SECONDS": "3",
+        "NOTETAKER_MEETINGBAAS_API_URL": provider.url,
+        "NOTETAKER_MEETINGBAAS_API_KEY": PROVIDER_KEY,
     }
     processes = {}
     for name in ("uploader", "scheduler"):
@@ -96,11 +159,19 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     for process in processes.values():
         await asyncio.to_thread(process.wait_ready)
     crew = Workers(
-        stack, source, proxy, publisher, logdir, processes["uploader"], processes["scheduler"]
+        stack,
+        source,
+        proxy,
+        publisher,
+        logdir,
+        processes["uploader"],
+        processes["scheduler"],
+        provider,
     )
     yield crew
     crew.uploader.stop()
     crew.scheduler.stop()
+    await provider.stop()
     await publisher.stop()
     await proxy.stop()
     await source.stop()
@@ -278,6 +349,38 @@ async def test_s3_500_and_slowdown_are_retried_and_the_upload_completes(
     assert events(workers, row["id"]) == ["upload.started", "upload.complete"]
 
 
+async def test_s3_down_for_longer_than_two_retry_delays_uses_up_no_attempt(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    """S3 answers every request 503 from the middle of an upload while the uploader tries the
+    event again and again, for longer than two retry delays (1 s each in this module: its log
+    shows two tries given up on S3, each after the S3 client's own retries); once S3 is back the
+    recording completes on its first attempt."""
+    data = os.urandom(11 * MIB)
+    gate = Gate(at=5 * MIB)
+    bot_id, _ = await new_recording(db, workers, data, fault=Fault(hold=gate, times=1))
+    await gate.wait_reached(60)
+    row = await recording(db, bot_id)
+    workers.proxy.fail_all(503)
+    gate.open()
+
+    async def waited_out_twice() -> bool:
+        lines = logged(workers, row["id"])
+        given_up = [line for line in lines if line["event"] == "upload.dependency_unavailable"]
+        return len(given_up) >= 2
+
+    try:
+        await eventually(waited_out_twice, 120, "two tries given up on S3")
+    finally:
+        workers.proxy.heal()
+    row = await until_status(db, bot_id, "complete", timeout=120)
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 0
+    assert "upload.failed" not in events(workers, row["id"])
+    failures = await events_for(stack, "recording.upload_failed", bot_id)
+    assert failures == []
+
+
 async def test_a_connection_reset_mid_part_is_retried_and_the_part_sent_whole(
     workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
@@ -336,6 +439,119 @@ async def test_a_worker_killed_mid_upload_is_resumed_by_the_next_one(
     )
 
 
+async def test_a_source_that_starts_refusing_halfway_is_signed_again_and_continued(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    """The worker dies halfway; by the time its successor resumes, the provider's URL answers
+    403. The successor asks MeetingBaaS for the bot again and continues from the two parts S3
+    holds with the URL it hands out: no attempt used, nothing copied twice."""
+    data = os.urandom(12 * MIB)
+    gate = Gate(at=10 * MIB)
+    bot_id, name = await new_recording(db, workers, data, fault=Fault(hold=gate, times=1))
+    await gate.wait_reached(60)
+    row = await recording(db, bot_id)
+    await parts_vouched_for(db, s3, stack, video_key(row), 2)
+    workers.uploader.kill()
+    workers.source.revoked.add(workers.source.signature)  # the URL the webhook carried
+    gate.open()
+    replacement = workers.new_uploader()
+    replacement.start()
+    try:
+        row = await until_status(db, bot_id, "complete", timeout=90)
+    finally:
+        workers.source.revoked.clear()  # the other tests' URLs are good
+
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 0
+    ranges = [r for n, r in workers.source.requests if n == name]
+    assert ranges == [None, f"bytes={10 * MIB}-", f"bytes={10 * MIB}-"]  # refused, then continued
+    assert workers.provider.asked.count(bot_id) == 1
+    steps = {"upload.started", "upload.urls_refreshed", "upload.resumed", "upload.complete"}
+    lines = [line for line in logged(workers, row["id"]) if line["event"] in steps]
+    assert [(line["event"], line.get("why")) for line in lines] == [
+        ("upload.started", None),  # the worker that died
+        ("upload.started", None),
+        ("upload.urls_refreshed", "source_http_403"),
+        ("upload.resumed", None),
+        ("upload.complete", None),
+    ]
+    sealed = await db.fetchval("SELECT provider_video_url FROM recordings WHERE id = $1", row["id"])
+    kept = SourceUrlCipher([SecretStr(stack.source_url_key)]).open(sealed)
+    assert kept is not None
+    assert kept.startswith(workers.source.url(name))  # signed again: a longer signature
+    assert kept != workers.source.url(name)
+
+
+async def test_a_recording_the_provider_no_longer_has_fails_for_good_at_once(
+    workers: Workers, db: asyncpg.Pool
+) -> None:
+    bot_id = str(uuid.uuid4())
+    workers.provider.gone.add(bot_id)
+    await new_recording(db, workers, os.urandom(MIB), bot_id=bot_id, fault=Fault(status=410))
+    row = await until_status(db, bot_id, "failed", timeout=60)
+    assert row["s3_upload_retry_count"] == 1
+    assert f"MeetingBaaS no longer has bot {bot_id}" in row["s3_upload_error_message"]
+    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+    assert [(f["reason"], f["final"]) for f in failed] == [("source_gone", True)]
+
+
+KILL_STEPS = {
+    # S3 stored part 2 but its answer is held: the worker dies before writing its digest.
+    "before a ledger write": lambda: Hold(is_part(2), answered=True),
+    # Parts 1 and 2 stored and in the ledger, part 3 held before S3 sees it.
+    "after a part": lambda: Hold(is_part(3)),
+    "before complete": lambda: Hold(is_complete),
+    # S3 completed the object; the worker dies before it writes `complete` on the row.
+    "after complete, before the status write": lambda: Hold(is_complete, answered=True),
+}
+
+
+@pytest.mark.parametrize("step", KILL_STEPS)
+async def test_a_worker_killed_at_each_step_of_an_upload_is_completed_after_its_restart(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack, step: str
+) -> None:
+    """SIGKILL while S3 holds one request of the upload; the restarted worker finds the dead
+    one's lease still running and leaves the recording, the scheduler requests it again once
+    the lease has run out, and the new worker completes it with the source's bytes."""
+    data = os.urandom(12 * MIB)
+    hold = KILL_STEPS[step]()
+    workers.proxy.holds.append(hold)
+    bot_id, _ = await new_recording(db, workers, data)
+    await hold.wait_reached(60)
+    if step == "after a part":
+        await parts_vouched_for(db, s3, stack, video_key(await recording(db, bot_id)), 2)
+
+    workers.uploader.kill()
+    hold.open()  # the dead worker's request goes on to S3 (or its answer to nobody)
+    # The test's clock: the dead worker's lease has an hour left when its successor starts.
+    row = await recording(db, bot_id)
+    await db.execute(
+        "UPDATE recordings SET upload_lease_expires_at = now() + interval '1 hour' WHERE id = $1",
+        row["id"],
+    )
+    replacement = workers.new_uploader()
+    replacement.start()
+
+    async def left_alone() -> bool:
+        return "upload.busy" in events(workers, row["id"])
+
+    await eventually(left_alone, 60, "the restarted worker to find the recording leased")
+    await db.execute(  # the hour is over
+        "UPDATE recordings SET upload_lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        row["id"],
+    )
+    row = await until_status(db, bot_id, "complete", timeout=90)
+
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 0  # a killed worker uses up no attempt
+    # Announced once, or again with the same event id (the redelivered request finds it done).
+    announced = await events_for(stack, "recording.uploaded", bot_id)
+    assert len({e.id for e in announced}) == 1
+    assert {e.event.size_bytes for e in announced if isinstance(e.event, RecordingUploaded)} == {
+        len(data)
+    }
+
+
 async def test_a_part_changed_in_s3_before_the_resume_never_reaches_the_recording(
     workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
@@ -369,9 +585,11 @@ async def test_a_part_changed_in_s3_before_the_resume_never_reaches_the_recordin
         ("upload.started", None),
         ("upload.failed", "source_truncated"),
         ("upload.started", None),
+        ("upload.urls_refreshed", None),  # before every retry
         ("upload.resumed", None),
         ("upload.failed", "integrity"),
         ("upload.started", None),
+        ("upload.urls_refreshed", None),
         ("upload.complete", None),
     ]
     assert [r for n, r in workers.source.requests if n == name] == [
@@ -404,18 +622,27 @@ async def test_three_failures_end_in_failed_with_the_retries_recorded(
     assert f'"recording_id": "{row["id"]}"' in log
 
 
-async def test_a_source_past_its_validity_fails_at_once_without_a_request(
-    workers: Workers, db: asyncpg.Pool
+async def test_a_source_past_its_validity_is_signed_again_before_it_is_asked_for(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
 ) -> None:
-    bot_id, name = await new_recording(
-        db, workers, b"never fetched", received=datetime.now(UTC) - timedelta(hours=5)
-    )
-    row = await until_status(db, bot_id, "failed", timeout=30)
-    assert "expired" in row["s3_upload_error_message"]
-    assert row["s3_upload_retry_count"] == 1
-    assert [n for n, _ in workers.source.requests if n == name] == []
-    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
-    assert [(f["reason"], f["final"]) for f in failed] == [("source_expired", True)]
+    """The webhook's URL is five hours old: the worker never tries it, asks MeetingBaaS for the
+    bot first and copies from the URL it hands out."""
+    workers.source.revoked.add(workers.source.signature)  # as the expired URL would answer
+    try:
+        data = os.urandom(MIB)
+        bot_id, name = await new_recording(
+            db, workers, data, received=datetime.now(UTC) - timedelta(hours=5)
+        )
+        row = await until_status(db, bot_id, "complete", timeout=30)
+    finally:
+        workers.source.revoked.clear()
+    assert await stored(s3, stack, row["s3_video_key"]) == data
+    assert row["s3_upload_retry_count"] == 0
+    assert [r for n, r in workers.source.requests if n == name] == [None]  # the fresh URL only
+    assert workers.provider.asked.count(bot_id) == 1
+    lines = logged(workers, row["id"])
+    refreshed = [line for line in lines if line["event"] == "upload.urls_refreshed"]
+    assert [line["why"] for line in refreshed] == ["expired"]
 
 
 async def test_a_source_that_sends_less_than_it_declared_fails_the_attempt_and_the_retry_resumes(
@@ -431,6 +658,7 @@ async def test_a_source_that_sends_less_than_it_declared_fails_the_attempt_and_t
         ("upload.started", None),
         ("upload.failed", "source_truncated"),
         ("upload.started", None),
+        ("upload.urls_refreshed", None),  # before every retry
         ("upload.resumed", None),
         ("upload.complete", None),
     ]
@@ -443,7 +671,13 @@ async def test_a_source_that_always_stops_short_fails_for_good_and_leaves_no_par
     bot_id, name = await new_recording(db, workers, data, fault=Fault(truncate_at=6 * MIB))
     row = await until_status(db, bot_id, "failed", timeout=60)
     assert row["s3_upload_retry_count"] == 3
-    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+
+    async def failures_logged() -> list[dict[str, Any]] | None:
+        # The worker logs a failure just after writing it: the row can be read first.
+        lines = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+        return lines if len(lines) >= 3 else None
+
+    failed = await eventually(failures_logged, 10, "three failures logged")
     assert [(f["reason"], f["final"]) for f in failed] == [
         ("source_truncated", False),
         ("source_truncated", False),
@@ -466,7 +700,13 @@ async def test_a_source_that_refuses_the_url_fails_after_the_retries_logged_by_r
     row = await until_status(db, bot_id, "failed", timeout=60)
     assert f"HTTP {status}" in row["s3_upload_error_message"]
     assert row["s3_upload_retry_count"] == 3
-    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+
+    async def failures_logged() -> list[dict[str, Any]] | None:
+        # The worker logs a failure just after writing it: the row can be read first.
+        lines = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+        return lines if len(lines) >= 3 else None
+
+    failed = await eventually(failures_logged, 10, "three failures logged")
     assert [(f["reason"], f["final"]) for f in failed] == [
         (f"source_http_{status}", False),
         (f"source_http_{status}", False),
@@ -500,3 +740,50 @@ async def test_a_slow_recording_does_not_hold_up_another_on_its_partition(
     slow = await until_status(db, slow_bot, "complete", timeout=60)
     assert await stored(s3, stack, slow["s3_video_key"]) == slow_data
     assert events(workers, slow["id"]) == ["upload.started", "upload.complete"]
+
+
+async def test_scaling_out_from_one_worker_to_three_mid_upload_copies_each_recording_once(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    """Five large recordings under way on one worker (four copying, one waiting for a slot),
+    two more workers join: the rebalance drains the first worker, whose copies stop and hand
+    their leases back, and the new owners resume them. Each recording ends as one complete
+    object with the source's bytes, and no worker aborted an upload."""
+    seen_before = len(workers.proxy.seen)
+    gates = [Gate(at=10 * MIB) for _ in range(5)]
+    copies = {}
+    for gate in gates:
+        data = os.urandom(12 * MIB)
+        bot_id, _ = await new_recording(db, workers, data, fault=Fault(hold=gate, times=1))
+        copies[bot_id] = data
+
+    async def four_held() -> bool:  # the worker copies four at a time, in any order
+        return sum(gate.reached.is_set() for gate in gates) == 4
+
+    await eventually(four_held, 60, "four copies under way")
+
+    joined = [workers.another_uploader() for _ in range(2)]
+    try:
+        for process in joined:
+            process.start()
+        for process in joined:
+            await asyncio.to_thread(process.wait_ready)
+        for gate in gates:
+            gate.open()
+        for bot_id, data in copies.items():
+            row = await until_status(db, bot_id, "complete", timeout=120)
+            assert await stored(s3, stack, row["s3_video_key"]) == data
+            assert row["s3_upload_retry_count"] == 0
+            objects = await s3.list_objects_v2(
+                Bucket=stack.s3_bucket, Prefix=row["s3_video_key"].rsplit("/", 1)[0]
+            )
+            assert [o["Key"] for o in objects.get("Contents", [])] == [row["s3_video_key"]]
+        aborts = [
+            line
+            for line in workers.proxy.seen[seen_before:]
+            if line.startswith("DELETE") and "uploadId=" in line
+        ]
+        assert aborts == []
+    finally:
+        for process in joined:
+            process.stop()

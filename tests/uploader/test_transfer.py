@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import uuid
 
 import asyncpg
 import pytest
@@ -14,6 +15,7 @@ from notetaker.common.s3 import S3Client
 from notetaker.common.source_policy import SourcePolicy
 from notetaker.devstack.sources import Fault, RecordingSource
 from notetaker.devstack.stack import Stack
+from notetaker.uploader.lease import UploadLease
 from notetaker.uploader.ledger import PostgresPartLedger
 from notetaker.uploader.transfer import (
     IntegrityError,
@@ -32,8 +34,17 @@ LOOPBACK = SourcePolicy(allow_loopback=True)  # the test sources listen on loopb
 
 
 @pytest.fixture
-def ledger(db: asyncpg.Pool) -> PartLedger:
-    return PostgresPartLedger(db)
+async def ledger(db: asyncpg.Pool) -> PartLedger:
+    """The ledger of a worker holding the upload lease of a recording of its own."""
+    recording_id = await db.fetchval(
+        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3) RETURNING id",
+        uuid.uuid4(),
+        uuid.uuid4(),
+        str(uuid.uuid4()),
+    )
+    lease = await UploadLease.take(db, recording_id, "test", 600)
+    assert lease is not None
+    return PostgresPartLedger(db, lease)
 
 
 async def copy(

@@ -988,3 +988,112 @@ async def test_an_upload_without_any_part_is_replaced(files: RecordingSource) ->
 
 async def test_abandoning_a_recording_without_uploads_aborts_nothing() -> None:
     assert await abort_unfinished(FakeS3().client(), "bk", KEY, MemoryLedger()) == 0
+
+
+# --- the lease ----------------------------------------------------------------------------------
+
+
+class Lost(Exception):
+    """What a lease says when another worker holds the recording now."""
+
+
+@dataclass
+class CountedLease:
+    """Holds for its first `allowed` checks (None: always), then is lost."""
+
+    allowed: int | None = None
+    checks: int = 0
+
+    async def check(self) -> None:
+        self.checks += 1
+        if self.allowed is not None and self.checks > self.allowed:
+            raise Lost(f"lost at check {self.checks}")
+
+
+async def leased_copy(s3: FakeS3, url: str, ledger: MemoryLedger, lease: CountedLease) -> None:
+    async with source_session(5, LOOPBACK) as http:
+        await stream_to_s3(
+            http,
+            s3.client(),
+            url=url,
+            bucket="bk",
+            key=KEY,
+            content_type="video/mp4",
+            part_size=PART,
+            parts_in_flight=2,
+            ledger=ledger,
+            lease=lease,
+        )
+
+
+async def test_a_copy_under_a_lease_checks_it_before_starting_and_before_completing(
+    files: RecordingSource,
+) -> None:
+    s3, ledger, lease = FakeS3(), MemoryLedger(), CountedLease()
+    await leased_copy(s3, files.url("video.mp4"), ledger, lease)
+    assert s3.objects[KEY][0] == DATA
+    assert lease.checks == 2
+
+
+async def test_a_copy_without_its_lease_starts_no_upload(files: RecordingSource) -> None:
+    s3, ledger = FakeS3(), MemoryLedger()
+    with pytest.raises(Lost):
+        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=0))
+    assert s3.uploads == {}
+
+
+async def test_a_copy_that_lost_its_lease_never_completes_and_leaves_its_parts(
+    files: RecordingSource,
+) -> None:
+    s3, ledger = FakeS3(), MemoryLedger()
+    with pytest.raises(Lost):
+        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=1))
+    assert KEY not in s3.objects
+    (upload,) = s3.uploads.values()
+    assert sorted(upload.parts) == [1, 2, 3, 4]  # for whoever holds the lease now
+
+
+async def test_a_worker_without_the_lease_aborts_no_older_upload(files: RecordingSource) -> None:
+    s3, ledger = FakeS3(), MemoryLedger()
+    await interrupted(s3, files, ledger, at=40_000)
+    older = s3.start_upload(KEY, datetime(2024, 1, 1, tzinfo=UTC))  # initiated earliest
+    uploads = set(s3.uploads)
+    with pytest.raises(Lost):
+        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=0))
+    assert older in uploads
+    assert set(s3.uploads) == uploads
+
+
+async def test_a_worker_without_the_lease_keeps_the_upload_a_fresh_one_would_replace(
+    files: RecordingSource,
+) -> None:
+    s3, ledger = FakeS3(), MemoryLedger()
+    await interrupted(s3, files, ledger, at=40_000)
+    (upload_id,) = s3.uploads
+    files.faults["video.mp4"] = Fault(ignore_ranges=True)
+    with pytest.raises(Lost):
+        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=0))
+    assert set(s3.uploads) == {upload_id}
+    assert sorted(ledger.digests[upload_id]) == [1, 2]
+
+
+async def test_abandoning_a_recording_without_the_lease_aborts_nothing(
+    files: RecordingSource,
+) -> None:
+    s3, ledger = FakeS3(), MemoryLedger()
+    await interrupted(s3, files, ledger, at=40_000)
+    (upload_id,) = s3.uploads
+    with pytest.raises(Lost):
+        await abort_unfinished(s3.client(), "bk", KEY, ledger, CountedLease(allowed=0))
+    assert set(s3.uploads) == {upload_id}
+    assert sorted(ledger.digests[upload_id]) == [1, 2]
+
+
+async def test_a_wrong_object_is_left_to_the_worker_holding_the_lease(
+    files: RecordingSource,
+) -> None:
+    s3, ledger = FakeS3(tamper=lambda data: data[:-1]), MemoryLedger()
+    with pytest.raises(Lost):
+        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=2))
+    assert s3.deleted == []
+    assert KEY in s3.objects

@@ -129,7 +129,7 @@ def kafka_source(settings: NotetakerSettings, group_id: str) -> AIOKafkaConsumer
         client_id=f"{settings.service_name}-{group_id}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        rebalance_timeout_ms=5_000,
+        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
     )
@@ -152,7 +152,7 @@ class EventConsumer:
         outage: OutagePolicy | None = None,
         source: Source | None = None,
         parked_interval_seconds: float = 5.0,
-        drain_seconds: float = 30.0,
+        drain_seconds: float | None = None,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
@@ -164,7 +164,9 @@ class EventConsumer:
         self.retry = retry or RetryPolicy()
         self.outage = outage or OutagePolicy()
         self.parked_interval_seconds = parked_interval_seconds
-        self.drain_seconds = drain_seconds
+        self.drain_seconds = (
+            settings.kafka_consumer_drain_seconds if drain_seconds is None else drain_seconds
+        )
         self._source = source
         self._progress: dict[TopicPartition, _PartitionProgress] = {}
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}

@@ -103,6 +103,16 @@ class NotetakerSettings(BaseSettings):
         3, description="Partitions for topics this system creates (all equal, for the join)."
     )
     kafka_replication_factor: int = Field(1, description="Replication factor for created topics.")
+    kafka_rebalance_timeout_ms: int = Field(
+        5_000,
+        gt=0,
+        description="How long the group waits for members to rejoin; keep above the drain.",
+    )
+    kafka_consumer_drain_seconds: float = Field(
+        4.0,
+        ge=0,
+        description="How long a revoked partition's running events may finish before stopping.",
+    )
     kafka_event_retention_ms: int = Field(
         7 * DAY_MS,
         description="retention.ms of the event topics this system creates (-1: for ever).",

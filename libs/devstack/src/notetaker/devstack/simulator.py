@@ -167,6 +167,8 @@ class ProviderSimulator:
         self.gladia_requests: list[tuple[str, str]] = []  # (method, path) of each API request
         self.create_requests: list[dict[str, Any]] = []  # body of each `POST /v2/bots`
         self.refused_meeting_urls: set[str] = set()  # `POST /v2/bots` answers 400 for these
+        self.deleted_recordings: set[str] = set()  # bots whose recording the provider dropped
+        self.refreshes: list[str] = []  # bot id of each `GET /v2/bots/{bot_id}`
         self._create_holds: list[CreateHold] = []
         self._url_key = secrets.token_bytes(32)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -570,6 +572,31 @@ class ProviderSimulator:
             return JSONResponse(
                 {"success": True, "data": data, "cursor": None, "prev_cursor": None}
             )
+
+        @app.get("/v2/bots/{bot_id}")
+        async def get_bot(
+            bot_id: str, x_meeting_baas_api_key: str | None = Header(None)
+        ) -> JSONResponse:
+            """A bot's details, with freshly signed URLs of its recording once it has one (the
+            ones its `bot.completed` carried expire); a bot it no longer keeps is 404."""
+            if bad_key(x_meeting_baas_api_key, self.config.api_key):
+                return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
+            bot = self.bots.get(bot_id)
+            if bot is None or bot_id in self.deleted_recordings:
+                return JSONResponse({"success": False, "error": "Bot not found"}, 404)
+            done = bot.status == "completed"
+            data = {
+                "bot_id": bot.bot_id,
+                "bot_name": bot.bot_name,
+                "meeting_url": bot.meeting_url,
+                "extra": bot.extra,
+                "status": bot.status,
+                "created_at": bot.created_at.isoformat().replace("+00:00", "Z"),
+                "video": self.signed_url(bot.bot_id, "video.mp4") if done else None,
+                "audio": self.signed_url(bot.bot_id, "audio.flac") if done else None,
+            }
+            self.refreshes.append(bot_id)
+            return JSONResponse({"success": True, "data": data})
 
         @app.api_route("/recordings/{bot_id}/{name}", methods=["GET", "HEAD"])
         async def recording(request: Request, bot_id: str, name: str) -> Response:

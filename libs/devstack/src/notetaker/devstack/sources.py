@@ -72,6 +72,8 @@ class RecordingSource:
     files: dict[str, bytes] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (name, range)
+    # URLs signed with these answer 403, as a provider's do once expired or revoked.
+    revoked: set[str] = field(default_factory=set)
     chunk_size: int = 256 * 1024
     port: int = field(default_factory=free_port)
     _server: InLoopServer | None = None
@@ -88,10 +90,12 @@ class RecordingSource:
             f"<Error><Code>AccessDenied</Code><RequestId>{request_id}</RequestId></Error>".encode()
         )
 
-    def url(self, name: str) -> str:
+    def url(self, name: str, signature: str | None = None) -> str:
+        """The file's URL, signed with the source's signature (or `signature`, one of its own
+        the provider signed later: it should begin with the source's, for the secret scan)."""
         return (
             f"http://127.0.0.1:{self.port}/files/{name}"
-            f"?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature={self.signature}"
+            f"?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature={signature or self.signature}"
         )
 
     def _fault(self, name: str) -> Fault:
@@ -110,6 +114,8 @@ class RecordingSource:
         self.requests.append((name, wanted))
         if name not in self.files:
             return Response(status_code=404)
+        if request.query_params.get("X-Amz-Signature") in self.revoked:
+            return Response(self.error_body, status_code=403)
         fault = self._fault(name)
         if fault.status != 200:
             return Response(self.error_body, status_code=fault.status)

@@ -17,7 +17,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import until_stopped
-from notetaker.metrics import admin, exporter, usage
+from notetaker.metrics import admin, exporter, uploads, usage
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -49,6 +49,7 @@ class UsageRecorder:
     async def refresh(self) -> None:
         costs = await usage.month_to_date(self.pool, datetime.now(UTC).date())
         exporter.export(costs, self.settings.metrics_top_orgs)
+        exporter.export_uploads(await uploads.upload_states(self.pool))
 
     async def refresh_forever(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""Prometheus gauges for storage and cost, with a bounded set of org labels.
+"""Prometheus gauges for storage and cost, with a bounded set of org labels, and for where
+uploads stand.
 
 The top N orgs by cost get their own series; the rest are summed under org_id="other", so the
 sum over all series is always the platform total. The full breakdown stays in PostgreSQL.
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 from prometheus_client import Gauge
 
+from notetaker.metrics.uploads import UploadStates
 from notetaker.metrics.usage import OrgCost
 
 STORED_BYTES = Gauge(
@@ -21,6 +23,15 @@ COST_MTD = Gauge(
     ["org_id"],
 )
 ORGS = Gauge("notetaker_storage_orgs", "Orgs with any storage usage recorded.")
+UPLOADS = Gauge(
+    "notetaker_uploads",
+    "Recordings by upload status (failed: a retry is due; failed_final: failed for good).",
+    ["status"],
+)
+OLDEST_UNFINISHED = Gauge(
+    "notetaker_upload_oldest_unfinished_age_seconds",
+    "Seconds since the oldest upload neither complete nor failed for good became available.",
+)
 
 OTHER = "other"
 
@@ -47,3 +58,9 @@ def export(costs: Sequence[OrgCost], top: int) -> None:
         STORED_BYTES.labels(row.org_id).set(row.stored_bytes)
         COST_MTD.labels(row.org_id).set(round(row.month_to_date_usd, 6))
     ORGS.set(len(costs))
+
+
+def export_uploads(states: UploadStates) -> None:
+    for status, count in states.by_status.items():
+        UPLOADS.labels(status).set(count)
+    OLDEST_UNFINISHED.set(round(states.oldest_unfinished_seconds, 1))

@@ -6,6 +6,11 @@ request. A crash, a lost connection or a refused publish before that rolls the m
 retry is still due and the next round requests it; nothing is left `pending` unrequested. The
 uploader's first write to the row waits for that commit (the row is locked until then), so a
 fast failing attempt is recorded after the mark and is never overwritten by it.
+
+An `uploading` row whose upload lease has run out (its worker died, hung, or lost its database
+for longer than the lease) is requested again the same way, for the same attempt: it is marked
+`pending` and its fencing token goes up in that transaction, so the worker that held it, if it
+is only slow, can write nothing more and stops; the next worker resumes from the parts S3 holds.
 """
 
 from __future__ import annotations
@@ -15,23 +20,45 @@ import asyncpg
 from notetaker.common.events import RecordingUploadRequested
 from notetaker.common.kafka import EventPublisher
 
+_DUE_RETRY = (
+    "UPDATE recordings SET s3_upload_status = 'pending',"
+    " s3_upload_next_retry_at = NULL, updated_at = now()"
+    " WHERE s3_upload_status = 'failed' AND id = (SELECT id FROM recordings"
+    " WHERE s3_upload_status = 'failed'"
+    " AND s3_upload_next_retry_at <= now() ORDER BY s3_upload_next_retry_at"
+    " LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, bot_id, s3_upload_retry_count"
+)
+# A lease that has run out, or none at all (a row left `uploading` before leases existed).
+_LEASE_EXPIRED = (
+    "UPDATE recordings SET s3_upload_status = 'pending', s3_upload_next_retry_at = NULL,"
+    " upload_lease_token = upload_lease_token + 1, upload_lease_expires_at = NULL,"
+    " updated_at = now()"
+    " WHERE s3_upload_status = 'uploading'"
+    " AND (upload_lease_expires_at IS NULL OR upload_lease_expires_at <= now())"
+    " AND id = (SELECT id FROM recordings WHERE s3_upload_status = 'uploading'"
+    " AND (upload_lease_expires_at IS NULL OR upload_lease_expires_at <= now())"
+    " ORDER BY upload_lease_expires_at NULLS FIRST LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, bot_id, s3_upload_retry_count"
+)
+
 
 async def request_due_retries(
     conn: asyncpg.Connection, publisher: EventPublisher, limit: int = 500
 ) -> int:
-    """Request every due retry (up to `limit`), each marked and published together; how many."""
+    """Request every due retry and every upload whose lease ran out (up to `limit`), each
+    marked and published together; how many."""
+    requested = await _request(conn, publisher, _DUE_RETRY, limit)
+    return requested + await _request(conn, publisher, _LEASE_EXPIRED, limit - requested)
+
+
+async def _request(
+    conn: asyncpg.Connection, publisher: EventPublisher, mark: str, limit: int
+) -> int:
     requested = 0
     while requested < limit:
         async with conn.transaction():
-            row = await conn.fetchrow(
-                "UPDATE recordings SET s3_upload_status = 'pending',"
-                " s3_upload_next_retry_at = NULL, updated_at = now()"
-                " WHERE s3_upload_status = 'failed' AND id = (SELECT id FROM recordings"
-                " WHERE s3_upload_status = 'failed'"
-                " AND s3_upload_next_retry_at <= now() ORDER BY s3_upload_next_retry_at"
-                " LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                " RETURNING id, bot_id, s3_upload_retry_count"
-            )
+            row = await conn.fetchrow(mark)
             if row is None:
                 break
             await publisher.publish(

@@ -1,26 +1,37 @@
-"""The part ledger in PostgreSQL: digests of parts of unfinished uploads, for resuming."""
+"""The part ledger in PostgreSQL: digests of parts of unfinished uploads, for resuming.
+
+Every write is fenced by the upload lease: it is made only while the writer's token is the
+recording's current one (the row is share-locked for the statement, so a worker taking the lease
+over waits for the write, or the write sees the new token), else it raises `LeaseLost`."""
 
 from __future__ import annotations
 
 import asyncpg
 
+from notetaker.uploader.lease import LeaseLost, UploadLease
 from notetaker.uploader.transfer import Part
+
+_HOLDS_LEASE = "SELECT 1 FROM recordings WHERE id = $1 AND upload_lease_token = $2 FOR SHARE"
 
 
 class PostgresPartLedger:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, lease: UploadLease) -> None:
         self.pool = pool
+        self.lease = lease
 
     async def record(self, upload_id: str, part: Part) -> None:
-        await self.pool.execute(
-            "INSERT INTO upload_parts (upload_id, part_number, size, sha256)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (upload_id, part_number)"
-            " DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, recorded_at = now()",
-            upload_id,
-            part.number,
-            part.size,
-            part.sha256,
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn)
+            await conn.execute(
+                "INSERT INTO upload_parts (upload_id, part_number, size, sha256)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (upload_id, part_number)"
+                " DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256,"
+                " recorded_at = now()",
+                upload_id,
+                part.number,
+                part.size,
+                part.sha256,
+            )
 
     async def parts(self, upload_id: str) -> dict[int, tuple[int, bytes]]:
         rows = await self.pool.fetch(
@@ -29,4 +40,12 @@ class PostgresPartLedger:
         return {r["part_number"]: (r["size"], bytes(r["sha256"])) for r in rows}
 
     async def forget(self, upload_id: str) -> None:
-        await self.pool.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._fence(conn)
+            await conn.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
+
+    async def _fence(self, conn: asyncpg.Connection) -> None:
+        if await conn.fetchval(_HOLDS_LEASE, self.lease.recording_id, self.lease.token) is None:
+            raise LeaseLost(
+                f"recording {self.lease.recording_id}: upload lease {self.lease.token} lost"
+            )

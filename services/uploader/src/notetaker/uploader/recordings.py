@@ -10,6 +10,7 @@ import asyncpg
 
 from notetaker.common.events import RecordingCompleted
 from notetaker.uploader.keys import SourceUrlCipher
+from notetaker.uploader.lease import LeaseLost, UploadLease
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Recording:
     audio_key: str | None
     size_bytes: int | None
     checksum: str | None
+    error: str | None
+    next_retry_at: datetime | None
 
 
 _COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status,
@@ -35,7 +38,8 @@ _COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status,
     provider_urls_received_at AS urls_received_at, provider_transcript,
     s3_upload_retry_count AS retry_count,
     s3_video_key AS video_key, s3_audio_key AS audio_key, s3_file_size_bytes AS size_bytes,
-    s3_checksum AS checksum"""
+    s3_checksum AS checksum, s3_upload_error_message AS error,
+    s3_upload_next_retry_at AS next_retry_at"""
 _SELECT_BY_BOT = f"SELECT {_COLUMNS} FROM recordings WHERE bot_id = $1"  # noqa: S608 - constant
 
 
@@ -66,52 +70,77 @@ async def save_source(
     )
 
 
-async def mark_uploading(pool: asyncpg.Pool, recording_id: uuid.UUID) -> None:
-    await pool.execute(
-        "UPDATE recordings SET s3_upload_status = 'uploading', s3_upload_next_retry_at = NULL,"
-        " updated_at = now() WHERE id = $1 AND s3_upload_status <> 'complete'",
-        recording_id,
-    )
-
-
 async def mark_complete(
     pool: asyncpg.Pool,
-    recording_id: uuid.UUID,
+    lease: UploadLease,
     *,
     video_key: str,
     audio_key: str | None,
     size_bytes: int,
     checksum: str,
 ) -> None:
-    await pool.execute(
+    written = await pool.fetchval(
         "UPDATE recordings SET s3_upload_status = 'complete', s3_video_key = $2,"
         " s3_audio_key = $3, s3_file_size_bytes = $4, s3_checksum = $5,"
-        " s3_upload_error_message = NULL, s3_upload_next_retry_at = NULL, updated_at = now()"
-        " WHERE id = $1",
-        recording_id,
+        " s3_upload_error_message = NULL, s3_upload_next_retry_at = NULL,"
+        " upload_lease_expires_at = NULL, updated_at = now()"
+        " WHERE id = $1 AND upload_lease_token = $6 RETURNING 1",
+        lease.recording_id,
         video_key,
         audio_key,
         size_bytes,
         checksum,
+        lease.token,
     )
+    if written is None:
+        raise LeaseLost(f"recording {lease.recording_id}: upload lease {lease.token} lost")
 
 
 async def mark_failed(
     pool: asyncpg.Pool,
-    recording_id: uuid.UUID,
+    lease: UploadLease,
     *,
     error: str,
     retry_count: int,
     next_retry_at: datetime | None,
 ) -> None:
-    """Record a failed attempt; `next_retry_at` None means failed for good."""
-    await pool.execute(
+    """Record a failed attempt; `next_retry_at` None means failed for good. Hands the lease
+    back: the row waits for the scheduler, not for a worker."""
+    written = await pool.fetchval(
         "UPDATE recordings SET s3_upload_status = 'failed', s3_upload_error_message = $2,"
         " s3_upload_retry_count = $3, s3_upload_last_retry_at = now(),"
-        " s3_upload_next_retry_at = $4, updated_at = now()"
-        " WHERE id = $1 AND s3_upload_status <> 'complete'",
-        recording_id,
+        " s3_upload_next_retry_at = $4, upload_lease_expires_at = NULL, updated_at = now()"
+        " WHERE id = $1 AND s3_upload_status <> 'complete' AND upload_lease_token = $5"
+        " RETURNING 1",
+        lease.recording_id,
         error[:2000],
         retry_count,
         next_retry_at,
+        lease.token,
     )
+    if written is None:
+        raise LeaseLost(f"recording {lease.recording_id}: upload lease {lease.token} lost")
+
+
+async def save_fresh_source(
+    pool: asyncpg.Pool,
+    lease: UploadLease,
+    cipher: SourceUrlCipher,
+    *,
+    video_url: str,
+    audio_url: str | None,
+    received_at: datetime,
+) -> None:
+    """Keep the URLs the provider signed again (sealed), under the upload's lease."""
+    written = await pool.fetchval(
+        "UPDATE recordings SET provider_video_url = $2, provider_audio_url = $3,"
+        " provider_urls_received_at = $4, updated_at = now()"
+        " WHERE id = $1 AND upload_lease_token = $5 RETURNING 1",
+        lease.recording_id,
+        cipher.seal(video_url),
+        cipher.seal(audio_url),
+        received_at,
+        lease.token,
+    )
+    if written is None:
+        raise LeaseLost(f"recording {lease.recording_id}: upload lease {lease.token} lost")

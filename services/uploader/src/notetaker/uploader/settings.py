@@ -7,7 +7,7 @@ from typing import Annotated
 from cryptography.fernet import Fernet
 from pydantic import AfterValidator, Field, SecretStr
 
-from notetaker.common.settings import NotetakerSettings, Secrets
+from notetaker.common.settings import NotetakerSettings, Secret, Secrets
 from notetaker.uploader.transfer import MAX_RECORDING_BYTES
 
 MIB = 1024 * 1024
@@ -44,6 +44,11 @@ class UploaderSettings(NotetakerSettings):
         min_length=1,
         description="Wait after each failed attempt (JSON list, seconds; the last repeats).",
     )
+    upload_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Upload lease length (renewed every third); a dead worker's expires after it.",
+    )
     upload_progress_log_seconds: float = Field(
         30.0, ge=0, description="Least time between two `upload.progress` lines of one file."
     )
@@ -58,6 +63,15 @@ class UploaderSettings(NotetakerSettings):
     )
     source_url_validity_seconds: int = Field(
         4 * 3600, description="How long a provider URL is valid after its webhook."
+    )
+    meetingbaas_api_url: str = Field(
+        "https://api.meetingbaas.com", description="MeetingBaaS API base URL."
+    )
+    meetingbaas_api_key: Secret | None = Field(
+        None, description="MeetingBaaS API key; empty: expired provider URLs are never refreshed."
+    )
+    meetingbaas_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest a MeetingBaaS request may take, in all."
     )
     source_timeout_seconds: float = Field(
         60.0, description="Longest wait for the provider to send more bytes."

@@ -3,10 +3,21 @@
 Decisions (is the source still valid, when to retry) are plain functions; the handler does the
 I/O. A failed attempt is recorded and announced, never retried by sleeping here: the scheduler
 re-emits `recording.upload_requested` when the retry is due.
+
+An attempt runs under the recording's upload lease (`lease.py`): a worker that finds it held by
+another leaves the recording to it; one that loses it stops without writing or aborting
+anything. Every way an attempt can end is one of: complete; `failed` with a reason and a
+`recording.upload_failed` event (any error but an outage of our own PostgreSQL, Kafka or S3,
+unexpected ones included, as reason `internal`); or a resume (an outage, a lost lease, a stopped
+worker: the consumer redelivers the event, or the scheduler re-requests the row once its lease
+has run out).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,9 +40,11 @@ from notetaker.common.events import (
 from notetaker.common.failures import Kind, classify
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
+from notetaker.common.meetingbaas import RecordingGone, fresh_recording_urls
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.uploader import recordings
 from notetaker.uploader.keys import SourceUrlCipher
+from notetaker.uploader.lease import LeaseLost, UploadLease, worker_name
 from notetaker.uploader.ledger import PostgresPartLedger
 from notetaker.uploader.recordings import Recording
 from notetaker.uploader.settings import UploaderSettings
@@ -59,6 +72,14 @@ DURATION = Histogram(
     "Time to copy one recording (all its files).",
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
+
+
+# A source refusing the URL it was given: its signature expired, or it was revoked.
+REFRESHABLE = ("source_http_403", "source_http_410")
+
+
+class SourceExpired(Exception):
+    """The provider URL is past its validity and cannot be signed again here."""
 
 
 class UnknownRecording(Exception):
@@ -98,7 +119,7 @@ def failure_reason(exc: Exception) -> str:
         return "integrity"
     if isinstance(exc, ClientError | BotoCoreError):
         return "s3"
-    return "other"
+    return "internal"
 
 
 def source_expired(received_at: datetime | None, now: datetime, validity_seconds: int) -> bool:
@@ -134,7 +155,7 @@ class Uploader:
         self.s3 = s3
         self.http = http
         self.publisher = publisher
-        self.ledger = PostgresPartLedger(pool)
+        self.worker = worker_name()
         self.cipher = SourceUrlCipher(settings.source_url_keys)
 
     async def handle(self, envelope: Envelope) -> None:
@@ -155,45 +176,95 @@ class Uploader:
             )
             await self._announce(recording)
             return
+        if (
+            isinstance(event, RecordingUploadRequested)
+            and event.attempt != recording.retry_count + 1
+        ):
+            await self._stale_request(recording, event.attempt)
+            return
+        if isinstance(event, RecordingCompleted) and recording.status == "failed":
+            # A redelivered (or resent) webhook after a failed attempt: the next attempt is the
+            # scheduler's to request when its wait is over (the URLs are kept for it), or there
+            # is none; starting one here would use it up early.
+            log.info(
+                "upload.waiting_for_retry",
+                bot_id=recording.bot_id,
+                recording_id=str(recording.id),
+                next_retry_at=recording.next_retry_at,
+            )
+            return
         if recording.video_url is None:
             raise UnknownRecording(f"recording {recording.id} has no source URL yet")
         await self.attempt(recording)
+
+    async def _stale_request(self, recording: Recording, attempt: int) -> None:
+        """A request for an attempt that is over (a redelivery of an old one): nothing to copy.
+        When it is the attempt that failed last, its `recording.upload_failed` is sent again (same
+        event id): the worker may have recorded the failure and died before Kafka had the event."""
+        log.info(
+            "upload.stale_request",
+            bot_id=recording.bot_id,
+            recording_id=str(recording.id),
+            attempt=attempt,
+            attempts_so_far=recording.retry_count,
+        )
+        if recording.status == "failed" and attempt == recording.retry_count:
+            await self.publisher.publish(
+                RecordingUploadFailed(
+                    bot_id=recording.bot_id,
+                    recording_id=recording.id,
+                    attempt=attempt,
+                    error=recording.error or "",
+                    final=recording.next_retry_at is None,
+                )
+            )
 
     async def attempt(self, recording: Recording) -> None:
         # Every line logged while the recording is tried names it (start, resume, progress, end).
         with structlog.contextvars.bound_contextvars(
             bot_id=recording.bot_id, recording_id=str(recording.id)
         ):
-            await self._attempt(recording)
-
-    async def _attempt(self, recording: Recording) -> None:
-        now = datetime.now(UTC)
-        if source_expired(
-            recording.urls_received_at, now, self.settings.source_url_validity_seconds
-        ):
-            await self._fail(
-                recording,
-                "provider URL expired (received at "
-                f"{recording.urls_received_at:%Y-%m-%d %H:%M}Z); ask the provider for a new one",
-                final=True,
-                reason="source_expired",
+            lease = await UploadLease.take(
+                self.pool, recording.id, self.worker, self.settings.upload_lease_seconds
             )
-            return
-        await recordings.mark_uploading(self.pool, recording.id)
-        log.info("upload.started", attempt=recording.retry_count + 1)
+            if lease is None:
+                # Another worker copies it; if that one dies, its lease runs out and the
+                # scheduler requests the recording again.
+                log.info("upload.busy")
+                return
+            try:
+                await lease.run(lambda: self._attempt(recording, lease))
+            except LeaseLost:
+                log.warning("upload.lease_lost", token=lease.token)
+            except BaseException:
+                # An outage or a stop: whoever tries next need not wait for the lease to run out.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(lease.release(), 5)
+                raise
+
+    async def _attempt(self, recording: Recording, lease: UploadLease) -> None:
+        log.info("upload.started", attempt=recording.retry_count + 1, lease=lease.token)
         started = datetime.now(UTC)
         try:
-            video = await self._copy(recording, "video")
-            audio = await self._copy(recording, "audio") if recording.audio_url else None
-        except (SourceError, IntegrityError, ClientError, BotoCoreError) as exc:
+            video, audio = await self._copy_fresh(recording, lease)
+        except LeaseLost:
+            raise
+        except RecordingGone as exc:
+            await self._fail(recording, lease, str(exc), final=True, reason="source_gone")
+            return
+        except SourceExpired as exc:
+            await self._fail(recording, lease, str(exc), final=True, reason="source_expired")
+            return
+        except Exception as exc:
             if classify(exc) is Kind.OUTAGE:
-                # S3 itself is unavailable: not this recording's failure, and no attempt used up.
-                # The consumer pauses and retries the event until S3 answers (the next attempt
-                # resumes from the parts S3 holds).
-                log.warning("upload.s3_unavailable", error=f"{type(exc).__name__}: {exc}")
+                # Our own PostgreSQL, Kafka or S3 is unavailable: not this recording's failure,
+                # and no attempt used up. The consumer pauses and retries the event until it
+                # answers (the next attempt resumes from the parts S3 holds).
+                log.warning("upload.dependency_unavailable", error=f"{type(exc).__name__}: {exc}")
                 raise
             await self._fail(
                 recording,
+                lease,
                 f"{type(exc).__name__}: {exc}",
                 final=isinstance(exc, SourceError) and exc.permanent,
                 reason=failure_reason(exc),
@@ -203,7 +274,7 @@ class Uploader:
         size = video.size_bytes + (audio.size_bytes if audio else 0)
         await recordings.mark_complete(
             self.pool,
-            recording.id,
+            lease,
             video_key=video.key,
             audio_key=audio.key if audio else None,
             size_bytes=size,
@@ -224,7 +295,76 @@ class Uploader:
         assert done is not None
         await self._announce(done, parts=video.parts + (audio.parts if audio else 0))
 
-    async def _copy(self, recording: Recording, kind: str) -> StoredObject | None:
+    async def _copy_fresh(
+        self, recording: Recording, lease: UploadLease
+    ) -> tuple[StoredObject, StoredObject | None]:
+        """Copy the recording's files, with URLs the provider signed anew when the ones kept are
+        past their validity, before a retry, and once more when the source refuses them (403,
+        410); each copy continues from the parts S3 holds."""
+        expired = source_expired(
+            recording.urls_received_at, datetime.now(UTC), self.settings.source_url_validity_seconds
+        )
+        if expired or recording.retry_count > 0:
+            recording = await self._refreshed(recording, lease, "expired" if expired else "retry")
+        try:
+            return await self._copy_files(recording, lease)
+        except SourceError as exc:
+            if exc.reason not in REFRESHABLE or self.settings.meetingbaas_api_key is None:
+                raise
+            recording = await self._refreshed(recording, lease, exc.reason)
+        return await self._copy_files(recording, lease)
+
+    async def _copy_files(
+        self, recording: Recording, lease: UploadLease
+    ) -> tuple[StoredObject, StoredObject | None]:
+        video = await self._copy(recording, lease, "video")
+        audio = await self._copy(recording, lease, "audio") if recording.audio_url else None
+        assert video is not None
+        return video, audio
+
+    async def _refreshed(self, recording: Recording, lease: UploadLease, why: str) -> Recording:
+        """The recording with fresh provider URLs (kept, sealed); without a MeetingBaaS key,
+        URLs past their validity fail the recording as before (`SourceExpired`)."""
+        key = self.settings.meetingbaas_api_key
+        if key is None:
+            if why == "expired":
+                raise SourceExpired(
+                    "provider URL expired (received at "
+                    f"{recording.urls_received_at:%Y-%m-%d %H:%M}Z) and no MeetingBaaS key is"
+                    " set to ask for a new one (NOTETAKER_MEETINGBAAS_API_KEY)"
+                )
+            return recording
+        try:
+            urls = await fresh_recording_urls(
+                self.settings.meetingbaas_api_url,
+                key.get_secret_value(),
+                recording.bot_id,
+                self.settings.meetingbaas_timeout_seconds,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The provider's failure, not an outage of ours: it uses up the attempt.
+            raise SourceError(
+                f"asking MeetingBaaS for fresh URLs of bot {recording.bot_id} failed:"
+                f" {type(exc).__name__}",
+                reason="provider_refresh",
+            ) from exc
+        received = datetime.now(UTC)
+        await recordings.save_fresh_source(
+            self.pool,
+            lease,
+            self.cipher,
+            video_url=urls.video,
+            audio_url=urls.audio,
+            received_at=received,
+        )
+        log.info("upload.urls_refreshed", why=why)
+        return dataclasses.replace(
+            recording, video_url=urls.video, audio_url=urls.audio, urls_received_at=received
+        )
+
+    async def _copy(
+        self, recording: Recording, lease: UploadLease, kind: str
+    ) -> StoredObject | None:
         url = recording.video_url if kind == "video" else recording.audio_url
         if url is None:
             return None
@@ -245,7 +385,8 @@ class Uploader:
             content_type=CONTENT_TYPES.get(ext, "application/octet-stream"),
             part_size=self.settings.upload_part_size_bytes,
             parts_in_flight=self.settings.upload_parts_in_flight,
-            ledger=self.ledger,
+            ledger=PostgresPartLedger(self.pool, lease),
+            lease=lease,
             progress_every_seconds=self.settings.upload_progress_log_seconds,
             max_bytes=self.settings.upload_max_recording_bytes,
             min_rate=MinRate(
@@ -271,7 +412,9 @@ class Uploader:
             )
         return keys
 
-    async def _fail(self, recording: Recording, error: str, *, final: bool, reason: str) -> None:
+    async def _fail(
+        self, recording: Recording, lease: UploadLease, error: str, *, final: bool, reason: str
+    ) -> None:
         plan = plan_failure(
             recording.retry_count,
             1 if final else self.settings.upload_max_attempts,
@@ -282,10 +425,16 @@ class Uploader:
         if plan.final:
             # Failed for good: nothing will resume these parts, so stop paying for them.
             for key in self._keys(recording):
-                await abort_unfinished(self.s3, self.settings.s3_bucket, key, self.ledger)
+                await abort_unfinished(
+                    self.s3,
+                    self.settings.s3_bucket,
+                    key,
+                    PostgresPartLedger(self.pool, lease),
+                    lease,
+                )
         await recordings.mark_failed(
             self.pool,
-            recording.id,
+            lease,
             error=error,
             retry_count=plan.retry_count,
             next_retry_at=plan.next_retry_at,

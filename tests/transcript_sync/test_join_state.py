@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -52,6 +53,27 @@ async def pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+@dataclass(frozen=True)
+class Transcriber:
+    """Gladia's API as modelled in test_gladia_jobs.py, and the client the join reaches it by."""
+
+    api: Gladia
+    http: httpx.AsyncClient
+
+
+@pytest.fixture
+async def gladia(db: asyncpg.Pool) -> AsyncIterator[Transcriber]:
+    api = Gladia(db)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api)) as http:
+        yield Transcriber(api, http)
+
+
+def transcribing(pool: asyncpg.Pool, gladia: Transcriber, *, configured: bool = True) -> Worker:
+    """A join reaching `gladia`; `configured`: with Gladia's key (it may ask for jobs)."""
+    settings = GLADIA_SETTINGS if configured else {}
+    return worker(pool, s3=PresigningS3(), http=gladia.http, **settings)
+
+
 class Table(dict[str, Any]):
     """The agent's table, keeping every state it was given and every key deleted."""
 
@@ -69,8 +91,13 @@ class Table(dict[str, Any]):
         super().__delitem__(key)
 
 
-async def recorded(db: asyncpg.Pool, meeting: Meeting, upload: RecordingUploaded) -> None:
-    """The recording's row, as ingest writes it when the bot's recording completes."""
+async def recorded_upload(
+    db: asyncpg.Pool, *, provider_transcript: bool
+) -> tuple[Meeting, RecordingUploaded]:
+    """A scheduled meeting, its recording's row as ingest writes it when the bot's recording
+    completes, and the upload of that recording (not handled yet)."""
+    meeting = await scheduled_meeting(db)
+    upload = uploaded(meeting, provider_transcript=provider_transcript)
     await db.execute(
         "INSERT INTO recordings (id, org_id, user_id, meeting_id, bot_id, provider_transcript)"
         " VALUES ($1, $2, $3, $4, $5, $6)",
@@ -81,6 +108,7 @@ async def recorded(db: asyncpg.Pool, meeting: Meeting, upload: RecordingUploaded
         meeting.bot_id,
         upload.provider_transcript,
     )
+    return meeting, upload
 
 
 def thumbnail(upload: RecordingUploaded) -> ThumbnailGenerated:
@@ -141,9 +169,7 @@ async def test_a_complete_meetings_state_is_deleted_and_the_rows_give_it_back(
     running = worker(pool)
     table = Table()
     running.table = table
-    meeting = await scheduled_meeting(db)
-    upload = uploaded(meeting, provider_transcript=True)
-    await recorded(db, meeting, upload)
+    meeting, upload = await recorded_upload(db, provider_transcript=True)
     said = transcript(meeting, "we agreed")
     order: list[Event] = [upload, said, thumbnail(upload)]
     if events == "transcript first":
@@ -165,9 +191,7 @@ async def test_late_duplicates_of_a_complete_meeting_change_nothing(
     db: asyncpg.Pool, pool: asyncpg.Pool
 ) -> None:
     running = worker(pool)
-    meeting = await scheduled_meeting(db)
-    upload = uploaded(meeting, provider_transcript=True)
-    await recorded(db, meeting, upload)
+    meeting, upload = await recorded_upload(db, provider_transcript=True)
     events: list[Event] = [upload, transcript(meeting, "we agreed"), thumbnail(upload)]
     try:
         await handled(running, events)
@@ -187,31 +211,26 @@ async def test_late_duplicates_of_a_complete_meeting_change_nothing(
 
 
 async def test_a_late_upload_of_a_meeting_gladia_transcribed_submits_no_second_job(
-    db: asyncpg.Pool, pool: asyncpg.Pool
+    db: asyncpg.Pool, pool: asyncpg.Pool, gladia: Transcriber
 ) -> None:
-    api = Gladia(db)
-    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
-    running = worker(pool, s3=PresigningS3(), http=http, **GLADIA_SETTINGS)
-    meeting = await scheduled_meeting(db)
-    upload = uploaded(meeting, provider_transcript=False)
-    await recorded(db, meeting, upload)
+    running = transcribing(pool, gladia)
+    meeting, upload = await recorded_upload(db, provider_transcript=False)
     try:
         await handled(running, [upload, thumbnail(upload)])
         assert running.table[meeting.bot_id]["awaiting_transcript"] is True
-        (job_id,) = api.jobs
+        (job_id,) = gladia.api.jobs
         from_gladia = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", job_id=job_id)
         state = await handled(running, [upload, thumbnail(upload), from_gladia])
         assert running.table == {}
         assert await meetings.join_state(db, meeting.bot_id) == state
-        requests = len(api.requests)
+        requests = len(gladia.api.requests)
 
         await handled(running, [upload, from_gladia, thumbnail(upload)])
     finally:
-        await http.aclose()
         await forget_group(db, running.group)
 
-    assert len(api.posts()) == 1
-    assert len(api.requests) == requests  # no lookup, no fetch of the transcript again
+    assert len(gladia.api.posts()) == 1
+    assert len(gladia.api.requests) == requests  # no lookup, no fetch of the transcript again
     assert running.table == {}
 
 
@@ -254,15 +273,11 @@ def as_saved_before_the_upgrade(state: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("transcriber", ["provider", "gladia"])
 async def test_a_meeting_in_flight_across_the_upgrade_keeps_its_state_until_its_transcript(
-    db: asyncpg.Pool, pool: asyncpg.Pool, transcriber: str
+    db: asyncpg.Pool, pool: asyncpg.Pool, gladia: Transcriber, transcriber: str
 ) -> None:
-    api = Gladia(db)
-    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
-    gladia = transcriber == "gladia"
-    running = worker(pool, s3=PresigningS3(), http=http, **(GLADIA_SETTINGS if gladia else {}))
-    meeting = await scheduled_meeting(db)
-    upload = uploaded(meeting, provider_transcript=not gladia)
-    await recorded(db, meeting, upload)
+    with_gladia = transcriber == "gladia"
+    running = transcribing(pool, gladia, configured=with_gladia)
+    meeting, upload = await recorded_upload(db, provider_transcript=not with_gladia)
     said = transcript(meeting, "we agreed")
     try:
         await handled(running, [upload])  # the previous version saved this state ...
@@ -270,26 +285,23 @@ async def test_a_meeting_in_flight_across_the_upgrade_keeps_its_state_until_its_
         running.table[meeting.bot_id] = as_saved_before_the_upgrade(saved)
         await handled(running, [thumbnail(upload)])  # ... and the new one goes on from it
         assert meeting.bot_id in running.table  # the transcript is still to come
-        if gladia:
-            (job_id,) = api.jobs
+        if with_gladia:
+            (job_id,) = gladia.api.jobs
             said = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", job_id=job_id)
         await handled(running, [said, upload])  # the transcript, then a late duplicate
     finally:
-        await http.aclose()
         await forget_group(db, running.group)
 
     assert running.table == {}  # complete: nothing left behind
     assert len([e for e in running.publisher.published if e.type == "thumbnail.requested"]) == 1
-    assert len(api.posts()) == (1 if gladia else 0)
+    assert len(gladia.api.posts()) == (1 if with_gladia else 0)
 
 
 async def test_a_late_duplicate_of_a_transcript_written_before_the_upgrade_changes_nothing(
     db: asyncpg.Pool, pool: asyncpg.Pool
 ) -> None:
     running = worker(pool)
-    meeting = await scheduled_meeting(db)
-    upload = uploaded(meeting, provider_transcript=True)
-    await recorded(db, meeting, upload)
+    meeting, upload = await recorded_upload(db, provider_transcript=True)
     said = transcript(meeting, "we agreed")
     try:
         await handled(running, [upload, said])
@@ -335,14 +347,10 @@ async def republished(running: Worker, db: asyncpg.Pool) -> None:
 
 
 async def test_a_late_bot_failure_while_the_upload_waits_parked_does_not_leave_the_meeting_failed(
-    db: asyncpg.Pool, pool: asyncpg.Pool
+    db: asyncpg.Pool, pool: asyncpg.Pool, gladia: Transcriber
 ) -> None:
-    api = Gladia(db)
-    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
-    running = worker(pool, s3=PresigningS3(), http=http, **GLADIA_SETTINGS)
-    meeting = await scheduled_meeting(db)
-    upload = uploaded(meeting, provider_transcript=False)
-    await recorded(db, meeting, upload)
+    running = transcribing(pool, gladia)
+    meeting, upload = await recorded_upload(db, provider_transcript=False)
     (_, bot_removed) = failures(meeting, upload)
     try:
         # The video written and its thumbnail asked for, then the Gladia job's row fails: parked.
@@ -357,11 +365,10 @@ async def test_a_late_bot_failure_while_the_upload_waits_parked_does_not_leave_t
         row = await row_of(db, meeting)
         assert row["recording_status"] == "available"
         assert row["video_url"] == f"s3://{upload.bucket}/{upload.video_key}"
-        (job_id,) = api.jobs  # Gladia asked, once
+        (job_id,) = gladia.api.jobs  # Gladia asked, once
         from_gladia = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", job_id=job_id)
         await handled(running, [thumbnail(upload), from_gladia])  # the thumbnail asked again
     finally:
-        await http.aclose()
         await forget_group(db, running.group)
 
     row = await row_of(db, meeting)
@@ -377,14 +384,10 @@ async def test_a_late_bot_failure_while_the_upload_waits_parked_does_not_leave_t
     " rows cannot tell it from a meeting done before Gladia was configured)",
 )
 async def test_an_upload_parked_before_its_gladia_job_still_gets_its_transcript(
-    db: asyncpg.Pool, pool: asyncpg.Pool
+    db: asyncpg.Pool, pool: asyncpg.Pool, gladia: Transcriber
 ) -> None:
-    api = Gladia(db)
-    http = httpx.AsyncClient(transport=httpx.MockTransport(api))
-    running = worker(pool, s3=PresigningS3(), http=http, **GLADIA_SETTINGS)
-    meeting = await scheduled_meeting(db)
-    upload = uploaded(meeting, provider_transcript=False)
-    await recorded(db, meeting, upload)
+    running = transcribing(pool, gladia)
+    meeting, upload = await recorded_upload(db, provider_transcript=False)
     try:
         # The video written and its thumbnail asked for, then the Gladia job's row fails: parked.
         running.database.fault = failing_twice(lambda sql: "INSERT INTO transcription_jobs" in sql)
@@ -395,9 +398,8 @@ async def test_an_upload_parked_before_its_gladia_job_still_gets_its_transcript(
         assert len(await parked_rows(db, running.group)) == 2
         await republished(running, db)
     finally:
-        await http.aclose()
         await forget_group(db, running.group)
 
     assert running.publisher.dead_letters == []
-    assert len(api.jobs) == 1  # the transcript owed is asked for
+    assert len(gladia.api.jobs) == 1  # the transcript owed is asked for
     assert meeting.bot_id in running.table  # and awaited

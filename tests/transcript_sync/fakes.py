@@ -18,6 +18,7 @@ from notetaker.common.envelope import to_message
 from notetaker.common.events import (
     Event,
     RecordingUploaded,
+    ThumbnailGenerated,
     TranscriptReady,
     Utterance,
     dead_letter_headers,
@@ -287,6 +288,20 @@ def uploaded(meeting: Meeting, provider_transcript: bool = True) -> RecordingUpl
         size_bytes=1000,
         checksum="c",
         provider_transcript=provider_transcript,
+    )
+
+
+def thumbnail_generated(upload: RecordingUploaded) -> ThumbnailGenerated:
+    """The thumbnail the uploader makes of `upload`, under the recording's prefix."""
+    key = recording_key(upload.org_id, upload.user_id, upload.recording_id, "thumbnail", "jpg")
+    return ThumbnailGenerated(
+        bot_id=upload.bot_id,
+        recording_id=upload.recording_id,
+        bucket=upload.bucket,
+        thumbnail_key=key,
+        width=320,
+        height=180,
+        size_bytes=100,
     )
 
 

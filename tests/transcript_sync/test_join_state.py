@@ -23,10 +23,8 @@ from notetaker.common.events import (
     RecordingFailed,
     RecordingUploaded,
     RecordingUploadFailed,
-    ThumbnailGenerated,
     TranscriptReady,
 )
-from notetaker.common.s3 import recording_key
 from notetaker.devstack.stack import Stack
 from notetaker.transcript_sync import meetings
 from notetaker.transcript_sync.join import JoinState, decide
@@ -38,6 +36,7 @@ from tests.transcript_sync.fakes import (
     forget_group,
     parked_rows,
     scheduled_meeting,
+    thumbnail_generated,
     transcript,
     uploaded,
     worker,
@@ -111,20 +110,6 @@ async def recorded_upload(
     return meeting, upload
 
 
-def thumbnail(upload: RecordingUploaded) -> ThumbnailGenerated:
-    return ThumbnailGenerated(
-        bot_id=upload.bot_id,
-        recording_id=upload.recording_id,
-        bucket=upload.bucket,
-        thumbnail_key=recording_key(
-            upload.org_id, upload.user_id, upload.recording_id, "thumbnail", "jpg"
-        ),
-        width=320,
-        height=180,
-        size_bytes=100,
-    )
-
-
 def failures(meeting: Meeting, upload: RecordingUploaded) -> list[Event]:
     return [
         RecordingUploadFailed(
@@ -171,9 +156,9 @@ async def test_a_complete_meetings_state_is_deleted_and_the_rows_give_it_back(
     running.table = table
     meeting, upload = await recorded_upload(db, provider_transcript=True)
     said = transcript(meeting, "we agreed")
-    order: list[Event] = [upload, said, thumbnail(upload)]
+    order: list[Event] = [upload, said, thumbnail_generated(upload)]
     if events == "transcript first":
-        order = [said, upload, thumbnail(upload)]
+        order = [said, upload, thumbnail_generated(upload)]
     try:
         state = await handled(running, order[:2])
         assert table[meeting.bot_id] == state.model_dump(mode="json")  # in flight: kept
@@ -192,7 +177,7 @@ async def test_late_duplicates_of_a_complete_meeting_change_nothing(
 ) -> None:
     running = worker(pool)
     meeting, upload = await recorded_upload(db, provider_transcript=True)
-    events: list[Event] = [upload, transcript(meeting, "we agreed"), thumbnail(upload)]
+    events: list[Event] = [upload, transcript(meeting, "we agreed"), thumbnail_generated(upload)]
     try:
         await handled(running, events)
         assert running.table == {}
@@ -216,16 +201,16 @@ async def test_a_late_upload_of_a_meeting_gladia_transcribed_submits_no_second_j
     running = transcribing(pool, gladia)
     meeting, upload = await recorded_upload(db, provider_transcript=False)
     try:
-        await handled(running, [upload, thumbnail(upload)])
+        await handled(running, [upload, thumbnail_generated(upload)])
         assert running.table[meeting.bot_id]["awaiting_transcript"] is True
         (job_id,) = gladia.api.jobs
         from_gladia = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", job_id=job_id)
-        state = await handled(running, [upload, thumbnail(upload), from_gladia])
+        state = await handled(running, [upload, thumbnail_generated(upload), from_gladia])
         assert running.table == {}
         assert await meetings.join_state(db, meeting.bot_id) == state
         requests = len(gladia.api.requests)
 
-        await handled(running, [upload, from_gladia, thumbnail(upload)])
+        await handled(running, [upload, from_gladia, thumbnail_generated(upload)])
     finally:
         await forget_group(db, running.group)
 
@@ -283,7 +268,7 @@ async def test_a_meeting_in_flight_across_the_upgrade_keeps_its_state_until_its_
         await handled(running, [upload])  # the previous version saved this state ...
         saved = running.table[meeting.bot_id]
         running.table[meeting.bot_id] = as_saved_before_the_upgrade(saved)
-        await handled(running, [thumbnail(upload)])  # ... and the new one goes on from it
+        await handled(running, [thumbnail_generated(upload)])  # ... and the new one goes on from it
         assert meeting.bot_id in running.table  # the transcript is still to come
         if with_gladia:
             (job_id,) = gladia.api.jobs
@@ -308,7 +293,7 @@ async def test_a_late_duplicate_of_a_transcript_written_before_the_upgrade_chang
         # Written by the previous version: before migration 0008, without transcript_ref.
         await db.execute("UPDATE meetings SET transcript_ref = NULL WHERE id = $1", meeting.id)
         running.table[meeting.bot_id] = as_saved_before_the_upgrade(running.table[meeting.bot_id])
-        await handled(running, [thumbnail(upload)])  # complete: its state deleted
+        await handled(running, [thumbnail_generated(upload)])  # complete: its state deleted
         assert running.table == {}
         before, announced = await row_of(db, meeting), await outbox_of(db, meeting)
         sent = list(running.sent.records)
@@ -358,7 +343,7 @@ async def test_a_late_bot_failure_while_the_upload_waits_parked_does_not_leave_t
         assert await running.handle(Record.of(upload))
         assert len(await parked_rows(db, running.group)) == 1
         # Meanwhile the thumbnail comes, and the bot reports it was removed (late).
-        assert await running.handle(Record.of(thumbnail(upload)))
+        assert await running.handle(Record.of(thumbnail_generated(upload)))
         assert await running.handle(Record.of(bot_removed))
         await republished(running, db)  # the upload, due again
         assert running.publisher.dead_letters == []
@@ -367,7 +352,9 @@ async def test_a_late_bot_failure_while_the_upload_waits_parked_does_not_leave_t
         assert row["video_url"] == f"s3://{upload.bucket}/{upload.video_key}"
         (job_id,) = gladia.api.jobs  # Gladia asked, once
         from_gladia = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", job_id=job_id)
-        await handled(running, [thumbnail(upload), from_gladia])  # the thumbnail asked again
+        await handled(
+            running, [thumbnail_generated(upload), from_gladia]
+        )  # the thumbnail asked again
     finally:
         await forget_group(db, running.group)
 
@@ -394,7 +381,7 @@ async def test_an_upload_parked_before_its_gladia_job_still_gets_its_transcript(
         assert await running.handle(Record.of(upload))
         # The thumbnail is written, then its meeting.synced cannot be sent: parked too.
         running.sent.fault = failing_twice(lambda topic: topic == "meeting.synced")
-        assert await running.handle(Record.of(thumbnail(upload)))
+        assert await running.handle(Record.of(thumbnail_generated(upload)))
         assert len(await parked_rows(db, running.group)) == 2
         await republished(running, db)
     finally:

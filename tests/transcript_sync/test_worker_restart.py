@@ -17,8 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from notetaker.common.events import Event, RecordingUploaded, ThumbnailGenerated, dlq_topic
-from notetaker.common.s3 import recording_key
+from notetaker.common.events import Event, dlq_topic
 from notetaker.devstack.outage import OutageProxy
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack
@@ -27,6 +26,7 @@ from tests.transcript_sync.fakes import (
     Meeting,
     parked_rows,
     scheduled_meeting,
+    thumbnail_generated,
     transcript,
     uploaded,
 )
@@ -112,19 +112,6 @@ async def test_a_restart_while_postgres_is_down_loses_no_event(
     assert await parked_rows(db, group) == []
 
 
-def thumbnail_of(upload: RecordingUploaded) -> ThumbnailGenerated:
-    key = recording_key(upload.org_id, upload.user_id, upload.recording_id, "thumbnail", "jpg")
-    return ThumbnailGenerated(
-        bot_id=upload.bot_id,
-        recording_id=upload.recording_id,
-        bucket=upload.bucket,
-        thumbnail_key=key,
-        width=320,
-        height=180,
-        size_bytes=100,
-    )
-
-
 IN_FLIGHT = 12  # meetings whose state the worker keeps (a video written, the rest to come)
 
 
@@ -171,7 +158,7 @@ async def test_a_complete_meeting_leaves_a_tombstone_and_a_restart_decides_it_fr
     done = await scheduled_meeting(db)
     in_flight = [await scheduled_meeting(db) for _ in range(IN_FLIGHT)]
     upload, waiting = uploaded(done), [uploaded(m) for m in in_flight]
-    events: list[Event] = [upload, transcript(done, "all of it"), thumbnail_of(upload)]
+    events: list[Event] = [upload, transcript(done, "all of it"), thumbnail_generated(upload)]
     try:
         first.start()
         await asyncio.to_thread(first.wait_ready, 60)

@@ -340,6 +340,12 @@ def test_a_meeting_that_failed_for_good_is_complete_and_one_on_its_way_is_not() 
     assert not JoinState().complete()
 
 
+def test_a_failure_marked_over_a_video_is_not_a_complete_meeting() -> None:
+    done, _ = run([uploaded(), THUMB])
+    assert done.complete()
+    assert not done.model_copy(update={"failure": "SourceError: 403"}).complete()
+
+
 # --- events the join does not use, and every order ----------------------------------------------
 
 

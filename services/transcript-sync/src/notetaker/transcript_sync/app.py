@@ -222,16 +222,16 @@ class Join:
         """The state of a bot the table has none for: a complete meeting's (its state deleted)
         as its rows say, else the empty state. Only a complete meeting's rows say all: a new one
         whose first event failed half-way has the writes that landed in its rows but not the
-        requests (a thumbnail, a Gladia job) still owed, and its retry must redo them all.
-        Rows with a failure marked over a video are not a complete meeting's either: the join
-        never marks a failure over a video it knows, so the upload that wrote it is still to be
-        applied (parked, or unsettled), and its retry must lift the failure."""
-        rows = await self._durably(
+        requests (a thumbnail, a Gladia job) still owed, and its retry must redo them all (so
+        has one whose rows carry a failure over a video: see `JoinState.complete`)."""
+        rows = await self._rows(bot_id)
+        return rows if rows.complete() else JoinState()
+
+    async def _rows(self, bot_id: str) -> JoinState:
+        """What the bot's rows say (`meetings.join_state`), waiting out a database outage."""
+        return await self._durably(
             lambda: meetings.join_state(self.resources.pool, bot_id), "join state"
         )
-        if rows.video_key is not None and rows.failure is not None:
-            return JoinState()
-        return rows if rows.complete() else JoinState()
 
     async def _awaiting_from_rows(self, state: JoinState, bot_id: str) -> JoinState:
         """A state saved before `awaiting_transcript` existed (read as False): whether a
@@ -239,9 +239,7 @@ class Join:
         for) or the rows say (the provider has one). Without it, a meeting in flight across the
         upgrade would count as complete once its thumbnail lands, its state deleted before its
         transcript, and the transcript's state then kept for ever."""
-        rows = await self._durably(
-            lambda: meetings.join_state(self.resources.pool, bot_id), "join state"
-        )
+        rows = await self._rows(bot_id)
         awaiting = (
             state.transcript_id is not None or state.gladia_requested or rows.awaiting_transcript
         )

@@ -49,11 +49,14 @@ class JoinState(BaseModel):
 
     def complete(self) -> bool:
         """Nothing more is expected: the video, the thumbnail and the awaited transcript are
-        written, or the recording failed for good without a video."""
+        written, or the recording failed for good without a video. A failure over a video is
+        never complete: `decide` never marks one over a video it knows, so in rows it means the
+        upload that wrote the video is still to be applied (parked, or unsettled), and its retry
+        must lift the failure."""
         if self.video_key is None:
             return self.failure is not None
         transcript_done = self.transcript_id is not None or not self.awaiting_transcript
-        return self.thumbnail_key is not None and transcript_done
+        return self.thumbnail_key is not None and transcript_done and self.failure is None
 
 
 @dataclass(frozen=True)

@@ -130,11 +130,11 @@ async def write_thumbnail(
     return await _update(pool, source, bot_id, "thumbnail_url = $2", thumbnail_url)
 
 
+FAILED = "failed: "  # how `mark_failed` starts the status
+
+
 async def mark_failed(pool: asyncpg.Pool, source: str, bot_id: str, error: str) -> MeetingMedia:
     return await _update(pool, source, bot_id, "recording_status = $2", f"{FAILED}{error}"[:1000])
-
-
-FAILED = "failed: "  # how `mark_failed` starts the status
 
 
 async def keep_transcript_ref(pool: asyncpg.Pool, bot_id: str, ref: str) -> None:

@@ -72,6 +72,10 @@ class UploadLease:
         )
         return None if token is None else cls(pool, recording_id, token, seconds)
 
+    def lost(self, how: str = "lost") -> LeaseLost:
+        """The error a write fenced out by this lease's token raises."""
+        return LeaseLost(f"recording {self.recording_id}: upload lease {self.token} {how}")
+
     async def check(self) -> None:
         """Raise `LeaseLost` unless this lease is still the current one and has not run out."""
         current = await self.pool.fetchval(
@@ -81,7 +85,7 @@ class UploadLease:
             self.token,
         )
         if current is None:
-            raise LeaseLost(f"recording {self.recording_id}: upload lease {self.token} lost")
+            raise self.lost()
 
     async def renew(self) -> None:
         renewed = await self.pool.fetchval(
@@ -92,7 +96,7 @@ class UploadLease:
             self.seconds,
         )
         if renewed is None:
-            raise LeaseLost(f"recording {self.recording_id}: upload lease {self.token} taken over")
+            raise self.lost("taken over")
 
     async def release(self) -> None:
         """Hand the lease back early (the attempt stopped): the row can be taken at once."""
@@ -114,7 +118,7 @@ class UploadLease:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LeaseLost):
                     await task
-                raise LeaseLost(f"recording {self.recording_id}: upload lease {self.token} lost")
+                raise self.lost()
             await task
 
     @asynccontextmanager

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from notetaker.uploader.lease import LeaseLost, UploadLease
+from notetaker.uploader.lease import UploadLease
 from notetaker.uploader.transfer import Part
 
 _HOLDS_LEASE = "SELECT 1 FROM recordings WHERE id = $1 AND upload_lease_token = $2 FOR SHARE"
@@ -46,6 +46,4 @@ class PostgresPartLedger:
 
     async def _fence(self, conn: asyncpg.Connection) -> None:
         if await conn.fetchval(_HOLDS_LEASE, self.lease.recording_id, self.lease.token) is None:
-            raise LeaseLost(
-                f"recording {self.lease.recording_id}: upload lease {self.lease.token} lost"
-            )
+            raise self.lease.lost()

@@ -10,7 +10,7 @@ import asyncpg
 
 from notetaker.common.events import RecordingCompleted
 from notetaker.uploader.keys import SourceUrlCipher
-from notetaker.uploader.lease import LeaseLost, UploadLease
+from notetaker.uploader.lease import UploadLease
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ async def mark_complete(
         lease.token,
     )
     if written is None:
-        raise LeaseLost(f"recording {lease.recording_id}: upload lease {lease.token} lost")
+        raise lease.lost()
 
 
 async def mark_failed(
@@ -119,7 +119,7 @@ async def mark_failed(
         lease.token,
     )
     if written is None:
-        raise LeaseLost(f"recording {lease.recording_id}: upload lease {lease.token} lost")
+        raise lease.lost()
 
 
 async def save_fresh_source(
@@ -143,4 +143,4 @@ async def save_fresh_source(
         lease.token,
     )
     if written is None:
-        raise LeaseLost(f"recording {lease.recording_id}: upload lease {lease.token} lost")
+        raise lease.lost()

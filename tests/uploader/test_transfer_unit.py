@@ -39,6 +39,7 @@ from notetaker.devstack.stack import free_port
 from notetaker.uploader.transfer import (
     S3_MAX_PARTS,
     IntegrityError,
+    Lease,
     Part,
     PartBody,
     SourceError,
@@ -344,6 +345,7 @@ async def copy(
     parts_in_flight: int = 2,
     progress_every_seconds: float = 3600.0,
     read_timeout: float = 5.0,
+    lease: Lease | None = None,
 ) -> StoredObject:
     async with source_session(read_timeout, LOOPBACK) as http:
         return await stream_to_s3(
@@ -357,6 +359,7 @@ async def copy(
             parts_in_flight=parts_in_flight,
             ledger=ledger,
             progress_every_seconds=progress_every_seconds,
+            lease=lease,
         )
 
 
@@ -1010,27 +1013,11 @@ class CountedLease:
             raise Lost(f"lost at check {self.checks}")
 
 
-async def leased_copy(s3: FakeS3, url: str, ledger: MemoryLedger, lease: CountedLease) -> None:
-    async with source_session(5, LOOPBACK) as http:
-        await stream_to_s3(
-            http,
-            s3.client(),
-            url=url,
-            bucket="bk",
-            key=KEY,
-            content_type="video/mp4",
-            part_size=PART,
-            parts_in_flight=2,
-            ledger=ledger,
-            lease=lease,
-        )
-
-
 async def test_a_copy_under_a_lease_checks_it_before_starting_and_before_completing(
     files: RecordingSource,
 ) -> None:
     s3, ledger, lease = FakeS3(), MemoryLedger(), CountedLease()
-    await leased_copy(s3, files.url("video.mp4"), ledger, lease)
+    await copy(s3, files.url("video.mp4"), ledger=ledger, lease=lease)
     assert s3.objects[KEY][0] == DATA
     assert lease.checks == 2
 
@@ -1038,7 +1025,7 @@ async def test_a_copy_under_a_lease_checks_it_before_starting_and_before_complet
 async def test_a_copy_without_its_lease_starts_no_upload(files: RecordingSource) -> None:
     s3, ledger = FakeS3(), MemoryLedger()
     with pytest.raises(Lost):
-        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=0))
+        await copy(s3, files.url("video.mp4"), ledger=ledger, lease=CountedLease(allowed=0))
     assert s3.uploads == {}
 
 
@@ -1047,7 +1034,7 @@ async def test_a_copy_that_lost_its_lease_never_completes_and_leaves_its_parts(
 ) -> None:
     s3, ledger = FakeS3(), MemoryLedger()
     with pytest.raises(Lost):
-        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=1))
+        await copy(s3, files.url("video.mp4"), ledger=ledger, lease=CountedLease(allowed=1))
     assert KEY not in s3.objects
     (upload,) = s3.uploads.values()
     assert sorted(upload.parts) == [1, 2, 3, 4]  # for whoever holds the lease now
@@ -1059,7 +1046,7 @@ async def test_a_worker_without_the_lease_aborts_no_older_upload(files: Recordin
     older = s3.start_upload(KEY, datetime(2024, 1, 1, tzinfo=UTC))  # initiated earliest
     uploads = set(s3.uploads)
     with pytest.raises(Lost):
-        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=0))
+        await copy(s3, files.url("video.mp4"), ledger=ledger, lease=CountedLease(allowed=0))
     assert older in uploads
     assert set(s3.uploads) == uploads
 
@@ -1072,7 +1059,7 @@ async def test_a_worker_without_the_lease_keeps_the_upload_a_fresh_one_would_rep
     (upload_id,) = s3.uploads
     files.faults["video.mp4"] = Fault(ignore_ranges=True)
     with pytest.raises(Lost):
-        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=0))
+        await copy(s3, files.url("video.mp4"), ledger=ledger, lease=CountedLease(allowed=0))
     assert set(s3.uploads) == {upload_id}
     assert sorted(ledger.digests[upload_id]) == [1, 2]
 
@@ -1094,6 +1081,6 @@ async def test_a_wrong_object_is_left_to_the_worker_holding_the_lease(
 ) -> None:
     s3, ledger = FakeS3(tamper=lambda data: data[:-1]), MemoryLedger()
     with pytest.raises(Lost):
-        await leased_copy(s3, files.url("video.mp4"), ledger, CountedLease(allowed=2))
+        await copy(s3, files.url("video.mp4"), ledger=ledger, lease=CountedLease(allowed=2))
     assert s3.deleted == []
     assert KEY in s3.objects

@@ -155,20 +155,11 @@ async def restart(stack: Stack, workdir: Path, case: Case, in_flight: int) -> Re
     started = time.monotonic()
     process.start()
     try:
+        await asyncio.to_thread(process.wait_ready, 900)  # polls /readyz every 0.1 s
+        seconds = time.monotonic() - started
+        assert process.process is not None
+        memory = rss_mib(process.process.pid)
         async with httpx.AsyncClient(timeout=2) as http:
-            while True:
-                if time.monotonic() - started > 900:
-                    raise RuntimeError(f"{case.name}: not ready in 15 minutes:\n{process.tail()}")
-                try:
-                    answer = await http.get(f"{process.url}/readyz")
-                    if answer.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.05)
-            seconds = time.monotonic() - started
-            assert process.process is not None
-            memory = rss_mib(process.process.pid)
             metrics = (await http.get(f"{process.url}/metrics")).text
     finally:
         await asyncio.to_thread(process.stop)

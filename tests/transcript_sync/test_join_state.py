@@ -43,6 +43,9 @@ from tests.transcript_sync.fakes import (
 )
 from tests.transcript_sync.test_gladia_jobs import GLADIA_SETTINGS, Gladia, PresigningS3
 
+# Marking a Gladia submit as tried: the step after the job's intent was written with the video.
+SUBMIT = "UPDATE transcription_jobs SET submitted_at"
+
 
 @pytest.fixture
 async def pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
@@ -338,8 +341,9 @@ async def test_a_late_bot_failure_while_the_upload_waits_parked_does_not_leave_t
     meeting, upload = await recorded_upload(db, provider_transcript=False)
     (_, bot_removed) = failures(meeting, upload)
     try:
-        # The video written and its thumbnail asked for, then the Gladia job's row fails: parked.
-        running.database.fault = failing_twice(lambda sql: "INSERT INTO transcription_jobs" in sql)
+        # The video and its Gladia intent written, the thumbnail asked for, then marking the
+        # Gladia submit fails: parked.
+        running.database.fault = failing_twice(lambda sql: sql.startswith(SUBMIT))
         assert await running.handle(Record.of(upload))
         assert len(await parked_rows(db, running.group)) == 1
         # Meanwhile the thumbnail comes, and the bot reports it was removed (late).
@@ -363,21 +367,15 @@ async def test_a_late_bot_failure_while_the_upload_waits_parked_does_not_leave_t
     assert running.table == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the upload parked before its Gladia job's row and the thumbnail's state lost"
-    " leave rows with video and thumbnail and no job row, which read as a complete meeting's:"
-    " the republished upload changes nothing and the transcript owed is never asked for (the"
-    " rows cannot tell it from a meeting done before Gladia was configured)",
-)
 async def test_an_upload_parked_before_its_gladia_job_still_gets_its_transcript(
     db: asyncpg.Pool, pool: asyncpg.Pool, gladia: Transcriber
 ) -> None:
     running = transcribing(pool, gladia)
     meeting, upload = await recorded_upload(db, provider_transcript=False)
     try:
-        # The video written and its thumbnail asked for, then the Gladia job's row fails: parked.
-        running.database.fault = failing_twice(lambda sql: "INSERT INTO transcription_jobs" in sql)
+        # The video and its Gladia intent written, the thumbnail asked for, then marking the
+        # Gladia submit fails: parked.
+        running.database.fault = failing_twice(lambda sql: sql.startswith(SUBMIT))
         assert await running.handle(Record.of(upload))
         # The thumbnail is written, then its meeting.synced cannot be sent: parked too.
         running.sent.fault = failing_twice(lambda topic: topic == "meeting.synced")

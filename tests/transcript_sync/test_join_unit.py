@@ -152,7 +152,9 @@ def test_a_video_without_audio_is_written_with_no_audio() -> None:
 
 def test_gladia_transcribes_the_audio_when_no_transcript_is_coming() -> None:
     state, effects = run([uploaded()], can_transcribe=True)
-    assert effects == [WRITE_VIDEO, REQUEST_THUMBNAIL, RequestTranscription("bk", "k/audio.flac")]
+    # the video is written with the job's intent, so its rows say a transcript is awaited
+    owed = WriteVideo("bk", "k/video.mp4", "k/audio.flac", transcribe=True)
+    assert effects == [owed, REQUEST_THUMBNAIL, RequestTranscription("bk", "k/audio.flac")]
     assert state.gladia_requested
 
 
@@ -174,6 +176,7 @@ def test_gladia_is_not_asked_when_it_cannot_or_need_not(
 ) -> None:
     state, effects = run(events, can_transcribe=can_transcribe)
     assert not [e for e in effects if isinstance(e, RequestTranscription)]
+    assert not [e for e in effects if isinstance(e, WriteVideo) and e.transcribe]
     assert not state.gladia_requested
 
 
@@ -182,6 +185,7 @@ def test_gladia_is_asked_once_per_meeting_even_for_a_new_upload() -> None:
     assert [e for e in effects if isinstance(e, RequestTranscription)] == [
         RequestTranscription("bk", "k/audio.flac")
     ]
+    assert [e.transcribe for e in effects if isinstance(e, WriteVideo)] == [True, False]
 
 
 # --- the transcript -----------------------------------------------------------------------------
@@ -358,18 +362,22 @@ def test_an_event_the_join_does_not_use_changes_nothing() -> None:
 @pytest.mark.parametrize("can_transcribe", [False, True])
 def test_every_order_and_repetition_gives_each_write_once(can_transcribe: bool) -> None:
     upload = uploaded()
-    expected_effects = [WRITE_VIDEO, REQUEST_THUMBNAIL, WriteTranscript(TRANSCRIPT)]
-    expected_effects.append(WriteThumbnail("bk", THUMBNAIL_KEY))
     for order in itertools.permutations([upload, TRANSCRIPT, THUMB, FINAL, RETRYING]):
         if order.index(THUMB) < order.index(upload):
             continue  # a thumbnail is made from the upload: it cannot come first
         doubled = [e for event in order for e in (event, event)]
         state, effects = run(doubled, can_transcribe=can_transcribe)
         failed_first = order.index(FINAL) < order.index(upload)
-        expected = expected_effects + ([MarkFailed("SourceError: 403")] if failed_first else [])
-        # Gladia: only if the upload came before any transcript
-        if can_transcribe and order.index(upload) < order.index(TRANSCRIPT):
-            expected.append(RequestTranscription("bk", "k/audio.flac"))
+        # Gladia: only if the upload came before any transcript (its intent with the video)
+        transcribe = can_transcribe and order.index(upload) < order.index(TRANSCRIPT)
+        expected: list[Effect] = [
+            WriteVideo("bk", "k/video.mp4", "k/audio.flac", transcribe=transcribe),
+            REQUEST_THUMBNAIL,
+            WriteTranscript(TRANSCRIPT),
+            WriteThumbnail("bk", THUMBNAIL_KEY),
+        ]
+        expected += [MarkFailed("SourceError: 403")] if failed_first else []
+        expected += [RequestTranscription("bk", "k/audio.flac")] if transcribe else []
         assert sorted(map(repr, effects)) == sorted(map(repr, expected)), order
         assert state == JoinState(
             bucket="bk",

@@ -360,7 +360,10 @@ class Join:
         if isinstance(effect, WriteVideo):
             audio = s3_location(effect.bucket, effect.audio_key) if effect.audio_key else None
             video = s3_location(effect.bucket, effect.video_key)
-            written = await meetings.write_video(r.pool, self.source, bot_id, video, audio)
+            intent = self._job_intent() if effect.transcribe else None
+            written = await meetings.write_video(
+                r.pool, self.source, bot_id, video, audio, transcription=intent
+            )
         elif isinstance(effect, WriteTranscript):
             utterances = await transcripts.resolve(
                 r.http,
@@ -388,23 +391,28 @@ class Join:
         if written.changed:
             log.info("meeting.synced", bot_id=bot_id, meeting_id=str(written.id))
 
+    def _job_intent(self) -> meetings.JobIntent:
+        """A Gladia job's intent: a request id of ours and its callback token's expiry."""
+        expires = int(time.time()) + self.settings.gladia_callback_token_seconds
+        return meetings.JobIntent("gladia", uuid.uuid4(), datetime.fromtimestamp(expires, UTC))
+
     async def _request_transcription(self, bot_id: str, effect: RequestTranscription) -> None:
-        """Submit one Gladia job for the bot, at most once: the job's row (our request id) is
-        written before the job is submitted; a bot whose row has Gladia's job id is done, and one
-        whose row has none (an earlier try failed after or during the submit) asks Gladia for a
-        job under that request id before it submits again."""
+        """Submit one Gladia job for the bot, at most once: the job's row (our request id) was
+        written with the video and is marked as tried before the job is submitted; a bot whose
+        row has Gladia's job id is done, and one whose submit was tried before (it failed after
+        or during the submit) asks Gladia for a job under that request id before it submits
+        again."""
         settings = self.settings
         assert settings.gladia_api_key is not None
         pool, http = self.resources.pool, self.resources.http
-        expires = int(time.time()) + settings.gladia_callback_token_seconds
-        job, new = await meetings.open_transcription_job(
-            pool, bot_id, "gladia", uuid.uuid4(), datetime.fromtimestamp(expires, UTC)
-        )
+        job, tried = await meetings.start_transcription_job(pool, bot_id, self._job_intent())
         context = {"bot_id": bot_id, "provider": "gladia", "request_id": str(job.request_id)}
         if job.job_id is not None:
             log.info("transcription.already_requested", job_id=job.job_id, **context)
             return
-        if not new:
+        assert job.token_expires_at is not None
+        expires = int(job.token_expires_at.timestamp())
+        if tried:
             found = await transcripts.find_gladia_job(
                 http,
                 gladia_url=settings.gladia_api_url,
@@ -416,10 +424,6 @@ class Join:
                 await meetings.record_transcription_job(pool, job.request_id, found)
                 log.info("transcription.found", job_id=found, **context)
                 return
-            # Never submitted: submitted now, with a callback token valid from now.
-            await meetings.renew_transcription_token(
-                pool, job.request_id, datetime.fromtimestamp(expires, UTC)
-            )
         audio_url = await self.resources.s3.generate_presigned_url(
             "get_object",
             Params={"Bucket": effect.bucket, "Key": effect.audio_key},

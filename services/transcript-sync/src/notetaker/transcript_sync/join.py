@@ -61,9 +61,14 @@ class JoinState(BaseModel):
 
 @dataclass(frozen=True)
 class WriteVideo:
+    """Write the video (and audio) into the meeting's row; `transcribe`: a Gladia transcript is
+    owed for it (a `RequestTranscription` follows), and its intent is written with the video, so
+    rows that hold the video always say whether a transcript is awaited."""
+
     bucket: str
     video_key: str
     audio_key: str | None
+    transcribe: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,12 @@ def _uploaded(
 ) -> tuple[JoinState, list[Effect]]:
     if state.video_key == event.video_key:
         return state, []
-    effects: list[Effect] = [WriteVideo(event.bucket, event.video_key, event.audio_key)]
+    requested = state.gladia_requested
+    transcript_coming = event.provider_transcript or state.transcript_id is not None
+    transcribe = can_transcribe and not transcript_coming and not requested
+    effects: list[Effect] = [
+        WriteVideo(event.bucket, event.video_key, event.audio_key, transcribe=transcribe)
+    ]
     if state.thumbnail_key is None:
         thumbnail_key = recording_key(
             event.org_id, event.user_id, event.recording_id, "thumbnail", "jpg"
@@ -154,9 +164,7 @@ def _uploaded(
                 )
             )
         )
-    requested = state.gladia_requested
-    transcript_coming = event.provider_transcript or state.transcript_id is not None
-    if can_transcribe and not transcript_coming and not requested:
+    if transcribe:
         effects.append(RequestTranscription(event.bucket, event.audio_key or event.video_key))
         requested = True
     new_state = state.model_copy(

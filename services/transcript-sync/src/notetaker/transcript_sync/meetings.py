@@ -8,8 +8,10 @@ outbox in the same transaction (`outbox.py`): the change and its announcement ar
 `join_state` reads back what the join needs to decide an event for a meeting whose join state
 was deleted once it was complete (`join.py`).
 
-Transcription jobs: the bot's `transcription_jobs` row is the intent, written before the provider
-is asked; it is written once per bot (a recording), and the provider's job id goes into it once.
+Transcription jobs: the bot's `transcription_jobs` row is the intent, written in the same
+transaction as the video it is owed for (`write_video`), so rows holding a video always say
+whether a transcript is awaited; it is written once per bot (a recording). `start_transcription_job`
+marks a submit as tried before the provider is asked, and the provider's job id goes in once.
 """
 
 from __future__ import annotations
@@ -48,11 +50,26 @@ _RETURNING = """RETURNING id, org_id, video_url IS NOT NULL AS has_video,
     transcript_text IS NOT NULL AS has_transcript, thumbnail_url IS NOT NULL AS has_thumbnail"""
 
 
+@dataclass(frozen=True)
+class JobIntent:
+    """A transcription job owed for a video: written with it (`write_video`)."""
+
+    provider: str
+    request_id: uuid.UUID
+    token_expires_at: datetime
+
+
 async def _update(
-    pool: asyncpg.Pool, source: str, bot_id: str, assignments: str, *args: Any
+    pool: asyncpg.Pool,
+    source: str,
+    bot_id: str,
+    assignments: str,
+    *args: Any,
+    intent: JobIntent | None = None,
 ) -> MeetingMedia:
     """Apply `assignments` ($2.. are args) if any value differs, with its `meeting.synced` in the
-    outbox (`source`: the CloudEvent source); report the row either way."""
+    outbox (`source`: the CloudEvent source); report the row either way. `intent`: the bot's
+    transcription job row is written in the same transaction (kept if it has one)."""
     columns = [part.split("=")[0].strip() for part in assignments.split(",")]
     differs = " OR ".join(f"{c} IS DISTINCT FROM ${i + 2}" for i, c in enumerate(columns))
     async with pool.acquire() as conn, conn.transaction():
@@ -73,6 +90,8 @@ async def _update(
             )
         if row is None:
             raise MeetingNotFound(f"no notetaker meeting row for bot {bot_id}")
+        if intent is not None:
+            await _write_intent(conn, bot_id, intent)
         media = MeetingMedia(**dict(row), changed=changed)
         if changed:
             synced = MeetingSynced(
@@ -88,8 +107,16 @@ async def _update(
 
 
 async def write_video(
-    pool: asyncpg.Pool, source: str, bot_id: str, video_url: str, audio_url: str | None
+    pool: asyncpg.Pool,
+    source: str,
+    bot_id: str,
+    video_url: str,
+    audio_url: str | None,
+    *,
+    transcription: JobIntent | None = None,
 ) -> MeetingMedia:
+    """The video and audio; `transcription`: a transcript is owed for them, its job's intent
+    written in the same transaction."""
     return await _update(
         pool,
         source,
@@ -98,6 +125,7 @@ async def write_video(
         video_url,
         audio_url,
         "available",
+        intent=transcription,
     )
 
 
@@ -199,47 +227,44 @@ class TranscriptionJob:
     token_expires_at: datetime | None
 
 
-async def open_transcription_job(
-    pool: asyncpg.Pool,
-    bot_id: str,
-    provider: str,
-    request_id: uuid.UUID,
-    token_expires_at: datetime,
-) -> tuple[TranscriptionJob, bool]:
-    """Write the bot's job row before the job is submitted: from now on a callback naming
-    `request_id` is one we asked for (ingest refuses the others), and an overdue job can be
-    polled once its provider id is known. A bot that has a row keeps it: (its row, False), the
-    intent of an earlier try whose job may exist already; else (the new row, True)."""
-    row = await pool.fetchrow(
+async def _write_intent(conn: asyncpg.Connection, bot_id: str, intent: JobIntent) -> None:
+    await conn.execute(
         "INSERT INTO transcription_jobs (request_id, bot_id, provider, token_expires_at)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT (bot_id) DO NOTHING"
-        " RETURNING request_id, job_id, token_expires_at",
-        request_id,
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (bot_id) DO NOTHING",
+        intent.request_id,
         bot_id,
-        provider,
-        token_expires_at,
+        intent.provider,
+        intent.token_expires_at,
     )
-    if row is not None:
-        return TranscriptionJob(**dict(row)), True
-    row = await pool.fetchrow(
-        "SELECT request_id, job_id, token_expires_at FROM transcription_jobs WHERE bot_id = $1",
-        bot_id,
-    )
-    if row is None:  # deleted in between: nothing of an earlier try is left
-        return await open_transcription_job(pool, bot_id, provider, request_id, token_expires_at)
-    return TranscriptionJob(**dict(row)), False
 
 
-async def renew_transcription_token(
-    pool: asyncpg.Pool, request_id: uuid.UUID, token_expires_at: datetime
-) -> None:
-    """A new expiry for the callback token of a job not submitted yet (submitted again)."""
-    await pool.execute(
-        "UPDATE transcription_jobs SET token_expires_at = $2, requested_at = now()"
-        " WHERE request_id = $1 AND job_id IS NULL",
-        request_id,
-        token_expires_at,
-    )
+async def start_transcription_job(
+    pool: asyncpg.Pool, bot_id: str, intent: JobIntent
+) -> tuple[TranscriptionJob, bool]:
+    """Before the job is submitted: the bot's job row (written as `intent` if the video's write
+    did not write one: a row from before intents), marked as tried and its callback token renewed
+    to `intent.token_expires_at` unless the provider's job id is known. From now on a callback
+    naming its request id is one we asked for (ingest refuses the others), and an overdue job can
+    be polled once its provider id is known. Returns (the row, whether a submit was tried before,
+    whose job may exist already)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _write_intent(conn, bot_id, intent)
+        row = await conn.fetchrow(
+            "SELECT request_id, job_id, token_expires_at, submitted_at IS NOT NULL AS tried"
+            " FROM transcription_jobs WHERE bot_id = $1 FOR UPDATE",
+            bot_id,
+        )
+        assert row is not None  # written above, locked until the end of the transaction
+        job = TranscriptionJob(row["request_id"], row["job_id"], row["token_expires_at"])
+        if job.job_id is None:
+            await conn.execute(
+                "UPDATE transcription_jobs SET submitted_at = coalesce(submitted_at, now()),"
+                " requested_at = now(), token_expires_at = $2 WHERE request_id = $1",
+                job.request_id,
+                intent.token_expires_at,
+            )
+            job = TranscriptionJob(job.request_id, None, intent.token_expires_at)
+    return job, row["tried"]
 
 
 async def record_transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID, job_id: str) -> None:

@@ -77,6 +77,15 @@ async def test_meetings_in_flight_through_an_outage_all_complete_and_none_is_dea
             None,
         )
         assert [r for r in dead if r.key is not None and r.key.decode() in bots] == [], topic
+    # Each upload the outage stopped was resumed by its worker once the dependency was back, not
+    # left until its lease ran out for the scheduler to request it again (nor given a retry).
+    requested = await asyncio.to_thread(
+        records_up_to_marker,
+        proxied.pipeline.stack.kafka_bootstrap_servers,
+        "recording.upload_requested",
+        None,
+    )
+    assert [r.key for r in requested if r.key is not None and r.key.decode() in bots] == []
     if dependency == "postgres":
         assert proxied.postgres.refused > 0  # the services did try, and were refused
         # The uploader, whose copies needed the database mid-outage, paused and said so.

@@ -16,9 +16,9 @@ has run out).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import posixpath
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
@@ -156,6 +156,10 @@ class Uploader:
         self.http = http
         self.publisher = publisher
         self.worker = worker_name()
+        # Leases of attempts that stopped (an outage, mostly) and could not be handed back then:
+        # this worker's next attempt at the recording hands each back before it takes the lease,
+        # instead of finding it "busy" and leaving the recording until the lease runs out.
+        self._unreleased: dict[uuid.UUID, UploadLease] = {}
         self.cipher = SourceUrlCipher(settings.source_url_keys)
 
     async def handle(self, envelope: Envelope) -> None:
@@ -224,6 +228,10 @@ class Uploader:
         with structlog.contextvars.bound_contextvars(
             bot_id=recording.bot_id, recording_id=str(recording.id)
         ):
+            earlier = self._unreleased.get(recording.id)
+            if earlier is not None:  # fenced by its token: a lease taken over since is kept
+                await earlier.release()
+                del self._unreleased[recording.id]
             lease = await UploadLease.take(
                 self.pool, recording.id, self.worker, self.settings.upload_lease_seconds
             )
@@ -238,8 +246,10 @@ class Uploader:
                 log.warning("upload.lease_lost", token=lease.token)
             except BaseException:
                 # An outage or a stop: whoever tries next need not wait for the lease to run out.
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.wait_for(lease.release(), 5)
+                except Exception:
+                    self._unreleased[recording.id] = lease  # the next try here hands it back
                 raise
 
     async def _attempt(self, recording: Recording, lease: UploadLease) -> None:

@@ -40,7 +40,7 @@ from notetaker.common.events import (
 from notetaker.common.failures import Kind, classify
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
-from notetaker.common.meetingbaas import RecordingGone, fresh_recording_urls
+from notetaker.common.meetingbaas import ProviderError, RecordingGone, fresh_recording_urls
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.uploader import recordings
 from notetaker.uploader.keys import SourceUrlCipher
@@ -340,9 +340,12 @@ class Uploader:
                 key.get_secret_value(),
                 recording.bot_id,
                 self.settings.meetingbaas_timeout_seconds,
+                api="v2",  # the API every recording is asked of, for now
             )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except ProviderError as exc:
             # The provider's failure, not an outage of ours: it uses up the attempt.
+            raise SourceError(str(exc), reason="provider_refresh") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise SourceError(
                 f"asking MeetingBaaS for fresh URLs of bot {recording.bot_id} failed:"
                 f" {type(exc).__name__}",

@@ -340,7 +340,7 @@ class Uploader:
                 key.get_secret_value(),
                 recording.bot_id,
                 self.settings.meetingbaas_timeout_seconds,
-                api="v2",  # the API every recording is asked of, for now
+                api=recording.provider_api,
             )
         except ProviderError as exc:
             # The provider's failure, not an outage of ours: it uses up the attempt.
@@ -360,7 +360,7 @@ class Uploader:
             audio_url=urls.audio,
             received_at=received,
         )
-        log.info("upload.urls_refreshed", why=why)
+        log.info("upload.urls_refreshed", why=why, api=recording.provider_api)
         return dataclasses.replace(
             recording, video_url=urls.video, audio_url=urls.audio, urls_received_at=received
         )

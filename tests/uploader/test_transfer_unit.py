@@ -1185,18 +1185,28 @@ async def test_an_upload_ended_by_another_abort_just_before_ours_is_given_up_all
     assert upload_id not in ledger.digests
 
 
-async def test_a_wrong_object_replaced_since_by_a_successor_is_left_alone(
-    files: RecordingSource,
+def successor_completes(s3: FakeS3) -> None:
+    s3.objects[KEY] = (DATA, composite(DATA))
+    s3.etags[KEY] = '"the-successors-object-2"'
+
+
+def successor_deletes(s3: FakeS3) -> None:
+    del s3.objects[KEY]  # say, the successor's own delete of this same wrong object
+
+
+@pytest.mark.parametrize("meanwhile", [successor_completes, successor_deletes])
+async def test_a_wrong_object_replaced_or_deleted_since_is_left_alone(
+    files: RecordingSource, meanwhile: Callable[[FakeS3], None]
 ) -> None:
-    """This worker's object is wrong, and before it deletes it a successor's good object has
-    replaced it: the delete, conditional on this completion's ETag, leaves the successor's."""
-
-    def successor_completes(s3: FakeS3) -> None:
-        s3.objects[KEY] = (DATA, composite(DATA))
-        s3.etags[KEY] = '"the-successors-object-2"'
-
-    s3 = FakeS3(tamper=lambda data: data[:-1], before_delete=successor_completes)
-    with pytest.raises(IntegrityError, match="replaced since, left alone"):
+    """This worker's object is wrong, and before its delete reaches S3 a successor's good
+    object has replaced it (or it is gone): the delete, conditional on this completion's ETag,
+    touches nothing of the successor's, and the copy still fails."""
+    s3 = FakeS3(tamper=lambda data: data[:-1], before_delete=meanwhile)
+    with pytest.raises(IntegrityError) as raised:
         await copy(s3, files.url("video.mp4"), ledger=MemoryLedger(), lease=CountedLease())
+    assert str(raised.value).endswith(f"{composite(DATA)}; not deleted: replaced or gone since")
     assert s3.deleted == []
-    assert s3.objects[KEY] == (DATA, composite(DATA))
+    if meanwhile is successor_completes:
+        assert s3.objects[KEY] == (DATA, composite(DATA))
+    else:
+        assert KEY not in s3.objects

@@ -573,19 +573,19 @@ class MultipartUpload:
             raise IntegrityError(
                 f"s3://{bucket}/{key} holds {head['ContentLength']} bytes with checksum"
                 f" {stored_checksum}, expected {size} bytes with {checksum};"
-                + (" deleted" if deleted else " replaced since, left alone")
+                + (" deleted" if deleted else " not deleted: replaced or gone since")
             )
         return StoredObject(key, size, checksum, len(parts), resumed)
 
     async def _delete_if_still(self, etag: str) -> bool:
-        """Delete the object this upload became, unless another has replaced it since (a
-        successor's completion); whether it was deleted."""
+        """Delete the object this upload became, unless it is gone or another has replaced it
+        since (a successor's completion); whether it was deleted."""
         try:
             await self.destination.s3.delete_object(
                 Bucket=self.destination.bucket, Key=self.key, IfMatch=etag
             )
         except ClientError as exc:
-            if _error_code(exc) not in ("PreconditionFailed", "NoSuchKey", "412", "404"):
+            if _error_code(exc) not in ("PreconditionFailed", "NoSuchKey"):
                 raise
             return False
         return True

@@ -42,6 +42,7 @@ def test_v2_completed_gives_recording_and_transcript_pointer() -> None:
     assert recording.audio_url.endswith("X-Amz-Signature=placeholder")
     assert recording.urls_received_at == NOW
     assert recording.provider_transcript is True
+    assert recording.provider_api == "v2"
     assert isinstance(transcript, TranscriptReady)
     assert transcript.transcript_url is not None
     assert transcript.transcript_url.endswith("transcription.json")
@@ -59,6 +60,7 @@ def test_v2_failed_gives_recording_failed_and_status_change_gives_bot_status() -
 def test_v1_complete_carries_the_transcript_inline_and_v1_failed_gives_its_code() -> None:
     recording, transcript = mb("meetingbaas/v1-complete.json")
     assert isinstance(recording, RecordingCompleted)
+    assert recording.provider_api == "v1"  # its URL is signed again by the v1 API
     assert recording.audio_url is None
     assert isinstance(transcript, TranscriptReady)
     assert transcript.utterances is not None

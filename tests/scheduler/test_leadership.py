@@ -146,28 +146,47 @@ async def all_linked(db: asyncpg.Pool, meetings: list[uuid.UUID]) -> bool:
 async def test_the_leaders_lock_connection_cut_mid_round_gives_no_meeting_two_bots(
     replicas: Replicas, db: asyncpg.Pool, meetingbaas: ProviderSimulator
 ) -> None:
+    """The cut comes while the old leader's create request is held at MeetingBaaS: both replicas
+    run before any meeting is due, so nothing slow (a process starting) stands between the
+    request and the cut. The request times out after TIMEOUT_SECONDS; had the cut come later, the
+    old leader, still holding the lock, would record the timeout and deploy the other meetings
+    itself (right, but not the fault this test is about)."""
     first, second, third = [
-        await add_meeting(db, timedelta(seconds=10 * (i + 1)), meeting_url=meeting_url())
-        for i in range(3)
+        await add_meeting(db, timedelta(days=1), meeting_url=meeting_url()) for _ in range(3)
     ]
     meetings = [first, second, third]
-    held = meetingbaas.hold_next_create(str(first))
 
-    # The first replica leads and is in the middle of its round: MeetingBaaS has made the first
-    # meeting's bot and not answered yet.
     old = await replicas.start("old-leader", replicas.proxy.url_for(replicas.stack.database_url))
-    created = await held.wait_reached(timeout=60)
+
+    async def old_leads() -> bool:
+        return bool(logged(old, "scheduler.leader_elected"))
+
+    await eventually(old_leads, 30, "the first replica to lead")
     # The second replica runs beside it, waiting for the lock.
     new = await replicas.start("new-leader", replicas.stack.database_url)
-    assert logged(old, "scheduler.leader_elected")
     assert not logged(new, "scheduler.leader_elected")
 
+    # All three fall due at once; the old leader's round asks for the first meeting's bot, and
+    # MeetingBaaS makes it and holds the answer.
+    held = meetingbaas.hold_next_create(str(first))
+    await db.execute(
+        "UPDATE meetings m SET start_time = now() + make_interval(secs => d.seconds)"
+        " FROM unnest($1::uuid[], $2::float8[]) AS d(id, seconds) WHERE m.id = d.id",
+        meetings,
+        [10.0, 20.0, 30.0],
+    )
+    created = await held.wait_reached(timeout=60)
     replicas.proxy.down()  # the old leader's connections are cut: its lock goes with them
 
     # The second replica takes over: it deploys the other two at once, and the first meeting
     # once its reservation is over, by finding the bot the old leader asked for.
     await eventually(lambda: all_linked(db, meetings), 60, "every meeting linked to a bot")
     assert logged(new, "scheduler.leader_elected")
+    # The old leader's try ended with its connection, not in a timeout it could still record.
+    failed_tries = await db.fetchval(
+        "SELECT attempts FROM bot_deploys WHERE meeting_id = $1", first
+    )
+    assert failed_tries == 0, "the old leader's request timed out before its connection was cut"
     # Only now does the old leader's answer come (or its request has timed out meanwhile).
     held.open()
 

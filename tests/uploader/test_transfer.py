@@ -15,7 +15,7 @@ from notetaker.common.s3 import S3Client
 from notetaker.common.source_policy import SourcePolicy
 from notetaker.devstack.sources import Fault, RecordingSource
 from notetaker.devstack.stack import Stack
-from notetaker.uploader.lease import UploadLease
+from notetaker.uploader.lease import LeaseLost, UploadLease
 from notetaker.uploader.ledger import PostgresPartLedger
 from notetaker.uploader.transfer import (
     IntegrityError,
@@ -185,6 +185,43 @@ async def test_abandoning_a_recording_leaves_no_upload_behind(
     assert len(await open_uploads(stack, s3, "t/gone.mp4")) == 1
     assert await abort_unfinished(s3, stack.s3_bucket, "t/gone.mp4", ledger) == 1
     assert await open_uploads(stack, s3, "t/gone.mp4") == []
+
+
+async def test_an_upload_is_given_up_only_by_the_worker_holding_the_lease(
+    stack: Stack, s3: S3Client, source: RecordingSource, db: asyncpg.Pool
+) -> None:
+    """A worker whose lease another has taken cannot record an upload abandoned, so it never
+    aborts it: the ledger's write is fenced where S3's abort cannot be."""
+    recording_id = await db.fetchval(
+        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3) RETURNING id",
+        uuid.uuid4(),
+        uuid.uuid4(),
+        str(uuid.uuid4()),
+    )
+    old = await UploadLease.take(db, recording_id, "old", 600)
+    assert old is not None
+    source.files["kept.mp4"] = os.urandom(8 * MIB)
+    source.faults["kept.mp4"] = Fault(truncate_at=6 * MIB)
+    with pytest.raises(SourceError):
+        await copy(stack, s3, source.url("kept.mp4"), "t/kept.mp4", PostgresPartLedger(db, old))
+    (upload,) = await open_uploads(stack, s3, "t/kept.mp4")
+    upload_id = upload["UploadId"]  # type: ignore[index]
+    await db.execute(  # the old worker's lease runs out, and another worker takes it
+        "UPDATE recordings SET upload_lease_expires_at = now() WHERE id = $1", recording_id
+    )
+    new = await UploadLease.take(db, recording_id, "new", 600)
+    assert new is not None
+
+    stale = PostgresPartLedger(db, old)
+    with pytest.raises(LeaseLost):
+        await abort_unfinished(s3, stack.s3_bucket, "t/kept.mp4", stale)
+    assert await open_uploads(stack, s3, "t/kept.mp4") == [upload]
+    assert await stale.abandoned([upload_id]) == set()
+
+    current = PostgresPartLedger(db, new)
+    assert await abort_unfinished(s3, stack.s3_bucket, "t/kept.mp4", current) == 1
+    assert await current.abandoned([upload_id]) == {upload_id}
+    assert await open_uploads(stack, s3, "t/kept.mp4") == []
 
 
 @pytest.mark.parametrize("status", [403, 404, 500])

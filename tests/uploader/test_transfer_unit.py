@@ -26,6 +26,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 import structlog
+from botocore.exceptions import ClientError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -83,6 +84,7 @@ class FakeS3:
     """S3's multipart upload as far as the copy uses it, with faults to inject."""
 
     objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # key: data, checksum
+    etags: dict[str, str] = field(default_factory=dict)  # key: the object's ETag
     uploads: dict[str, Upload] = field(default_factory=dict)
     page_size: int = 2  # list_parts answers in pages, as S3 does past 1,000 parts
     fail_complete: int = 0  # complete_multipart_upload fails this many times
@@ -90,6 +92,7 @@ class FakeS3:
     wrong_checksum: bool = False
     no_checksum: bool = False  # an S3 that keeps no additional checksums (older MinIO)
     deleted: list[str] = field(default_factory=list)
+    before_delete: Callable[[FakeS3], None] | None = None  # what lands just before a DELETE
     part_delay: float = 0.0  # each part takes this long to upload
     fail_part: int | None = None  # this part's upload fails, after fail_delay
     fail_delay: float = 0.0
@@ -106,7 +109,7 @@ class FakeS3:
         self._bucket(bucket)
         upload = self.uploads.get(upload_id)
         if upload is None or upload.key != key:
-            raise ValueError(f"NoSuchUpload: {upload_id} of {key!r}")
+            raise s3_error("NoSuchUpload", f"{upload_id} of {key!r}")
         return upload
 
     def start_upload(self, key: str, initiated: datetime | None = None) -> str:
@@ -189,7 +192,7 @@ class FakeS3:
 
     async def complete_multipart_upload(
         self, *, Bucket: str, Key: str, UploadId: str, MultipartUpload: dict[str, Any]
-    ) -> None:
+    ) -> dict[str, str]:
         if self.fail_complete:
             self.fail_complete -= 1
             raise ConnectionError("S3 went away before completing")
@@ -210,7 +213,13 @@ class FakeS3:
                 f"{base64.b64encode(hashlib.sha256(b'other').digest()).decode()}-{len(listed)}"
             )
         self.objects[Key] = (data, checksum)
+        part_md5s = b"".join(
+            hashlib.md5(upload.parts[p["PartNumber"]][0]).digest()  # noqa: S324
+            for p in listed
+        )
+        self.etags[Key] = f'"{hashlib.md5(part_md5s).hexdigest()}-{len(listed)}"'  # noqa: S324
         del self.uploads[UploadId]
+        return {"ETag": self.etags[Key]}
 
     async def head_object(self, *, Bucket: str, Key: str, ChecksumMode: str = "") -> dict[str, Any]:
         self._bucket(Bucket)
@@ -220,8 +229,14 @@ class FakeS3:
             head["ChecksumSHA256"] = checksum
         return head
 
-    async def delete_object(self, *, Bucket: str, Key: str) -> None:
+    async def delete_object(self, *, Bucket: str, Key: str, IfMatch: str | None = None) -> None:
         self._bucket(Bucket)
+        if self.before_delete is not None:
+            self.before_delete(self)
+        if Key not in self.objects:
+            raise s3_error("NoSuchKey", Key)
+        if IfMatch is not None and IfMatch != self.etags[Key]:
+            raise s3_error("PreconditionFailed", f"{Key} is not {IfMatch}")
         del self.objects[Key]
         self.deleted.append(Key)
 
@@ -229,9 +244,15 @@ class FakeS3:
         return cast(S3Client, self)
 
 
+def s3_error(code: str, message: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, "FakeS3")
+
+
 @dataclass
 class MemoryLedger:
     digests: dict[str, dict[int, tuple[int, bytes]]] = field(default_factory=dict)
+    given_up: set[str] = field(default_factory=set)
+    fenced_out: bool = False  # the lease is another worker's now: abandon() refuses
 
     async def record(self, upload_id: str, part: Part) -> None:
         self.digests.setdefault(upload_id, {})[part.number] = (part.size, part.sha256)
@@ -241,6 +262,14 @@ class MemoryLedger:
 
     async def forget(self, upload_id: str) -> None:
         self.digests.pop(upload_id, None)
+
+    async def abandon(self, upload_id: str) -> None:
+        if self.fenced_out:
+            raise Lost(f"not giving {upload_id} up: the lease is another worker's")
+        self.given_up.add(upload_id)
+
+    async def abandoned(self, upload_ids: list[str]) -> set[str]:
+        return self.given_up & set(upload_ids)
 
 
 @dataclass
@@ -781,10 +810,11 @@ async def test_the_checksum_is_compared_without_its_part_count(files: RecordingS
     s3 = FakeS3()
     original = s3.complete_multipart_upload
 
-    async def without_count(**kwargs: Any) -> None:
-        await original(**kwargs)
+    async def without_count(**kwargs: Any) -> dict[str, str]:
+        answer = await original(**kwargs)
         data, checksum = s3.objects[KEY]
         s3.objects[KEY] = (data, checksum.split("-")[0])  # as some S3s answer it
+        return answer
 
     s3.complete_multipart_upload = without_count  # type: ignore[method-assign]
     stored = await copy(s3, files.url("video.mp4"))
@@ -1084,3 +1114,99 @@ async def test_a_wrong_object_is_left_to_the_worker_holding_the_lease(
         await copy(s3, files.url("video.mp4"), ledger=ledger, lease=CountedLease(allowed=2))
     assert s3.deleted == []
     assert KEY in s3.objects
+
+
+# --- a worker gone stale between its lease check and S3 ------------------------------------------
+# S3 cannot fence by the lease's token, and a check that passed says nothing of the moment S3
+# acts. Here the check passes, but the ledger's fenced write is refused: the lease is another
+# worker's by the time the step is taken.
+
+
+async def test_an_upload_given_up_is_never_resumed(files: RecordingSource) -> None:
+    """A predecessor recorded the upload abandoned, and its abort has not reached S3 (or never
+    will): the copy aborts it again and starts afresh, never writing into it."""
+    s3, ledger = FakeS3(), MemoryLedger()
+    await interrupted(s3, files, ledger, at=40_000)
+    (given_up,) = s3.uploads
+    ledger.given_up.add(given_up)
+    stored = await copy(s3, files.url("video.mp4"), ledger=ledger)
+    assert stored.resumed_parts == 0
+    assert files.requests[-1] == ("video.mp4", None)
+    assert (s3.objects[KEY][0], s3.uploads) == (DATA, {})
+
+
+async def test_an_upload_is_recorded_given_up_before_it_is_aborted(
+    files: RecordingSource,
+) -> None:
+    s3, ledger = FakeS3(), MemoryLedger()
+    await interrupted(s3, files, ledger, at=40_000)
+    (old,) = s3.uploads
+    files.faults["video.mp4"] = Fault(ignore_ranges=True)  # the old upload cannot be continued
+    await copy(s3, files.url("video.mp4"), ledger=ledger)
+    assert old not in s3.uploads
+    assert ledger.given_up == {old}
+
+
+async def test_a_worker_fenced_out_after_its_check_aborts_nothing(files: RecordingSource) -> None:
+    """The check passed; by the time the worker would give the upload up, a successor holds the
+    lease (and may be resuming it): the abort is never sent."""
+    s3, ledger = FakeS3(), MemoryLedger()
+    await interrupted(s3, files, ledger, at=40_000)
+    (upload_id,) = s3.uploads
+    ledger.fenced_out = True
+    files.faults["video.mp4"] = Fault(ignore_ranges=True)
+    with pytest.raises(Lost):
+        await copy(s3, files.url("video.mp4"), ledger=ledger, lease=CountedLease())
+    assert set(s3.uploads) == {upload_id}
+    assert sorted(ledger.digests[upload_id]) == [1, 2]
+    with pytest.raises(Lost):
+        await abort_unfinished(s3.client(), "bk", KEY, ledger, CountedLease())
+    assert set(s3.uploads) == {upload_id}
+
+
+async def test_an_upload_ended_by_another_abort_just_before_ours_is_given_up_all_the_same(
+    files: RecordingSource,
+) -> None:
+    """The predecessor gave the upload up and its abort reaches S3 between our listing and our
+    abort (or a retried abort of ours follows one whose answer was lost): S3 answers
+    NoSuchUpload, which is what an abort wants."""
+    s3, ledger = FakeS3(), MemoryLedger()
+    await interrupted(s3, files, ledger, at=40_000)
+    (upload_id,) = s3.uploads
+    abort = s3.abort_multipart_upload
+
+    async def ended_just_before(*, Bucket: str, Key: str, UploadId: str) -> None:
+        s3.uploads.pop(UploadId, None)  # the other abort
+        await abort(Bucket=Bucket, Key=Key, UploadId=UploadId)
+
+    s3.abort_multipart_upload = ended_just_before  # type: ignore[method-assign]
+    assert await abort_unfinished(s3.client(), "bk", KEY, ledger) == 1
+    assert ledger.given_up == {upload_id}
+    assert upload_id not in ledger.digests
+
+
+def successor_completes(s3: FakeS3) -> None:
+    s3.objects[KEY] = (DATA, composite(DATA))
+    s3.etags[KEY] = '"the-successors-object-2"'
+
+
+def successor_deletes(s3: FakeS3) -> None:
+    del s3.objects[KEY]  # say, the successor's own delete of this same wrong object
+
+
+@pytest.mark.parametrize("meanwhile", [successor_completes, successor_deletes])
+async def test_a_wrong_object_replaced_or_deleted_since_is_left_alone(
+    files: RecordingSource, meanwhile: Callable[[FakeS3], None]
+) -> None:
+    """This worker's object is wrong, and before its delete reaches S3 a successor's good
+    object has replaced it (or it is gone): the delete, conditional on this completion's ETag,
+    touches nothing of the successor's, and the copy still fails."""
+    s3 = FakeS3(tamper=lambda data: data[:-1], before_delete=meanwhile)
+    with pytest.raises(IntegrityError) as raised:
+        await copy(s3, files.url("video.mp4"), ledger=MemoryLedger(), lease=CountedLease())
+    assert str(raised.value).endswith(f"{composite(DATA)}; not deleted: replaced or gone since")
+    assert s3.deleted == []
+    if meanwhile is successor_completes:
+        assert s3.objects[KEY] == (DATA, composite(DATA))
+    else:
+        assert KEY not in s3.objects

@@ -53,6 +53,9 @@ class RecordingCompleted(Event):
 
     type: ClassVar[str] = "recording.completed"
     provider: Literal["meetingbaas"] = "meetingbaas"
+    # The provider API that delivered it, and so the one that signs its URLs again. Events from
+    # before this field were all read as v2.
+    provider_api: Literal["v1", "v2"] = "v2"
     video_url: str
     audio_url: str | None = None
     urls_received_at: datetime

@@ -1,23 +1,39 @@
-"""Fresh recording URLs from MeetingBaaS (v2 `GET /v2/bots/{bot_id}`).
+"""Fresh recording URLs from MeetingBaaS, asked of the API that delivered the recording.
 
-The signed URLs a `bot.completed` webhook carries expire after about four hours, while
-MeetingBaaS keeps the recording for days and signs new URLs whenever the bot is asked for. The
-answer is the bot's details in MeetingBaaS's envelope, `{"success": true, "data": {...}}`, with
-`video` and `audio` as in `bot.completed` (sample: `tests/fixtures/providers/meetingbaas/
-v2-get-bot.response.json`). A bot MeetingBaaS no longer knows (404) or whose recording it no
-longer holds (no `video`) is gone for good.
+The signed URLs a webhook carries expire (v2's after 4 hours, v1's sooner), while MeetingBaaS
+keeps the recording for days and signs new URLs whenever it is asked. The two APIs ask and answer
+differently (formats from MeetingBaaS's OpenAPI descriptions, `openapi-v2.json` and `openapi.json`
+in its public docs repository; samples in `tests/fixtures/providers/meetingbaas/`):
+
+- v2, `GET /v2/bots/{bot_id}` ("Get bot details"): `{"success": true, "data": {...}}` with
+  `video` and `audio` as in `bot.completed`, each `null` once the bot's data is deleted, which
+  `artifacts_deleted` then says.
+- v1, `GET /bots/meeting_data?bot_id=...` ("Get Meeting Data"): the recording's `mp4` at the top
+  level beside `bot_data`, an empty string once the file is gone. Only the mp4 is taken: the v1
+  `complete` webhook hands over nothing else, and v1's `audio` is an uncompressed WAV.
+
+Both authenticate with the `x-meeting-baas-api-key` header. A bot MeetingBaaS does not know (404,
+410) or whose video it no longer holds is `RecordingGone`; any other refusal or an answer in
+another shape is a `ProviderError` (the attempt fails, a later one may succeed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
 
+Api = Literal["v1", "v2"]
+
 
 class RecordingGone(Exception):
     """MeetingBaaS no longer has this bot's recording: asking again cannot help."""
+
+
+class ProviderError(Exception):
+    """MeetingBaaS refused the request or answered something we cannot read."""
 
 
 @dataclass(frozen=True)
@@ -27,23 +43,75 @@ class RecordingUrls:
 
 
 async def fresh_recording_urls(
-    api_url: str, api_key: str, bot_id: str, timeout_seconds: float
+    api_url: str, api_key: str, bot_id: str, timeout_seconds: float, *, api: Api
 ) -> RecordingUrls:
-    """Newly signed URLs of `bot_id`'s recording; `RecordingGone` when there is none any more.
-    Any other refusal or failure raises aiohttp's error (a provider failure, never our outage)."""
-    url = f"{api_url.rstrip('/')}/v2/bots/{quote(bot_id, safe='')}"
+    """Newly signed URLs of `bot_id`'s recording, asked of MeetingBaaS's API `api` (the one
+    that delivered the recording); `RecordingGone` when there is none any more. Network failures
+    raise aiohttp's errors (a provider failure, never our outage)."""
+    base = api_url.rstrip("/")
+    if api == "v1":
+        url, params = (
+            f"{base}/bots/meeting_data",
+            {"bot_id": bot_id, "include_transcripts": "false"},
+        )
+    else:
+        url, params = f"{base}/v2/bots/{quote(bot_id, safe='')}", {}
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
     async with (
         aiohttp.ClientSession(timeout=timeout) as http,
-        http.get(url, headers={"x-meeting-baas-api-key": api_key}) as response,
+        http.get(url, params=params, headers={"x-meeting-baas-api-key": api_key}) as response,
     ):
         if response.status in (404, 410):
-            raise RecordingGone(f"MeetingBaaS no longer has bot {bot_id} (HTTP {response.status})")
-        response.raise_for_status()
-        body = await response.json()
+            raise RecordingGone(
+                f"MeetingBaaS no longer has bot {bot_id} (API {api}: HTTP {response.status})"
+            )
+        if response.status != 200:
+            # The status only: an error body may say anything.
+            raise ProviderError(
+                f"MeetingBaaS refused fresh URLs of bot {bot_id} (API {api}: HTTP"
+                f" {response.status})"
+            )
+        try:
+            body = await response.json(content_type=None)
+        except ValueError as exc:
+            raise ProviderError(
+                f"MeetingBaaS answered fresh URLs of bot {bot_id} with what is not JSON (API {api})"
+            ) from exc
+    return meeting_data_urls(bot_id, body) if api == "v1" else bot_details_urls(bot_id, body)
+
+
+def bot_details_urls(bot_id: str, body: Any) -> RecordingUrls:
+    """The recording's URLs in a v2 `GET /v2/bots/{bot_id}` answer."""
     data = body.get("data") if isinstance(body, dict) else None
-    video = data.get("video") if isinstance(data, dict) else None
-    if not isinstance(video, str) or not video:
-        raise RecordingGone(f"MeetingBaaS has no recording for bot {bot_id} any more")
-    audio = data.get("audio") if isinstance(data, dict) else None
-    return RecordingUrls(video, audio if isinstance(audio, str) and audio else None)
+    if not isinstance(data, dict) or body.get("success") is not True:
+        raise ProviderError(f"MeetingBaaS answered bot {bot_id}'s details in an unknown shape")
+    if data.get("artifacts_deleted") is True:
+        raise RecordingGone(f"MeetingBaaS has deleted the recording of bot {bot_id}")
+    video = _url(data.get("video"))
+    if video is None:
+        raise RecordingGone(
+            f"MeetingBaaS has no video for bot {bot_id} (status {_status(data.get('status'))})"
+        )
+    return RecordingUrls(video, _url(data.get("audio")))
+
+
+def meeting_data_urls(bot_id: str, body: Any) -> RecordingUrls:
+    """The recording's URL in a v1 `GET /bots/meeting_data` answer."""
+    if not isinstance(body, dict) or "mp4" not in body or not isinstance(body["mp4"], str):
+        raise ProviderError(f"MeetingBaaS answered bot {bot_id}'s meeting data in an unknown shape")
+    video = _url(body["mp4"])
+    if video is None:
+        raise RecordingGone(f"MeetingBaaS has no mp4 for bot {bot_id} any more")
+    return RecordingUrls(video, None)
+
+
+def _url(value: object) -> str | None:
+    """A URL field: a non-empty string, else absent (`null`, v1's `""`)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _status(value: object) -> str:
+    """A bot status for a message: one of MeetingBaaS's short codes, or `?`."""
+    if isinstance(value, str) and 0 < len(value) <= 40 and value.replace("_", "").isalnum():
+        return value
+    return "?"

@@ -6,8 +6,12 @@ behave like presigned S3 URLs (signed, expiring, range requests). A bot created 
 `callback_config` also calls that URL itself with `bot.completed` or `bot.failed`, sending the
 configured secret in `x-mb-secret` (before the account webhook, so the callback is the delivery
 that counts). `GET /v2/bots` lists bots as MeetingBaaS does, filtered by `extra` (`field:value,...`)
-and newest first. Tests can make `POST /v2/bots` refuse a meeting URL (`refused_meeting_urls`) or
-hold its answer after the bot exists (`hold_next_create`). Gladia side: `POST
+and newest first. A bot's recording URLs are signed anew by `GET /v2/bots/{bot_id}` (v2) and
+`GET /bots/meeting_data?bot_id=...` (v1), each answering in its API's documented shape (samples in
+`tests/fixtures/providers/meetingbaas/`); once a test deletes the recording (`deleted_recordings`),
+both answer as MeetingBaaS does for deleted data. Tests can make `POST /v2/bots` refuse a meeting
+URL (`refused_meeting_urls`) or hold its answer after the bot exists (`hold_next_create`). Gladia
+side: `POST
 /v2/pre-recorded` accepts a job and calls its callback URL with the result; `GET
 /v2/pre-recorded/{id}` answers the job; every Gladia API request is counted
 (`gladia_requests`). `/sim/...` lets tests steer bots and see what was sent.
@@ -81,6 +85,8 @@ class Bot:
     released: asyncio.Event = field(default_factory=asyncio.Event)
     bot_name: str = ""
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    joined_at: datetime | None = None
+    exited_at: datetime | None = None
 
 
 @dataclass(eq=False)
@@ -168,7 +174,9 @@ class ProviderSimulator:
         self.create_requests: list[dict[str, Any]] = []  # body of each `POST /v2/bots`
         self.refused_meeting_urls: set[str] = set()  # `POST /v2/bots` answers 400 for these
         self.deleted_recordings: set[str] = set()  # bots whose recording the provider dropped
-        self.refreshes: list[str] = []  # bot id of each `GET /v2/bots/{bot_id}`
+        # (API, bot id) of each request for a bot's fresh URLs: ("v2", id) for `GET
+        # /v2/bots/{id}`, ("v1", id) for `GET /bots/meeting_data?bot_id=id`.
+        self.refreshes: list[tuple[str, str]] = []
         self._create_holds: list[CreateHold] = []
         self._url_key = secrets.token_bytes(32)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -299,6 +307,83 @@ class ProviderSimulator:
             f"&X-Amz-Expires={expires}&X-Amz-Signature={signature}"
         )
 
+    def bot_details(self, bot: Bot) -> dict[str, Any]:
+        """The bot as v2's `GET /v2/bots/{bot_id}` describes it (every field its OpenAPI
+        description requires), with freshly signed URLs of its recording once it has one; `null`
+        for every artifact, and `artifacts_deleted`, once the recording is deleted."""
+        deleted = bot.bot_id in self.deleted_recordings
+        ready = bot.status == "completed" and not deleted
+        base = f"{self.base_url}/recordings/{bot.bot_id}"
+        transcribed = ready and bot.transcription
+        names = ["Ada Lovelace", "Alan Turing"] if bot.joined_at else []
+        return {
+            "bot_id": bot.bot_id,
+            "bot_name": bot.bot_name,
+            "meeting_url": bot.meeting_url,
+            "meeting_platform": _platform(bot.meeting_url),
+            "recording_mode": "speaker_view",
+            "status": bot.status,
+            "created_at": _time(bot.created_at),
+            "joined_at": _time(bot.joined_at),
+            "exited_at": _time(bot.exited_at),
+            "duration_seconds": 6 if bot.status == "completed" else None,
+            "participants": [{"name": n, "id": i} for i, n in enumerate(names, 1)],
+            "speakers": [{"name": n, "id": i} for i, n in enumerate(names, 1)],
+            "artifacts_deleted": deleted,
+            "video": self.signed_url(bot.bot_id, "video.mp4") if ready else None,
+            "audio": self.signed_url(bot.bot_id, "audio.flac") if ready else None,
+            "diarization": f"{base}/diarization.jsonl" if transcribed else None,
+            "raw_transcription": f"{base}/raw_transcription.json" if transcribed else None,
+            "transcription": f"{base}/transcription.json" if transcribed else None,
+            "chat_messages": None,
+            "transcription_ids": None,
+            "transcription_provider": "gladia" if bot.transcription else None,
+            "error_code": "BOT_NOT_ACCEPTED" if bot.status == "failed" else None,
+            "error_message": (
+                "The bot was not admitted to the meeting" if bot.status == "failed" else None
+            ),
+            "tokens": None,
+            "extra": bot.extra,
+            "zoom_config": None,
+        }
+
+    def meeting_data(self, bot: Bot) -> dict[str, Any]:
+        """The bot's recording as v1's `GET /bots/meeting_data` answers it (every field its
+        OpenAPI description requires, transcripts left out as `include_transcripts=false` asks):
+        a freshly signed `mp4`, an empty string for a file that does not exist (no WAV here;
+        none at all once the recording is deleted)."""
+        ready = bot.status == "completed" and bot.bot_id not in self.deleted_recordings
+        return {
+            "bot_data": {
+                "bot": {
+                    "id": uuid.UUID(bot.bot_id).int % 2**31,
+                    "uuid": bot.bot_id,
+                    "account_id": 1,
+                    "bot_param_id": 1,
+                    "bot_name": bot.bot_name,
+                    "meeting_url": bot.meeting_url,
+                    "created_at": _time(bot.created_at),
+                    "bot_joined_at": _time(bot.joined_at),
+                    "bot_exited_at": _time(bot.exited_at),
+                    "ended_at": _time(bot.exited_at),
+                    "mp4_s3_path": f"{bot.bot_id}.mp4" if ready else "",
+                    "diarization_v2": False,
+                    "is_stopped": bot.exited_at is not None,
+                    "reserved": False,
+                    "extra": bot.extra,
+                    "transcription_custom_parameters": {},
+                    "webhook_url": f"{self.config.ingest_url}/webhooks/meetingbaas",
+                },
+                "transcripts": [],
+            },
+            "duration": 6 if bot.status == "completed" else 0,
+            "mp4": self.signed_url(bot.bot_id, "video.mp4") if ready else "",
+            "audio": "",
+            "meeting_participants_file": "",
+            "speaker_diarization_file": "",
+            "speaker_diarization_file_network": "",
+        }
+
     # --- the bot's life -----------------------------------------------------------------------
 
     async def _live(self, bot: Bot) -> None:
@@ -314,8 +399,10 @@ class ProviderSimulator:
                     "status": {"code": code, "created_at": now, "start_time": now},
                 },
             )
+        bot.joined_at = datetime.now(UTC)
         await bot.released.wait()
         await asyncio.sleep(self.config.completed_delay_seconds)
+        bot.exited_at = datetime.now(UTC)
         if bot.fail:
             bot.status = "failed"
             await self._send(
@@ -335,8 +422,8 @@ class ProviderSimulator:
             "bot_id": bot.bot_id,
             "event_id": str(uuid.uuid4()),
             "duration_seconds": 6,
-            "joined_at": (datetime.now(UTC) - timedelta(seconds=8)).isoformat(),
-            "exited_at": datetime.now(UTC).isoformat(),
+            "joined_at": _time(bot.joined_at),
+            "exited_at": _time(bot.exited_at),
             "video": self.signed_url(bot.bot_id, "video.mp4"),
             "audio": self.signed_url(bot.bot_id, "audio.flac"),
             "transcription": f"{base}/transcription.json" if bot.transcription else None,
@@ -577,26 +664,36 @@ class ProviderSimulator:
         async def get_bot(
             bot_id: str, x_meeting_baas_api_key: str | None = Header(None)
         ) -> JSONResponse:
-            """A bot's details, with freshly signed URLs of its recording once it has one (the
-            ones its `bot.completed` carried expire); a bot it no longer keeps is 404."""
+            """A bot's details (v2), with freshly signed URLs of its recording once it has one
+            (the ones its `bot.completed` carried expire); 404 for a bot it does not know."""
             if bad_key(x_meeting_baas_api_key, self.config.api_key):
-                return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
+                return _v2_error(401, "Unauthorized", "FST_ERR_FORBIDDEN", "Invalid API key")
             bot = self.bots.get(bot_id)
-            if bot is None or bot_id in self.deleted_recordings:
-                return JSONResponse({"success": False, "error": "Bot not found"}, 404)
-            done = bot.status == "completed"
-            data = {
-                "bot_id": bot.bot_id,
-                "bot_name": bot.bot_name,
-                "meeting_url": bot.meeting_url,
-                "extra": bot.extra,
-                "status": bot.status,
-                "created_at": bot.created_at.isoformat().replace("+00:00", "Z"),
-                "video": self.signed_url(bot.bot_id, "video.mp4") if done else None,
-                "audio": self.signed_url(bot.bot_id, "audio.flac") if done else None,
-            }
-            self.refreshes.append(bot_id)
-            return JSONResponse({"success": True, "data": data})
+            if bot is None:
+                return _v2_error(
+                    404,
+                    "Not Found",
+                    "FST_ERR_BOT_NOT_FOUND_BY_ID",
+                    f"Bot with ID '{bot_id}' not found",
+                )
+            self.refreshes.append(("v2", bot_id))
+            return JSONResponse({"success": True, "data": self.bot_details(bot)})
+
+        @app.get("/bots/meeting_data")
+        async def get_meeting_data(
+            bot_id: str = "",
+            x_meeting_baas_api_key: str | None = Header(None),
+        ) -> JSONResponse:
+            """A bot's recording (v1), its `mp4` signed anew; 404 for a bot it does not know.
+            Transcripts are never included (`include_transcripts` is not read): the simulator's
+            transcript is in its webhooks."""
+            if bad_key(x_meeting_baas_api_key, self.config.api_key):
+                return JSONResponse({"error": "Invalid API key"}, 401)
+            bot = self.bots.get(bot_id)
+            if bot is None:
+                return JSONResponse({"error": "Bot not found"}, 404)
+            self.refreshes.append(("v1", bot_id))
+            return JSONResponse(self.meeting_data(bot))
 
         @app.api_route("/recordings/{bot_id}/{name}", methods=["GET", "HEAD"])
         async def recording(request: Request, bot_id: str, name: str) -> Response:
@@ -669,6 +766,33 @@ class ProviderSimulator:
             return {"ingest_status": await self.resend_completed(bot_id)}
 
         return app
+
+
+def _v2_error(status: int, label: str, code: str, message: str) -> JSONResponse:
+    """An error in API v2's envelope (`ErrorResponse` in its OpenAPI description)."""
+    body = {
+        "success": False,
+        "error": label,
+        "message": message,
+        "code": code,
+        "statusCode": status,
+        "details": None,
+    }
+    return JSONResponse(body, status)
+
+
+def _time(moment: datetime | None) -> str | None:
+    """A time as MeetingBaaS writes it: ISO 8601 in UTC, milliseconds, `Z`."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _platform(meeting_url: str) -> str:
+    """MeetingBaaS's name for the platform of a meeting URL."""
+    if "zoom." in meeting_url:
+        return "zoom"
+    return "teams" if "teams." in meeting_url else "meet"
 
 
 def _s3_error(status: int, code: str, message: str) -> Response:

@@ -128,6 +128,7 @@ def _completed_v2(data: dict[str, Any], received_at: datetime) -> list[Event]:
     events: list[Event] = [
         RecordingCompleted(
             bot_id=d.bot_id,
+            provider_api="v2",
             video_url=str(d.video),
             audio_url=str(d.audio) if d.audio else None,
             urls_received_at=received_at,
@@ -164,6 +165,7 @@ def _completed_v1(data: dict[str, Any], received_at: datetime) -> list[Event]:
     events: list[Event] = [
         RecordingCompleted(
             bot_id=d.bot_id,
+            provider_api="v1",
             video_url=str(d.mp4),
             urls_received_at=received_at,
             provider_transcript=bool(d.transcript),

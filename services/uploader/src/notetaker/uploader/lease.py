@@ -109,11 +109,19 @@ class UploadLease:
 
     async def run(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run `work` while renewing the lease every third of its length; stop `work` and raise
-        `LeaseLost` when the lease is taken over. A database that does not answer a renewal is
-        tried again until the lease has run out: only the token decides who holds it."""
+        `LeaseLost` when the lease is taken over, and stop it too when this call is cancelled. A
+        database that does not answer a renewal is tried again until the lease has run out: only
+        the token decides who holds it."""
         async with self._renewing() as lost:
             task = asyncio.ensure_future(work())
-            done, _ = await asyncio.wait([task, lost], return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait([task, lost], return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                # Stopped (a revoked partition's drain, a shutdown): `asyncio.wait` leaves the
+                # work running, so it is stopped here, before the caller hands the lease back.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
             if task not in done:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LeaseLost):

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from notetaker.common.events import RecordingCompleted
+from notetaker.common.meetingbaas import Api
 from notetaker.uploader.keys import SourceUrlCipher
 from notetaker.uploader.lease import UploadLease
 
@@ -20,6 +21,7 @@ class Recording:
     user_id: uuid.UUID
     bot_id: str
     status: str
+    provider_api: Api  # the MeetingBaaS API that delivered it (a CHECK keeps it v1 or v2)
     video_url: str | None
     audio_url: str | None
     urls_received_at: datetime | None
@@ -33,7 +35,7 @@ class Recording:
     next_retry_at: datetime | None
 
 
-_COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status,
+_COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status, provider_api,
     provider_video_url AS video_url, provider_audio_url AS audio_url,
     provider_urls_received_at AS urls_received_at, provider_transcript,
     s3_upload_retry_count AS retry_count,
@@ -57,16 +59,17 @@ async def save_source(
     pool: asyncpg.Pool, event: RecordingCompleted, cipher: SourceUrlCipher
 ) -> None:
     """Remember the provider URLs (for retries, sealed: they carry the provider's signature)
-    unless the upload is already done."""
+    and the API that sent them (which signs them again) unless the upload is already done."""
     await pool.execute(
         "UPDATE recordings SET provider_video_url = $2, provider_audio_url = $3,"
-        " provider_urls_received_at = $4, provider_transcript = $5, updated_at = now()"
-        " WHERE bot_id = $1 AND s3_upload_status <> 'complete'",
+        " provider_urls_received_at = $4, provider_transcript = $5, provider_api = $6,"
+        " updated_at = now() WHERE bot_id = $1 AND s3_upload_status <> 'complete'",
         event.bot_id,
         cipher.seal(event.video_url),
         cipher.seal(event.audio_url),
         event.urls_received_at,
         event.provider_transcript,
+        event.provider_api,
     )
 
 

@@ -18,6 +18,15 @@ Read from the top: `stream_to_s3` makes one `_Copy` of a source into a `Destinat
 key, ledger, lease); the copy resumes or starts a `MultipartUpload`, and a `_PartWriter` fills
 it. Creating, completing and aborting an upload, and deleting a wrong object, each need the
 `Lease` to hold: a worker that lost it to another touches nothing of the other's upload.
+
+S3 cannot fence those steps by the lease's token, and a worker can go stale between its check
+and S3 acting on the request (paused, or the request slow in flight), so each is also made safe
+on its own. An upload is aborted only once the ledger has recorded it abandoned, a write the
+ledger makes only for the current holder of the lease, and no copy ever resumes an abandoned
+upload: a late abort only ever hits an upload nobody writes to. A wrong object is deleted only
+if it is still the one this completion wrote (`If-Match` its ETag), never a successor's. A late
+completion needs nothing more: an upload is completed only once every part of the file is in
+it and in the ledger, so a successor resuming it adds no part and completes the same parts.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
+from botocore.exceptions import ClientError
 
 from notetaker.common import source_policy
 from notetaker.common.logs import get_logger
@@ -114,6 +124,15 @@ class PartLedger(Protocol):
 
     async def forget(self, upload_id: str) -> None: ...
 
+    async def abandon(self, upload_id: str) -> None:
+        """Record that the upload is given up, never to be resumed; only while the lease holds
+        (else raise), and before it is aborted."""
+        ...
+
+    async def abandoned(self, upload_ids: list[str]) -> set[str]:
+        """Which of these uploads were given up."""
+        ...
+
 
 class Lease(Protocol):
     """The worker's hold on the recording: `check` raises unless it still holds it. Completing,
@@ -133,6 +152,12 @@ class NoLedger:
 
     async def forget(self, upload_id: str) -> None:
         return None
+
+    async def abandon(self, upload_id: str) -> None:
+        return None
+
+    async def abandoned(self, upload_ids: list[str]) -> set[str]:
+        return set()
 
 
 class NoLease:
@@ -411,13 +436,17 @@ class Destination:
         return [self.upload(u["UploadId"]) for u in uploads]
 
     async def resumable(self) -> _Resumable | None:
-        """The newest unfinished upload with the parts we can vouch for; the others aborted."""
+        """The newest unfinished upload not given up, with the parts we can vouch for; the
+        others aborted (again, for those given up before: an abort whose answer was lost)."""
         uploads = await self.unfinished()
-        if not uploads:
+        given_up = await self.ledger.abandoned([u.upload_id for u in uploads])
+        live = [u for u in uploads if u.upload_id not in given_up]
+        newest = live[-1] if live else None
+        for upload in uploads:
+            if upload is not newest:
+                await upload.abort()
+        if newest is None:
             return None
-        *stale, newest = uploads
-        for upload in stale:
-            await upload.abort()
         return _Resumable(newest, await newest.vouched_parts())
 
     async def start(self, content_type: str) -> MultipartUpload:
@@ -502,10 +531,18 @@ class MultipartUpload:
             marker = page["NextPartNumberMarker"]
 
     async def abort(self) -> None:
+        """Give the upload up: recorded first (only while the lease holds), then aborted, so
+        this abort, however late it reaches S3, only ever ends an upload nobody resumes."""
         await self.destination.lease.check()
-        await self.destination.s3.abort_multipart_upload(
-            Bucket=self.destination.bucket, Key=self.key, UploadId=self.upload_id
-        )
+        await self.destination.ledger.abandon(self.upload_id)
+        try:
+            await self.destination.s3.abort_multipart_upload(
+                Bucket=self.destination.bucket, Key=self.key, UploadId=self.upload_id
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise
+            # Already ended: aborted by an earlier try whose answer was lost.
         await self.destination.ledger.forget(self.upload_id)
 
     async def complete(self, parts: list[Part], size: int, resumed: int) -> StoredObject:
@@ -521,7 +558,7 @@ class MultipartUpload:
             for p in parts
         ]
         await self.destination.lease.check()
-        await s3.complete_multipart_upload(
+        answer = await s3.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=self.upload_id, MultipartUpload={"Parts": completed}
         )
         await self.destination.ledger.forget(self.upload_id)
@@ -532,12 +569,30 @@ class MultipartUpload:
             stored_checksum and stored_checksum.split("-")[0] != checksum.split("-")[0]
         ):
             await self.destination.lease.check()
-            await s3.delete_object(Bucket=bucket, Key=key)
+            deleted = await self._delete_if_still(answer["ETag"])
             raise IntegrityError(
                 f"s3://{bucket}/{key} holds {head['ContentLength']} bytes with checksum"
-                f" {stored_checksum}, expected {size} bytes with {checksum}; deleted"
+                f" {stored_checksum}, expected {size} bytes with {checksum};"
+                + (" deleted" if deleted else " not deleted: replaced or gone since")
             )
         return StoredObject(key, size, checksum, len(parts), resumed)
+
+    async def _delete_if_still(self, etag: str) -> bool:
+        """Delete the object this upload became, unless it is gone or another has replaced it
+        since (a successor's completion); whether it was deleted."""
+        try:
+            await self.destination.s3.delete_object(
+                Bucket=self.destination.bucket, Key=self.key, IfMatch=etag
+            )
+        except ClientError as exc:
+            if _error_code(exc) not in ("PreconditionFailed", "NoSuchKey"):
+                raise
+            return False
+        return True
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 async def abort_unfinished(

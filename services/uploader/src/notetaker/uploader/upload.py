@@ -40,7 +40,7 @@ from notetaker.common.events import (
 from notetaker.common.failures import Kind, classify
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
-from notetaker.common.meetingbaas import RecordingGone, fresh_recording_urls
+from notetaker.common.meetingbaas import ProviderError, RecordingGone, fresh_recording_urls
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.uploader import recordings
 from notetaker.uploader.keys import SourceUrlCipher
@@ -350,9 +350,12 @@ class Uploader:
                 key.get_secret_value(),
                 recording.bot_id,
                 self.settings.meetingbaas_timeout_seconds,
+                api=recording.provider_api,
             )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except ProviderError as exc:
             # The provider's failure, not an outage of ours: it uses up the attempt.
+            raise SourceError(str(exc), reason="provider_refresh") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise SourceError(
                 f"asking MeetingBaaS for fresh URLs of bot {recording.bot_id} failed:"
                 f" {type(exc).__name__}",
@@ -367,7 +370,7 @@ class Uploader:
             audio_url=urls.audio,
             received_at=received,
         )
-        log.info("upload.urls_refreshed", why=why)
+        log.info("upload.urls_refreshed", why=why, api=recording.provider_api)
         return dataclasses.replace(
             recording, video_url=urls.video, audio_url=urls.audio, urls_received_at=received
         )

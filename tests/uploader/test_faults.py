@@ -139,6 +139,9 @@ async def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         "NOTETAKER_UPLOAD_PART_SIZE_BYTES": str(5 * MIB),
         "NOTETAKER_UPLOAD_RETRY_DELAYS_SECONDS": "[1, 1, 1]",
         "NOTETAKER_UPLOAD_MAX_ATTEMPTS": "3",
+        # An S3 request gives up after 4 tries (3 retries with botocore's backoff, seconds, not
+        # the half minute of 6 tries): S3 answering 503 for good becomes an outage sooner.
+        "NOTETAKER_S3_MAX_ATTEMPTS": "4",
         # A source held at a gate sends nothing while the test looks around: no read timeout
         # may end the copy meanwhile.
         "NOTETAKER_SOURCE_TIMEOUT_SECONDS": "120",

@@ -130,7 +130,7 @@ def kafka_source(settings: NotetakerSettings, group_id: str) -> AIOKafkaConsumer
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
-        session_timeout_ms=10_000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=1_000,
     )
 

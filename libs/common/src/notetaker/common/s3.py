@@ -61,7 +61,7 @@ async def s3_client(
         region_name=settings.s3_region,
     )
     config = AioConfig(
-        retries={"max_attempts": 6, "mode": "adaptive"},
+        retries={"max_attempts": settings.s3_max_attempts, "mode": "adaptive"},
         signature_version="s3v4",
         max_pool_connections=50,
         s3={"addressing_style": "path", "payload_signing_enabled": sign_payload},

@@ -108,6 +108,11 @@ class NotetakerSettings(BaseSettings):
         gt=0,
         description="How long the group waits for members to rejoin; keep above the drain.",
     )
+    kafka_session_timeout_ms: int = Field(
+        10_000,
+        ge=6_000,  # Kafka's group.min.session.timeout.ms by default
+        description="How long a consumer that stopped heartbeating (killed) keeps its partitions.",
+    )
     kafka_consumer_drain_seconds: float = Field(
         4.0,
         ge=0,
@@ -135,6 +140,12 @@ class NotetakerSettings(BaseSettings):
         None, description="S3 endpoint; empty means AWS itself (MinIO or moto locally)."
     )
     s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_max_attempts: int = Field(
+        6,
+        ge=1,
+        description="Tries of one S3 request (botocore's adaptive retries) before the caller"
+        " sees the error (an outage, which the services wait out).",
+    )
     s3_bucket: str = Field("notetaker-recordings", description="Private bucket for recordings.")
     s3_access_key_id: SecretStr | None = Field(
         None, description="S3 access key; empty uses the AWS default credential chain."

@@ -131,6 +131,9 @@ class Stack:
             "NOTETAKER_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
             "NOTETAKER_DATABASE_URL": self.database_url,
             "NOTETAKER_S3_BUCKET": self.s3_bucket,
+            # A killed worker's partitions go to the others after 6 s (Kafka's least), not 10:
+            # the dev stack's restarts and kill tests wait that out at every kill.
+            "NOTETAKER_KAFKA_SESSION_TIMEOUT_MS": "6000",
         }
         if "kafka" in self.processes:
             # Tansu reports the end offset of a batch of several records short: the join's

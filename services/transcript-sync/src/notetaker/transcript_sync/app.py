@@ -456,7 +456,7 @@ def create_app(settings: TranscriptSyncSettings) -> faust.App:
         producer_max_batch_size=settings.faust_producer_max_batch_bytes,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=settings.faust_rebalance_timeout_seconds,
-        broker_session_timeout=10.0,
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=1.0,
         web_port=settings.http_port,
         web_bind="0.0.0.0",

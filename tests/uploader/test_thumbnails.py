@@ -8,6 +8,7 @@ import io
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 import av
 import pytest
 from prometheus_client import REGISTRY
@@ -54,7 +55,7 @@ def test_the_black_opening_is_skipped_even_when_asked_for_it() -> None:
 
 
 async def test_a_video_without_decodable_frames_fails_clearly_once(
-    stack: Stack, s3: S3Client
+    stack: Stack, s3: S3Client, db: asyncpg.Pool
 ) -> None:
     key = f"t/broken-{uuid.uuid4()}/video.mp4"
     bot_id = f"broken-{uuid.uuid4()}"
@@ -78,7 +79,7 @@ async def test_a_video_without_decodable_frames_fails_clearly_once(
     publisher = EventPublisher(stack.settings(service_name="uploader"))
     await publisher.start()
     try:
-        thumbnailer = Thumbnailer(s3, publisher, width=320, at_seconds=3.0)
+        thumbnailer = Thumbnailer(s3, publisher, db, width=320, at_seconds=3.0)
         await thumbnailer.handle(Envelope("id", "/t", request.type, datetime.now(UTC), request))
     finally:
         await publisher.stop()

@@ -1,4 +1,5 @@
-"""Writes to `meetings`: only the media columns, only on notetaker rows, only when they change.
+"""Writes to `meetings`: only the media columns, only on notetaker rows, only when they change,
+never once the meeting's media was deleted (`media_deleted_at`: `MeetingMediaDeleted`).
 
 Every write is keyed by bot_id and sets absolute values, so repeating it changes nothing; the
 `IS DISTINCT FROM` guards keep a repeat from even touching `updated_at`. Fathom rows are never
@@ -26,6 +27,11 @@ from notetaker.common.failures import Permanent
 from notetaker.common.s3 import parse_s3_location
 from notetaker.transcript_sync import outbox
 from notetaker.transcript_sync.join import JoinState
+
+
+class MeetingMediaDeleted(Permanent):
+    """The meeting's media was deleted (`media_deleted_at`): nothing is written for it again.
+    Not an error of the event: the join drops it (see `app.py`), it is never dead-lettered."""
 
 
 class MeetingNotFound(Permanent):
@@ -58,7 +64,8 @@ async def _update(
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"UPDATE meetings SET {assignments}, updated_at = now()"  # noqa: S608 - fixed columns
-            f" WHERE bot_id = $1 AND source = 'notetaker' AND ({differs}) {_RETURNING}",
+            f" WHERE bot_id = $1 AND source = 'notetaker' AND media_deleted_at IS NULL"
+            f" AND ({differs}) {_RETURNING}",
             bot_id,
             *args,
         )
@@ -67,13 +74,23 @@ async def _update(
             row = await conn.fetchrow(
                 "SELECT id, org_id, video_url IS NOT NULL AS has_video,"
                 " transcript_text IS NOT NULL AS has_transcript,"
-                " thumbnail_url IS NOT NULL AS has_thumbnail"
+                " thumbnail_url IS NOT NULL AS has_thumbnail,"
+                " media_deleted_at IS NOT NULL AS deleted"
                 " FROM meetings WHERE bot_id = $1 AND source = 'notetaker'",
                 bot_id,
             )
+            if row is not None and row["deleted"]:
+                raise MeetingMediaDeleted(f"the media of bot {bot_id}'s meeting was deleted")
         if row is None:
             raise MeetingNotFound(f"no notetaker meeting row for bot {bot_id}")
-        media = MeetingMedia(**dict(row), changed=changed)
+        media = MeetingMedia(
+            id=row["id"],
+            org_id=row["org_id"],
+            has_video=row["has_video"],
+            has_transcript=row["has_transcript"],
+            has_thumbnail=row["has_thumbnail"],
+            changed=changed,
+        )
         if changed:
             synced = MeetingSynced(
                 bot_id=bot_id,
@@ -135,6 +152,19 @@ FAILED = "failed: "  # how `mark_failed` starts the status
 
 async def mark_failed(pool: asyncpg.Pool, source: str, bot_id: str, error: str) -> MeetingMedia:
     return await _update(pool, source, bot_id, "recording_status = $2", f"{FAILED}{error}"[:1000])
+
+
+async def media_deleted(pool: asyncpg.Pool, bot_id: str) -> bool:
+    """Whether the bot's meeting (or its recording) had its media deleted: then no event about
+    it changes anything any more."""
+    return bool(
+        await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM meetings WHERE bot_id = $1 AND source = 'notetaker'"
+            " AND media_deleted_at IS NOT NULL) OR EXISTS (SELECT 1 FROM recordings"
+            " WHERE bot_id = $1 AND media_deleted_at IS NOT NULL)",
+            bot_id,
+        )
+    )
 
 
 async def keep_transcript_ref(pool: asyncpg.Pool, bot_id: str, ref: str) -> None:
@@ -212,7 +242,9 @@ async def open_transcription_job(
     intent of an earlier try whose job may exist already; else (the new row, True)."""
     row = await pool.fetchrow(
         "INSERT INTO transcription_jobs (request_id, bot_id, provider, token_expires_at)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT (bot_id) DO NOTHING"
+        " SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM recordings"
+        " WHERE bot_id = $2 AND media_deleted_at IS NOT NULL)"
+        " ON CONFLICT (bot_id) DO NOTHING"
         " RETURNING request_id, job_id, token_expires_at",
         request_id,
         bot_id,
@@ -225,7 +257,10 @@ async def open_transcription_job(
         "SELECT request_id, job_id, token_expires_at FROM transcription_jobs WHERE bot_id = $1",
         bot_id,
     )
-    if row is None:  # deleted in between: nothing of an earlier try is left
+    if row is None:
+        if await media_deleted(pool, bot_id):  # no job is asked for a deleted recording
+            raise MeetingMediaDeleted(f"the media of bot {bot_id}'s meeting was deleted")
+        # The row was deleted in between: nothing of an earlier try is left.
         return await open_transcription_job(pool, bot_id, provider, request_id, token_expires_at)
     return TranscriptionJob(**dict(row)), False
 

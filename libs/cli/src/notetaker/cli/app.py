@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from notetaker.cli import dead_letters, events
+from notetaker.cli import (
+    costs,
+    dead_letters,
+    events,
+    meetings,
+    recordings,
+    retention,
+    thumbnails,
+    webhooks,
+)
 
 app = typer.Typer(
     name="notetaker",
@@ -22,8 +31,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(recordings.app, name="recordings")
+app.add_typer(thumbnails.app, name="thumbnails")
+app.command("costs")(costs.costs)
+app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(events.app, name="events")
 app.add_typer(dead_letters.app, name="dead-letters")
+app.add_typer(
+    dead_letters.app,
+    name="dlq",
+    help="Short for `dead-letters`: list and replay the events a consumer gave up on.",
+)
+app.add_typer(meetings.app, name="meetings")
+app.add_typer(retention.app, name="retention")
 
 
 def main() -> None:

@@ -7,10 +7,16 @@ behave like presigned S3 URLs (signed, expiring, range requests). A bot created 
 configured secret in `x-mb-secret` (before the account webhook, so the callback is the delivery
 that counts). `GET /v2/bots` lists bots as MeetingBaaS does, filtered by `extra` (`field:value,...`)
 and newest first. Tests can make `POST /v2/bots` refuse a meeting URL (`refused_meeting_urls`) or
-hold its answer after the bot exists (`hold_next_create`). Gladia side: `POST
-/v2/pre-recorded` accepts a job and calls its callback URL with the result; `GET
-/v2/pre-recorded/{id}` answers the job; every Gladia API request is counted
-(`gladia_requests`). `/sim/...` lets tests steer bots and see what was sent.
+hold its answer after the bot exists (`hold_next_create`). `POST /bots/{bot_id}/delete_data`
+(API v1) deletes a bot's recording and transcript as MeetingBaaS does (`{"ok": true, "status":
+"deleted"}`, then `alreadyDeleted`; its URLs and `GET /v2/bots/{bot_id}` answer 404 from then
+on); tests can make it answer an error status instead (`delete_data_status`, e.g. 429 as its
+rate limit does).
+
+Gladia side: `POST /v2/pre-recorded` accepts a job and calls its callback URL with the result;
+`GET /v2/pre-recorded/{id}` answers the job; `DELETE /v2/pre-recorded/{id}` deletes a finished
+job (202, no body; 403 while it runs, 404 for a job it does not have); every Gladia API request
+is counted (`gladia_requests`). `/sim/...` lets tests steer bots and see what was sent.
 """
 
 from __future__ import annotations
@@ -169,6 +175,9 @@ class ProviderSimulator:
         self.refused_meeting_urls: set[str] = set()  # `POST /v2/bots` answers 400 for these
         self.deleted_recordings: set[str] = set()  # bots whose recording the provider dropped
         self.refreshes: list[str] = []  # bot id of each `GET /v2/bots/{bot_id}`
+        self.data_deletions: list[str] = []  # bot id of each `POST /bots/{bot_id}/delete_data`
+        self.delete_data_status: int | None = None  # answer delete_data with this status
+        self.deleted_jobs: list[str] = []  # Gladia jobs deleted (`DELETE /v2/pre-recorded/...`)
         self._create_holds: list[CreateHold] = []
         self._url_key = secrets.token_bytes(32)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -598,10 +607,27 @@ class ProviderSimulator:
             self.refreshes.append(bot_id)
             return JSONResponse({"success": True, "data": data})
 
+        @app.post("/bots/{bot_id}/delete_data")
+        async def delete_data(
+            bot_id: str, x_meeting_baas_api_key: str | None = Header(None)
+        ) -> JSONResponse:
+            """API v1's data deletion: the bot's recording, transcript and logs."""
+            if bad_key(x_meeting_baas_api_key, self.config.api_key):
+                return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
+            self.data_deletions.append(bot_id)
+            if self.delete_data_status is not None:
+                return JSONResponse({"ok": False}, self.delete_data_status)
+            if bot_id not in self.bots:
+                return JSONResponse({"success": False, "error": "Bot not found"}, 404)
+            if bot_id in self.deleted_recordings:
+                return JSONResponse({"ok": True, "status": "alreadyDeleted"})
+            self.deleted_recordings.add(bot_id)
+            return JSONResponse({"ok": True, "status": "deleted"})
+
         @app.api_route("/recordings/{bot_id}/{name}", methods=["GET", "HEAD"])
         async def recording(request: Request, bot_id: str, name: str) -> Response:
             bot = self.bots.get(bot_id)
-            if bot is None:
+            if bot is None or bot_id in self.deleted_recordings:
                 return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
             if name == "video.mp4":
                 await asyncio.sleep(bot.video_delay if request.method == "GET" else 0)
@@ -641,6 +667,20 @@ class ProviderSimulator:
             if job.status == "done":
                 answer["result"] = _gladia_result()
             return answer
+
+        @app.delete("/v2/pre-recorded/{job_id}")
+        async def delete_job(job_id: str, x_gladia_key: str | None = Header(None)) -> Response:
+            if bad_key(x_gladia_key, self.config.gladia_api_key):
+                return JSONResponse({"statusCode": 401, "message": "Invalid API key"}, 401)
+            job = self.jobs.get(job_id)
+            if job is None:
+                return JSONResponse({"statusCode": 404, "message": "Job not found"}, 404)
+            if job.status not in ("done", "error"):
+                message = "The transcription job is not in a deletable state"
+                return JSONResponse({"statusCode": 403, "message": message}, 403)
+            del self.jobs[job_id]
+            self.deleted_jobs.append(job_id)
+            return Response(status_code=202)
 
         @app.post("/sim/bots")
         async def sim_create_bot(request: Request) -> dict[str, str]:

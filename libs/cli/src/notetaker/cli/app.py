@@ -18,6 +18,7 @@ from notetaker.cli import (
     thumbnails,
     webhooks,
 )
+from notetaker.common.logs import configure_logging
 
 app = typer.Typer(
     name="notetaker",
@@ -47,7 +48,9 @@ app.add_typer(retention.app, name="retention")
 
 
 def main() -> None:
-    """Console-script entry point (`notetaker`)."""
+    """Console-script entry point (`notetaker`). Logs go to stderr, warnings and worse only
+    (NOTETAKER_LOG_LEVEL=DEBUG shows everything): stdout is the command's output."""
+    configure_logging("notetaker-cli", "WARNING", "console")
     app()
 
 

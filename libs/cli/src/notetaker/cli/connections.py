@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from notetaker.cli.dead_letters import database_name
-from notetaker.cli.events import Stop, err, start_kafka_client
+from notetaker.cli.events import Stop, err, fail, start_kafka_client
 from notetaker.cli.settings import CliSettings
 from notetaker.common.db import create_pool
 from notetaker.common.kafka import EventPublisher
@@ -113,17 +113,18 @@ def explained(settings: CliSettings) -> Iterator[None]:
 
 
 def checked_ref(ref: str) -> str:
-    """An id or bot id as given, refused (exit 2) when it cannot be one."""
+    """An id or bot id as given; anything that cannot be one exits 2 before any query."""
     if not ref or len(ref) > MAX_REF or any(ord(c) < 32 for c in ref):
-        raise Stop(f"{ref[:40]!r}… is not an id or a bot id", code=2)
+        fail(f"{ref[:40]!r}… is not an id or a bot id", 2)
     return ref
 
 
 def checked_org(org: str) -> uuid.UUID:
+    """An org id; anything else exits 2."""
     try:
         return uuid.UUID(org)
     except ValueError:
-        raise Stop(f"--org {org[:40]!r} is not an org id (a UUID)", code=2) from None
+        fail(f"{org[:40]!r} is not an org id (a UUID)", 2)
 
 
 def json_lines(rows: Iterable[dict[str, Any]]) -> None:

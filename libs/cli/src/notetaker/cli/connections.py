@@ -20,10 +20,11 @@ import aiohttp
 import asyncpg
 from aiokafka.errors import KafkaError
 from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from notetaker.cli.dead_letters import database_name
-from notetaker.cli.events import Stop, err, fail, start_kafka_client
+from notetaker.cli.events import Stop, err, fail, out, start_kafka_client
 from notetaker.cli.settings import CliSettings
 from notetaker.common.db import create_pool
 from notetaker.common.kafka import EventPublisher
@@ -144,3 +145,12 @@ def progress() -> Progress:
         transient=True,
         disable=not err.is_terminal,
     )
+
+
+# Piped output is not cut to 80 columns: ids and keys stay whole for grep and for the eye.
+_piped = Console(highlight=False, soft_wrap=True, width=240)
+
+
+def show(renderable: RenderableType) -> None:
+    """Print a table (or grid) on stdout, as wide as the terminal, or whole when piped."""
+    (out if out.is_terminal else _piped).print(renderable)

@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from notetaker.cli.connections import checked_org, connect, json_lines
-from notetaker.cli.events import err, out, run
+from notetaker.cli.connections import show as show_table
+from notetaker.cli.events import err, run
 from notetaker.cli.settings import CliSettings
 from notetaker.common.costs import CostRow, cost_rows, month_bounds
 from notetaker.common.settings import load_settings
@@ -104,6 +105,6 @@ def costs(
                 f"{t['api_requests']:.0f}",
                 f"{t['cost_usd']:.6f}",
             )
-    out.print(table)
+    show_table(table)
     if not rows:
         err.print("No usage is recorded for that period" + (" and org." if org_id else "."))

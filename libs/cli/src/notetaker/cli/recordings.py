@@ -29,6 +29,7 @@ from notetaker.cli.connections import (
     json_lines,
     progress,
 )
+from notetaker.cli.connections import show as show_table
 from notetaker.cli.events import (
     ALL_TOPICS,
     Shown,
@@ -163,7 +164,7 @@ def list_command(
             human_size(r.size_bytes),
             (r.error or "")[:120],
         )
-    out.print(table)
+    show_table(table)
 
 
 # --- recordings show -------------------------------------------------------------------------
@@ -359,7 +360,7 @@ def print_recording(row: RecordingRow, details: dict[str, Any]) -> None:
             f"{deletion['requested_at']} by {deletion['requested_by']} ({deletion['reason']}),"
             f" {state}",
         )
-    out.print(head)
+    show_table(head)
 
 
 def print_webhooks(webhooks: list[Delivery]) -> None:
@@ -368,7 +369,7 @@ def print_webhooks(webhooks: list[Delivery]) -> None:
         table.add_column(column, overflow="fold")
     for w in webhooks:
         table.add_row(*w.cells())
-    out.print(table)
+    show_table(table)
 
 
 def print_events(events: list[Shown]) -> None:
@@ -392,7 +393,7 @@ def print_events(events: list[Shown]) -> None:
             f"{record.partition}:{record.offset}",
             data,
         )
-    out.print(table)
+    show_table(table)
 
 
 # --- recordings retry ------------------------------------------------------------------------

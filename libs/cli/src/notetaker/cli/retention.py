@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from notetaker.cli.connections import checked_org, connect, json_lines
+from notetaker.cli.connections import show as show_table
 from notetaker.cli.dead_letters import operator
 from notetaker.cli.events import Stop, out, run
 from notetaker.cli.settings import CliSettings
@@ -133,5 +134,5 @@ def list_command(
         table.add_row(
             str(r.org_id), str(r.days), r.set_by, f"{r.set_at.astimezone(UTC):%Y-%m-%d %H:%M:%SZ}"
         )
-    out.print(table)
+    show_table(table)
     out.print(f"{due} recording(s) past their retention now (the scheduler deletes them).")

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from rich.table import Table
 
 from notetaker.cli.connections import Connections, checked_ref, connect, json_lines, progress
+from notetaker.cli.connections import show as show_table
 from notetaker.cli.events import Stop, err, out, run
 from notetaker.cli.lookup import find_recording
 from notetaker.cli.settings import CliSettings
@@ -122,7 +123,7 @@ def missing_command(
             m.video_url,
             f"{m.video_since.astimezone(UTC):%Y-%m-%d %H:%M:%SZ}",
         )
-    out.print(table)
+    show_table(table)
 
 
 async def regenerate(settings: CliSettings, ref: str | None) -> list[dict[str, Any]]:

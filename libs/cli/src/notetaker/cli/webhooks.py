@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from notetaker.cli.connections import checked_ref, connect, json_lines
+from notetaker.cli.connections import show as show_table
 from notetaker.cli.events import out, run
 from notetaker.cli.settings import CliSettings
 from notetaker.common.settings import load_settings
@@ -107,7 +108,7 @@ def show_command(
         table.add_column(column, overflow="fold")
     for delivery in found:
         table.add_row(*delivery.cells())
-    out.print(table)
+    show_table(table)
     if not found:
         out.print(
             "Nothing received for this bot. Check the provider's webhook settings and ingest's"

@@ -102,9 +102,9 @@ async def expired_recordings(
         " coalesce(o.days, $2) AS days"
         " FROM recordings r LEFT JOIN org_retention o ON o.org_id = r.org_id"
         " WHERE r.media_deleted_at IS NULL"
-        " AND r.created_at < $1 - make_interval(days => least($2,"
+        " AND r.created_at < $1::timestamptz - make_interval(days => least($2,"
         "   (SELECT coalesce(min(days), $2) FROM org_retention)))"
-        " AND r.created_at < $1 - make_interval(days => coalesce(o.days, $2))"
+        " AND r.created_at < $1::timestamptz - make_interval(days => coalesce(o.days, $2))"
         " AND ($4::uuid IS NULL OR r.org_id = $4)"
         " ORDER BY r.created_at LIMIT $3",
         now,

@@ -5,11 +5,14 @@ operator's `notetaker meetings delete`. It also forgets webhook receipts older t
 
 A recording another run is deleting (its advisory lock held) is left to that run this round.
 A deletion that fails on our own S3, Kafka or database ends the job for the round: the next one
-tries again (the deletion's row says where it stopped).
+tries again (the deletion's row says where it stopped). The job starts no new deletion once it
+has run `budget_seconds` (10 s): a backlog (retention turned on over years of media) is worked
+off round by round, never holding up the bot deploys of the next round.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,9 +42,13 @@ async def apply_retention(
     default_days: int,
     now: datetime,
     limit: int = 50,
+    budget_seconds: float = 10.0,
 ) -> RetentionRound:
     resumed = expired = completed = 0
+    deadline = time.monotonic() + budget_seconds
     for recording_id in await unfinished_deletions(conn, now=now, limit=limit):
+        if time.monotonic() > deadline:
+            break
         outcome = await deleter.delete(recording_id, by=WHO, reason="retention", wait=False)
         if outcome is not None:
             resumed += 1
@@ -49,6 +56,8 @@ async def apply_retention(
     for recording in await expired_recordings(
         conn, default_days=default_days, now=now, limit=limit
     ):
+        if time.monotonic() > deadline:
+            break
         outcome = await deleter.delete(
             recording.recording_id, by=WHO, reason="retention", wait=False
         )

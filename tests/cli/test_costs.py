@@ -3,6 +3,7 @@ same code (`notetaker.common.costs`), checked here against the admin API itself.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date
 from pathlib import Path
@@ -43,8 +44,13 @@ async def test_costs_is_the_admin_apis_table_per_org_and_per_day(
     await usage(db, cheap, 10, "storage_gb", 0.5)
     env = cli_env(stack.env())
 
-    daily = await notetaker(
-        env, "costs", "--month", MONTH, "--org", str(dear), "--daily", "--json", cwd=tmp_path
+    daily, totals, table, bad = await asyncio.gather(
+        notetaker(
+            env, "costs", "--month", MONTH, "--org", str(dear), "--daily", "--json", cwd=tmp_path
+        ),
+        notetaker(env, "costs", "--month", MONTH, "--json", cwd=tmp_path),
+        notetaker(env, "costs", "--month", MONTH, cwd=tmp_path),
+        notetaker(env, "costs", "--month", "2020-13", cwd=tmp_path),
     )
     assert daily.returncode == 0, daily.stderr
     token = "admin-token-of-the-costs-test"
@@ -62,7 +68,6 @@ async def test_costs_is_the_admin_apis_table_per_org_and_per_day(
     assert daily.json_lines() == served.json()["rows"]
     assert len(served.json()["rows"]) == 5
 
-    totals = await notetaker(env, "costs", "--month", MONTH, "--json", cwd=tmp_path)
     assert totals.returncode == 0, totals.stderr
     by_org = {line["org_id"]: line for line in totals.json_lines()}
     assert list(by_org) == [str(dear), str(cheap)]  # the most expensive first
@@ -71,11 +76,9 @@ async def test_costs_is_the_admin_apis_table_per_org_and_per_day(
     assert by_org[str(dear)]["api_requests"] == 40
     assert round(by_org[str(dear)]["cost_usd"], 6) == round((1 + 3 + 2 + 2 + 40) / 100, 6)
 
-    table = await notetaker(env, "costs", "--month", MONTH, cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert str(dear) in table.stdout
     assert f"{(1 + 3 + 2 + 2 + 40 + 0.5) / 100:.6f}" in table.stdout  # the total
 
-    bad = await notetaker(env, "costs", "--month", "2020-13", cwd=tmp_path)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr

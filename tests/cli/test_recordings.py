@@ -7,6 +7,7 @@ deleted once checked, so that uploader finds nothing to do for them.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -74,19 +75,26 @@ async def test_list_filters_by_status_and_org(
         assert result.returncode == 0, result.stderr
         return {line["id"]: line["state"] for line in result.json_lines()}
 
-    assert await listed("--status", "failed") == {
-        str(final): "failed_final",
-        str(waiting): "failed",
-    }
-    assert await listed() == {
+    failed, everything, table = await asyncio.gather(
+        listed("--status", "failed"),
+        listed(),
+        notetaker(
+            operator_env,
+            "recordings",
+            "list",
+            "--status",
+            "failed_final",
+            "--org",
+            str(org),
+            cwd=tmp_path,
+        ),
+    )
+    assert failed == {str(final): "failed_final", str(waiting): "failed"}
+    assert everything == {
         str(final): "failed_final",
         str(waiting): "failed",
         str(stored.recording_id): "complete",
     }
-    table = await notetaker(
-        operator_env, "recordings", "list", "--status", "failed_final", "--org", str(org),
-        cwd=tmp_path,
-    )  # fmt: skip
     assert table.returncode == 0, table.stderr
     assert str(final) in table.stdout
     assert "HTTP 500" in table.stdout
@@ -121,8 +129,16 @@ async def test_show_tells_status_storage_webhooks_events_and_the_meetings_row(
     finally:
         await publisher.stop()
 
-    result = await notetaker(
-        operator_env, "recordings", "show", meeting.bot_id, "--json", cwd=tmp_path
+    result, readable = await asyncio.gather(
+        notetaker(operator_env, "recordings", "show", meeting.bot_id, "--json", cwd=tmp_path),
+        notetaker(
+            operator_env,
+            "recordings",
+            "show",
+            str(meeting.meeting_id),
+            "--no-events",
+            cwd=tmp_path,
+        ),
     )
     assert result.returncode == 0, result.stderr
     (shown,) = result.json_lines()
@@ -145,9 +161,6 @@ async def test_show_tells_status_storage_webhooks_events_and_the_meetings_row(
     statuses = [e for e in shown["events"] if e["type"] == "bot.status"]
     assert [e["data"]["status"] for e in statuses] == ["call_ended"]
 
-    readable = await notetaker(
-        operator_env, "recordings", "show", str(meeting.meeting_id), "--no-events", cwd=tmp_path
-    )
     assert readable.returncode == 0, readable.stderr
     for expected in (str(meeting.recording_id), "Budget review", "video.mp4", "refused"):
         assert expected in readable.stdout, expected

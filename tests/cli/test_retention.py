@@ -3,6 +3,7 @@ lifecycle rule (the safety net). The deletions themselves: tests/scheduler/test_
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -23,26 +24,27 @@ async def test_set_list_unset_and_a_retention_the_safety_net_would_cut_short(
     assert (line["org_id"], line["days"]) == (str(org), 30)
     assert "@" in line["set_by"]  # user@host, for the audit
 
-    refused = await notetaker(env, "retention", "set", str(org), "400", cwd=tmp_path)
+    refused, listed, table = await asyncio.gather(
+        notetaker(env, "retention", "set", str(org), "400", cwd=tmp_path),
+        notetaker(env, "retention", "list", "--json", cwd=tmp_path),
+        notetaker(env, "retention", "list", cwd=tmp_path),
+    )
     assert refused.returncode == 2
     assert "not shorter than the bucket's lifecycle rule (400 days" in " ".join(
         refused.stderr.split()
     )
     assert await db.fetchval("SELECT days FROM org_retention WHERE org_id = $1", org) == 30
-
-    listed = await notetaker(env, "retention", "list", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert {x["org_id"]: x["days"] for x in listed.json_lines()}[str(org)] == 30
-    table = await notetaker(env, "retention", "list", cwd=tmp_path)
     assert "90 days by default" in table.stdout
     assert "safety net 400 days" in table.stdout
 
-    unset = await notetaker(env, "retention", "unset", str(org), cwd=tmp_path)
+    unset, hostile = await asyncio.gather(
+        notetaker(env, "retention", "unset", str(org), cwd=tmp_path),
+        notetaker(env, "retention", "set", "'; DELETE FROM org_retention", "1", cwd=tmp_path),
+    )
     assert unset.returncode == 0, unset.stderr
     assert "back to the default retention (90 days)" in unset.stdout
     assert await db.fetchval("SELECT count(*) FROM org_retention WHERE org_id = $1", org) == 0
-
-    hostile = await notetaker(env, "retention", "set", "'; DELETE FROM org_retention", "1",
-                              cwd=tmp_path)  # fmt: skip
     assert hostile.returncode == 2
     assert "is not an org id" in hostile.stderr

@@ -37,13 +37,11 @@ from notetaker.common.events import (
     RecordingCompleted,
     RecordingUploaded,
     RecordingUploadFailed,
-    ThumbnailRequested,
     dlq_topic,
 )
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key
 from notetaker.devstack.asgi import InLoopServer
-from notetaker.devstack.media import demo_recording
 from notetaker.devstack.s3_proxy import RESET, Hold, S3FaultProxy, is_complete, is_part
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.sources import Fault, Gate, RecordingSource
@@ -840,49 +838,3 @@ async def test_a_recording_deleted_while_its_upload_completes_is_not_stored_agai
     final = await recording(db, bot_id)
     assert final["s3_upload_status"] == "failed"
     assert final["s3_upload_error_message"] == "media deleted before the upload finished"
-
-
-async def test_a_thumbnail_stored_after_the_deletion_listed_the_recording_is_deleted_too(
-    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack, deleter: MediaDeleter
-) -> None:
-    """The thumbnailer's PUT of the JPEG is held until the deletion has listed and deleted the
-    recording's objects: it lands after the listing, and the thumbnailer, seeing the recording
-    deleted, deletes it again and announces nothing."""
-    org, user, recording_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    bot_id = f"thumb-{uuid.uuid4()}"
-    await db.execute(
-        "INSERT INTO recordings (id, org_id, user_id, bot_id, s3_upload_status)"
-        " VALUES ($1, $2, $3, $4, 'complete')",
-        recording_id,
-        org,
-        user,
-        bot_id,
-    )
-    video = recording_key(org, user, recording_id, "video", "mp4")
-    thumbnail = recording_key(org, user, recording_id, "thumbnail", "jpg")
-    await s3.put_object(Bucket=stack.s3_bucket, Key=video, Body=demo_recording().video)
-    hold = Hold(lambda request: request.method == "PUT" and request.url.path.endswith(thumbnail))
-    workers.proxy.holds.append(hold)
-    await workers.publisher.publish(
-        ThumbnailRequested(
-            bot_id=bot_id,
-            recording_id=recording_id,
-            org_id=org,
-            bucket=stack.s3_bucket,
-            video_key=video,
-            thumbnail_key=thumbnail,
-        )
-    )
-    await hold.wait_reached(60)
-    outcome = await deleter.delete(recording_id, by="ops@test", reason="operator")
-    assert outcome is not None
-    assert outcome.deletion.deleted_keys == [video]  # the listing saw no thumbnail yet
-    hold.open()
-
-    async def removed() -> bool:
-        return "thumbnail.media_deleted" in events(workers, recording_id)
-
-    await eventually(removed, 60, "the thumbnailer to delete what it stored")
-    prefix = video.rsplit("/", 1)[0] + "/"
-    assert await held_in(s3, stack, prefix) == []
-    assert await events_for(stack, "thumbnail.generated", bot_id) == []

@@ -64,6 +64,7 @@ _BOT_SURELY_ENDED = timedelta(days=1)
 # A Gladia job row without the provider's id yet may still get one this long after the request.
 _GLADIA_ID_PENDING = timedelta(hours=1)
 _PURGE_PASSES = 20
+_LOCK_WAIT_SECONDS = 300.0  # a run waits this long for another run on the same recording
 _DELETE_BATCH = 1000
 
 
@@ -283,9 +284,18 @@ class MediaDeleter:
         database errors of a step are recorded on the row and raised."""
         async with self.pool.acquire() as conn:
             if wait:
-                await conn.execute(
-                    "SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, str(recording_id)
-                )
+                try:
+                    await conn.execute(
+                        "SELECT pg_advisory_lock($1, hashtext($2))",
+                        _LOCK_NAMESPACE,
+                        str(recording_id),
+                        timeout=_LOCK_WAIT_SECONDS,
+                    )
+                except TimeoutError as exc:
+                    raise TimeoutError(
+                        f"another deletion of recording {recording_id} has run for over"
+                        f" {_LOCK_WAIT_SECONDS:.0f} s: try again once it is over"
+                    ) from exc
             elif not await conn.fetchval(
                 "SELECT pg_try_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, str(recording_id)
             ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic_settings import BaseSettings
 
+from notetaker.cli.settings import CliSettings
 from notetaker.common.settings import NotetakerSettings
 from notetaker.ingest.settings import IngestSettings
 from notetaker.metrics.settings import MetricsSettings
@@ -37,3 +38,9 @@ def service_env_names() -> dict[str, set[str]]:
 def migrate_env_names() -> set[str]:
     """What `python -m notetaker.common.migrate` reads (the shared base settings)."""
     return env_names(NotetakerSettings)
+
+
+@pytest.fixture(scope="session")
+def cli_env_names() -> set[str]:
+    """What the `notetaker` command (the chart's toolbox) reads."""
+    return env_names(CliSettings)

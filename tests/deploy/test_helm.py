@@ -1035,3 +1035,77 @@ def test_parked_events_alert_fires_after_half_an_hour_of_parked_events(tmp_path:
         ],
     }
     assert_rule_tests_pass(cases, tmp_path)
+
+
+# --- the operators' toolbox ------------------------------------------------------------------
+
+
+TOOLBOX_VALUES: dict[str, Any] = {**FULL_VALUES, "toolbox": {"enabled": True}}
+
+
+@pytest.fixture(scope="module")
+def with_toolbox() -> list[Manifest]:
+    return render(TOOLBOX_VALUES)
+
+
+def test_the_toolbox_is_off_unless_enabled(default: list[Manifest]) -> None:
+    assert "toolbox" not in by_component(default, "Deployment")
+
+
+def test_the_toolbox_lints_and_passes_the_kubernetes_schema(with_toolbox: list[Manifest]) -> None:
+    report = helm.lint(CHART, TOOLBOX_VALUES, strict=True)
+    assert not report["errors"], report
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report
+    for version in KUBERNETES_VERSIONS:
+        test_every_manifest_passes_the_kubernetes_schema(with_toolbox, version)
+    # The rules every pod follows hold for it too.
+    test_no_container_runs_as_root(with_toolbox)
+    test_every_container_has_resource_requests_and_limits(with_toolbox)
+    test_every_resource_carries_the_recommended_labels(with_toolbox)
+
+
+def test_the_toolbox_runs_the_cli_with_the_services_settings_and_secrets(
+    with_toolbox: list[Manifest], cli_env_names: set[str]
+) -> None:
+    deployment = by_component(with_toolbox, "Deployment")["toolbox"]
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["image"] == "notetaker-cli:0.1.0"
+    assert container["command"] == ["sleep", "infinity"]  # exec'd into, never a daemon
+    assert "ports" not in container
+    # The services' ServiceAccount: the same S3 access (IRSA) as the uploader's.
+    scheduler = by_component(with_toolbox, "Deployment")["scheduler"]["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == scheduler["serviceAccountName"]
+    (source,) = container["envFrom"]
+    config = by_component(with_toolbox, "ConfigMap")["toolbox"]
+    assert source == {"configMapRef": {"name": config["metadata"]["name"]}}
+    data = config["data"]
+    shared = by_component(with_toolbox, "ConfigMap")["scheduler"]["data"]
+    for name in (
+        "NOTETAKER_KAFKA_BOOTSTRAP_SERVERS",
+        "NOTETAKER_S3_BUCKET",
+        "NOTETAKER_S3_ENDPOINT_URL",
+        "NOTETAKER_MEDIA_RETENTION_DAYS",
+        "NOTETAKER_S3_LIFECYCLE_EXPIRATION_DAYS",
+    ):
+        assert data[name] == shared[name], name
+    assert data["NOTETAKER_MEDIA_RETENTION_DAYS"] == "90"
+    assert data["NOTETAKER_S3_LIFECYCLE_EXPIRATION_DAYS"] == "400"
+    assert not data.keys() - cli_env_names, "settings the tool does not read"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert not refs.keys() - cli_env_names
+    assert refs["NOTETAKER_DATABASE_URL"] == {"name": "notetaker-database", "key": "url"}
+    scheduler_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in scheduler["containers"][0]["env"]
+    }
+    for name in ("NOTETAKER_MEETINGBAAS_API_KEY", "NOTETAKER_GLADIA_API_KEY"):
+        assert refs[name] == scheduler_refs[name], name
+    text = yaml.safe_dump_all(with_toolbox)
+    assert not SECRET_VALUE.search(text)
+
+
+def test_every_service_reads_the_retention_and_the_safety_net_is_longer() -> None:
+    manifests = render({"retention": {"defaultDays": 30, "lifecycleSafetyNetDays": 365}})
+    for service, config in by_component(manifests, "ConfigMap").items():
+        assert config["data"]["NOTETAKER_MEDIA_RETENTION_DAYS"] == "30", service
+        assert config["data"]["NOTETAKER_S3_LIFECYCLE_EXPIRATION_DAYS"] == "365", service

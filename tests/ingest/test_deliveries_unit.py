@@ -21,7 +21,7 @@ import pytest
 
 from notetaker.common.events import BotStatusChanged, Event, RecordingFailed
 from notetaker.common.kafka import EventPublisher
-from notetaker.ingest.deliveries import is_known_bot, publish_once
+from notetaker.ingest.deliveries import media_deleted_of, publish_once
 
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
@@ -32,11 +32,11 @@ def normalized(sql: str) -> str:
 
 
 INSERT_DELIVERIES = normalized(
-    "INSERT INTO webhook_deliveries (provider, delivery_id, event_type, bot_id)"
-    " SELECT $1, d, $3, $4 FROM unnest($2::text[]) AS d"
+    "INSERT INTO webhook_deliveries (provider, delivery_id, event_type, bot_id, outcome)"
+    " SELECT $1, d, $3, $4, $5 FROM unnest($2::text[]) AS d"
     " ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING delivery_id"
 )
-KNOWN_BOT = normalized("SELECT true FROM recordings WHERE bot_id = $1")
+MEDIA_DELETED = normalized("SELECT media_deleted_at IS NOT NULL FROM recordings WHERE bot_id = $1")
 
 
 class Unknown(Exception):
@@ -45,8 +45,9 @@ class Unknown(Exception):
 
 @dataclass
 class FakeDeliveries:
-    rows: dict[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)
+    rows: dict[tuple[str, str], tuple[str, str | None, str]] = field(default_factory=dict)
     bots: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)  # bots whose media was deleted
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[FakeDeliveries]:
@@ -64,20 +65,20 @@ class FakeDeliveries:
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, str]]:
         if normalized(sql) != INSERT_DELIVERIES:
             raise Unknown(sql)
-        provider, ids, event_type, bot_id = args
+        provider, ids, event_type, bot_id, outcome = args
         assert isinstance(ids, list)  # asyncpg sends a Python list as text[]
         inserted = []
         for delivery_id in ids:
             if (provider, delivery_id) not in self.rows:
-                self.rows[(provider, delivery_id)] = (event_type, bot_id)
+                self.rows[(provider, delivery_id)] = (event_type, bot_id, outcome)
                 inserted.append({"delivery_id": delivery_id})
         return inserted
 
     async def fetchval(self, sql: str, *args: Any) -> bool | None:
-        if normalized(sql) != KNOWN_BOT:
+        if normalized(sql) != MEDIA_DELETED:
             raise Unknown(sql)
         (bot_id,) = args
-        return True if bot_id in self.bots else None
+        return (bot_id in self.deleted) if bot_id in self.bots else None
 
 
 @dataclass
@@ -105,6 +106,7 @@ async def deliver(
     *,
     events: Sequence[Event] = (COMPLETED,),
     provider: str = "meetingbaas",
+    outcome: str = "published",
     timeout: float = 5.0,
 ) -> bool:
     return await publish_once(
@@ -115,6 +117,7 @@ async def deliver(
         event_type="bot.failed",
         bot_id="bot-1",
         events=events,
+        outcome=outcome,
         timeout=timeout,
     )
 
@@ -124,8 +127,8 @@ async def test_a_new_delivery_is_published_and_remembered() -> None:
     assert await deliver(db, publisher, ["msg_1", "fact:bot.failed:bot-1"]) is True
     assert publisher.published == [[COMPLETED]]
     assert db.rows == {
-        ("meetingbaas", "msg_1"): ("bot.failed", "bot-1"),
-        ("meetingbaas", "fact:bot.failed:bot-1"): ("bot.failed", "bot-1"),
+        ("meetingbaas", "msg_1"): ("bot.failed", "bot-1", "published"),
+        ("meetingbaas", "fact:bot.failed:bot-1"): ("bot.failed", "bot-1", "published"),
     }
 
 
@@ -161,9 +164,9 @@ async def test_the_same_id_from_another_provider_is_another_delivery() -> None:
 
 async def test_a_delivery_without_events_is_remembered_without_publishing() -> None:
     db, publisher = FakeDeliveries(), FakePublisher()
-    assert await deliver(db, publisher, ["cal_1"], events=[]) is True
+    assert await deliver(db, publisher, ["cal_1"], events=[], outcome="ignored") is True
     assert publisher.published == []
-    assert ("meetingbaas", "cal_1") in db.rows
+    assert db.rows[("meetingbaas", "cal_1")][2] == "ignored"
     assert await deliver(db, publisher, ["cal_1"], events=[]) is False
 
 
@@ -195,7 +198,10 @@ async def test_when_kafka_refuses_the_delivery_is_forgotten() -> None:
     assert db.rows == {}
 
 
-async def test_a_bot_is_known_once_it_has_a_recording() -> None:
-    db = FakeDeliveries(bots={"bot-1"})
-    assert await is_known_bot(cast(asyncpg.Pool, db), "bot-1") is True
-    assert await is_known_bot(cast(asyncpg.Pool, db), "bot-2") is False
+async def test_a_bot_is_known_once_it_has_a_recording_and_says_whether_its_media_is_deleted() -> (
+    None
+):
+    db = FakeDeliveries(bots={"bot-1", "bot-3"}, deleted={"bot-3"})
+    assert await media_deleted_of(cast(asyncpg.Pool, db), "bot-1") is False
+    assert await media_deleted_of(cast(asyncpg.Pool, db), "bot-2") is None
+    assert await media_deleted_of(cast(asyncpg.Pool, db), "bot-3") is True

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 import pytest
@@ -30,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from notetaker.common.deletion import MediaDeleter, ProviderAccess
 from notetaker.common.events import (
     TOPICS,
     RecordingCompleted,
@@ -790,3 +792,52 @@ async def test_scaling_out_from_one_worker_to_three_mid_upload_copies_each_recor
     finally:
         for process in joined:
             process.stop()
+
+
+# --- deleted while being stored --------------------------------------------------------------
+
+
+@pytest.fixture
+async def deleter(stack: Stack, db: asyncpg.Pool, s3: S3Client) -> AsyncIterator[MediaDeleter]:
+    """The operator's deletion path (`notetaker meetings delete`), on the stack's own S3; the
+    providers are not asked (no keys), which the deletion records as skipped."""
+    publisher = EventPublisher(stack.settings(service_name="notetaker-cli"))
+    await publisher.start()
+    access = ProviderAccess("http://127.0.0.1:9", None, "http://127.0.0.1:9", None)
+    async with aiohttp.ClientSession() as http:
+        yield MediaDeleter(db, s3, stack.s3_bucket, publisher, access, http)
+    await publisher.stop()
+
+
+async def held_in(s3: S3Client, stack: Stack, prefix: str) -> list[str]:
+    objects = await s3.list_objects_v2(Bucket=stack.s3_bucket, Prefix=prefix)
+    uploads = await open_uploads(s3, stack, prefix)
+    return [o["Key"] for o in objects.get("Contents", [])] + [u["Key"] for u in uploads]
+
+
+async def test_a_recording_deleted_while_its_upload_completes_is_not_stored_again(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack, deleter: MediaDeleter
+) -> None:
+    """The uploader's CompleteMultipartUpload is held on its way to S3 while the recording is
+    deleted; then it goes on. Whatever S3 makes of it, nothing of the recording is left, no
+    `recording.uploaded` is announced, and the uploader says why."""
+    hold = Hold(is_complete)
+    workers.proxy.holds.append(hold)
+    bot_id, _ = await new_recording(db, workers, os.urandom(6 * MIB))
+    await hold.wait_reached(60)
+    row = await recording(db, bot_id)
+    prefix = video_key(row).rsplit("/", 1)[0] + "/"
+    outcome = await deleter.delete(row["id"], by="ops@test", reason="operator")
+    assert outcome is not None
+    assert outcome.deletion.done
+    hold.open()
+
+    async def gave_up() -> bool:
+        return "upload.media_deleted" in events(workers, row["id"])
+
+    await eventually(gave_up, 60, "the uploader to give the deleted recording up")
+    assert await held_in(s3, stack, prefix) == []
+    assert await events_for(stack, "recording.uploaded", bot_id) == []
+    final = await recording(db, bot_id)
+    assert final["s3_upload_status"] == "failed"
+    assert final["s3_upload_error_message"] == "media deleted before the upload finished"

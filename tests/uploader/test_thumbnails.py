@@ -8,15 +8,19 @@ import io
 import uuid
 from datetime import UTC, datetime
 
+import aiohttp
+import asyncpg
 import av
 import pytest
 from prometheus_client import REGISTRY
 
+from notetaker.common.deletion import MediaDeleter, ProviderAccess
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import ThumbnailRequested
 from notetaker.common.kafka import EventPublisher
-from notetaker.common.s3 import S3Client
+from notetaker.common.s3 import S3Client, recording_key, s3_client
 from notetaker.devstack.media import make_recording
+from notetaker.devstack.s3_proxy import Hold, S3FaultProxy
 from notetaker.devstack.stack import Stack
 from notetaker.uploader.thumbnails import Budget, S3RangeFile, Thumbnailer, render_thumbnail
 from tests.e2e.conftest import events_for
@@ -54,7 +58,7 @@ def test_the_black_opening_is_skipped_even_when_asked_for_it() -> None:
 
 
 async def test_a_video_without_decodable_frames_fails_clearly_once(
-    stack: Stack, s3: S3Client
+    stack: Stack, s3: S3Client, db: asyncpg.Pool
 ) -> None:
     key = f"t/broken-{uuid.uuid4()}/video.mp4"
     bot_id = f"broken-{uuid.uuid4()}"
@@ -78,7 +82,7 @@ async def test_a_video_without_decodable_frames_fails_clearly_once(
     publisher = EventPublisher(stack.settings(service_name="uploader"))
     await publisher.start()
     try:
-        thumbnailer = Thumbnailer(s3, publisher, width=320, at_seconds=3.0)
+        thumbnailer = Thumbnailer(s3, publisher, db, width=320, at_seconds=3.0)
         await thumbnailer.handle(Envelope("id", "/t", request.type, datetime.now(UTC), request))
     finally:
         await publisher.stop()
@@ -104,3 +108,65 @@ async def test_a_video_dark_throughout_costs_only_the_budget_and_gets_its_least_
     assert thumbnail.jpeg[:3] == b"\xff\xd8\xff"
     assert mean_luma(thumbnail.jpeg) < 30  # the least dark of dark frames: still dark
     assert 0 < source.bytes_read < len(recording.video) / 4
+
+
+async def test_a_thumbnail_stored_after_the_deletion_listed_the_recording_is_deleted_too(
+    stack: Stack, s3: S3Client, db: asyncpg.Pool
+) -> None:
+    """The thumbnailer's PUT of the JPEG is held (by an S3 proxy in front of the stack's) until
+    the recording's media has been deleted: it lands after the deletion listed the recording's
+    objects, and the thumbnailer, seeing the recording deleted, deletes it again and announces
+    nothing. A request for a deleted recording makes nothing at all."""
+    org, user, recording_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    bot_id = f"thumb-{uuid.uuid4()}"
+    await db.execute(
+        "INSERT INTO recordings (id, org_id, user_id, bot_id, s3_upload_status)"
+        " VALUES ($1, $2, $3, $4, 'complete')",
+        recording_id,
+        org,
+        user,
+        bot_id,
+    )
+    video = recording_key(org, user, recording_id, "video", "mp4")
+    thumbnail = recording_key(org, user, recording_id, "thumbnail", "jpg")
+    await s3.put_object(Bucket=stack.s3_bucket, Key=video, Body=make_recording(4.0).video)
+    request = ThumbnailRequested(
+        bot_id=bot_id,
+        recording_id=recording_id,
+        org_id=org,
+        bucket=stack.s3_bucket,
+        video_key=video,
+        thumbnail_key=thumbnail,
+    )
+    envelope = Envelope("id", "/t", request.type, datetime.now(UTC), request)
+    assert stack.s3_endpoint_url is not None
+    proxy = S3FaultProxy(stack.s3_endpoint_url)
+    hold = Hold(lambda r: r.method == "PUT" and r.url.path.endswith(thumbnail))
+    proxy.holds.append(hold)
+    await proxy.start()
+    publisher = EventPublisher(stack.settings(service_name="uploader"))
+    await publisher.start()
+    access = ProviderAccess("http://127.0.0.1:9", None, "http://127.0.0.1:9", None)
+    try:
+        async with (
+            s3_client(stack.settings(s3_endpoint_url=proxy.url)) as proxied,
+            aiohttp.ClientSession() as http,
+        ):
+            thumbnailer = Thumbnailer(proxied, publisher, db, width=160, at_seconds=1.0)
+            making = asyncio.ensure_future(thumbnailer.handle(envelope))
+            await hold.wait_reached(30)
+            deleter = MediaDeleter(db, s3, stack.s3_bucket, publisher, access, http)
+            outcome = await deleter.delete(recording_id, by="ops@test", reason="operator")
+            assert outcome is not None
+            assert outcome.deletion.deleted_keys == [video]  # no thumbnail when it listed
+            hold.open()
+            await asyncio.wait_for(making, 30)
+            # Asked again (a redelivery): nothing is made for a deleted recording.
+            await thumbnailer.handle(envelope)
+    finally:
+        hold.open()
+        await publisher.stop()
+        await proxy.stop()
+    listing = await s3.list_objects_v2(Bucket=stack.s3_bucket, Prefix=video.rsplit("/", 1)[0])
+    assert listing.get("Contents", []) == []
+    assert await events_for(stack, "thumbnail.generated", bot_id) == []

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from notetaker.cli import dead_letters, events
+from notetaker.cli import (
+    costs,
+    dead_letters,
+    events,
+    meetings,
+    recordings,
+    retention,
+    thumbnails,
+    webhooks,
+)
+from notetaker.common.logs import configure_logging
 
 app = typer.Typer(
     name="notetaker",
@@ -22,12 +32,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(recordings.app, name="recordings")
+app.add_typer(thumbnails.app, name="thumbnails")
+app.command("costs")(costs.costs)
+app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(events.app, name="events")
 app.add_typer(dead_letters.app, name="dead-letters")
+app.add_typer(
+    dead_letters.app,
+    name="dlq",
+    help="Short for `dead-letters`: list and replay the events a consumer gave up on.",
+)
+app.add_typer(meetings.app, name="meetings")
+app.add_typer(retention.app, name="retention")
 
 
 def main() -> None:
-    """Console-script entry point (`notetaker`)."""
+    """Console-script entry point (`notetaker`). Logs go to stderr, warnings and worse only
+    (NOTETAKER_LOG_LEVEL=DEBUG shows everything): stdout is the command's output."""
+    configure_logging("notetaker-cli", "WARNING", "console")
     app()
 
 

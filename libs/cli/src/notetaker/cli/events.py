@@ -27,6 +27,7 @@ from rich.text import Text
 
 from notetaker.common.envelope import Envelope, EnvelopeError, from_message
 from notetaker.common.events import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, TOPICS, dlq_topic
+from notetaker.common.logs import configure_logging
 from notetaker.common.settings import NotetakerSettings, load_settings
 
 app = typer.Typer(
@@ -92,7 +93,8 @@ def quiet_kafka_logs(settings: NotetakerSettings) -> None:
     NOTETAKER_LOG_LEVEL=DEBUG shows the client's own log on stderr, to debug a connection.
     """
     if settings.log_level.upper() == "DEBUG":
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        configure_logging("notetaker-cli", "DEBUG", "console")
+        logging.getLogger("aiokafka").setLevel(logging.DEBUG)
     else:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL + 1)
 

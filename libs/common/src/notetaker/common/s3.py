@@ -32,6 +32,12 @@ def recording_key(
     return f"{RECORDINGS_PREFIX}{org_id}/{user_id}/{recording_id}/{kind}.{ext}"
 
 
+def recording_prefix(org_id: uuid.UUID, user_id: uuid.UUID, recording_id: uuid.UUID) -> str:
+    """The folder holding everything stored for one recording (`recording_key`'s parent); it
+    always names all three ids, so it never covers another recording's objects."""
+    return f"{RECORDINGS_PREFIX}{org_id}/{user_id}/{recording_id}/"
+
+
 def s3_location(bucket: str, key: str) -> str:
     """The permanent address stored in `meetings` (never a presigned URL, which expires)."""
     return f"s3://{bucket}/{key}"
@@ -70,8 +76,12 @@ async def s3_client(
         yield s3
 
 
-async def ensure_bucket(s3: S3Client, bucket: str, retention_days: int = 90) -> None:
-    """Create the recordings bucket if needed and (re)apply its rules; safe to repeat."""
+async def ensure_bucket(s3: S3Client, bucket: str, expiration_days: int) -> None:
+    """Create the recordings bucket if needed and (re)apply its rules; safe to repeat.
+
+    Recordings expire after `expiration_days` (NOTETAKER_S3_LIFECYCLE_EXPIRATION_DAYS): only a
+    safety net, longer than any org's retention, which the project's own deletion path applies
+    (objects, rows and the stored level together; moto does not run lifecycle rules at all)."""
     try:
         await s3.head_bucket(Bucket=bucket)
     except ClientError:
@@ -103,10 +113,10 @@ async def ensure_bucket(s3: S3Client, bucket: str, retention_days: int = 90) -> 
                     "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
                 },
                 {
-                    "ID": "recording-retention",
+                    "ID": "recording-retention-safety-net",
                     "Status": "Enabled",
                     "Filter": {"Prefix": RECORDINGS_PREFIX},
-                    "Expiration": {"Days": retention_days},
+                    "Expiration": {"Days": expiration_days},
                 },
             ]
         },

@@ -15,6 +15,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -151,6 +152,14 @@ class NotetakerSettings(BaseSettings):
         None, description="S3 access key; empty uses the AWS default credential chain."
     )
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
+    s3_lifecycle_expiration_days: int = Field(
+        400,
+        ge=2,
+        description="Bucket rule expiring recordings: a safety net, longer than any retention.",
+    )
+    media_retention_days: int = Field(
+        90, ge=1, description="How long an org's media is kept unless the org has its own."
+    )
 
     source_allowed_host_suffixes: Annotated[list[str], NoDecode, BeforeValidator(split_secrets)] = (
         Field(
@@ -172,6 +181,16 @@ class NotetakerSettings(BaseSettings):
                 " it is in milliseconds"
             )
         return value
+
+    @model_validator(mode="after")
+    def _safety_net_outlasts_retention(self) -> NotetakerSettings:
+        if self.media_retention_days >= self.s3_lifecycle_expiration_days:
+            raise ValueError(
+                f"NOTETAKER_MEDIA_RETENTION_DAYS ({self.media_retention_days}) must be shorter"
+                " than NOTETAKER_S3_LIFECYCLE_EXPIRATION_DAYS"
+                f" ({self.s3_lifecycle_expiration_days}): the bucket rule is only a safety net"
+            )
+        return self
 
     def source_policy(self) -> SourcePolicy:
         """What provider URLs these settings let the service fetch."""

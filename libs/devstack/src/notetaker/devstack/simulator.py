@@ -8,13 +8,18 @@ configured secret in `x-mb-secret` (before the account webhook, so the callback 
 that counts). `GET /v2/bots` lists bots as MeetingBaaS does, filtered by `extra` (`field:value,...`)
 and newest first. A bot's recording URLs are signed anew by `GET /v2/bots/{bot_id}` (v2) and
 `GET /bots/meeting_data?bot_id=...` (v1), each answering in its API's documented shape (samples in
-`tests/fixtures/providers/meetingbaas/`); once a test deletes the recording (`deleted_recordings`),
-both answer as MeetingBaaS does for deleted data. Tests can make `POST /v2/bots` refuse a meeting
-URL (`refused_meeting_urls`) or hold its answer after the bot exists (`hold_next_create`). Gladia
-side: `POST
-/v2/pre-recorded` accepts a job and calls its callback URL with the result; `GET
-/v2/pre-recorded/{id}` answers the job; every Gladia API request is counted
-(`gladia_requests`). `/sim/...` lets tests steer bots and see what was sent.
+`tests/fixtures/providers/meetingbaas/`); once the recording is deleted (`deleted_recordings`, by
+a test or by `delete_data`), both answer as MeetingBaaS does for deleted data. Tests can make
+`POST /v2/bots` refuse a meeting URL (`refused_meeting_urls`) or hold its answer after the bot
+exists (`hold_next_create`). `POST /bots/{bot_id}/delete_data` (API v1) deletes a bot's
+recording and transcript as MeetingBaaS does (`{"ok": true, "status": "deleted"}`, then
+`alreadyDeleted`; its recording URLs answer 404 from then on); tests can make it answer an error
+status instead (`delete_data_status`, e.g. 429 as its rate limit does).
+
+Gladia side: `POST /v2/pre-recorded` accepts a job and calls its callback URL with the result;
+`GET /v2/pre-recorded/{id}` answers the job; `DELETE /v2/pre-recorded/{id}` deletes a finished
+job (202, no body; 403 while it runs, 404 for a job it does not have); every Gladia API request
+is counted (`gladia_requests`). `/sim/...` lets tests steer bots and see what was sent.
 """
 
 from __future__ import annotations
@@ -177,6 +182,9 @@ class ProviderSimulator:
         # (API, bot id) of each request for a bot's fresh URLs: ("v2", id) for `GET
         # /v2/bots/{id}`, ("v1", id) for `GET /bots/meeting_data?bot_id=id`.
         self.refreshes: list[tuple[str, str]] = []
+        self.data_deletions: list[str] = []  # bot id of each `POST /bots/{bot_id}/delete_data`
+        self.delete_data_status: int | None = None  # answer delete_data with this status
+        self.deleted_jobs: list[str] = []  # Gladia jobs deleted (`DELETE /v2/pre-recorded/...`)
         self._create_holds: list[CreateHold] = []
         self._url_key = secrets.token_bytes(32)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -695,10 +703,27 @@ class ProviderSimulator:
             self.refreshes.append(("v1", bot_id))
             return JSONResponse(self.meeting_data(bot))
 
+        @app.post("/bots/{bot_id}/delete_data")
+        async def delete_data(
+            bot_id: str, x_meeting_baas_api_key: str | None = Header(None)
+        ) -> JSONResponse:
+            """API v1's data deletion: the bot's recording, transcript and logs."""
+            if bad_key(x_meeting_baas_api_key, self.config.api_key):
+                return JSONResponse({"success": False, "error": "Invalid API key"}, 401)
+            self.data_deletions.append(bot_id)
+            if self.delete_data_status is not None:
+                return JSONResponse({"ok": False}, self.delete_data_status)
+            if bot_id not in self.bots:
+                return JSONResponse({"success": False, "error": "Bot not found"}, 404)
+            if bot_id in self.deleted_recordings:
+                return JSONResponse({"ok": True, "status": "alreadyDeleted"})
+            self.deleted_recordings.add(bot_id)
+            return JSONResponse({"ok": True, "status": "deleted"})
+
         @app.api_route("/recordings/{bot_id}/{name}", methods=["GET", "HEAD"])
         async def recording(request: Request, bot_id: str, name: str) -> Response:
             bot = self.bots.get(bot_id)
-            if bot is None:
+            if bot is None or bot_id in self.deleted_recordings:
                 return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
             if name == "video.mp4":
                 await asyncio.sleep(bot.video_delay if request.method == "GET" else 0)
@@ -738,6 +763,20 @@ class ProviderSimulator:
             if job.status == "done":
                 answer["result"] = _gladia_result()
             return answer
+
+        @app.delete("/v2/pre-recorded/{job_id}")
+        async def delete_job(job_id: str, x_gladia_key: str | None = Header(None)) -> Response:
+            if bad_key(x_gladia_key, self.config.gladia_api_key):
+                return JSONResponse({"statusCode": 401, "message": "Invalid API key"}, 401)
+            job = self.jobs.get(job_id)
+            if job is None:
+                return JSONResponse({"statusCode": 404, "message": "Job not found"}, 404)
+            if job.status not in ("done", "error"):
+                message = "The transcription job is not in a deletable state"
+                return JSONResponse({"statusCode": 403, "message": message}, 403)
+            del self.jobs[job_id]
+            self.deleted_jobs.append(job_id)
+            return Response(status_code=202)
 
         @app.post("/sim/bots")
         async def sim_create_bot(request: Request) -> dict[str, str]:

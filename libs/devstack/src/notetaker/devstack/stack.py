@@ -414,5 +414,5 @@ async def provision(settings: NotetakerSettings) -> None:
     """Topics, bucket and schema: everything the services expect to exist."""
     await ensure_topics(settings)
     async with s3_client(settings) as s3:
-        await ensure_bucket(s3, settings.s3_bucket)
+        await ensure_bucket(s3, settings.s3_bucket, settings.s3_lifecycle_expiration_days)
     await migrate(settings.database_url)

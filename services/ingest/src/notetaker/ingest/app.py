@@ -24,6 +24,7 @@ from notetaker.common.failures import OutagePolicy, attempts
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import metrics_endpoint
+from notetaker.ingest import receipts
 from notetaker.ingest.handlers import router
 from notetaker.ingest.problems import REJECTED, Problem, documented
 from notetaker.ingest.settings import IngestSettings
@@ -146,6 +147,19 @@ def create_app(settings: IngestSettings) -> FastAPI:
         provider = request.url.path.rsplit("/", 1)[-1]
         REJECTED.labels(provider, exc.reason).inc()
         request.state.outcome = exc.reason
+        if request.url.path.startswith("/webhooks/") and hasattr(app.state, "pool"):
+            state = request.state
+            body = getattr(state, "body", None)
+            await receipts.record(
+                app.state.pool,
+                provider=provider,
+                delivery_id=getattr(state, "delivery_id", None),
+                bot_id=receipts.refused_bot(body, getattr(state, "bot_id", None)),
+                event_type=getattr(state, "event_type", None)
+                or (receipts.claimed_event(body) if body else None),
+                status=exc.status,
+                outcome=f"refused: {exc.reason}",
+            )
         return exc.response(request.url.path)
 
     @app.exception_handler(RequestValidationError)

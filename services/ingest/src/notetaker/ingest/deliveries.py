@@ -29,22 +29,25 @@ async def publish_once(
     event_type: str,
     bot_id: str | None,
     events: Sequence[Event],
+    outcome: str,
     timeout: float,
 ) -> bool:
     """Publish `events` unless any of `delivery_ids` was seen; True when this delivery is new.
+    The delivery is recorded with `outcome` (what was done with it: published, ignored, ...).
 
     Raises TimeoutError when Kafka does not acknowledge within `timeout` seconds.
     """
     try:
         async with pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetch(
-                "INSERT INTO webhook_deliveries (provider, delivery_id, event_type, bot_id)"
-                " SELECT $1, d, $3, $4 FROM unnest($2::text[]) AS d"
+                "INSERT INTO webhook_deliveries (provider, delivery_id, event_type, bot_id,"
+                " outcome) SELECT $1, d, $3, $4, $5 FROM unnest($2::text[]) AS d"
                 " ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING delivery_id",
                 provider,
                 list(delivery_ids),
                 event_type,
                 bot_id,
+                outcome,
             )
             if len(inserted) < len(delivery_ids):
                 raise _Duplicate
@@ -55,5 +58,10 @@ async def publish_once(
     return True
 
 
-async def is_known_bot(pool: asyncpg.Pool, bot_id: str) -> bool:
-    return bool(await pool.fetchval("SELECT true FROM recordings WHERE bot_id = $1", bot_id))
+async def media_deleted_of(pool: asyncpg.Pool, bot_id: str) -> bool | None:
+    """None for a bot without a recording (not one the scheduler deployed); else whether its
+    media was deleted (its events are then acknowledged and dropped)."""
+    deleted: bool | None = await pool.fetchval(
+        "SELECT media_deleted_at IS NOT NULL FROM recordings WHERE bot_id = $1", bot_id
+    )
+    return deleted

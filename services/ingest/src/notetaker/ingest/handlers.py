@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from notetaker.common.events import Event
 from notetaker.common.logs import get_logger
-from notetaker.ingest import auth, providers
-from notetaker.ingest.deliveries import is_known_bot, publish_once
+from notetaker.ingest import auth, providers, receipts
+from notetaker.ingest.deliveries import media_deleted_of, publish_once
 from notetaker.ingest.problems import Problem, documented
 from notetaker.ingest.settings import IngestSettings
 
@@ -34,7 +34,8 @@ ACCEPTED = Counter(
 
 
 class Accepted(BaseModel):
-    """The delivery is durable: `published` (events on Kafka), `duplicate` or `ignored`."""
+    """The delivery is durable: `published` (events on Kafka), `duplicate`, `ignored`, or
+    `deleted` (the bot's media was deleted: acknowledged, nothing published)."""
 
     status: str
     events: list[str]
@@ -154,8 +155,12 @@ async def _publish(
     event_type: str,
     bot_id: str | None,
     events: list[Event],
+    media_deleted: bool = False,
 ) -> Accepted:
     state = request.app.state
+    if media_deleted:
+        events = []  # deleted stays deleted: acknowledged, so the provider stops retrying
+    outcome = "deleted" if media_deleted else ("published" if events else "ignored")
     new = await publish_once(
         state.pool,
         state.publisher.current(),
@@ -164,9 +169,20 @@ async def _publish(
         event_type=event_type,
         bot_id=bot_id,
         events=events,
+        outcome=outcome,
         timeout=state.settings.publish_timeout_seconds,
     )
-    outcome = "duplicate" if not new else ("published" if events else "ignored")
+    if not new:
+        outcome = "duplicate"
+        await receipts.record(
+            state.pool,
+            provider=provider,
+            delivery_id=delivery_ids[0],
+            bot_id=bot_id,
+            event_type=event_type,
+            status=200,
+            outcome=outcome,
+        )
     ACCEPTED.labels(provider, outcome).inc()
     request.state.outcome = outcome
     return Accepted(status=outcome, events=[e.type for e in events] if new else [])
@@ -190,6 +206,7 @@ async def meetingbaas_webhook(
     settings: IngestSettings = request.app.state.settings
     request.state.delivery_id = svix_id
     body = await _read_body(request, settings.max_body_bytes)
+    request.state.body = body  # what a refusal's receipt reads its bot from
     pool = request.app.state.pool
 
     async def meeting_of(bot_id: str) -> str | None:
@@ -219,10 +236,9 @@ async def meetingbaas_webhook(
     except ValidationError as exc:
         raise _invalid(exc) from exc
     request.state.bot_id = bot_id
-    known = not (events and bot_id and settings.reject_unknown_bots) or await is_known_bot(
-        request.app.state.pool, bot_id
-    )
-    if not known:
+    request.state.event_type = delivery.event
+    deleted = await media_deleted_of(pool, bot_id) if events and bot_id else None
+    if deleted is None and events and bot_id and settings.reject_unknown_bots:
         raise Problem(404, "unknown_bot", "Unknown bot", f"no recording for bot {bot_id}")
     delivery_ids = [svix_id or hashlib.sha256(body).hexdigest()]
     if delivery.event in providers.MEETINGBAAS_TERMINAL and bot_id:
@@ -234,6 +250,7 @@ async def meetingbaas_webhook(
         event_type=delivery.event,
         bot_id=bot_id,
         events=events,
+        media_deleted=bool(deleted),
     )
 
 
@@ -246,13 +263,19 @@ async def _meeting_of_bot(pool: asyncpg.Pool, bot_id: str) -> str | None:
 class _TranscriptionJob:
     bot_id: str
     job_id: str | None  # None until Gladia's answer to the request is stored
+    media_deleted: bool  # the recording's media was deleted: its callback changes nothing
 
 
 async def _transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> _TranscriptionJob | None:
     row = await pool.fetchrow(
-        "SELECT bot_id, job_id FROM transcription_jobs WHERE request_id = $1", request_id
+        "SELECT j.bot_id, j.job_id, coalesce(r.media_deleted_at IS NOT NULL, false) AS deleted"
+        " FROM transcription_jobs j LEFT JOIN recordings r ON r.bot_id = j.bot_id"
+        " WHERE j.request_id = $1",
+        request_id,
     )
-    return _TranscriptionJob(row["bot_id"], row["job_id"]) if row is not None else None
+    if row is None:
+        return None
+    return _TranscriptionJob(row["bot_id"], row["job_id"], row["deleted"])
 
 
 def _refuse_gladia(reason: str, **context: object) -> Problem:
@@ -280,6 +303,7 @@ async def gladia_callback(
 ) -> Accepted:
     settings: IngestSettings = request.app.state.settings
     body = await _read_body(request, settings.max_body_bytes)
+    request.state.event_type = receipts.claimed_event(body)
     verdict = auth.authenticate_gladia(
         str(request_id), expires, token, settings.gladia_callback_keys, time.time()
     )
@@ -309,4 +333,5 @@ async def gladia_callback(
         event_type=callback.event,
         bot_id=job.bot_id,
         events=events,
+        media_deleted=job.media_deleted,
     )

@@ -13,9 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from notetaker.common.costs import COLUMNS, cost_rows
 from notetaker.metrics.settings import MetricsSettings
-
-COLUMNS = ("org_id", "date", "metric_type", "value", "cost_usd")
 
 
 def _authorised(request: Request, settings: MetricsSettings) -> bool:
@@ -35,29 +34,6 @@ def _period(request: Request) -> tuple[date, date]:
     return since, until
 
 
-async def _rows(
-    pool: asyncpg.Pool, since: date, until: date, org: str | None
-) -> list[dict[str, object]]:
-    records = await pool.fetch(
-        "SELECT org_id::text AS org_id, date, metric_type::text AS metric_type, value,"
-        " cost_usd FROM s3_usage_metrics WHERE date BETWEEN $1 AND $2"
-        " AND ($3::uuid IS NULL OR org_id = $3::uuid) ORDER BY org_id, date, metric_type",
-        since,
-        until,
-        org,
-    )
-    return [
-        {
-            "org_id": r["org_id"],
-            "date": r["date"].isoformat(),
-            "metric_type": r["metric_type"],
-            "value": float(r["value"]),
-            "cost_usd": float(r["cost_usd"]),
-        }
-        for r in records
-    ]
-
-
 def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
     async def usage(request: Request) -> Response:
         if not _authorised(request, settings):
@@ -65,7 +41,7 @@ def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
         try:
             since, until = _period(request)
             org = request.query_params.get("org_id")
-            rows = await _rows(pool, since, until, org)
+            rows = [row.as_json() for row in await cost_rows(pool, since, until, org)]
         except (ValueError, asyncpg.DataError) as exc:
             return JSONResponse({"title": f"bad query: {exc}", "status": 400}, 400)
         if request.url.path.endswith(".csv"):

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 
+import aiohttp
 import asyncpg
 import httpx
 from prometheus_client import Counter
 
 from notetaker.common.db import create_pool
+from notetaker.common.deletion import MediaDeleter, ProviderAccess
 from notetaker.common.http import health_app, make_server
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.runtime import until_stopped
-from notetaker.scheduler import bots, retries, transcriptions
+from notetaker.common.s3 import s3_client
+from notetaker.scheduler import bots, retention, retries, transcriptions
 from notetaker.scheduler.leadership import CONNECTION_ERRORS, Leadership, gone
 from notetaker.scheduler.settings import SchedulerSettings
 
@@ -34,11 +38,13 @@ class Scheduler:
         pool: asyncpg.Pool,
         http: httpx.AsyncClient,
         publisher: EventPublisher,
+        deleter: MediaDeleter,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.http = http
         self.publisher = publisher
+        self.deleter = deleter
         self.leadership = Leadership(pool)
         self.warned_no_api_key = False
         self.warned_no_callback_key = False
@@ -102,6 +108,15 @@ class Scheduler:
             every_seconds=self.settings.gladia_poll_every_seconds,
         )
 
+    async def apply_retention(self, conn: asyncpg.Connection) -> int:
+        done = await retention.apply_retention(
+            conn,
+            self.deleter,
+            default_days=self.settings.media_retention_days,
+            now=datetime.now(UTC),
+        )
+        return done.resumed + done.expired
+
     async def round(self, conn: asyncpg.Connection) -> None:
         """The jobs, each on `conn` and isolated (a failure is logged and counted, the others
         still run), until the connection is gone: then the round ends where it is."""
@@ -109,6 +124,7 @@ class Scheduler:
             "deploy_bots": self.deploy_bots,
             "upload_retries": self.request_retries,
             "transcription_polls": self.poll_transcriptions,
+            "retention": self.apply_retention,
         }
         ROUNDS.inc()
         for name, job in jobs.items():
@@ -150,13 +166,37 @@ class Scheduler:
             await self.leadership.resign()
 
 
+def provider_access(settings: SchedulerSettings) -> ProviderAccess:
+    """What a deletion asks the providers with: the scheduler's own MeetingBaaS and Gladia."""
+    return ProviderAccess(
+        meetingbaas_api_url=settings.meetingbaas_api_url,
+        meetingbaas_api_key=(
+            settings.meetingbaas_api_key.get_secret_value()
+            if settings.meetingbaas_api_key
+            else None
+        ),
+        gladia_api_url=settings.gladia_api_url,
+        gladia_api_key=(
+            settings.gladia_api_key.get_secret_value() if settings.gladia_api_key else None
+        ),
+        timeout_seconds=settings.meetingbaas_timeout_seconds,
+    )
+
+
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     publisher = EventPublisher(settings)
     await publisher.start()
     pool = await create_pool(settings)
     try:
-        async with httpx.AsyncClient(timeout=30.0) as http:
-            scheduler = Scheduler(settings, pool, http, publisher)
+        async with (
+            httpx.AsyncClient(timeout=30.0) as http,
+            aiohttp.ClientSession() as provider_http,
+            s3_client(settings) as s3,
+        ):
+            deleter = MediaDeleter(
+                pool, s3, settings.s3_bucket, publisher, provider_access(settings), provider_http
+            )
+            scheduler = Scheduler(settings, pool, http, publisher, deleter)
 
             async def ready() -> bool:
                 return True

@@ -1,11 +1,13 @@
 """Due upload retries: the database says when; the uploader is told by an event.
 
 Marking a retry (`failed` back to `pending`) and requesting it (`recording.upload_requested`) are
-one step: the row is marked in a transaction that commits only once Kafka has acknowledged the
-request. A crash, a lost connection or a refused publish before that rolls the mark back, so the
-retry is still due and the next round requests it; nothing is left `pending` unrequested. The
-uploader's first write to the row waits for that commit (the row is locked until then), so a
-fast failing attempt is recorded after the mark and is never overwritten by it.
+one step (`notetaker.common.upload_requests`, which `notetaker recordings retry` uses too): the
+row is marked in a transaction that commits only once Kafka has acknowledged the request. A crash,
+a lost connection or a refused publish before that rolls the mark back, so the retry is still due
+and the next round requests it; nothing is left `pending` unrequested. The uploader's first write
+to the row waits for that commit (the row is locked until then), so a fast failing attempt is
+recorded after the mark and is never overwritten by it. A recording whose media was deleted is
+`failed` for good (no next retry), so it is never due.
 
 An `uploading` row whose upload lease has run out (its worker died, hung, or lost its database
 for longer than the lease) is requested again the same way, for the same attempt: it is marked
@@ -17,15 +19,16 @@ from __future__ import annotations
 
 import asyncpg
 
-from notetaker.common.events import RecordingUploadRequested
 from notetaker.common.kafka import EventPublisher
+from notetaker.common.upload_requests import request_upload
 
 _DUE_RETRY = (
     "UPDATE recordings SET s3_upload_status = 'pending',"
     " s3_upload_next_retry_at = NULL, updated_at = now()"
     " WHERE s3_upload_status = 'failed' AND id = (SELECT id FROM recordings"
     " WHERE s3_upload_status = 'failed'"
-    " AND s3_upload_next_retry_at <= now() ORDER BY s3_upload_next_retry_at"
+    " AND s3_upload_next_retry_at <= now() AND media_deleted_at IS NULL"
+    " ORDER BY s3_upload_next_retry_at"
     " LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " RETURNING id, bot_id, s3_upload_retry_count"
 )
@@ -38,6 +41,7 @@ _LEASE_EXPIRED = (
     " AND (upload_lease_expires_at IS NULL OR upload_lease_expires_at <= now())"
     " AND id = (SELECT id FROM recordings WHERE s3_upload_status = 'uploading'"
     " AND (upload_lease_expires_at IS NULL OR upload_lease_expires_at <= now())"
+    " AND media_deleted_at IS NULL"
     " ORDER BY upload_lease_expires_at NULLS FIRST LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " RETURNING id, bot_id, s3_upload_retry_count"
 )
@@ -57,16 +61,7 @@ async def _request(
 ) -> int:
     requested = 0
     while requested < limit:
-        async with conn.transaction():
-            row = await conn.fetchrow(mark)
-            if row is None:
-                break
-            await publisher.publish(
-                RecordingUploadRequested(
-                    bot_id=row["bot_id"],
-                    recording_id=row["id"],
-                    attempt=row["s3_upload_retry_count"] + 1,
-                )
-            )
+        if await request_upload(conn, publisher, mark) is None:
+            break
         requested += 1
     return requested

@@ -15,6 +15,10 @@ again. Nothing escapes the agent. The failure policy (`notetaker.common.failures
   background task republishes it when due to its original topic, with its key, value and headers
   and a `notetaker_parked_attempts` header (a second park goes on counting), and deletes its row.
 
+An event about a meeting whose media was deleted (`meetings.media_deleted`, checked before the
+event is decided and by every `meetings` write) is settled without an effect and the meeting's
+state is forgotten: deleted stays deleted, whatever comes late or is replayed.
+
 The join state of an event that failed is left as it was, so its retry (a republished parked
 event, a replayed dead letter) redoes the work; every effect is idempotent for that: `meetings`
 writes are guarded, `meeting.synced` goes through the outbox (`outbox.py`), a Gladia job is
@@ -57,7 +61,7 @@ from notetaker.transcript_sync.join import (
     decide,
     transcript_id,
 )
-from notetaker.transcript_sync.meetings import MeetingMedia
+from notetaker.transcript_sync.meetings import MeetingMedia, MeetingMediaDeleted
 from notetaker.transcript_sync.resources import Resources
 from notetaker.transcript_sync.settings import TranscriptSyncSettings
 from notetaker.transcript_sync.transport import App, Consumer, Transport
@@ -185,6 +189,8 @@ class Join:
         context = {"bot_id": event.bot_id, "event_type": event.type, "event_id": envelope.id}
         current: Effect | None = None
         try:
+            if await self._media_deleted(event.bot_id):
+                return self._drop(table, event.bot_id, context)
             saved = table.get(event.bot_id)
             if saved:
                 state = JoinState.model_validate(saved)
@@ -198,6 +204,8 @@ class Join:
                 await self._carry_out(event, effect)
         except Abandoned:
             raise
+        except MeetingMediaDeleted:  # deleted while the event was applied: nothing more
+            return self._drop(table, event.bot_id, context)
         except Exception as exc:
             kind = classify(exc)
             what = f"{type(current).__name__} failed: {exc!r}" if current else repr(exc)
@@ -216,6 +224,19 @@ class Join:
         elif new_state != state:
             table[event.bot_id] = new_state.model_dump(mode="json")
         log.info("join.applied", effects=[type(e).__name__ for e in effects], **context)
+        return True
+
+    async def _media_deleted(self, bot_id: str) -> bool:
+        return await self._durably(
+            lambda: meetings.media_deleted(self.resources.pool, bot_id), "deleted check"
+        )
+
+    def _drop(self, table: Any, bot_id: str, context: dict[str, str]) -> bool:
+        """An event about a meeting whose media was deleted changes nothing (a late, replayed
+        or redelivered one): settled without an effect, and the meeting's state forgotten."""
+        if table.get(bot_id):
+            del table[bot_id]
+        log.info("join.media_deleted", **context)
         return True
 
     async def _state_from_rows(self, bot_id: str) -> JoinState:

@@ -64,7 +64,7 @@ async def media_link(
         raise MediaRefused(404, "no such meeting") from exc
     row = await pool.fetchrow(
         f"SELECT m.{COLUMNS[kind]} AS location, m.org_id, m.bot_id,"  # noqa: S608
-        " r.id AS recording_id"
+        " m.media_deleted_at IS NOT NULL AS deleted, r.id AS recording_id"
         " FROM meetings m LEFT JOIN recordings r ON r.bot_id = m.bot_id WHERE m.id = $1",
         meeting,
     )
@@ -73,6 +73,8 @@ async def media_link(
     if row["org_id"] not in orgs:
         raise MediaRefused(403, "the token does not name this meeting's org")
     org = row["org_id"]
+    if row["deleted"]:
+        raise MediaRefused(410, "the meeting's media was deleted")
     if row["location"] is None:
         raise MediaRefused(409, f"the meeting has no {kind} yet")
     bucket, key = parse_s3_location(row["location"])

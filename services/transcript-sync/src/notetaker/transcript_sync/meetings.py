@@ -1,4 +1,5 @@
-"""Writes to `meetings`: only the media columns, only on notetaker rows, only when they change.
+"""Writes to `meetings`: only the media columns, only on notetaker rows, only when they change,
+never once the meeting's media was deleted (`media_deleted_at`: `MeetingMediaDeleted`).
 
 Every write is keyed by bot_id and sets absolute values, so repeating it changes nothing; the
 `IS DISTINCT FROM` guards keep a repeat from even touching `updated_at`. Fathom rows are never
@@ -28,6 +29,11 @@ from notetaker.common.failures import Permanent
 from notetaker.common.s3 import parse_s3_location
 from notetaker.transcript_sync import outbox
 from notetaker.transcript_sync.join import JoinState
+
+
+class MeetingMediaDeleted(Permanent):
+    """The meeting's media was deleted (`media_deleted_at`): nothing is written for it again.
+    Not an error of the event: the join drops it (see `app.py`), it is never dead-lettered."""
 
 
 class MeetingNotFound(Permanent):
@@ -75,7 +81,8 @@ async def _update(
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"UPDATE meetings SET {assignments}, updated_at = now()"  # noqa: S608 - fixed columns
-            f" WHERE bot_id = $1 AND source = 'notetaker' AND ({differs}) {_RETURNING}",
+            f" WHERE bot_id = $1 AND source = 'notetaker' AND media_deleted_at IS NULL"
+            f" AND ({differs}) {_RETURNING}",
             bot_id,
             *args,
         )
@@ -84,15 +91,25 @@ async def _update(
             row = await conn.fetchrow(
                 "SELECT id, org_id, video_url IS NOT NULL AS has_video,"
                 " transcript_text IS NOT NULL AS has_transcript,"
-                " thumbnail_url IS NOT NULL AS has_thumbnail"
+                " thumbnail_url IS NOT NULL AS has_thumbnail,"
+                " media_deleted_at IS NOT NULL AS deleted"
                 " FROM meetings WHERE bot_id = $1 AND source = 'notetaker'",
                 bot_id,
             )
+            if row is not None and row["deleted"]:
+                raise MeetingMediaDeleted(f"the media of bot {bot_id}'s meeting was deleted")
         if row is None:
             raise MeetingNotFound(f"no notetaker meeting row for bot {bot_id}")
         if intent is not None:
             await _write_intent(conn, bot_id, intent)
-        media = MeetingMedia(**dict(row), changed=changed)
+        media = MeetingMedia(
+            id=row["id"],
+            org_id=row["org_id"],
+            has_video=row["has_video"],
+            has_transcript=row["has_transcript"],
+            has_thumbnail=row["has_thumbnail"],
+            changed=changed,
+        )
         if changed:
             synced = MeetingSynced(
                 bot_id=bot_id,
@@ -165,6 +182,19 @@ async def mark_failed(pool: asyncpg.Pool, source: str, bot_id: str, error: str) 
     return await _update(pool, source, bot_id, "recording_status = $2", f"{FAILED}{error}"[:1000])
 
 
+async def media_deleted(pool: asyncpg.Pool, bot_id: str) -> bool:
+    """Whether the bot's meeting (or its recording) had its media deleted: then no event about
+    it changes anything any more."""
+    return bool(
+        await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM meetings WHERE bot_id = $1 AND source = 'notetaker'"
+            " AND media_deleted_at IS NOT NULL) OR EXISTS (SELECT 1 FROM recordings"
+            " WHERE bot_id = $1 AND media_deleted_at IS NOT NULL)",
+            bot_id,
+        )
+    )
+
+
 async def keep_transcript_ref(pool: asyncpg.Pool, bot_id: str, ref: str) -> None:
     """Name the transcript of a row written before `transcript_ref` existed (`ref`: the join
     state's `transcript_id`, the transcript it wrote), before that state is deleted. Not a change
@@ -230,7 +260,9 @@ class TranscriptionJob:
 async def _write_intent(conn: asyncpg.Connection, bot_id: str, intent: JobIntent) -> None:
     await conn.execute(
         "INSERT INTO transcription_jobs (request_id, bot_id, provider, token_expires_at)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT (bot_id) DO NOTHING",
+        " SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM recordings"
+        " WHERE bot_id = $2 AND media_deleted_at IS NOT NULL)"
+        " ON CONFLICT (bot_id) DO NOTHING",
         intent.request_id,
         bot_id,
         intent.provider,
@@ -246,7 +278,8 @@ async def start_transcription_job(
     to `intent.token_expires_at` unless the provider's job id is known. From now on a callback
     naming its request id is one we asked for (ingest refuses the others), and an overdue job can
     be polled once its provider id is known. Returns (the row, whether a submit was tried before,
-    whose job may exist already)."""
+    whose job may exist already). A recording whose media was deleted gets none:
+    `MeetingMediaDeleted`."""
     async with pool.acquire() as conn, conn.transaction():
         await _write_intent(conn, bot_id, intent)
         row = await conn.fetchrow(
@@ -254,7 +287,8 @@ async def start_transcription_job(
             " FROM transcription_jobs WHERE bot_id = $1 FOR UPDATE",
             bot_id,
         )
-        assert row is not None  # written above, locked until the end of the transaction
+        if row is None:  # not written: no job is asked for a deleted recording
+            raise MeetingMediaDeleted(f"the media of bot {bot_id}'s meeting was deleted")
         job = TranscriptionJob(row["request_id"], row["job_id"], row["token_expires_at"])
         if job.job_id is None:
             await conn.execute(

@@ -32,6 +32,7 @@ async def run(settings: UploaderSettings, stop: asyncio.Event) -> None:
             thumbnailer = Thumbnailer(
                 s3,
                 publisher,
+                pool,
                 width=settings.thumbnail_width,
                 at_seconds=settings.thumbnail_at_seconds,
             )

@@ -57,13 +57,14 @@ class UploadLease:
     async def take(
         cls, pool: asyncpg.Pool, recording_id: uuid.UUID, holder: str, seconds: float
     ) -> UploadLease | None:
-        """The lease, or None while another worker holds it (or the recording is complete)."""
+        """The lease, or None while another worker holds it (or the recording is complete, or
+        its media was deleted)."""
         token = await pool.fetchval(
             "UPDATE recordings SET upload_lease_token = upload_lease_token + 1,"
             " upload_lease_holder = $2,"
             " upload_lease_expires_at = now() + make_interval(secs => $3),"
             " s3_upload_status = 'uploading', s3_upload_next_retry_at = NULL, updated_at = now()"
-            " WHERE id = $1 AND s3_upload_status <> 'complete'"
+            " WHERE id = $1 AND s3_upload_status <> 'complete' AND media_deleted_at IS NULL"
             " AND (upload_lease_expires_at IS NULL OR upload_lease_expires_at <= now())"
             " RETURNING upload_lease_token",
             recording_id,

@@ -1,4 +1,8 @@
-"""The uploader's rows: `recordings` and its s3_* columns, moved through their states."""
+"""The uploader's rows: `recordings` and its s3_* columns, moved through their states.
+
+Every write is refused for a recording whose media was deleted (`media_deleted_at`): a deletion
+also takes the upload lease away, so a fenced write raises `LeaseLost` either way, and the
+uploader then removes what it stored (`upload.py`)."""
 
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class Recording:
     checksum: str | None
     error: str | None
     next_retry_at: datetime | None
+    deleted: bool = False  # its media was deleted: nothing more is stored or announced for it
 
 
 _COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status, provider_api,
@@ -41,7 +46,7 @@ _COLUMNS = """id, org_id, user_id, bot_id, s3_upload_status::text AS status, pro
     s3_upload_retry_count AS retry_count,
     s3_video_key AS video_key, s3_audio_key AS audio_key, s3_file_size_bytes AS size_bytes,
     s3_checksum AS checksum, s3_upload_error_message AS error,
-    s3_upload_next_retry_at AS next_retry_at"""
+    s3_upload_next_retry_at AS next_retry_at, media_deleted_at IS NOT NULL AS deleted"""
 _SELECT_BY_BOT = f"SELECT {_COLUMNS} FROM recordings WHERE bot_id = $1"  # noqa: S608 - constant
 
 
@@ -63,7 +68,8 @@ async def save_source(
     await pool.execute(
         "UPDATE recordings SET provider_video_url = $2, provider_audio_url = $3,"
         " provider_urls_received_at = $4, provider_transcript = $5, provider_api = $6,"
-        " updated_at = now() WHERE bot_id = $1 AND s3_upload_status <> 'complete'",
+        " updated_at = now()"
+        " WHERE bot_id = $1 AND s3_upload_status <> 'complete' AND media_deleted_at IS NULL",
         event.bot_id,
         cipher.seal(event.video_url),
         cipher.seal(event.audio_url),
@@ -87,7 +93,7 @@ async def mark_complete(
         " s3_audio_key = $3, s3_file_size_bytes = $4, s3_checksum = $5,"
         " s3_upload_error_message = NULL, s3_upload_next_retry_at = NULL,"
         " upload_lease_expires_at = NULL, updated_at = now()"
-        " WHERE id = $1 AND upload_lease_token = $6 RETURNING 1",
+        " WHERE id = $1 AND upload_lease_token = $6 AND media_deleted_at IS NULL RETURNING 1",
         lease.recording_id,
         video_key,
         audio_key,
@@ -114,7 +120,7 @@ async def mark_failed(
         " s3_upload_retry_count = $3, s3_upload_last_retry_at = now(),"
         " s3_upload_next_retry_at = $4, upload_lease_expires_at = NULL, updated_at = now()"
         " WHERE id = $1 AND s3_upload_status <> 'complete' AND upload_lease_token = $5"
-        " RETURNING 1",
+        " AND media_deleted_at IS NULL RETURNING 1",
         lease.recording_id,
         error[:2000],
         retry_count,
@@ -138,7 +144,7 @@ async def save_fresh_source(
     written = await pool.fetchval(
         "UPDATE recordings SET provider_video_url = $2, provider_audio_url = $3,"
         " provider_urls_received_at = $4, updated_at = now()"
-        " WHERE id = $1 AND upload_lease_token = $5 RETURNING 1",
+        " WHERE id = $1 AND upload_lease_token = $5 AND media_deleted_at IS NULL RETURNING 1",
         lease.recording_id,
         cipher.seal(video_url),
         cipher.seal(audio_url),

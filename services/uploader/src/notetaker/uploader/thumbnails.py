@@ -2,6 +2,11 @@
 
 The video is read through S3 range requests (a seekable file for PyAV), so only the container
 index and the frames around the chosen moment are fetched, never the whole recording.
+
+Nothing is made for a recording whose media was deleted, and a thumbnail stored while it was
+being deleted is deleted again: the recording is checked before and after the JPEG is written
+(a deletion marks the recording before it lists its objects, so a thumbnail written before the
+mark is listed, and one written after it is seen here).
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import asyncpg
 import av
 from prometheus_client import Counter
 
+from notetaker.common.deletion import media_deleted
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import ThumbnailGenerated, ThumbnailRequested
 from notetaker.common.kafka import EventPublisher
@@ -191,14 +198,22 @@ def render_thumbnail(
 
 class Thumbnailer:
     def __init__(
-        self, s3: S3Client, publisher: EventPublisher, *, width: int, at_seconds: float
+        self,
+        s3: S3Client,
+        publisher: EventPublisher,
+        pool: asyncpg.Pool,
+        *,
+        width: int,
+        at_seconds: float,
     ) -> None:
-        self.s3, self.publisher = s3, publisher
+        self.s3, self.publisher, self.pool = s3, publisher, pool
         self.width, self.at_seconds = width, at_seconds
 
     async def handle(self, envelope: Envelope) -> None:
         event = envelope.event
         if not isinstance(event, ThumbnailRequested):
+            return
+        if await self._deleted(event):
             return
         head = await self.s3.head_object(Bucket=event.bucket, Key=event.video_key)
         source = S3RangeFile(
@@ -233,6 +248,8 @@ class Thumbnailer:
             ContentType="image/jpeg",
             ServerSideEncryption="AES256",
         )
+        if await self._deleted(event):
+            return
         log.info(
             "thumbnail.stored",
             bot_id=event.bot_id,
@@ -251,3 +268,17 @@ class Thumbnailer:
                 size_bytes=len(thumbnail.jpeg),
             )
         )
+
+    async def _deleted(self, event: ThumbnailRequested) -> bool:
+        """Whether the recording's media was deleted; if so its thumbnail is deleted too (one
+        stored after the deletion listed the recording's objects)."""
+        if not await media_deleted(self.pool, event.recording_id):
+            return False
+        await self.s3.delete_object(Bucket=event.bucket, Key=event.thumbnail_key)
+        log.info(
+            "thumbnail.media_deleted",
+            bot_id=event.bot_id,
+            recording_id=str(event.recording_id),
+            key=event.thumbnail_key,
+        )
+        return True

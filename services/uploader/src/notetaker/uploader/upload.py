@@ -6,11 +6,13 @@ re-emits `recording.upload_requested` when the retry is due.
 
 An attempt runs under the recording's upload lease (`lease.py`): a worker that finds it held by
 another leaves the recording to it; one that loses it stops without writing or aborting
-anything. Every way an attempt can end is one of: complete; `failed` with a reason and a
-`recording.upload_failed` event (any error but an outage of our own PostgreSQL, Kafka or S3,
-unexpected ones included, as reason `internal`); or a resume (an outage, a lost lease, a stopped
-worker: the consumer redelivers the event, or the scheduler re-requests the row once its lease
-has run out).
+anything, unless it lost it to a deletion of the recording's media: then it deletes what is under
+the recording's prefix (what it stored after the deletion listed it), and so does every later
+event about the recording. Every way an attempt can end is one of: complete; `failed` with a
+reason and a `recording.upload_failed` event (any error but an outage of our own PostgreSQL,
+Kafka or S3, unexpected ones included, as reason `internal`); or a resume (an outage, a lost
+lease, a stopped worker: the consumer redelivers the event, or the scheduler re-requests the row
+once its lease has run out).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter, Histogram
 
+from notetaker.common.deletion import media_deleted, purge_prefix
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import (
     RecordingCompleted,
@@ -41,7 +44,7 @@ from notetaker.common.failures import Kind, classify
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.meetingbaas import ProviderError, RecordingGone, fresh_recording_urls
-from notetaker.common.s3 import S3Client, recording_key
+from notetaker.common.s3 import S3Client, recording_key, recording_prefix
 from notetaker.uploader import recordings
 from notetaker.uploader.keys import SourceUrlCipher
 from notetaker.uploader.lease import LeaseLost, UploadLease, worker_name
@@ -173,6 +176,9 @@ class Uploader:
             raise UnknownRecording(
                 f"no recordings row for bot {event.bot_id}: was the bot deployed by the scheduler?"
             )
+        if recording.deleted:
+            await self._deleted(recording)
+            return
         if recording.status == "complete":
             # Done before (maybe we died before announcing it): announce again, same event id.
             log.info(
@@ -243,7 +249,12 @@ class Uploader:
             try:
                 await lease.run(lambda: self._attempt(recording, lease))
             except LeaseLost:
-                log.warning("upload.lease_lost", token=lease.token)
+                if await media_deleted(self.pool, recording.id):
+                    # Deleted while copying: what this attempt stored after the deletion listed
+                    # the recording's objects is removed here (listing the prefix again).
+                    await self._deleted(recording)
+                else:
+                    log.warning("upload.lease_lost", token=lease.token)
             except BaseException:
                 # An outage or a stop: whoever tries next need not wait for the lease to run out.
                 try:
@@ -473,9 +484,43 @@ class Uploader:
             )
         )
 
+    async def _deleted(self, recording: Recording) -> None:
+        """An event about a recording whose media was deleted: nothing is copied or announced,
+        and whatever is under its prefix is deleted (an attempt that stored an object after
+        the deletion's listing, and died before removing it). An upload that completed before
+        the deletion still has its usage announced (same event id as ever): the deletion took
+        those bytes off the org's level, so they must have been put on it."""
+        purged = await purge_prefix(
+            self.s3,
+            self.settings.s3_bucket,
+            recording_prefix(recording.org_id, recording.user_id, recording.id),
+        )
+        log.info(
+            "upload.media_deleted",
+            bot_id=recording.bot_id,
+            recording_id=str(recording.id),
+            objects_removed=len(purged.keys),
+            uploads_aborted=len(purged.uploads_aborted),
+        )
+        if recording.status == "complete" and recording.size_bytes is not None:
+            await self._announce(recording)
+
     async def _announce(self, recording: Recording, parts: int = 0) -> None:
-        assert recording.video_key is not None
         assert recording.size_bytes is not None
+        usage = StorageUsage(
+            bot_id=recording.bot_id,
+            org_id=recording.org_id,
+            recording_id=recording.id,
+            step="upload",
+            bytes_stored=recording.size_bytes,
+            bytes_uploaded=recording.size_bytes,
+            put_requests=parts + 2,  # create + parts + complete
+            occurred_at=datetime.now(UTC),
+        )
+        if recording.deleted:
+            await self.publisher.publish(usage)
+            return
+        assert recording.video_key is not None
         await self.publisher.publish_all(
             [
                 RecordingUploaded(
@@ -490,15 +535,6 @@ class Uploader:
                     checksum=recording.checksum or "",
                     provider_transcript=recording.provider_transcript,
                 ),
-                StorageUsage(
-                    bot_id=recording.bot_id,
-                    org_id=recording.org_id,
-                    recording_id=recording.id,
-                    step="upload",
-                    bytes_stored=recording.size_bytes,
-                    bytes_uploaded=recording.size_bytes,
-                    put_requests=parts + 2,  # create + parts + complete
-                    occurred_at=datetime.now(UTC),
-                ),
+                usage,
             ]
         )

@@ -1,0 +1,110 @@
+"""`notetaker costs`: storage, transfer and request cost per org, from the table the metrics
+service keeps (`s3_usage_metrics`) and its admin API serves (`notetaker.common.costs`)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from notetaker.cli.connections import checked_org, connect, json_lines
+from notetaker.cli.connections import show as show_table
+from notetaker.cli.events import err, run
+from notetaker.cli.settings import CliSettings
+from notetaker.common.costs import CostRow, cost_rows, month_bounds
+from notetaker.common.settings import load_settings
+
+GIB = 1024**3
+
+
+def org_totals(rows: list[CostRow]) -> list[dict[str, Any]]:
+    """Per org over the period: the stored level on its last day, transfer and requests summed,
+    and the cost of all of it; the most expensive first."""
+    totals: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {
+            "stored_gb": 0.0,
+            "upload_gb": 0.0,
+            "download_gb": 0.0,
+            "api_requests": 0.0,
+            "cost_usd": 0.0,
+        }
+    )
+    for row in rows:  # in date order within an org: the last storage row is the latest level
+        total = totals[row.org_id]
+        if row.metric_type == "storage_gb":
+            total["stored_gb"] = row.value
+        else:
+            total[row.metric_type] += row.value
+        total["cost_usd"] += row.cost_usd
+    found = [{"org_id": org} | values for org, values in totals.items()]
+    return sorted(found, key=lambda t: (-t["cost_usd"], t["org_id"]))
+
+
+def costs(
+    month: Annotated[
+        str | None,
+        typer.Option(
+            "--month", metavar="YYYY-MM", help="The calendar month (default: this one, to date)."
+        ),
+    ] = None,
+    org: Annotated[str | None, typer.Option("--org", metavar="ORG", help="Only this org.")] = None,
+    daily: Annotated[
+        bool,
+        typer.Option(
+            "--daily",
+            help="The rows themselves (org, day, metric, value, cost), as the admin API serves"
+            " them, instead of a total per org.",
+        ),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per row (or org) and line.")
+    ] = False,
+) -> None:
+    """What storage costs per org for a month: stored GB (the level at the end of the period),
+    upload and download GB, API requests, and the cost in USD with its total."""
+    try:
+        since, until = month_bounds(month or datetime.now(UTC).strftime("%Y-%m"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--month") from exc
+    org_id = checked_org(org) if org else None
+    config = load_settings(CliSettings)
+
+    async def read() -> list[CostRow]:
+        async with connect(config) as c:
+            return await cost_rows(c.pool, since, until, org_id)
+
+    rows = run(read())
+    total = round(sum(r.cost_usd for r in rows), 6)
+    if json_output:
+        json_lines(r.as_json() for r in rows) if daily else json_lines(org_totals(rows))
+        return
+    title = f"Cost from {since} to {until}" + (f", org {org_id}" if org_id else "")
+    table = Table(title=title, title_justify="left", show_footer=True)
+    if daily:
+        for column in ("Org", "Date", "Metric", "Value"):
+            table.add_column(column, footer="")
+        table.add_column("Cost (USD)", justify="right", footer=f"{total:.6f}")
+        for r in rows:
+            table.add_row(
+                r.org_id, r.date.isoformat(), r.metric_type, f"{r.value:.6g}", f"{r.cost_usd:.6f}"
+            )
+    else:
+        table.add_column("Org", footer="total")
+        for column in ("Stored GB", "Upload GB", "Download GB", "Requests"):
+            table.add_column(column, justify="right", footer="")
+        table.add_column("Cost (USD)", justify="right", footer=f"{total:.6f}")
+        for t in org_totals(rows):
+            table.add_row(
+                t["org_id"],
+                f"{t['stored_gb']:.6f}",
+                f"{t['upload_gb']:.6f}",
+                f"{t['download_gb']:.6f}",
+                f"{t['api_requests']:.0f}",
+                f"{t['cost_usd']:.6f}",
+            )
+    show_table(table)
+    if not rows:
+        err.print("No usage is recorded for that period" + (" and org." if org_id else "."))

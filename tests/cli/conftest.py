@@ -1,0 +1,162 @@
+"""What the operator commands' tests share: the providers (the simulator's MeetingBaaS and
+Gladia, in this process), the command's environment, and meetings stored as the pipeline stores
+them: real rows, real objects under the recording's S3 prefix, a Gladia job the provider has."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from notetaker.common.s3 import S3Client, recording_key, recording_prefix, s3_location
+from notetaker.devstack.media import Recording
+from notetaker.devstack.simulator import GladiaJob, ProviderSimulator, SimulatorConfig
+from notetaker.devstack.stack import Stack
+from notetaker.uploader.keys import SourceUrlCipher
+from tests.cli.test_events import cli_env
+
+
+@pytest.fixture(scope="package")
+async def providers() -> AsyncIterator[ProviderSimulator]:
+    """MeetingBaaS and Gladia as the simulator plays them; its bots stay in their meetings (no
+    webhooks: nothing listens)."""
+    simulator = ProviderSimulator(
+        SimulatorConfig(
+            ingest_url="http://127.0.0.1:9",
+            svix_secret="whsec_" + secrets.token_urlsafe(32),
+            api_key=secrets.token_urlsafe(24),
+            gladia_api_key=secrets.token_urlsafe(24),
+            status_delay_seconds=3600,
+        ),
+        Recording(video=b"video", audio=b"audio"),
+    )
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+def operator_env(stack: Stack, providers: ProviderSimulator) -> dict[str, str]:
+    """The command's environment: the stack, and the providers' APIs with their keys."""
+    return cli_env(stack.env()) | {
+        "NOTETAKER_MEETINGBAAS_API_URL": providers.base_url,
+        "NOTETAKER_MEETINGBAAS_API_KEY": providers.config.api_key,
+        "NOTETAKER_GLADIA_API_URL": providers.base_url,
+        "NOTETAKER_GLADIA_API_KEY": providers.config.gladia_api_key,
+    }
+
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40  # what the bytes are is not tested
+AUDIO = b"fLaC" + bytes(range(256)) * 20
+THUMBNAIL = b"\xff\xd8\xff\xe0" + bytes(64)
+TRANSCRIPT_TEXT = "Ada: The budget is confidential."
+
+
+@dataclass(frozen=True)
+class StoredMeeting:
+    meeting_id: uuid.UUID
+    recording_id: uuid.UUID
+    bot_id: str
+    org_id: uuid.UUID
+    user_id: uuid.UUID
+    prefix: str
+    size_bytes: int  # what the upload counted in the org's stored level (video + audio)
+    gladia_job_id: str
+
+
+async def stored_meeting(
+    stack: Stack,
+    db: asyncpg.Pool,
+    s3: S3Client,
+    providers: ProviderSimulator,
+    *,
+    org_id: uuid.UUID | None = None,
+    created_days_ago: float = 0,
+) -> StoredMeeting:
+    """A meeting whose recording the pipeline stored: video, audio, thumbnail, a transcript and
+    something else under its prefix, an upload of it left unfinished, its transcript in the
+    meetings row, its provider URLs (sealed) in the recordings row, a MeetingBaaS bot and a
+    finished Gladia job. `created_days_ago` moves the recording back in time (the tests' clock)."""
+    bot_id = providers.create_bot(hold_completed=True)
+    org_id = org_id or uuid.uuid4()
+    user_id, recording_id = uuid.uuid4(), uuid.uuid4()
+    bucket = stack.s3_bucket
+    keys = {
+        kind: recording_key(org_id, user_id, recording_id, kind, ext)  # type: ignore[arg-type]
+        for kind, ext in (("video", "mp4"), ("audio", "flac"), ("thumbnail", "jpg"))
+    }
+    prefix = recording_prefix(org_id, user_id, recording_id)
+    for kind, body in (("video", VIDEO), ("audio", AUDIO), ("thumbnail", THUMBNAIL)):
+        await s3.put_object(Bucket=bucket, Key=keys[kind], Body=body)
+    await s3.put_object(Bucket=bucket, Key=f"{prefix}transcript.json", Body=b'{"text": "x"}')
+    await s3.put_object(Bucket=bucket, Key=f"{prefix}extra/notes.txt", Body=b"whatever else")
+    upload = await s3.create_multipart_upload(Bucket=bucket, Key=f"{prefix}video-retry.mp4")
+    await s3.upload_part(
+        Bucket=bucket,
+        Key=f"{prefix}video-retry.mp4",
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        Body=b"x" * 1024,
+    )
+    created = datetime.now(UTC) - timedelta(days=created_days_ago)
+    meeting_id: uuid.UUID = await db.fetchval(
+        "INSERT INTO meetings (org_id, owner_user_id, title, start_time, meeting_url, source,"
+        " bot_id, video_url, audio_url, thumbnail_url, transcript_text, transcript_json,"
+        " transcript_provider, recording_status, created_at)"
+        " VALUES ($1, $2, 'Budget review', $3, 'https://meet.google.com/x', 'notetaker', $4,"
+        " $5, $6, $7, $8, $9, 'gladia', 'available', $3) RETURNING id",
+        org_id,
+        user_id,
+        created,
+        bot_id,
+        s3_location(bucket, keys["video"]),
+        s3_location(bucket, keys["audio"]),
+        s3_location(bucket, keys["thumbnail"]),
+        TRANSCRIPT_TEXT,
+        '[{"speaker": "Ada", "start": 0.5, "end": 1.5, "text": "The budget is confidential."}]',
+    )
+    cipher = SourceUrlCipher([SecretStr(stack.source_url_key)])
+    size = len(VIDEO) + len(AUDIO)
+    await db.execute(
+        "INSERT INTO recordings (id, org_id, user_id, meeting_id, bot_id, provider_video_url,"
+        " provider_audio_url, provider_urls_received_at, s3_upload_status, s3_video_key,"
+        " s3_audio_key, s3_file_size_bytes, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'complete', $9, $10, $11, $8)",
+        recording_id,
+        org_id,
+        user_id,
+        meeting_id,
+        bot_id,
+        cipher.seal(providers.signed_url(bot_id, "video.mp4")),
+        cipher.seal(providers.signed_url(bot_id, "audio.flac")),
+        created,
+        keys["video"],
+        keys["audio"],
+        size,
+    )
+    job_id = str(uuid.uuid4())
+    providers.jobs[job_id] = GladiaJob(job_id, "https://s3.example/audio", None, status="done")
+    await db.execute(
+        "INSERT INTO transcription_jobs (request_id, bot_id, provider, job_id, completed_at,"
+        " status) VALUES ($1, $2, 'gladia', $3, now(), 'done')",
+        uuid.uuid4(),
+        bot_id,
+        job_id,
+    )
+    return StoredMeeting(meeting_id, recording_id, bot_id, org_id, user_id, prefix, size, job_id)
+
+
+async def under_prefix(s3: S3Client, stack: Stack, prefix: str) -> list[str]:
+    """Every object key and unfinished upload under `prefix` (what S3 still holds of it)."""
+    objects = await s3.list_objects_v2(Bucket=stack.s3_bucket, Prefix=prefix)
+    uploads = await s3.list_multipart_uploads(Bucket=stack.s3_bucket, Prefix=prefix)
+    return sorted(
+        [o["Key"] for o in objects.get("Contents", [])]
+        + [f"upload:{u['Key']}" for u in uploads.get("Uploads", [])]
+    )

@@ -32,6 +32,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI, Header, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from standardwebhooks.webhooks import Webhook
 
 from notetaker.common.logs import configure_logging, get_logger
@@ -92,6 +93,11 @@ class Bot:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     joined_at: datetime | None = None
     exited_at: datetime | None = None
+    webhook_version: int = 2  # 1: the account webhook of `complete`/`failed` is API v1's
+    # URLs signed at or before this second answer 403 (revoked, as an expired URL does)
+    revoked_through: datetime | None = None
+    lies: int = 0  # the next this many video GETs declare the whole length and send half
+    revoke_completed_urls: bool = False
 
 
 @dataclass(eq=False)
@@ -246,19 +252,24 @@ class ProviderSimulator:
         extra: dict[str, Any] | None = None,
         video_delay: float = 0.0,
         callback: dict[str, Any] | None = None,
+        recording: Recording | None = None,
+        webhook_version: int = 2,
     ) -> str:
         """Deploy a bot; `video_delay` makes its video URL answer that many seconds late;
-        `callback` is a `callback_config` (`url`, `secret`) the bot calls when it ends."""
+        `callback` is a `callback_config` (`url`, `secret`) the bot calls when it ends;
+        `recording` is what it serves (the simulator's by default); `webhook_version` 1 sends
+        its end as API v1's `complete`/`failed` (with `x-meeting-baas-api-key`)."""
         assert self.recording is not None, "start() the simulator first"
         bot = Bot(
             str(uuid.uuid4()),
             meeting_url,
             transcription,
             fail,
-            self.recording,
+            recording or self.recording,
             extra or {},
             video_delay,
             callback if callback and callback.get("url") else None,
+            webhook_version=webhook_version,
         )
         if not hold_completed:
             bot.released.set()
@@ -305,8 +316,43 @@ class ProviderSimulator:
             bot, "bot.completed", bot.completed_body, delivery_id, attempts=1
         )
 
+    async def resend_status(self, bot_id: str) -> int:
+        """Deliver a `bot.status_change` (in call, recording) again, as a new delivery: late,
+        and out of order once the bot has completed."""
+        bot = self.bots[bot_id]
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        status = {"code": "in_call_recording", "created_at": now, "start_time": now}
+        body = json.dumps(
+            {
+                "event": "bot.status_change",
+                "data": {"bot_id": bot_id, "status": status},
+                "sent_at": now,
+            }
+        )
+        delivery_id = f"msg_{uuid.uuid4().hex}"
+        return await self._deliver(
+            bot, "bot.status_change", body, delivery_id, self.config.delivery_attempts
+        )
+
+    def revoke_urls(self, bot_id: str) -> None:
+        """Every URL of the bot's recording signed so far answers 403 from now on (as an
+        expired one does); the URLs `GET /v2/bots/{bot_id}` signs from now on work."""
+        self.bots[bot_id].revoked_through = datetime.now(UTC).replace(microsecond=0)
+
+    def revoke_at_completion(self, bot_id: str) -> None:
+        """The URLs the bot's `bot.completed` carries answer 403 from the start (a provider's
+        URL that expired before it was fetched): only refreshed ones work."""
+        self.bots[bot_id].revoke_completed_urls = True
+
+    def lie_about_length(self, bot_id: str, times: int = 1) -> None:
+        """The bot's next `times` video downloads declare the whole length and send half."""
+        self.bots[bot_id].lies = times
+
     def signed_url(self, bot_id: str, name: str, issued: datetime | None = None) -> str:
         issued = issued or datetime.now(UTC)
+        revoked = self.bots[bot_id].revoked_through if bot_id in self.bots else None
+        if revoked is not None and issued <= revoked + timedelta(seconds=1):
+            issued = revoked + timedelta(seconds=1)  # a URL signed anew is past the revocation
         stamp = issued.strftime("%Y%m%dT%H%M%SZ")
         expires = self.config.url_validity_seconds
         signature = self._signature(bot_id, name, stamp, expires)
@@ -440,6 +486,8 @@ class ProviderSimulator:
             "participants": [{"id": None, "name": n} for n in names],
             "speakers": [{"id": None, "name": n} for n in names],
         }
+        if bot.revoke_completed_urls:
+            bot.revoked_through = datetime.now(UTC).replace(microsecond=0)
         await self._send(bot, "bot.completed", data)
 
     async def _send(self, bot: Bot, event: str, data: dict[str, Any]) -> None:
@@ -451,7 +499,32 @@ class ProviderSimulator:
         if bot.callback is not None and event in ("bot.completed", "bot.failed"):
             callback_body = json.dumps({"event": event, "data": data, "extra": bot.extra})
             await self._call_back(bot, event, callback_body, self.config.delivery_attempts)
+        if bot.webhook_version == 1 and event in ("bot.completed", "bot.failed"):
+            await self._deliver_v1(bot, event, data)
+            return
         await self._deliver(bot, event, body, delivery_id, self.config.delivery_attempts)
+
+    async def _deliver_v1(self, bot: Bot, event: str, data: dict[str, Any]) -> int:
+        """API v1's account webhook (`complete`: the mp4 and the transcript inline; `failed`),
+        authenticated by the API key, retried like v2's."""
+        if event == "bot.completed":
+            transcript = _transcription_document() if bot.transcription else []
+            v1 = {
+                "event": "complete",
+                "data": {
+                    "bot_id": bot.bot_id,
+                    "mp4": data["video"],
+                    "speakers": [s["speaker"] for s in transcript],
+                    "transcript": transcript,
+                },
+            }
+        else:
+            v1 = {"event": "failed", "data": {"bot_id": bot.bot_id, "error": data["error_code"]}}
+        headers = {
+            "content-type": "application/json",
+            "x-meeting-baas-api-key": self.config.api_key,
+        }
+        return await self._post_retrying(bot, event, json.dumps(v1), headers, "v1", None)
 
     async def _call_back(self, bot: Bot, event: str, body: str, attempts: int) -> int:
         """POST the bot's own callback to its `callback_config` URL, with its secret in
@@ -493,16 +566,32 @@ class ProviderSimulator:
         self, bot: Bot, event: str, body: str, delivery_id: str, attempts: int
     ) -> int:
         """POST a Svix-signed delivery, retrying like Svix on errors and 5xx."""
+        return await self._post_retrying(bot, event, body, {}, "svix", delivery_id, attempts)
+
+    async def _post_retrying(
+        self,
+        bot: Bot,
+        event: str,
+        body: str,
+        headers: dict[str, str],
+        channel: str,
+        delivery_id: str | None,
+        attempts: int | None = None,
+    ) -> int:
+        """POST a webhook to ingest until it is acknowledged (2xx) or refused (4xx): Svix's
+        schedule compressed (0.4 s doubling to 5 s between tries); a Svix delivery is signed
+        anew for each try."""
         assert self._http is not None
         status = 0
-        for attempt in range(1, attempts + 1):
+        for attempt in range(1, (attempts or self.config.delivery_attempts) + 1):
             now = datetime.now(UTC)
-            headers = {
-                "content-type": "application/json",
-                "svix-id": delivery_id,
-                "svix-timestamp": str(int(now.timestamp())),
-                "svix-signature": Webhook(self.config.svix_secret).sign(delivery_id, now, body),
-            }
+            if delivery_id is not None:
+                headers = {
+                    "content-type": "application/json",
+                    "svix-id": delivery_id,
+                    "svix-timestamp": str(int(now.timestamp())),
+                    "svix-signature": Webhook(self.config.svix_secret).sign(delivery_id, now, body),
+                }
             try:
                 response = await self._http.post(
                     f"{self.config.ingest_url}/webhooks/meetingbaas",
@@ -513,15 +602,15 @@ class ProviderSimulator:
             except httpx.HTTPError as exc:
                 log.warning("simulator.webhook_unreachable", error=repr(exc), attempt=attempt)
                 status = 0
-            bot.webhooks.append(
-                {
-                    "event": event,
-                    "channel": "svix",
-                    "svix_id": delivery_id,
-                    "status": status,
-                    "at": time.time(),
-                }
-            )
+            record: dict[str, Any] = {
+                "event": event,
+                "channel": channel,
+                "status": status,
+                "at": time.time(),
+            }
+            if delivery_id is not None:
+                record["svix_id"] = delivery_id
+            bot.webhooks.append(record)
             if 200 <= status < 300 or 400 <= status < 500:
                 return status
             await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
@@ -567,9 +656,14 @@ class ProviderSimulator:
         issued = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         if datetime.now(UTC) > issued + timedelta(seconds=expires):
             return _s3_error(403, "AccessDenied", "Request has expired")
+        if bot.revoked_through is not None and issued <= bot.revoked_through:
+            return _s3_error(403, "AccessDenied", "Request has expired")
         headers = {"accept-ranges": "bytes", "content-type": content_type}
         if request.method == "GET":
             bot.downloads[name] = bot.downloads.get(name, 0) + 1
+        if request.method == "GET" and name == "video.mp4" and bot.lies > 0:
+            bot.lies -= 1
+            return _lying_response(data, headers)
         spec = request.headers.get("range", "")
         if spec.startswith("bytes=") and "," not in spec:
             first, _, last = spec[6:].partition("-")
@@ -832,6 +926,16 @@ def _platform(meeting_url: str) -> str:
     if "zoom." in meeting_url:
         return "zoom"
     return "teams" if "teams." in meeting_url else "meet"
+
+
+def _lying_response(data: bytes, headers: dict[str, str]) -> Response:
+    """A body that declares the whole file's length and stops after half of it."""
+
+    async def half() -> AsyncIterator[bytes]:
+        yield data[: len(data) // 2]
+
+    declared = {**headers, "content-length": str(len(data))}
+    return StreamingResponse(half(), headers=declared)
 
 
 def _s3_error(status: int, code: str, message: str) -> Response:

@@ -5,7 +5,7 @@ UV := python3 -m uv
 PY := $(UV) run --frozen
 ARGS ?=
 
-.PHONY: up test lint typecheck pytest fuzz outages mutation bench bench-ingest bench-upload deps tools clean
+.PHONY: up test lint typecheck pytest fuzz outages chaos mutation bench bench-ingest bench-upload deps tools clean
 
 ## make up: start the embedded stack, the five services and the provider simulator, and take
 ## a scheduled demo meeting to a stored recording with thumbnail. Ctrl-C stops everything.
@@ -41,6 +41,17 @@ OUTAGE_MEETINGS ?= 20
 outages: deps
 	NOTETAKER_OUTAGE_SECONDS=$(OUTAGE_SECONDS) NOTETAKER_OUTAGE_MEETINGS=$(OUTAGE_MEETINGS) \
 		$(PY) pytest -q tests/outages
+
+## make chaos: CHAOS_MEETINGS (50) meetings through every fault at once (kills, PostgreSQL, Kafka
+## and S3 outages of CHAOS_OUTAGE_SECONDS, bad deliveries and sources, deletions), from a printed
+## seed (CHAOS_SEED= replays a plan); prints the report and fails on any loss or duplicate.
+## More options (--max-mib 300 for recordings of a few hundred MiB, --span, --kills): ARGS=...
+CHAOS_MEETINGS ?= 50
+CHAOS_OUTAGE_SECONDS ?= 30
+CHAOS_SEED ?=
+chaos: deps
+	$(PY) python -m notetaker.devstack.chaos --meetings $(CHAOS_MEETINGS) \
+		--outage-seconds $(CHAOS_OUTAGE_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(ARGS)
 
 ## make mutation: mutation testing (mutmut) of the modules that carry a promise, against the
 ## in-process unit tests only (no stack, no subprocess); prints mutants, killed, survived per

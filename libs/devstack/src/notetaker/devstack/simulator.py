@@ -98,6 +98,7 @@ class Bot:
     revoked_through: datetime | None = None
     lies: int = 0  # the next this many video GETs declare the whole length and send half
     revoke_completed_urls: bool = False
+    completed_v1_body: str | None = None
 
 
 @dataclass(eq=False)
@@ -310,6 +311,11 @@ class ProviderSimulator:
         """Deliver `bot.completed` again: a Svix retry (same id) or a new delivery of it."""
         bot = self.bots[bot_id]
         assert bot.completed_body is not None, "the bot has not completed yet"
+        if bot.webhook_version == 1:  # v1 has no delivery id: the same body again
+            assert bot.completed_v1_body is not None
+            return await self._post_retrying(
+                bot, "bot.completed", bot.completed_v1_body, self._v1_headers(), "v1", None, 1
+            )
         delivery_id = f"msg_{uuid.uuid4().hex}" if new_delivery_id else bot.completed_id
         assert delivery_id is not None
         return await self._deliver(
@@ -520,11 +526,13 @@ class ProviderSimulator:
             }
         else:
             v1 = {"event": "failed", "data": {"bot_id": bot.bot_id, "error": data["error_code"]}}
-        headers = {
-            "content-type": "application/json",
-            "x-meeting-baas-api-key": self.config.api_key,
-        }
-        return await self._post_retrying(bot, event, json.dumps(v1), headers, "v1", None)
+        body = json.dumps(v1)
+        if event == "bot.completed":
+            bot.completed_v1_body = body
+        return await self._post_retrying(bot, event, body, self._v1_headers(), "v1", None)
+
+    def _v1_headers(self) -> dict[str, str]:
+        return {"content-type": "application/json", "x-meeting-baas-api-key": self.config.api_key}
 
     async def _call_back(self, bot: Bot, event: str, body: str, attempts: int) -> int:
         """POST the bot's own callback to its `callback_config` URL, with its secret in

@@ -1,0 +1,835 @@
+"""The chaos run: N meetings through the whole pipeline while every fault happens at once (services
+SIGKILLed and restarted, PostgreSQL and Kafka cut off, S3 answering 503, webhooks duplicated, late
+and out of order, a source answering 403, a source lying about its length, a meeting MeetingBaaS
+refuses, meetings deleted by an operator mid-run), then a report of anything lost or done twice.
+
+The fault plan is drawn from one seed (printed): the same seed gives the same plan, what happens
+to what and when; how the processes interleave around it may differ. `make chaos ARGS=...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import struct
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from notetaker.common.envelope import EnvelopeError, from_message
+from notetaker.common.events import TOPICS, MeetingSynced, dlq_topic
+from notetaker.common.kafka import ensure_topics
+from notetaker.common.logs import configure_logging
+from notetaker.common.s3 import s3_client
+from notetaker.devstack import children
+from notetaker.devstack.media import Recording, demo_recording
+from notetaker.devstack.outage import OutageProxy
+from notetaker.devstack.pipeline import Pipeline, start_pipeline
+from notetaker.devstack.s3_proxy import S3FaultProxy
+from notetaker.devstack.services import SERVICES
+from notetaker.devstack.stack import LocalProcess, Stack, start_stack, start_tansu
+
+MIB = 1024 * 1024
+GIB = 1024**3
+REFUSED_MEETING_URL = "https://meet.google.com/chaos-refused"
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    meetings: int = 50
+    seed: int = 0
+    max_mib: float = 50.0  # largest recording; "a few hundred MiB" is `--max-mib 300`
+    span_seconds: float = 150.0  # meetings end and faults strike within this long
+    outage_seconds: float = 30.0  # PostgreSQL, Kafka and S3 each this long
+    kills_per_service: int = 3
+    deletions: int = 2
+    timeout_seconds: float = 900.0  # longest wait after the span for every meeting to end
+
+
+@dataclass(frozen=True)
+class PlannedMeeting:
+    index: int
+    ends_at: float  # seconds from the start of the run
+    video_bytes: int
+    transcript: str  # "meetingbaas" (the bot transcribes) or "gladia" (we ask Gladia)
+    webhook_version: int
+    scheduled: bool = False  # the scheduler deploys its bot (else: the bot exists already)
+    refused: bool = False  # MeetingBaaS refuses its bot
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds from the start of the run
+    kind: str
+    target: str  # a service name, a dependency, or a meeting index
+    seconds: float = 0.0  # how long it lasts (an outage; a killed service's time down)
+
+    def describe(self) -> str:
+        lasting = f" for {self.seconds:.1f}s" if self.seconds else ""
+        return f"t+{self.at:6.1f}s  {self.kind:<12} {self.target}{lasting}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    seed: int
+    meetings: tuple[PlannedMeeting, ...]
+    faults: tuple[Fault, ...]
+
+    def meetings_with(self, kind: str) -> set[int]:
+        return {int(f.target) for f in self.faults if f.kind == kind}
+
+
+# Faults that happen to one meeting's deliveries or source, in the order the plan picks them.
+MEETING_FAULTS = ("forbidden", "lying", "duplicate", "duplicate", "late", "late")
+
+
+def _video_size(rng: random.Random, max_bytes: int) -> int:
+    """Mixed sizes: most recordings small, some mid-sized, a few up to the largest allowed."""
+    roll = rng.random()
+    if roll < 0.6:
+        return rng.randint(200_000, min(max_bytes, 2 * MIB))
+    if roll < 0.9:
+        return rng.randint(min(max_bytes, 2 * MIB), min(max_bytes, 20 * MIB))
+    return rng.randint(min(max_bytes, 20 * MIB), max_bytes)
+
+
+def make_plan(options: Options) -> Plan:
+    """What happens when, drawn from `options.seed` alone."""
+    rng = random.Random(options.seed)
+    span = options.span_seconds
+    count = max(options.meetings, len(MEETING_FAULTS) + options.deletions + 2)
+    max_bytes = int(options.max_mib * MIB)
+    meetings = [
+        PlannedMeeting(
+            index=i,
+            ends_at=round(rng.uniform(0.0, span * 0.8), 1),
+            video_bytes=_video_size(rng, max_bytes),
+            transcript="gladia" if rng.random() < 0.4 else "meetingbaas",
+            webhook_version=1 if rng.random() < 0.3 else 2,
+        )
+        for i in range(count - 2)
+    ]
+    # The last two meetings are on the calendar: the scheduler deploys their bots, and
+    # MeetingBaaS refuses one of them.
+    meetings.append(PlannedMeeting(count - 2, 0.0, 0, "meetingbaas", 2, scheduled=True))
+    meetings.append(
+        PlannedMeeting(count - 1, 0.0, 0, "meetingbaas", 2, scheduled=True, refused=True)
+    )
+    faults: list[Fault] = []
+    for service in SERVICES:
+        for _ in range(options.kills_per_service):
+            faults.append(
+                Fault(
+                    round(rng.uniform(0.0, span), 1), "kill", service, round(rng.uniform(0.5, 4), 1)
+                )
+            )
+    for dependency in ("postgres", "kafka", "s3"):
+        at = round(rng.uniform(0.1 * span, max(0.1 * span, span - options.outage_seconds)), 1)
+        faults.append(Fault(at, "outage", dependency, options.outage_seconds))
+    # Each meeting fault and each deletion to a meeting of its own, among the bots that exist
+    # from the start; a delivery fault strikes after its meeting ended (a source fault before).
+    chosen = rng.sample(range(count - 2), len(MEETING_FAULTS) + options.deletions)
+    kinds = [*MEETING_FAULTS, *["delete"] * options.deletions]
+    for index, kind in zip(chosen, kinds, strict=True):
+        ends = meetings[index].ends_at
+        if kind in ("forbidden", "lying"):
+            at = max(0.0, ends - 1.0)
+        elif kind == "delete":
+            at = ends + rng.uniform(0.1 * span, 0.3 * span)
+        else:
+            at = ends + rng.uniform(1.0, 0.2 * span)
+        faults.append(Fault(round(at, 1), kind, str(index)))
+    faults.sort(key=lambda f: (f.at, f.kind, f.target))
+    return Plan(options.seed, tuple(meetings), tuple(faults))
+
+
+def sized_recording(base: Recording, video_bytes: int, filler: bytes) -> Recording:
+    """`base` with its video grown to `video_bytes` by a trailing MP4 `free` box (a valid MP4
+    still: players and the thumbnailer skip it), so sizes vary without encoding anything."""
+    missing = video_bytes - len(base.video) - 8
+    if missing <= 0:
+        return base
+    box = struct.pack(">I", missing + 8) + b"free" + filler[:missing]
+    return Recording(video=base.video + box, audio=base.audio)
+
+
+# --- the pipeline behind fault proxies -----------------------------------------------------------
+
+
+@dataclass
+class Proxied:
+    """The pipeline whose PostgreSQL, Kafka and S3 are reached only through fault proxies; the
+    Kafka broker is one of its own that advertises the proxy's address."""
+
+    pipeline: Pipeline
+    postgres: OutageProxy
+    kafka: OutageProxy
+    s3: S3FaultProxy
+    broker: LocalProcess
+
+    async def stop(self) -> None:
+        self.postgres.restore()
+        self.kafka.restore()
+        self.s3.heal()
+        try:
+            await self.pipeline.stop()
+        finally:
+            await self.s3.stop()
+            await self.postgres.stop()
+            await self.kafka.stop()
+            self.broker.stop()
+
+
+async def start_proxied(
+    stack: Stack,
+    workdir: Path,
+    *,
+    per_service_env: dict[str, dict[str, str]] | None = None,
+    **simulator_options: Any,
+) -> Proxied:
+    database = urlsplit(stack.database_url)
+    assert database.hostname is not None
+    assert database.port is not None
+    postgres = OutageProxy(database.hostname, database.port)
+    await postgres.start()
+    assert stack.s3_endpoint_url is not None
+    s3 = S3FaultProxy(stack.s3_endpoint_url)
+    await s3.start()
+    kafka = OutageProxy("127.0.0.1", 0)
+    await kafka.start()
+    (workdir / "kafka").mkdir(parents=True, exist_ok=True)
+    broker = start_tansu(workdir / "kafka", advertised_port=kafka.port)
+    kafka.upstream = ("127.0.0.1", broker.port)
+    behind = replace(
+        stack,
+        kafka_bootstrap_servers=f"127.0.0.1:{kafka.port}",
+        processes={},
+        containers=[],
+        owns_workdir=False,
+    )
+    await ensure_topics(behind.settings())
+    env = {
+        "NOTETAKER_DATABASE_URL": postgres.url_for(stack.database_url),
+        "NOTETAKER_S3_ENDPOINT_URL": s3.url,
+        # The broker is Tansu (see `Stack.env`): the join's changelog goes a record a batch.
+        "NOTETAKER_FAUST_PRODUCER_MAX_BATCH_BYTES": "1",
+    }
+    extra = per_service_env or {}
+    pipeline = await start_pipeline(
+        behind,
+        workdir / "services",
+        per_service_env={name: env | extra.get(name, {}) for name in SERVICES},
+        **simulator_options,
+    )
+    return Proxied(pipeline, postgres, kafka, s3, broker)
+
+
+# Compressed in time: upload retries, leases, Gladia polling and bot deploy retries in seconds.
+CHAOS_SERVICE_ENV = {
+    "uploader": {
+        "NOTETAKER_UPLOAD_RETRY_DELAYS_SECONDS": "[2, 5, 10]",
+        "NOTETAKER_UPLOAD_LEASE_SECONDS": "15",
+    },
+    "scheduler": {
+        "NOTETAKER_GLADIA_POLL_AFTER_SECONDS": "10",
+        "NOTETAKER_GLADIA_POLL_EVERY_SECONDS": "3",
+        "NOTETAKER_BOT_DEPLOY_RETRY_DELAYS_SECONDS": "[3, 10]",
+        "NOTETAKER_UPLOAD_LEASE_SECONDS": "15",
+    },
+}
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveMeeting:
+    plan: PlannedMeeting
+    id: uuid.UUID
+    org_id: uuid.UUID
+    bot_id: str | None
+    recording: Recording | None
+    completed_at: float | None = None  # seconds from the start, when first seen complete
+    deleted: bool = False
+
+
+@dataclass
+class Run:
+    proxied: Proxied
+    db: asyncpg.Pool
+    plan: Plan
+    options: Options
+    started: float
+    say: Callable[[str], None]
+    meetings: list[LiveMeeting] = field(default_factory=list)
+    fault_ends: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    killed: set[str] = field(default_factory=set)  # services the plan holds down just now
+    crashes: Counter[str] = field(default_factory=Counter)  # exits the supervisor restarted
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    async def until(self, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - self.now()))
+
+
+async def _create_meetings(run: Run, base: Recording) -> None:
+    sim = run.proxied.pipeline.simulator
+    sim.refused_meeting_urls.add(REFUSED_MEETING_URL)
+    largest = max((m.video_bytes for m in run.plan.meetings), default=0)
+    filler = random.Random(run.plan.seed).randbytes(largest)
+    user = uuid.uuid4()
+    for planned in run.plan.meetings:
+        org = uuid.uuid4()
+        if planned.scheduled:
+            url = REFUSED_MEETING_URL if planned.refused else "https://meet.google.com/chaos-sched"
+            meeting_id = await run.db.fetchval(
+                "INSERT INTO meetings (org_id, owner_user_id, title, start_time, meeting_url,"
+                " source) VALUES ($1, $2, 'chaos', now(), $3, 'notetaker') RETURNING id",
+                org,
+                user,
+                url,
+            )
+            run.meetings.append(LiveMeeting(planned, meeting_id, org, None, None))
+            continue
+        recording = sized_recording(base, planned.video_bytes, filler)
+        bot_id = sim.create_bot(
+            hold_completed=True,
+            transcription=planned.transcript == "meetingbaas",
+            recording=recording,
+            webhook_version=planned.webhook_version,
+        )
+        meeting_id = await run.db.fetchval(
+            "INSERT INTO meetings (org_id, owner_user_id, title, start_time, meeting_url, source,"
+            " bot_id) VALUES ($1, $2, 'chaos', now(), 'https://meet.google.com/chaos', 'notetaker',"
+            " $3) RETURNING id",
+            org,
+            user,
+            bot_id,
+        )
+        await run.db.execute(
+            "INSERT INTO recordings (org_id, user_id, meeting_id, bot_id) VALUES ($1, $2, $3, $4)",
+            org,
+            user,
+            meeting_id,
+            bot_id,
+        )
+        run.meetings.append(LiveMeeting(planned, meeting_id, org, bot_id, recording))
+
+
+async def _end_meeting(run: Run, meeting: LiveMeeting) -> None:
+    await run.until(meeting.plan.ends_at)
+    assert meeting.bot_id is not None
+    run.proxied.pipeline.simulator.complete(meeting.bot_id)
+
+
+async def _completed_body(run: Run, bot_id: str) -> None:
+    """Wait until the bot has sent its `bot.completed` (the simulator keeps it to resend)."""
+    bot = run.proxied.pipeline.simulator.bots[bot_id]
+    while (
+        bot.completed_body is None
+        and run.now() < run.options.span_seconds + run.options.timeout_seconds
+    ):
+        await asyncio.sleep(0.2)
+
+
+async def _strike(run: Run, fault: Fault) -> None:
+    await run.until(fault.at)
+    proxied, sim = run.proxied, run.proxied.pipeline.simulator
+    run.say(f"  fault  {fault.describe()}  (at t+{run.now():.1f}s)")
+    if fault.kind == "kill":
+        process = proxied.pipeline.services.processes[fault.target]
+        run.killed.add(fault.target)
+        await asyncio.to_thread(process.kill)
+        await asyncio.sleep(fault.seconds)
+        process.start()  # from the main thread (see `children.spawn`); readiness is not awaited
+        run.killed.discard(fault.target)
+    elif fault.kind == "outage":
+        if fault.target == "s3":
+            proxied.s3.fail_all(503)
+        else:
+            getattr(proxied, fault.target).down()
+        await asyncio.sleep(fault.seconds)
+        if fault.target == "s3":
+            proxied.s3.heal()
+        else:
+            getattr(proxied, fault.target).restore()
+    else:
+        meeting = run.meetings[int(fault.target)]
+        assert meeting.bot_id is not None
+        bot_id = meeting.bot_id
+        if fault.kind == "forbidden":
+            sim.revoke_at_completion(bot_id)
+        elif fault.kind == "lying":
+            sim.lie_about_length(bot_id)
+        elif fault.kind == "duplicate":
+            await _completed_body(run, bot_id)
+            await asyncio.gather(
+                sim.resend_completed(bot_id), sim.resend_completed(bot_id, new_delivery_id=True)
+            )
+        elif fault.kind == "late":
+            await _completed_body(run, bot_id)
+            await sim.resend_status(bot_id)  # a status after the end: out of order
+            await sim.resend_completed(bot_id, new_delivery_id=True)
+        elif fault.kind == "delete":
+            await _delete(run, meeting)
+            return  # an operator's deletion is work to check, not a fault to recover from
+    run.fault_ends.append(run.now())
+
+
+def _operator_env(run: Run) -> dict[str, str]:
+    """The operator tool's environment: the scheduler's settings (the stack through the proxies,
+    the providers and their keys), nothing of this process's own NOTETAKER_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTETAKER_")}
+    scheduler = run.proxied.pipeline.services.processes["scheduler"].env
+    return env | {k: v for k, v in scheduler.items() if k.startswith("NOTETAKER_")}
+
+
+async def _delete(run: Run, meeting: LiveMeeting) -> None:
+    """`notetaker meetings delete` of a complete meeting, as an operator runs it (again until it
+    answers: a dependency may be down), then its `bot.completed` delivered again, anew: what is
+    deleted must stay deleted."""
+    while meeting.completed_at is None:
+        if run.now() > run.options.span_seconds + run.options.timeout_seconds:
+            run.notes.append(f"meeting {meeting.plan.index}: never complete, so never deleted")
+            return
+        await asyncio.sleep(0.5)
+    tool = Path(sys.executable).with_name("notetaker")
+    for attempt in range(1, 31):
+        process = await asyncio.create_subprocess_exec(
+            str(tool),
+            "meetings",
+            "delete",
+            str(meeting.id),
+            "--yes",
+            "--json",
+            "--by",
+            "chaos@run",
+            env=_operator_env(run),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await process.communicate()
+        if process.returncode == 0:
+            meeting.deleted = True
+            outcomes = [json.loads(line).get("outcome") for line in stdout.decode().splitlines()]
+            run.say(f"  delete meeting {meeting.plan.index}: {outcomes} (try {attempt})")
+            break
+        await asyncio.sleep(2)
+    else:
+        run.notes.append(f"meeting {meeting.plan.index}: deletion never succeeded: {stderr!r}")
+        return
+    assert meeting.bot_id is not None
+    await run.proxied.pipeline.simulator.resend_completed(meeting.bot_id, new_delivery_id=True)
+
+
+async def _is_complete(db: asyncpg.Pool, meeting: LiveMeeting) -> bool:
+    row = await db.fetchrow(
+        "SELECT m.video_url, m.transcript_text, m.thumbnail_url, r.s3_upload_status"
+        " FROM meetings m JOIN recordings r ON r.bot_id = m.bot_id WHERE m.id = $1",
+        meeting.id,
+    )
+    return bool(
+        row is not None
+        and row["video_url"]
+        and row["transcript_text"]
+        and row["thumbnail_url"]
+        and row["s3_upload_status"] == "complete"
+    )
+
+
+async def _supervise(run: Run, stop: asyncio.Event) -> None:
+    """Restart a service that exited on its own, 2 s later, as Kubernetes restarts a pod whose
+    container exits (a service started while Kafka or PostgreSQL is unreachable may give up)."""
+    while not stop.is_set():
+        for name, process in run.proxied.pipeline.services.processes.items():
+            exited = process.process is not None and process.process.poll() is not None
+            if exited and name not in run.killed:
+                await asyncio.sleep(2)
+                if name not in run.killed:
+                    run.crashes[name] += 1
+                    run.say(f"  {name} exited on its own: restarted (t+{run.now():.1f}s)")
+                    process.start()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _watch(run: Run, stop: asyncio.Event) -> None:
+    """Note when each meeting is first seen complete (a dependency may be down: try again)."""
+    while not stop.is_set():
+        for meeting in run.meetings:
+            if meeting.completed_at is not None or meeting.plan.refused:
+                continue
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+                if meeting.bot_id is None:
+                    meeting.bot_id = await run.db.fetchval(
+                        "SELECT bot_id FROM meetings WHERE id = $1", meeting.id
+                    )
+                if meeting.bot_id is not None and await _is_complete(run.db, meeting):
+                    meeting.completed_at = run.now()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+def _expected(run: Run) -> list[LiveMeeting]:
+    return [m for m in run.meetings if not m.plan.refused]
+
+
+async def drive(run: Run, base: Recording) -> None:
+    await _create_meetings(run, base)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_watch(run, stop))
+    supervisor = asyncio.create_task(_supervise(run, stop))
+    try:
+        work = [_end_meeting(run, m) for m in run.meetings if not m.plan.scheduled]
+        work += [_strike(run, f) for f in run.plan.faults]
+        await asyncio.gather(*work)
+        run.say(f"every fault struck; waiting for the meetings (t+{run.now():.1f}s)")
+
+        deadline = run.now() + run.options.timeout_seconds
+        while run.now() < deadline:
+            left = [m.plan.index for m in _expected(run) if m.completed_at is None]
+            if not left:
+                break
+            if int(run.now()) % 10 == 0:
+                run.say(f"  t+{run.now():.0f}s: meetings not complete yet: {left}")
+            await asyncio.sleep(1)
+        await asyncio.sleep(5)  # late effects (usage, events) have a moment to land
+    finally:
+        stop.set()
+        await watcher
+        await supervisor
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    lines: list[tuple[str, str, bool]] = field(default_factory=list)  # (what, value, clean)
+
+    def add(self, what: str, value: str, clean: bool) -> None:
+        self.lines.append((what, value, clean))
+
+    @property
+    def clean(self) -> bool:
+        return all(ok for _, _, ok in self.lines)
+
+    def render(self) -> str:
+        width = max((len(w) for w, _, _ in self.lines), default=0)
+        rows = [f"  {'ok ' if ok else 'BAD'} {w:<{width}}  {v}" for w, v, ok in self.lines]
+        return "\n".join(rows)
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of `topic` (all partitions), read until the end and then quiet for a second
+    (the embedded broker may report an end offset short)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not assigned:
+            return []
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        records: list[Any] = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000)
+            got = [r for rs in batch.values() for r in rs]
+            records += got
+            at_end = all([await consumer.position(tp) >= ends[tp] for tp in assigned])
+            if not got and at_end:
+                return records
+    finally:
+        await consumer.stop()
+
+
+def _index_of(run: Run, meeting_id: uuid.UUID) -> int:
+    return next(m.plan.index for m in run.meetings if m.id == meeting_id)
+
+
+async def report(run: Run) -> Report:
+    out = Report()
+    db, sim, stack = run.db, run.proxied.pipeline.simulator, run.proxied.pipeline.stack
+    expected = [m for m in _expected(run) if not m.deleted]
+    deleted = [m for m in run.meetings if m.deleted]
+    complete = [m for m in expected if m.bot_id and await _is_complete(db, m)]
+    out.add(
+        "meetings complete", f"{len(complete)} of {len(expected)}", len(complete) == len(expected)
+    )
+    bots = {m.bot_id for m in run.meetings if m.bot_id}
+
+    settings = stack.settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+    same = 0
+    held: dict[uuid.UUID, int] = {}
+    kept: dict[uuid.UUID, int] = {}
+    open_uploads = 0
+    async with s3_client(settings) as s3:
+        for m in complete:
+            row = await db.fetchrow(
+                "SELECT s3_video_key, s3_audio_key FROM recordings WHERE bot_id = $1", m.bot_id
+            )
+            assert m.bot_id is not None
+            source = m.recording or sim.bots[m.bot_id].recording
+            video = await s3.get_object(Bucket=settings.s3_bucket, Key=row["s3_video_key"])
+            body = await video["Body"].read()
+            ok = hashlib.sha256(body).hexdigest() == source.video_sha256
+            if row["s3_audio_key"]:
+                audio = await s3.get_object(Bucket=settings.s3_bucket, Key=row["s3_audio_key"])
+                ok = ok and hashlib.sha256(await audio["Body"].read()).hexdigest() == (
+                    source.audio_sha256
+                )
+            same += ok
+        for m in run.meetings:
+            prefix = f"meeting-recordings/{m.org_id}/"
+            listing = await s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
+            objects = listing.get("Contents", [])
+            # the stored level counts the recording (video and audio), not its thumbnail
+            held[m.org_id] = sum(o["Size"] for o in objects if "/thumbnail." not in o["Key"])
+            kept[m.org_id] = len(objects)
+            uploads = await s3.list_multipart_uploads(Bucket=settings.s3_bucket, Prefix=prefix)
+            open_uploads += len(uploads.get("Uploads", []))
+    out.add(
+        "recordings whose S3 bytes equal the source (sha256)",
+        f"{same} of {len(complete)}",
+        same == len(complete) == len(expected),
+    )
+
+    dead = 0
+    for topic in TOPICS:
+        records = await read_topic(stack.kafka_bootstrap_servers, dlq_topic(topic))
+        dead += sum(1 for r in records if r.key is not None and r.key.decode() in bots)
+    out.add("dead letters", str(dead), dead == 0)
+
+    per_meeting = Counter(
+        str(b.extra.get("meeting_id")) for b in sim.bots.values() if b.extra.get("meeting_id")
+    )
+    scheduled = {str(m.id) for m in run.meetings if m.plan.scheduled}
+    several = sum(1 for mid, n in per_meeting.items() if mid in scheduled and n > 1)
+    rows = await db.fetch(
+        "SELECT meeting_id, count(*) AS n FROM recordings WHERE meeting_id = ANY($1::uuid[])"
+        " GROUP BY meeting_id HAVING count(*) > 1",
+        [m.id for m in run.meetings],
+    )
+    several += len(rows)
+    refused = [m for m in run.meetings if m.plan.refused]
+    refused_bots = sum(per_meeting.get(str(m.id), 0) for m in refused)
+    out.add("meetings with more than one bot", str(several), several == 0)
+    out.add(
+        "refused meeting: bots MeetingBaaS gave it",
+        f"{refused_bots} ({len(sim.create_requests)} create requests in all)",
+        refused_bots == 0,
+    )
+    out.add("multipart uploads left open", str(open_uploads), open_uploads == 0)
+
+    stuck = await db.fetchval(
+        "SELECT count(*) FROM recordings WHERE bot_id = ANY($1::text[])"
+        " AND (s3_upload_status IS NULL OR s3_upload_status::text NOT IN ('complete'))"
+        " AND media_deleted_at IS NULL",
+        list(bots),
+    )
+    out.add("recording rows not complete (pending, uploading, failed)", str(stuck), stuck == 0)
+
+    synced = await read_topic(stack.kafka_bootstrap_servers, MeetingSynced.type)
+    ids: Counter[str] = Counter()
+    facts: Counter[tuple[Any, ...]] = Counter()
+    for record in synced:
+        if record.key is None or record.key.decode() not in bots:
+            continue
+        try:
+            envelope = from_message(record.headers, record.key, record.value)
+        except EnvelopeError:
+            continue
+        event = envelope.event
+        assert isinstance(event, MeetingSynced)
+        ids[envelope.id] += 1
+        facts[(event.meeting_id, event.has_video, event.has_transcript, event.has_thumbnail)] += 1
+    twice_id = sum(n - 1 for n in ids.values())
+    twice_fact = sum(n - 1 for n in facts.values())
+    repeated = [fact for fact, n in facts.items() if n > 1][:3]
+    out.add(
+        "duplicate meeting.synced (by event id / by content)",
+        f"{twice_id} / {twice_fact} of {sum(ids.values())}"
+        + (f" (e.g. {[_index_of(run, f[0]) for f in repeated]}: {repeated})" if repeated else ""),
+        twice_id == twice_fact == 0,
+    )
+
+    levels = {
+        r["org_id"]: float(r["value"])
+        for r in await db.fetch(
+            "SELECT DISTINCT ON (org_id) org_id, value FROM s3_usage_metrics"
+            " WHERE org_id = ANY($1::uuid[]) AND metric_type = 'storage_gb'"
+            " ORDER BY org_id, date DESC",
+            [m.org_id for m in run.meetings],
+        )
+    }
+    wrong = [
+        m.plan.index
+        for m in run.meetings
+        if not m.plan.refused and abs(levels.get(m.org_id, 0.0) * GIB - held[m.org_id]) > 64
+    ]
+    example = ""
+    if wrong:
+        first = run.meetings[sorted(wrong)[0]]
+        level = levels.get(first.org_id, 0.0) * GIB
+        example = f" (meeting {first.plan.index}: level {level:.0f} B, S3 {held[first.org_id]} B)"
+    out.add(
+        "orgs whose stored level differs from S3 (usage counted twice or missed)",
+        f"{len(wrong)} {sorted(wrong)[:10]}{example}",
+        not wrong,
+    )
+
+    undeleted = []
+    for m in deleted:
+        row = await db.fetchrow(
+            "SELECT recording_status, video_url, transcript_text FROM meetings WHERE id = $1",
+            m.id,
+        )
+        if row["recording_status"] != "deleted" or row["video_url"] or kept[m.org_id]:
+            undeleted.append(m.plan.index)
+    out.add(
+        "deleted meetings that stayed deleted",
+        f"{len(deleted) - len(undeleted)} of {len(deleted)}",
+        not undeleted and len(deleted) == run.options.deletions,
+    )
+
+    last_fault = max(run.fault_ends, default=0.0)
+    done = [m.completed_at for m in expected if m.completed_at is not None]
+    last_done = max(done, default=0.0)
+    out.add(
+        "last fault to last meeting complete",
+        f"{max(0.0, last_done - last_fault):.1f}s (last fault ended t+{last_fault:.1f}s,"
+        f" last meeting complete t+{last_done:.1f}s)",
+        True,
+    )
+    out.add(
+        "services that exited on their own (restarted by the run, as Kubernetes would)",
+        str(dict(run.crashes) or "none"),
+        True,
+    )
+    for note in run.notes:
+        out.add("note", note, False)
+    return out
+
+
+async def chaos(
+    stack: Stack, options: Options, workdir: Path, say: Callable[[str], None] = print
+) -> Report:
+    """Run the plan of `options.seed` against a pipeline on `stack`; the report."""
+    plan = make_plan(options)
+    say(f"chaos run: seed {options.seed}, {len(plan.meetings)} meetings, {len(plan.faults)} faults")
+    for planned in plan.meetings:
+        kind = "scheduled, refused" if planned.refused else "scheduled" if planned.scheduled else ""
+        say(
+            f"  meeting {planned.index:3d}: ends t+{planned.ends_at:6.1f}s"
+            f" {planned.video_bytes / MIB:7.2f} MiB {planned.transcript:<11}"
+            f" v{planned.webhook_version} {kind}"
+        )
+    for fault in plan.faults:
+        say(f"  plan   {fault.describe()}")
+    base = await asyncio.to_thread(demo_recording)
+    proxied = await start_proxied(
+        stack,
+        workdir,
+        per_service_env=CHAOS_SERVICE_ENV,
+        recording=base,
+        delivery_attempts=200,  # Svix retries for a day: here 200 tries, 5 s apart at most
+    )
+    db = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
+    assert db is not None
+    run = Run(proxied, db, plan, options, time.monotonic(), say)
+    try:
+        await drive(run, base)
+        return await report(run)
+    finally:
+        await db.close()
+        await proxied.stop()
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    defaults = Options()
+    parser.add_argument("--meetings", type=int, default=defaults.meetings)
+    parser.add_argument("--seed", type=int, default=None, help="the fault plan's seed (random)")
+    parser.add_argument(
+        "--max-mib",
+        type=float,
+        default=defaults.max_mib,
+        help="largest recording in MiB (50; the issue's 'few hundred MiB': --max-mib 300)",
+    )
+    parser.add_argument("--span", type=float, default=defaults.span_seconds)
+    parser.add_argument(
+        "--outage-seconds", type=float, default=defaults.outage_seconds, help="each outage"
+    )
+    parser.add_argument("--kills", type=int, default=defaults.kills_per_service)
+    parser.add_argument("--timeout", type=float, default=defaults.timeout_seconds)
+    parser.add_argument(
+        "--workdir", type=lambda p: Path(p).absolute(), default=Path(".notetaker/chaos")
+    )
+    return parser.parse_args(argv)
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    configure_logging("chaos", "WARNING", "console")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    options = Options(
+        meetings=args.meetings,
+        seed=seed,
+        max_mib=args.max_mib,
+        span_seconds=args.span,
+        outage_seconds=args.outage_seconds,
+        kills_per_service=args.kills,
+        timeout_seconds=args.timeout,
+    )
+    for line in children.reap(children.orphans()):
+        print(f"stopped a process an earlier, killed run left behind: {line}")
+    started = time.monotonic()
+    workdir = args.workdir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    stack = await start_stack(workdir=workdir / "stack")
+    try:
+        result = await chaos(stack, options, workdir, print)
+    finally:
+        stack.stop()
+        for line in children.reap(children.survivors(children.own_tag())):
+            print(f"LEAK: still running after the stop, now killed: {line}")
+    print(
+        f"\nchaos report (seed {seed}, {time.monotonic() - started:.0f}s in all, logs {workdir}):"
+    )
+    print(result.render())
+    print("clean" if result.clean else "NOT CLEAN: something was lost or done twice")
+    return 0 if result.clean else 1
+
+
+def cli() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(asyncio.run(main()))
+
+
+if __name__ == "__main__":
+    cli()

@@ -41,7 +41,7 @@ from notetaker.devstack.media import Recording, demo_recording
 from notetaker.devstack.outage import OutageProxy
 from notetaker.devstack.pipeline import Pipeline, start_pipeline
 from notetaker.devstack.s3_proxy import S3FaultProxy
-from notetaker.devstack.services import SERVICES
+from notetaker.devstack.services import SERVICES, ServiceProcess
 from notetaker.devstack.stack import LocalProcess, Stack, start_stack, start_tansu
 
 MIB = 1024 * 1024
@@ -282,8 +282,9 @@ class Run:
     meetings: list[LiveMeeting] = field(default_factory=list)
     fault_ends: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    killed: set[str] = field(default_factory=set)  # services the plan holds down just now
     crashes: Counter[str] = field(default_factory=Counter)  # exits the supervisor restarted
+    # held while a service is down on purpose, or being restarted after it exited
+    kill_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -358,11 +359,11 @@ async def _strike(run: Run, fault: Fault) -> None:
     run.say(f"  fault  {fault.describe()}  (at t+{run.now():.1f}s)")
     if fault.kind == "kill":
         process = proxied.pipeline.services.processes[fault.target]
-        run.killed.add(fault.target)
-        await asyncio.to_thread(process.kill)
-        await asyncio.sleep(fault.seconds)
-        process.start()  # from the main thread (see `children.spawn`); readiness is not awaited
-        run.killed.discard(fault.target)
+        # Two kills of one service that overlap go one after the other: never two processes.
+        async with run.kill_locks.setdefault(fault.target, asyncio.Lock()):
+            await asyncio.to_thread(process.kill)
+            await asyncio.sleep(fault.seconds)
+            process.start()  # from the main thread (see `children.spawn`); not awaited ready
     elif fault.kind == "outage":
         if fault.target == "s3":
             proxied.s3.fail_all(503)
@@ -458,15 +459,21 @@ async def _is_complete(db: asyncpg.Pool, meeting: LiveMeeting) -> bool:
     )
 
 
+def _exited(process: ServiceProcess) -> bool:
+    return process.process is not None and process.process.poll() is not None
+
+
 async def _supervise(run: Run, stop: asyncio.Event) -> None:
     """Restart a service that exited on its own, 2 s later, as Kubernetes restarts a pod whose
     container exits (a service started while Kafka or PostgreSQL is unreachable may give up)."""
     while not stop.is_set():
         for name, process in run.proxied.pipeline.services.processes.items():
-            exited = process.process is not None and process.process.poll() is not None
-            if exited and name not in run.killed:
+            lock = run.kill_locks.setdefault(name, asyncio.Lock())
+            if not _exited(process) or lock.locked():
+                continue  # running, or a planned kill holds it down
+            async with lock:
                 await asyncio.sleep(2)
-                if name not in run.killed:
+                if _exited(process):
                     run.crashes[name] += 1
                     run.say(f"  {name} exited on its own: restarted (t+{run.now():.1f}s)")
                     process.start()

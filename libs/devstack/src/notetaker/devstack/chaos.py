@@ -22,27 +22,23 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from notetaker.common.envelope import EnvelopeError, from_message
 from notetaker.common.events import TOPICS, MeetingSynced, dlq_topic
-from notetaker.common.kafka import ensure_topics
 from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import s3_client
 from notetaker.devstack import children
 from notetaker.devstack.media import Recording, demo_recording
-from notetaker.devstack.outage import OutageProxy
-from notetaker.devstack.pipeline import Pipeline, start_pipeline
-from notetaker.devstack.s3_proxy import S3FaultProxy
+from notetaker.devstack.proxied import Proxied, start_proxied
 from notetaker.devstack.services import SERVICES, ServiceProcess
-from notetaker.devstack.stack import LocalProcess, Stack, start_stack, start_tansu
+from notetaker.devstack.stack import Stack, start_stack
 
 MIB = 1024 * 1024
 GIB = 1024**3
@@ -171,77 +167,6 @@ def sized_recording(base: Recording, video_bytes: int, filler: bytes) -> Recordi
     return Recording(video=base.video + box, audio=base.audio)
 
 
-# --- the pipeline behind fault proxies -----------------------------------------------------------
-
-
-@dataclass
-class Proxied:
-    """The pipeline whose PostgreSQL, Kafka and S3 are reached only through fault proxies; the
-    Kafka broker is one of its own that advertises the proxy's address."""
-
-    pipeline: Pipeline
-    postgres: OutageProxy
-    kafka: OutageProxy
-    s3: S3FaultProxy
-    broker: LocalProcess
-
-    async def stop(self) -> None:
-        self.postgres.restore()
-        self.kafka.restore()
-        self.s3.heal()
-        try:
-            await self.pipeline.stop()
-        finally:
-            await self.s3.stop()
-            await self.postgres.stop()
-            await self.kafka.stop()
-            self.broker.stop()
-
-
-async def start_proxied(
-    stack: Stack,
-    workdir: Path,
-    *,
-    per_service_env: dict[str, dict[str, str]] | None = None,
-    **simulator_options: Any,
-) -> Proxied:
-    database = urlsplit(stack.database_url)
-    assert database.hostname is not None
-    assert database.port is not None
-    postgres = OutageProxy(database.hostname, database.port)
-    await postgres.start()
-    assert stack.s3_endpoint_url is not None
-    s3 = S3FaultProxy(stack.s3_endpoint_url)
-    await s3.start()
-    kafka = OutageProxy("127.0.0.1", 0)
-    await kafka.start()
-    (workdir / "kafka").mkdir(parents=True, exist_ok=True)
-    broker = start_tansu(workdir / "kafka", advertised_port=kafka.port)
-    kafka.upstream = ("127.0.0.1", broker.port)
-    behind = replace(
-        stack,
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka.port}",
-        processes={},
-        containers=[],
-        owns_workdir=False,
-    )
-    await ensure_topics(behind.settings())
-    env = {
-        "NOTETAKER_DATABASE_URL": postgres.url_for(stack.database_url),
-        "NOTETAKER_S3_ENDPOINT_URL": s3.url,
-        # The broker is Tansu (see `Stack.env`): the join's changelog goes a record a batch.
-        "NOTETAKER_FAUST_PRODUCER_MAX_BATCH_BYTES": "1",
-    }
-    extra = per_service_env or {}
-    pipeline = await start_pipeline(
-        behind,
-        workdir / "services",
-        per_service_env={name: env | extra.get(name, {}) for name in SERVICES},
-        **simulator_options,
-    )
-    return Proxied(pipeline, postgres, kafka, s3, broker)
-
-
 # Compressed in time: upload retries, leases, Gladia polling and bot deploy retries in seconds.
 CHAOS_SERVICE_ENV = {
     "uploader": {
@@ -281,6 +206,7 @@ class Run:
     say: Callable[[str], None]
     meetings: list[LiveMeeting] = field(default_factory=list)
     fault_ends: list[float] = field(default_factory=list)
+    outage_ends: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     crashes: Counter[str] = field(default_factory=Counter)  # exits the supervisor restarted
     # held while a service is down on purpose, or being restarted after it exited
@@ -374,6 +300,7 @@ async def _strike(run: Run, fault: Fault) -> None:
             proxied.s3.heal()
         else:
             getattr(proxied, fault.target).restore()
+        run.outage_ends.append(run.now())
     else:
         meeting = run.meetings[int(fault.target)]
         assert meeting.bot_id is not None
@@ -728,6 +655,12 @@ async def report(run: Run) -> Report:
     last_fault = max(run.fault_ends, default=0.0)
     done = [m.completed_at for m in expected if m.completed_at is not None]
     last_done = max(done, default=0.0)
+    last_outage = max(run.outage_ends, default=0.0)
+    out.add(
+        "last outage over to last meeting complete",
+        f"{max(0.0, last_done - last_outage):.1f}s (outage over t+{last_outage:.1f}s)",
+        True,
+    )
     out.add(
         "last fault to last meeting complete",
         f"{max(0.0, last_done - last_fault):.1f}s (last fault ended t+{last_fault:.1f}s,"

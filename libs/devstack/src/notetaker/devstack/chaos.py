@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,11 @@ def make_plan(options: Options) -> Plan:
         )
         for i in range(count - 2)
     ]
+    # Every kind at least once, however few meetings the seed gave.
+    if all(m.transcript != "gladia" for m in meetings):
+        meetings[0] = replace(meetings[0], transcript="gladia")
+    if all(m.webhook_version != 1 for m in meetings):
+        meetings[1] = replace(meetings[1], webhook_version=1)
     # The last two meetings are on the calendar: the scheduler deploys their bots, and
     # MeetingBaaS refuses one of them.
     meetings.append(PlannedMeeting(count - 2, 0.0, 0, "meetingbaas", 2, scheduled=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -17,7 +17,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import until_stopped
-from notetaker.metrics import admin, exporter, uploads, usage
+from notetaker.metrics import admin, exporter, rollup, uploads, usage
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -85,11 +85,19 @@ async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
             asyncio.create_task(consumer.run()),
             asyncio.create_task(recorder.refresh_forever()),
             asyncio.create_task(server.serve()),
+            asyncio.create_task(
+                rollup.roll_up_forever(
+                    pool,
+                    recorder.prices,
+                    timedelta(seconds=settings.usage_rollup_after_midnight_seconds),
+                )
+            ),
         ]
         await until_stopped(stop, tasks)
         consumer.stop()
         server.should_exit = True
         tasks[1].cancel()
+        tasks[3].cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await pool.close()

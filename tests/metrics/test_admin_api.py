@@ -7,16 +7,20 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
+from starlette.applications import Starlette
 
 from notetaker.common.events import StorageUsage
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
+from notetaker.metrics import admin
+from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import GIB, Prices, apply
 
 TOKEN = "admin-secret-token"
@@ -97,3 +101,67 @@ async def test_the_metrics_service_with_an_empty_or_malformed_admin_token_does_n
     assert code != 0
     assert "NOTETAKER_ADMIN_TOKENS" in process.tail()
     assert "Traceback" not in process.tail()
+
+
+async def test_the_summary_projects_each_org_and_names_those_over_the_threshold(
+    db: asyncpg.Pool,
+) -> None:
+    """A June of 2021, which no other test writes: one org holds 10 GiB all month, another
+    downloaded 1,000 GiB ($90) on the 15th. Seen on the 15th."""
+    steady, dear = uuid.uuid4(), uuid.uuid4()
+    for day in range(1, 16):
+        await db.execute(
+            "INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd)"
+            " VALUES ($1, $2, 'storage_gb', 10, $3)",
+            steady,
+            date(2021, 6, day),
+            10 * 0.023 / 30,
+        )
+    await db.execute(
+        "INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd)"
+        " VALUES ($1, '2021-06-15', 'download_gb', 1000, 90)",
+        dear,
+    )
+    settings = MetricsSettings(admin_tokens=[SecretStr(TOKEN)])
+    app = Starlette(routes=admin.routes(settings, db))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://admin"
+    ) as http:
+        answer = await http.get(
+            "/admin/summary",
+            params={"date": "2021-06-15"},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+        anonymous = await http.get("/admin/summary", params={"date": "2021-06-15"})
+        bad = await http.get(
+            "/admin/summary", params={"date": "soon"}, headers={"authorization": f"Bearer {TOKEN}"}
+        )
+    assert (anonymous.status_code, bad.status_code) == (401, 400)
+    assert answer.status_code == 200, answer.text
+    summary = answer.json()
+    assert (summary["date"], summary["threshold_usd"], summary["orgs"]) == ("2021-06-15", 50.0, 2)
+    # $90 today is $90/7 a day for the 15 days left, and for July's 31.
+    dear_figures = {
+        "org_id": str(dear),
+        "stored_gb": 0.0,
+        "month_to_date_usd": 90.0,
+        "month_end_usd": pytest.approx(90 + 90 / 7 * 15, abs=1e-6),
+        "next_month_usd": pytest.approx(90 / 7 * 31, abs=1e-6),
+    }
+    assert summary["orgs_over_threshold"] == [dear_figures]
+    # 10 GiB: half a GB-month to date, the other half to come, a whole one in July (its rows'
+    # cost kept to 6 places, $0.007667 a day).
+    assert summary["platform"] == {
+        "org_id": "platform",
+        "stored_gb": 10.0,
+        "month_to_date_usd": pytest.approx(90 + 0.115, abs=1e-4),
+        "month_end_usd": pytest.approx(90 + 90 / 7 * 15 + 0.23, abs=1e-4),
+        "next_month_usd": pytest.approx(90 / 7 * 31 + 0.23, abs=1e-4),
+        "over_threshold": True,
+    }
+    assert set(summary["explained"]) == {
+        "stored_gb",
+        "month_to_date_usd",
+        "month_end_usd",
+        "next_month_usd",
+    }

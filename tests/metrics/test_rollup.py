@@ -23,6 +23,7 @@ from notetaker.common.costs import cost_rows
 from notetaker.common.db import migrate
 from notetaker.common.events import StorageUsage
 from notetaker.devstack.stack import Stack
+from notetaker.metrics.projections import projections
 from notetaker.metrics.rollup import next_run, roll_up
 from notetaker.metrics.usage import GIB, Prices, apply, month_to_date
 
@@ -133,6 +134,44 @@ def expected_month_to_date(org: uuid.UUID, today: date) -> dict[str, float]:
     return cost
 
 
+def level_at_end_of(org: uuid.UUID, day: date) -> float:
+    return sum(u.stored_gib for d in DAYS if d <= day for u in usage_of(d) if u.org == org)
+
+
+def transfer_cost(org: uuid.UUID, day: date) -> float:
+    return sum(
+        max(u.stored_gib, 0) * PRICES.upload_per_gb
+        + u.downloaded_gib * PRICES.download_per_gb
+        + u.puts * 0.005 / 1000
+        + u.gets * 0.0004 / 1000
+        for u in (usage_of(day) if day >= DAY_1 else [])
+        if u.org == org
+    )
+
+
+WINDOW = 7  # the trend windows: transfer rate and level growth over the last 7 days, today included
+
+
+def expected_projections(org: uuid.UUID, today: date) -> tuple[float, float]:
+    """Month end: to date, plus the days left at today's level and at the last 7 days' mean
+    transfer cost a day. Next month: today's level over all its days, plus the level's mean
+    daily change over the last 7 days continued from today through next month (the mean level
+    of next month is at days left + (days of next month + 1) / 2), plus the same transfer rate."""
+    month_days = days_in_month(today)
+    left = month_days - today.day
+    next_days = days_in_month(today.replace(day=1) + timedelta(days=month_days))
+    level = level_at_end_of(org, today)
+    growth = (level - level_at_end_of(org, today - timedelta(days=WINDOW))) / WINDOW
+    rate = sum(transfer_cost(org, today - timedelta(days=n)) for n in range(WINDOW)) / WINDOW
+    month_end = (
+        sum(expected_month_to_date(org, today).values())
+        + level * PRICES.storage_per_gb_month * left / month_days
+        + rate * left
+    )
+    mean_next = max(level + growth * (left + (next_days + 1) / 2), 0)
+    return month_end, mean_next * PRICES.storage_per_gb_month + rate * next_days
+
+
 async def month_to_date_by_type(
     pool: asyncpg.Pool, org: uuid.UUID, today: date
 ) -> dict[str, float]:
@@ -157,6 +196,17 @@ def test_the_hand_computation_itself() -> None:
     assert expected_month_to_date(RETAINED, date(2027, 2, 28))["storage_gb"] == pytest.approx(
         (10 * (8 + 3 / 24) + 4 * (19 + 21 / 24)) * 0.023 / 28
     )
+    # From January 2nd the hoarder's month end is January's whole bill (its storage and its
+    # 2,000 PUTs), and at its end February is 100 GiB for a GB-month.
+    assert expected_projections(HOARDER, date(2027, 1, 10))[0] == pytest.approx(
+        100 * 30.75 * 0.023 / 31 + 0.01
+    )
+    assert expected_projections(HOARDER, date(2027, 1, 31))[1] == pytest.approx(2.3)
+    # In the week after its deletion the retained org shrinks 6 GiB a week: on Feb 12th, 16 days
+    # left, March's mean level would be 4 - 6/7 x (16 + 16) GiB, below nothing, so nothing. By
+    # Feb 28th the deletion is out of the window: 4 GiB for a GB-month.
+    assert expected_projections(RETAINED, date(2027, 2, 12))[1] == 0.0
+    assert expected_projections(RETAINED, date(2027, 2, 28))[1] == pytest.approx(4 * 0.023)
     # The daily org at the end of January: 31 downloads of half a GiB, 31 x 20 PUTs and 300 GETs.
     january = expected_month_to_date(DAILY, date(2027, 1, 31))
     assert january["download_gb"] == pytest.approx(31 * 0.5 * 0.09)
@@ -184,6 +234,7 @@ async def test_sixty_two_days_every_day_counted_to_the_cent(own_db: asyncpg.Pool
         assert await roll_up(own_db, today, PRICES) == []  # a second run does nothing
 
         costs = {c.org_id: c for c in await month_to_date(own_db, today)}
+        ahead = {p.org_id: p for p in await projections(own_db, today, PRICES)}
         for org in (HOARDER, DAILY, RETAINED):
             expected = expected_month_to_date(org, today)
             assert await month_to_date_by_type(own_db, org, today) == pytest.approx(
@@ -192,6 +243,9 @@ async def test_sixty_two_days_every_day_counted_to_the_cent(own_db: asyncpg.Pool
             assert costs[str(org)].month_to_date_usd == pytest.approx(
                 sum(expected.values()), abs=CENT
             ), (org, today)
+            month_end, next_month = expected_projections(org, today)
+            projected = [ahead[str(org)].month_end_usd, ahead[str(org)].next_month_usd]
+            assert projected == pytest.approx([month_end, next_month], abs=CENT), (org, today)
 
     # The days the service was down are counted as well, once it caught up.
     for day in DOWN:

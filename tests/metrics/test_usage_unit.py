@@ -24,7 +24,8 @@ from prometheus_client import REGISTRY
 
 from notetaker.common.events import StorageUsage
 from notetaker.metrics import usage
-from notetaker.metrics.exporter import OTHER, capped, export, export_uploads
+from notetaker.metrics.exporter import OTHER, capped, export, export_projections, export_uploads
+from notetaker.metrics.projections import Projection
 from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.uploads import UploadStates
 from notetaker.metrics.usage import GIB, OrgCost, Prices, UsageDelta, apply, delta_of, month_to_date
@@ -527,6 +528,29 @@ def test_export_sets_one_series_per_kept_org_and_forgets_the_old_ones() -> None:
     assert gauge("notetaker_storage_cost_usd_month_to_date", OTHER) is None
     assert gauge("notetaker_storage_cost_usd_month_to_date", "org-9") == 0.123457  # 6 places
     assert REGISTRY.get_sample_value("notetaker_storage_orgs") == 1
+
+
+def test_export_projections_keeps_the_top_orgs_and_sums_the_rest_as_other() -> None:
+    ahead = [
+        Projection("org-3", 0.0, 0.0, 3.0000004, 30.0),
+        Projection("org-2", 0.0, 0.0, 2.0, 20.0),
+        Projection("org-1", 0.0, 0.0, 1.0, 10.0000004),
+    ]
+    export_projections(ahead, 1)
+    month_end = "notetaker_storage_cost_usd_projected_month_end"
+    next_month = "notetaker_storage_cost_usd_projected_next_month"
+    assert gauge(month_end, "org-3") == 3.0  # 6 places
+    assert gauge(next_month, "org-3") == 30.0
+    assert gauge(month_end, OTHER) == 3.0
+    assert gauge(next_month, OTHER) == 30.0
+    assert gauge(month_end, "org-2") is None
+    export_projections(ahead[2:], 1)
+    assert gauge(month_end, "org-3") is None  # gone, not stale
+    assert gauge(next_month, OTHER) is None
+    assert gauge(next_month, "org-1") == 10.0
+    export_projections(ahead, 3)
+    assert gauge(month_end, OTHER) is None
+    assert [gauge(next_month, f"org-{n}") for n in (1, 2, 3)] == [10.0, 20.0, 30.0]
 
 
 def test_export_uploads_sets_every_status_and_the_oldest_age() -> None:

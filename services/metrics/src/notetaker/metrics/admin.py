@@ -1,5 +1,6 @@
 """The admin API: the full per-org, per-day usage and cost (Prometheus only sees the top N),
-as JSON or CSV, behind the admin token."""
+as JSON or CSV, and a summary with the projections and the orgs over the threshold, behind the
+admin token."""
 
 from __future__ import annotations
 
@@ -14,7 +15,30 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from notetaker.common.costs import COLUMNS, cost_rows
+from notetaker.metrics.projections import Projection, projections
 from notetaker.metrics.settings import MetricsSettings
+from notetaker.metrics.usage import Prices
+
+# What the summary's figures mean, served with them (the gauges' help texts say the same).
+EXPLAINED = {
+    "stored_gb": "GiB (2^30 bytes) held in S3 at the end of the day.",
+    "month_to_date_usd": "Storage (GiB-hours held), transfer and requests since the 1st.",
+    "month_end_usd": "Month to date, plus the days left at today's level and at the mean daily"
+    " transfer and request cost of the last 7 days.",
+    "next_month_usd": "Today's level held all next month, plus its mean daily change over the"
+    " last 7 days continued through next month (never below nothing stored), plus the last 7"
+    " days' mean daily transfer and request cost for each of its days.",
+}
+
+
+def _figures(p: Projection) -> dict[str, object]:
+    return {
+        "org_id": p.org_id,
+        "stored_gb": round(p.stored_gb, 6),
+        "month_to_date_usd": round(p.month_to_date_usd, 6),
+        "month_end_usd": round(p.month_end_usd, 6),
+        "next_month_usd": round(p.next_month_usd, 6),
+    }
 
 
 def _authorised(request: Request, settings: MetricsSettings) -> bool:
@@ -66,4 +90,40 @@ def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
             }
         )
 
-    return [Route("/admin/usage", usage), Route("/admin/usage.csv", usage)]
+    prices = Prices.from_settings(settings)
+
+    async def summary(request: Request) -> Response:
+        if not _authorised(request, settings):
+            return JSONResponse({"title": "admin token required", "status": 401}, 401)
+        try:
+            today = date.fromisoformat(
+                request.query_params.get("date", datetime.now(UTC).date().isoformat())
+            )
+        except ValueError as exc:
+            return JSONResponse({"title": f"bad query: {exc}", "status": 400}, 400)
+        ahead = await projections(pool, today, prices)
+        threshold = settings.cost_alert_threshold_usd
+        platform = Projection(
+            "platform",
+            sum(p.stored_gb for p in ahead),
+            sum(p.month_to_date_usd for p in ahead),
+            sum(p.month_end_usd for p in ahead),
+            sum(p.next_month_usd for p in ahead),
+        )
+        return JSONResponse(
+            {
+                "date": today.isoformat(),
+                "threshold_usd": threshold,
+                "orgs": len(ahead),
+                "platform": _figures(platform)
+                | {"over_threshold": platform.month_end_usd > threshold},
+                "orgs_over_threshold": [_figures(p) for p in ahead if p.month_end_usd > threshold],
+                "explained": EXPLAINED,
+            }
+        )
+
+    return [
+        Route("/admin/usage", usage),
+        Route("/admin/usage.csv", usage),
+        Route("/admin/summary", summary),
+    ]

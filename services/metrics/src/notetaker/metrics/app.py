@@ -17,7 +17,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import until_stopped
-from notetaker.metrics import admin, exporter, rollup, uploads, usage
+from notetaker.metrics import admin, exporter, projections, rollup, uploads, usage
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -47,8 +47,11 @@ class UsageRecorder:
         self.changed.set()
 
     async def refresh(self) -> None:
-        costs = await usage.month_to_date(self.pool, datetime.now(UTC).date())
+        today = datetime.now(UTC).date()
+        costs = await usage.month_to_date(self.pool, today)
         exporter.export(costs, self.settings.metrics_top_orgs)
+        ahead = await projections.projections(self.pool, today, self.prices)
+        exporter.export_projections(ahead, self.settings.metrics_top_orgs)
         exporter.export_uploads(await uploads.upload_states(self.pool))
 
     async def refresh_forever(self) -> None:

@@ -531,26 +531,26 @@ def test_export_sets_one_series_per_kept_org_and_forgets_the_old_ones() -> None:
 
 
 def test_export_projections_keeps_the_top_orgs_and_sums_the_rest_as_other() -> None:
-    ahead = [
-        Projection("org-3", 0.0, 0.0, 3.0000004, 30.0),
-        Projection("org-2", 0.0, 0.0, 2.0, 20.0),
-        Projection("org-1", 0.0, 0.0, 1.0, 10.0000004),
+    ahead = [  # highest month end first, as `projections()` orders them
+        Projection("org-3", 0.0, 0.0, 3.1234567, 30.7654321),
+        Projection("org-2", 0.0, 0.0, 2.1234561, 20.1111114),
+        Projection("org-1", 0.0, 0.0, 1.0000002, 10.2222222),
     ]
     export_projections(ahead, 1)
     month_end = "notetaker_storage_cost_usd_projected_month_end"
     next_month = "notetaker_storage_cost_usd_projected_next_month"
-    assert gauge(month_end, "org-3") == 3.0  # 6 places
-    assert gauge(next_month, "org-3") == 30.0
-    assert gauge(month_end, OTHER) == 3.0
-    assert gauge(next_month, OTHER) == 30.0
+    assert gauge(month_end, "org-3") == 3.123457  # 6 places
+    assert gauge(next_month, "org-3") == 30.765432
+    assert gauge(month_end, OTHER) == 3.123456  # 3.1234563
+    assert gauge(next_month, OTHER) == 30.333334  # 30.3333336
     assert gauge(month_end, "org-2") is None
     export_projections(ahead[2:], 1)
     assert gauge(month_end, "org-3") is None  # gone, not stale
     assert gauge(next_month, OTHER) is None
-    assert gauge(next_month, "org-1") == 10.0
+    assert (gauge(month_end, "org-1"), gauge(next_month, "org-1")) == (1.0, 10.222222)
     export_projections(ahead, 3)
     assert gauge(month_end, OTHER) is None
-    assert [gauge(next_month, f"org-{n}") for n in (1, 2, 3)] == [10.0, 20.0, 30.0]
+    assert [gauge(next_month, f"org-{n}") for n in (1, 2, 3)] == [10.222222, 20.111111, 30.765432]
 
 
 def test_export_uploads_sets_every_status_and_the_oldest_age() -> None:

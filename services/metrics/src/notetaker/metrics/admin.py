@@ -7,14 +7,23 @@ from __future__ import annotations
 import csv
 import hmac
 import io
+import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from notetaker.common.costs import COLUMNS, cost_rows
+from notetaker.common.costs import (
+    COLUMNS,
+    DAILY_COLUMNS,
+    cost_rows,
+    daily_costs,
+    stream_cost_rows,
+    stream_daily_costs,
+)
 from notetaker.metrics.projections import Projection, projections
 from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import Prices
@@ -58,28 +67,62 @@ def _period(request: Request) -> tuple[date, date]:
     return since, until
 
 
+def _org(request: Request) -> uuid.UUID | None:
+    """The `org_id` asked for, checked before anything is streamed; ValueError if not a UUID."""
+    org = request.query_params.get("org_id")
+    return uuid.UUID(org) if org else None
+
+
+Rows = Callable[[asyncpg.Connection], AsyncIterator[dict[str, object]]]
+_CSV_CHUNK = 64 * 1024
+
+
+def _streamed_csv(
+    pool: asyncpg.Pool, filename: str, columns: tuple[str, ...], rows: Rows
+) -> Response:
+    """A CSV written as its rows come from the database, about 64 KiB at a time."""
+
+    async def body() -> AsyncIterator[str]:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        async with pool.acquire() as conn, conn.transaction():
+            async for row in rows(conn):
+                writer.writerow(row)
+                if out.tell() >= _CSV_CHUNK:
+                    yield out.getvalue()
+                    out.seek(0)
+                    out.truncate()
+        yield out.getvalue()
+
+    return StreamingResponse(
+        body(),
+        media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _bad_query(exc: Exception) -> Response:
+    return JSONResponse({"title": f"bad query: {exc}", "status": 400}, 400)
+
+
 def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
     async def usage(request: Request) -> Response:
         if not _authorised(request, settings):
             return JSONResponse({"title": "admin token required", "status": 401}, 401)
         try:
             since, until = _period(request)
-            org = request.query_params.get("org_id")
-            rows = [row.as_json() for row in await cost_rows(pool, since, until, org)]
-        except (ValueError, asyncpg.DataError) as exc:
-            return JSONResponse({"title": f"bad query: {exc}", "status": 400}, 400)
+            org = _org(request)
+        except ValueError as exc:
+            return _bad_query(exc)
         if request.url.path.endswith(".csv"):
-            out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-            return Response(
-                out.getvalue(),
-                media_type="text/csv",
-                headers={
-                    "content-disposition": f'attachment; filename="usage-{since}-{until}.csv"'
-                },
+            return _streamed_csv(
+                pool,
+                f"usage-{since}-{until}.csv",
+                COLUMNS,
+                lambda conn: stream_cost_rows(conn, since, until, org),
             )
+        rows = [row.as_json() for row in await cost_rows(pool, since, until, org)]
         total = round(sum(float(str(r["cost_usd"])) for r in rows), 6)
         return JSONResponse(
             {
@@ -88,6 +131,30 @@ def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
                 "total_cost_usd": total,
                 "rows": rows,
             }
+        )
+
+    async def daily(request: Request) -> Response:
+        if not _authorised(request, settings):
+            return JSONResponse({"title": "admin token required", "status": 401}, 401)
+        try:
+            since, until = _period(request)
+            org = _org(request)
+        except ValueError as exc:
+            return _bad_query(exc)
+        if request.url.path.endswith(".csv"):
+            return _streamed_csv(
+                pool,
+                f"daily-costs-{since}-{until}.csv",
+                DAILY_COLUMNS,
+                lambda conn: stream_daily_costs(conn, since, until, org),
+            )
+        rows = await daily_costs(pool, since, until, org)
+        by_type = {
+            column: round(sum(float(str(r[column])) for r in rows), 6)
+            for column in ("storage_usd", "upload_usd", "download_usd", "requests_usd", "total_usd")
+        }
+        return JSONResponse(
+            {"from": since.isoformat(), "to": until.isoformat(), "totals": by_type, "rows": rows}
         )
 
     prices = Prices.from_settings(settings)
@@ -126,4 +193,6 @@ def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
         Route("/admin/usage", usage),
         Route("/admin/usage.csv", usage),
         Route("/admin/summary", summary),
+        Route("/admin/daily", daily),
+        Route("/admin/daily.csv", daily),
     ]

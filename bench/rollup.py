@@ -5,8 +5,9 @@ The rollup's cost must grow with the orgs, never with the recordings they hold (
 have left it: `--orgs` orgs with their recordings (`recordings` rows, complete, and each one's
 usage event in `usage_events_applied`) and `--history` days already rolled up (a `storage_gb` row
 per org per day, at the level of its recordings). Measured: the time to roll up each of the next
-`--days` days (`rollup.roll_up_day`, one transaction each), the median per case, and the ratio of
-the 100-recording case to the 1-recording baseline, both measured in this run.
+`--days` days (`rollup.roll_up_day`, one transaction each; the days alternate between the cases),
+the median per case, and the ratio of the 100-recording case to the 1-recording baseline, both
+measured in this run.
 """
 
 from __future__ import annotations
@@ -83,49 +84,72 @@ async def seed(pool: asyncpg.Pool, orgs: int, per_org: int, history: int) -> Non
     await pool.execute("VACUUM ANALYZE")
 
 
-async def run_case(server_url: str, orgs: int, per_org: int, history: int, days: int) -> Result:
-    name = f"bench_rollup_{uuid.uuid4().hex[:8]}"
-    admin: asyncpg.Connection = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    try:
-        await migrate(dsn)
-        pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+class Case:
+    """One fresh database, seeded with `per_org` recordings for each org."""
+
+    def __init__(self, server_url: str, per_org: int) -> None:
+        self.server_url = server_url
+        self.per_org = per_org
+        self.name = f"bench_rollup_{per_org}_{uuid.uuid4().hex[:8]}"
+        self.pool: asyncpg.Pool | None = None
+        self.seconds: list[float] = []
+
+    async def open(self, orgs: int, history: int) -> None:
+        admin: asyncpg.Connection = await asyncpg.connect(self.server_url)
         try:
-            started = time.perf_counter()
-            await seed(pool, orgs, per_org, history)
-            print(
-                f"  seeded {orgs:,} orgs x {per_org} recordings, {history} days of history"
-                f" in {time.perf_counter() - started:.1f} s",
-                flush=True,
-            )
-            seconds = []
-            for n in range(days):
-                day = FIRST_DAY + timedelta(days=history + n)
-                started = time.perf_counter()
-                carried = await roll_up_day(pool, day, PRICES)
-                seconds.append(time.perf_counter() - started)
-                assert carried == orgs, (day, carried)
-            recordings = await pool.fetchval("SELECT count(*) FROM recordings")
-            rows = await pool.fetchval("SELECT count(*) FROM s3_usage_metrics")
+            await admin.execute(f'CREATE DATABASE "{self.name}"')
         finally:
-            await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}"')
-        await admin.close()
-    return Result(per_org, recordings, rows, seconds)
+            await admin.close()
+        dsn = urlunsplit(urlsplit(self.server_url)._replace(path=f"/{self.name}"))
+        await migrate(dsn)
+        self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        started = time.perf_counter()
+        await seed(self.pool, orgs, self.per_org, history)
+        print(
+            f"  seeded {orgs:,} orgs x {self.per_org} recordings, {history} days of history"
+            f" in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+
+    async def roll_up(self, day: date, orgs: int) -> None:
+        assert self.pool is not None
+        started = time.perf_counter()
+        carried = await roll_up_day(self.pool, day, PRICES)
+        self.seconds.append(time.perf_counter() - started)
+        assert carried == orgs, (day, carried)
+
+    async def result(self) -> Result:
+        assert self.pool is not None
+        recordings = await self.pool.fetchval("SELECT count(*) FROM recordings")
+        rows = await self.pool.fetchval("SELECT count(*) FROM s3_usage_metrics")
+        return Result(self.per_org, recordings, rows, self.seconds)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        admin: asyncpg.Connection = await asyncpg.connect(self.server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
+        finally:
+            await admin.close()
 
 
 async def main(args: argparse.Namespace) -> int:
     stack = await start_stack()
+    cases = [Case(stack.database_url, 1), Case(stack.database_url, args.recordings)]
     try:
-        results = []
-        for per_org in (1, args.recordings):
-            print(f"case: {per_org} recording(s) per org", flush=True)
-            results.append(
-                await run_case(stack.database_url, args.orgs, per_org, args.history, args.days)
-            )
+        for case in cases:
+            await case.open(args.orgs, args.history)
+        # The days alternate between the cases, each first in turn, so a machine that gets
+        # busier or quieter during the run weighs on both alike.
+        for n in range(args.days):
+            day = FIRST_DAY + timedelta(days=args.history + n)
+            for case in cases if n % 2 == 0 else cases[::-1]:
+                await case.roll_up(day, args.orgs)
+        results = [await case.result() for case in cases]
     finally:
+        for case in cases:
+            await case.close()
         stack.stop()
     print(f"\n{'recordings/org':>15} {'recordings':>11} {'usage rows':>11} {'ms/day':>9}")
     for r in results:
@@ -147,5 +171,5 @@ if __name__ == "__main__":
     parser.add_argument("--orgs", type=int, default=10_000, help="orgs (10,000)")
     parser.add_argument("--recordings", type=int, default=100, help="recordings per org (100)")
     parser.add_argument("--history", type=int, default=30, help="days already rolled up (30)")
-    parser.add_argument("--days", type=int, default=7, help="days rolled up and timed (7)")
+    parser.add_argument("--days", type=int, default=9, help="days rolled up and timed (9)")
     sys.exit(asyncio.run(main(parser.parse_args())))

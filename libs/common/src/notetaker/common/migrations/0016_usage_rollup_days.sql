@@ -8,3 +8,7 @@ CREATE TABLE IF NOT EXISTS usage_rollup_days (
     orgs_carried  integer NOT NULL,  -- orgs given a row by the rollup (the rest had events)
     rolled_up_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- The rollup reads one day's rows (the day before's), the projections and the admin API a range
+-- of days: by day, not by org, so each reads what it needs however long the history.
+CREATE INDEX IF NOT EXISTS s3_usage_metrics_by_day ON s3_usage_metrics (date, metric_type);

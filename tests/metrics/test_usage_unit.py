@@ -536,7 +536,7 @@ def test_export_projections_keeps_the_top_orgs_and_sums_the_rest_as_other() -> N
         Projection("org-2", 0.0, 0.0, 2.1234561, 20.1111114),
         Projection("org-1", 0.0, 0.0, 1.0000002, 10.2222222),
     ]
-    export_projections(ahead, 1)
+    export_projections(ahead, 1, 1000.0)
     month_end = "notetaker_storage_cost_usd_projected_month_end"
     next_month = "notetaker_storage_cost_usd_projected_next_month"
     assert gauge(month_end, "org-3") == 3.123457  # 6 places
@@ -544,13 +544,32 @@ def test_export_projections_keeps_the_top_orgs_and_sums_the_rest_as_other() -> N
     assert gauge(month_end, OTHER) == 3.123456  # 3.1234563
     assert gauge(next_month, OTHER) == 30.333334  # 30.3333336
     assert gauge(month_end, "org-2") is None
-    export_projections(ahead[2:], 1)
+    export_projections(ahead[2:], 1, 1000.0)
     assert gauge(month_end, "org-3") is None  # gone, not stale
     assert gauge(next_month, OTHER) is None
     assert (gauge(month_end, "org-1"), gauge(next_month, "org-1")) == (1.0, 10.222222)
-    export_projections(ahead, 3)
+    export_projections(ahead, 3, 1000.0)
     assert gauge(month_end, OTHER) is None
     assert [gauge(next_month, f"org-{n}") for n in (1, 2, 3)] == [10.222222, 20.111111, 30.765432]
+
+
+def test_every_org_over_the_threshold_keeps_its_series_whatever_its_rank() -> None:
+    ahead = [
+        Projection("org-3", 0.0, 0.0, 90.0, 1.0),
+        Projection("org-2", 0.0, 0.0, 50.0000001, 1.0),
+        Projection("org-1", 0.0, 0.0, 50.0, 2.0),  # at the threshold, not over it
+        Projection("org-0", 0.0, 0.0, 0.5, 3.0),
+    ]
+    export_projections(ahead, 1, 50.0)
+    month_end = "notetaker_storage_cost_usd_projected_month_end"
+    assert gauge(month_end, "org-3") == 90.0
+    assert gauge(month_end, "org-2") == 50.0
+    assert gauge(month_end, "org-1") is None
+    assert gauge(month_end, OTHER) == 50.5
+    assert gauge("notetaker_storage_cost_usd_projected_next_month", OTHER) == 5.0
+    export_projections(ahead, 0, 100.0)
+    assert gauge(month_end, "org-3") is None
+    assert gauge(month_end, OTHER) == 190.5
 
 
 def test_export_uploads_sets_every_status_and_the_oldest_age() -> None:

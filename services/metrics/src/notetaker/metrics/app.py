@@ -51,7 +51,9 @@ class UsageRecorder:
         costs = await usage.month_to_date(self.pool, today)
         exporter.export(costs, self.settings.metrics_top_orgs)
         ahead = await projections.projections(self.pool, today, self.prices)
-        exporter.export_projections(ahead, self.settings.metrics_top_orgs)
+        exporter.export_projections(
+            ahead, self.settings.metrics_top_orgs, self.settings.cost_alert_threshold_usd
+        )
         exporter.export_uploads(await uploads.upload_states(self.pool))
 
     async def refresh_forever(self) -> None:

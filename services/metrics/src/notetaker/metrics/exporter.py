@@ -76,18 +76,22 @@ def export(costs: Sequence[OrgCost], top: int) -> None:
     ORGS.set(len(costs))
 
 
-def export_projections(projections: Sequence[Projection], top: int) -> None:
-    """The `top` orgs by projected month end get their own series; the rest are summed as
+def export_projections(projections: Sequence[Projection], top: int, threshold: float) -> None:
+    """The `top` orgs by projected month end get their own series, and so does every org whose
+    month end passes `threshold` (so each can alert, whatever its rank); the rest are summed as
     `other`, so the series add up to the platform's projections."""
-    head, tail = projections[:top], projections[top:]
+    kept: list[Projection] = []
+    rest: list[Projection] = []
+    for rank, row in enumerate(projections):
+        (kept if rank < top or row.month_end_usd > threshold else rest).append(row)
     MONTH_END.clear()
     NEXT_MONTH.clear()
-    for row in head:
+    for row in kept:
         MONTH_END.labels(row.org_id).set(round(row.month_end_usd, 6))
         NEXT_MONTH.labels(row.org_id).set(round(row.next_month_usd, 6))
-    if tail:
-        MONTH_END.labels(OTHER).set(round(sum(p.month_end_usd for p in tail), 6))
-        NEXT_MONTH.labels(OTHER).set(round(sum(p.next_month_usd for p in tail), 6))
+    if rest:
+        MONTH_END.labels(OTHER).set(round(sum(p.month_end_usd for p in rest), 6))
+        NEXT_MONTH.labels(OTHER).set(round(sum(p.next_month_usd for p in rest), 6))
 
 
 def export_uploads(states: UploadStates) -> None:

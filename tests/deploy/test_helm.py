@@ -606,7 +606,12 @@ def test_prometheus_rule_alerts(rendered: list[Manifest]) -> None:
 
 def test_cost_thresholds_follow_values() -> None:
     manifests = render({"cost": {"orgMonthlyAlertUsd": 75, "platformMonthlyAlertUsd": 75}})
-    for alert in ("NotetakerOrgMonthlyCostHigh", "NotetakerPlatformMonthlyCostHigh"):
+    for alert in (
+        "NotetakerOrgMonthlyCostHigh",
+        "NotetakerPlatformMonthlyCostHigh",
+        "NotetakerOrgProjectedMonthlyCostHigh",
+        "NotetakerPlatformProjectedMonthlyCostHigh",
+    ):
         expr = rule(manifests, alert)["expr"]
         assert re.search(r">\s*75\s*$", expr), expr
         assert "50" not in expr

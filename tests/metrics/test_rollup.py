@@ -24,8 +24,9 @@ from notetaker.common.db import migrate
 from notetaker.common.events import StorageUsage
 from notetaker.devstack.stack import Stack
 from notetaker.metrics.projections import projections
-from notetaker.metrics.rollup import next_run, roll_up
+from notetaker.metrics.rollup import next_run, roll_up, roll_up_forever
 from notetaker.metrics.usage import GIB, Prices, apply, month_to_date
+from tests.conftest import eventually
 
 PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)  # the defaults
 DAY_1 = date(2027, 1, 1)  # 62 days: January (31), February (28), March 1 to 3
@@ -286,3 +287,23 @@ def test_the_rollup_runs_after_midnight_utc() -> None:
     assert next_run(datetime(2027, 1, 1, 0, 1, tzinfo=UTC), five) == at(DAY_1, 0) + five
     assert next_run(datetime(2027, 1, 1, 0, 5, tzinfo=UTC), five) == at(DAY_1, 24) + five
     assert next_run(datetime(2027, 1, 1, 23, 0, tzinfo=UTC), five) == at(DAY_1, 24) + five
+
+
+async def test_the_service_catches_up_when_it_starts(own_db: asyncpg.Pool) -> None:
+    """On a new database the first run rolls up the month so far, then waits for midnight."""
+    today = datetime(2027, 3, 5, 12, tzinfo=UTC)
+    task = asyncio.create_task(
+        roll_up_forever(own_db, PRICES, timedelta(minutes=5), clock=lambda: today)
+    )
+    try:
+
+        async def days() -> list[date]:
+            rows = await own_db.fetch("SELECT day FROM usage_rollup_days ORDER BY day")
+            return [r["day"] for r in rows] if len(rows) == 5 else []
+
+        assert await eventually(days, timeout=10, what="the days of March rolled up") == [
+            date(2027, 3, n) for n in range(1, 6)
+        ]
+        assert not task.done()  # asleep until 00:05 tomorrow
+    finally:
+        task.cancel()

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Event(BaseModel):
@@ -129,11 +129,24 @@ class RecordingUploaded(Event):
     org_id: uuid.UUID
     user_id: uuid.UUID
     bucket: str
-    video_key: str
+    video_key: str | None = None  # None: an audio-only recording (then `audio_key` is set)
     audio_key: str | None = None
     size_bytes: int = Field(ge=0)
     checksum: str
     provider_transcript: bool = False
+
+    @model_validator(mode="after")
+    def _names_its_media(self) -> RecordingUploaded:
+        if self.video_key is None and self.audio_key is None:
+            raise ValueError("a recording.uploaded names its video_key or its audio_key")
+        return self
+
+    @property
+    def media_key(self) -> str:
+        """The recording's source: the video, or an audio-only recording's audio."""
+        key = self.video_key or self.audio_key
+        assert key is not None  # _names_its_media
+        return key
 
 
 class RecordingUploadFailed(Event):

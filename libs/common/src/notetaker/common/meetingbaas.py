@@ -38,7 +38,7 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True)
 class RecordingUrls:
-    video: str
+    video: str | None  # None: an audio-only recording
     audio: str | None
 
 
@@ -87,12 +87,13 @@ def bot_details_urls(bot_id: str, body: Any) -> RecordingUrls:
         raise ProviderError(f"MeetingBaaS answered bot {bot_id}'s details in an unknown shape")
     if data.get("artifacts_deleted") is True:
         raise RecordingGone(f"MeetingBaaS has deleted the recording of bot {bot_id}")
-    video = _url(data.get("video"))
-    if video is None:
+    video, audio = _url(data.get("video")), _url(data.get("audio"))
+    if video is None and audio is None:
         raise RecordingGone(
-            f"MeetingBaaS has no video for bot {bot_id} (status {_status(data.get('status'))})"
+            f"MeetingBaaS has no video or audio for bot {bot_id}"
+            f" (status {_status(data.get('status'))})"
         )
-    return RecordingUrls(video, _url(data.get("audio")))
+    return RecordingUrls(video, audio)
 
 
 def meeting_data_urls(bot_id: str, body: Any) -> RecordingUrls:

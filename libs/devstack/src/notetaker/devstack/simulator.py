@@ -82,6 +82,7 @@ class Bot:
     extra: dict[str, Any]
     video_delay: float = 0.0
     callback: dict[str, Any] | None = None  # the create-bot request's `callback_config`
+    audio_only: bool = False  # `recording_mode: audio_only`: no video, `video` null
     status: str = "created"
     completed_body: str | None = None
     completed_id: str | None = None
@@ -246,9 +247,11 @@ class ProviderSimulator:
         extra: dict[str, Any] | None = None,
         video_delay: float = 0.0,
         callback: dict[str, Any] | None = None,
+        audio_only: bool = False,
     ) -> str:
         """Deploy a bot; `video_delay` makes its video URL answer that many seconds late;
-        `callback` is a `callback_config` (`url`, `secret`) the bot calls when it ends."""
+        `callback` is a `callback_config` (`url`, `secret`) the bot calls when it ends;
+        `audio_only` records no video (`recording_mode: audio_only`: `video` is null)."""
         assert self.recording is not None, "start() the simulator first"
         bot = Bot(
             str(uuid.uuid4()),
@@ -259,6 +262,7 @@ class ProviderSimulator:
             extra or {},
             video_delay,
             callback if callback and callback.get("url") else None,
+            audio_only,
         )
         if not hold_completed:
             bot.released.set()
@@ -323,13 +327,14 @@ class ProviderSimulator:
         ready = bot.status == "completed" and not deleted
         base = f"{self.base_url}/recordings/{bot.bot_id}"
         transcribed = ready and bot.transcription
+        has_video = not bot.audio_only
         names = ["Ada Lovelace", "Alan Turing"] if bot.joined_at else []
         return {
             "bot_id": bot.bot_id,
             "bot_name": bot.bot_name,
             "meeting_url": bot.meeting_url,
             "meeting_platform": _platform(bot.meeting_url),
-            "recording_mode": "speaker_view",
+            "recording_mode": "audio_only" if bot.audio_only else "speaker_view",
             "status": bot.status,
             "created_at": _time(bot.created_at),
             "joined_at": _time(bot.joined_at),
@@ -338,7 +343,7 @@ class ProviderSimulator:
             "participants": [{"name": n, "id": i} for i, n in enumerate(names, 1)],
             "speakers": [{"name": n, "id": i} for i, n in enumerate(names, 1)],
             "artifacts_deleted": deleted,
-            "video": self.signed_url(bot.bot_id, "video.mp4") if ready else None,
+            "video": self.signed_url(bot.bot_id, "video.mp4") if ready and has_video else None,
             "audio": self.signed_url(bot.bot_id, "audio.flac") if ready else None,
             "diarization": f"{base}/diarization.jsonl" if transcribed else None,
             "raw_transcription": f"{base}/raw_transcription.json" if transcribed else None,
@@ -432,7 +437,7 @@ class ProviderSimulator:
             "duration_seconds": 6,
             "joined_at": _time(bot.joined_at),
             "exited_at": _time(bot.exited_at),
-            "video": self.signed_url(bot.bot_id, "video.mp4"),
+            "video": None if bot.audio_only else self.signed_url(bot.bot_id, "video.mp4"),
             "audio": self.signed_url(bot.bot_id, "audio.flac"),
             "transcription": f"{base}/transcription.json" if bot.transcription else None,
             "raw_transcription": f"{base}/raw_transcription.json" if bot.transcription else None,
@@ -623,6 +628,7 @@ class ProviderSimulator:
                 transcription=bool(body.get("transcription_enabled", True)),
                 extra=body.get("extra") or {},
                 callback=body.get("callback_config"),
+                audio_only=body.get("recording_mode") == "audio_only",
             )
             self.bots[bot_id].bot_name = str(body.get("bot_name") or "")
             meeting_id = (body.get("extra") or {}).get("meeting_id")
@@ -725,7 +731,7 @@ class ProviderSimulator:
             bot = self.bots.get(bot_id)
             if bot is None or bot_id in self.deleted_recordings:
                 return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
-            if name == "video.mp4":
+            if name == "video.mp4" and not bot.audio_only:
                 await asyncio.sleep(bot.video_delay if request.method == "GET" else 0)
                 return self._serve_file(request, bot, name, bot.recording.video, "video/mp4")
             if name == "audio.flac":

@@ -47,10 +47,10 @@ def test_v2_bot_details_give_the_video_and_audio() -> None:
     assert bot_details_urls(BOT, v2_with(video=None)) == RecordingUrls(None, V2["data"]["audio"])
 
 
-def test_v1_meeting_data_gives_the_mp4_only() -> None:
-    assert meeting_data_urls(BOT, V1) == RecordingUrls(V1["mp4"], None)
-    # v1's WAV is not taken, whether there is one or not.
-    assert meeting_data_urls(BOT, v1_with(audio="https://example.com/a.wav")).audio is None
+def test_v1_meeting_data_gives_the_mp4_and_the_wav_when_there_is_one() -> None:
+    assert meeting_data_urls(BOT, V1) == RecordingUrls(V1["mp4"], None)  # `audio` is ""
+    wav = "https://example.com/a.wav"
+    assert meeting_data_urls(BOT, v1_with(audio=wav)) == RecordingUrls(V1["mp4"], wav)
 
 
 @pytest.mark.parametrize(

@@ -97,13 +97,14 @@ def bot_details_urls(bot_id: str, body: Any) -> RecordingUrls:
 
 
 def meeting_data_urls(bot_id: str, body: Any) -> RecordingUrls:
-    """The recording's URL in a v1 `GET /bots/meeting_data` answer."""
+    """The recording's URLs in a v1 `GET /bots/meeting_data` answer: the `mp4`, and the `audio`
+    (a WAV) when there is one, as the v1 `complete` webhook hands both over."""
     if not isinstance(body, dict) or "mp4" not in body or not isinstance(body["mp4"], str):
         raise ProviderError(f"MeetingBaaS answered bot {bot_id}'s meeting data in an unknown shape")
     video = _url(body["mp4"])
     if video is None:
         raise RecordingGone(f"MeetingBaaS has no mp4 for bot {bot_id} any more")
-    return RecordingUrls(video, None)
+    return RecordingUrls(video, _url(body.get("audio")))
 
 
 def _url(value: object) -> str | None:

@@ -96,3 +96,24 @@ async def test_each_documented_example_produces_the_events_its_row_names(
         (record,) = await kafka_records(stack, topic, bot_id)
         assert record["headers"]["ce_type"] == topic
         assert record["data"]["bot_id"] == bot_id
+
+
+async def test_a_gladia_error_callback_keeps_its_reason_on_the_job(
+    ingest: Ingest, db: asyncpg.Pool
+) -> None:
+    """`transcription.error` publishes nothing, but why the job failed is kept on its row (and
+    the same again for a redelivery)."""
+    bot_id, _ = await bot_with_meeting(db)
+    sample = "gladia/v2-callback.transcription.error.json"
+    body = _body(sample, bot_id)
+    request_id = await gladia_job(db, bot_id)
+    for _ in range(2):
+        answer = await post(
+            ingest.gladia_url(request_id), body, {"content-type": "application/json"}
+        )
+        assert answer.status_code == 200, answer.text
+    row = await db.fetchrow(
+        "SELECT error_code, error_message FROM transcription_jobs WHERE request_id = $1",
+        request_id,
+    )
+    assert (row["error_code"], row["error_message"]) == ("422", "audio_url could not be downloaded")

@@ -278,6 +278,19 @@ async def _transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> _Tran
     return _TranscriptionJob(row["bot_id"], row["job_id"], row["deleted"])
 
 
+async def _keep_job_failure(
+    pool: asyncpg.Pool, request_id: uuid.UUID, code: str, message: str
+) -> None:
+    """Why Gladia failed the job, on its row (the same values again for a redelivery)."""
+    await pool.execute(
+        "UPDATE transcription_jobs SET error_code = $2, error_message = $3 WHERE request_id = $1",
+        request_id,
+        code,
+        message,
+    )
+    log.warning("transcription.failed", provider="gladia", request_id=str(request_id), code=code)
+
+
 def _refuse_gladia(reason: str, **context: object) -> Problem:
     log.warning("webhook.unauthenticated", provider="gladia", reason=reason, **context)
     return Problem(401, "unauthenticated", "Callback authentication failed")
@@ -324,6 +337,9 @@ async def gladia_callback(
         events = providers.gladia_events(callback, job.bot_id)
     except ValidationError as exc:
         raise _invalid(exc) from exc
+    failure = providers.gladia_failure(callback)
+    if failure is not None:
+        await _keep_job_failure(request.app.state.pool, request_id, *failure)
     job_id = job.job_id or callback.job_id or ""
     request.state.delivery_id = job_id
     return await _publish(

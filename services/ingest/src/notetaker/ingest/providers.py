@@ -335,6 +335,13 @@ class GladiaResult(_Payload):
     transcription: GladiaTranscription
 
 
+class GladiaError(_Payload):
+    """Why a job failed (`transcription.error`): an HTTP-like status and a message."""
+
+    code: int | str | None = None
+    message: str = Field("", max_length=10_000)
+
+
 class GladiaCallback(_Payload):
     """Both callback shapes: the full result (`payload.transcription`) or only the job id
     (`payload.id`). A job id is a plain id (`notetaker.common.gladia`): it goes into Gladia's
@@ -343,6 +350,7 @@ class GladiaCallback(_Payload):
     id: str | None = Field(None, max_length=100, pattern=gladia.JOB_ID_PATTERN)
     event: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] | None = None
+    error: GladiaError | None = None
 
     @model_validator(mode="after")
     def _plain_payload_id(self) -> GladiaCallback:
@@ -358,9 +366,18 @@ class GladiaCallback(_Payload):
         return str(value) if value is not None else None
 
 
+def gladia_failure(callback: GladiaCallback) -> tuple[str, str] | None:
+    """A failed job's reason (code, message), kept on its `transcription_jobs` row."""
+    if callback.event != "transcription.error":
+        return None
+    error = callback.error or GladiaError()
+    code = "" if error.code is None else str(error.code)
+    return code[:200], error.message
+
+
 def gladia_events(callback: GladiaCallback, bot_id: str) -> list[Event]:
     if callback.event != "transcription.success":
-        return []  # errors are stored; the scheduler's poller and transcript-sync decide next
+        return []  # an error's reason is kept on the job (gladia_failure); nothing to announce
     job_id = callback.job_id
     payload = callback.payload or {}
     if "transcription" not in payload:

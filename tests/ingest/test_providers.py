@@ -19,6 +19,7 @@ from notetaker.ingest.providers import (
     GladiaCallback,
     MeetingBaasDelivery,
     gladia_events,
+    gladia_failure,
     meetingbaas_events,
 )
 from tests.fixtures import PROVIDER_SAMPLES
@@ -188,6 +189,13 @@ def test_gladia_id_only_webhook_points_at_the_job() -> None:
     assert event.job_id == "45463597-20b7-4af7-b3b3-f5fb778203ab"
 
 
-def test_gladia_error_callback_maps_to_nothing() -> None:
+def test_gladia_error_callback_maps_to_nothing_and_gives_its_reason() -> None:
     callback = GladiaCallback.model_validate(fixture("gladia/v2-callback.transcription.error.json"))
     assert gladia_events(callback, "bot-9") == []
+    assert gladia_failure(callback) == ("422", "audio_url could not be downloaded")
+    bare = GladiaCallback(event="transcription.error")
+    assert gladia_failure(bare) == ("", "")
+    with pytest.raises(ValidationError):
+        gladia_failure(GladiaCallback(event="transcription.error", error={"message": ["x"]}))
+    success = fixture("gladia/v2-webhook.transcription.success.json")
+    assert gladia_failure(GladiaCallback.model_validate(success)) is None

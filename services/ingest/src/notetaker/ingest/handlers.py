@@ -335,9 +335,9 @@ async def gladia_callback(
         )
     try:
         events = providers.gladia_events(callback, job.bot_id)
+        failure = providers.gladia_failure(callback)
     except ValidationError as exc:
         raise _invalid(exc) from exc
-    failure = providers.gladia_failure(callback)
     if failure is not None:
         await _keep_job_failure(request.app.state.pool, request_id, *failure)
     job_id = job.job_id or callback.job_id or ""

@@ -350,7 +350,9 @@ class GladiaCallback(_Payload):
     id: str | None = Field(None, max_length=100, pattern=gladia.JOB_ID_PATTERN)
     event: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] | None = None
-    error: GladiaError | None = None
+    # A GladiaError, read by gladia_failure: a nested model here would put a `$defs` reference
+    # in the request body schema, which the OpenAPI document cannot resolve.
+    error: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _plain_payload_id(self) -> GladiaCallback:
@@ -370,7 +372,7 @@ def gladia_failure(callback: GladiaCallback) -> tuple[str, str] | None:
     """A failed job's reason (code, message), kept on its `transcription_jobs` row."""
     if callback.event != "transcription.error":
         return None
-    error = callback.error or GladiaError()
+    error = GladiaError.model_validate(callback.error or {})
     code = "" if error.code is None else str(error.code)
     return code[:200], error.message
 

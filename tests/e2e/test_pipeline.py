@@ -258,3 +258,33 @@ async def test_an_audio_only_bot_becomes_a_complete_meeting_with_audio_and_trans
     assert await events_for(pipeline.stack, "thumbnail.requested", bot_id) == []
     assert await events_for(pipeline.stack, "recording.failed", bot_id) == []
     assert row["thumbnail_url"] is None
+
+
+async def test_a_v1_retranscription_replaces_the_meetings_transcript(
+    pipeline: Pipeline, db: asyncpg.Pool
+) -> None:
+    """v1 `transcription_complete` (only the bot's id): transcript-sync fetches the new
+    transcript from v1's meeting data and writes it over the one the meeting had."""
+    sim = pipeline.simulator
+    bot_id, row = await completed_meeting(pipeline, db, transcription=True)
+    assert "Welcome to the weekly product sync." in row["transcript_text"]
+
+    body = json.dumps({"event": "transcription_complete", "data": {"bot_id": bot_id}})
+    headers = {
+        "content-type": "application/json",
+        "x-meeting-baas-api-key": pipeline.keys["api_key"],
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(
+            f"{pipeline.ingest_url}/webhooks/meetingbaas", content=body, headers=headers
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["events"] == ["transcript.ready"]
+
+    async def retranscribed() -> Any:
+        text = await db.fetchval("SELECT transcript_text FROM meetings WHERE bot_id = $1", bot_id)
+        return text if "retranscribed" in (text or "") else None
+
+    text = await eventually(retranscribed, 30, f"bot {bot_id}'s transcript to be replaced")
+    assert text == "Ada Lovelace: Welcome to the retranscribed product sync."
+    assert sim.transcript_fetches == [bot_id]

@@ -161,6 +161,17 @@ def test_v1_complete_keeps_its_audio_and_v1_failed_its_message() -> None:
     )
 
 
+def test_a_v1_retranscription_names_only_the_bot_and_is_fetched_from_the_v1_api() -> None:
+    (ready,) = mb("meetingbaas/v1-transcription_complete.json")
+    assert isinstance(ready, TranscriptReady)
+    assert (ready.provider, ready.provider_api, ready.revision) == (
+        "meetingbaas",
+        "v1",
+        NOW.isoformat(),
+    )
+    assert (ready.utterances, ready.transcript_url, ready.job_id) == (None, None, None)
+
+
 def test_unknown_event_type_maps_to_nothing() -> None:
     delivery = MeetingBaasDelivery(event="bot.teleported", data={"bot_id": "b"})
     assert meetingbaas_events(delivery, NOW) == []

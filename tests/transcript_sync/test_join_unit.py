@@ -229,6 +229,16 @@ def test_gladia_is_asked_once_per_meeting_even_for_a_new_upload() -> None:
         ),
         (inline("a", "b", "c"), "meetingbaas:3"),
         (TranscriptReady(bot_id="b", provider="meetingbaas"), "meetingbaas:0"),
+        (
+            TranscriptReady(bot_id="b", provider="meetingbaas", provider_api="v1", revision="r1"),
+            "meetingbaas:r1",
+        ),
+        (
+            TranscriptReady(
+                bot_id="b", provider="meetingbaas", transcript_url="https://t/1", revision="r1"
+            ),
+            "meetingbaas:https://t/1",
+        ),
     ],
 )
 def test_which_transcript_was_written_is_remembered_by_provider_and_source(
@@ -257,6 +267,15 @@ def test_a_different_transcript_replaces_the_first() -> None:
         WriteTranscript(gladia_2),
         WriteTranscript(gladia),
     ]
+
+
+def test_each_v1_retranscription_replaces_the_transcript_before_it_once() -> None:
+    first, second = (
+        TranscriptReady(bot_id="bot-1", provider="meetingbaas", provider_api="v1", revision=r)
+        for r in ("2026-12-03T10:00:00+00:00", "2026-12-03T11:00:00+00:00")
+    )
+    _, effects = run([TRANSCRIPT, first, first, second, second])
+    assert effects == [WriteTranscript(TRANSCRIPT), WriteTranscript(first), WriteTranscript(second)]
 
 
 def test_a_transcript_leaves_the_rest_of_the_state_alone() -> None:

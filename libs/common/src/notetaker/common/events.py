@@ -93,7 +93,9 @@ class Utterance(BaseModel):
 
 
 class TranscriptReady(Event):
-    """A transcript exists: inline, at a provider URL, or as a provider job to fetch."""
+    """A transcript exists: inline, at a provider URL, as a provider job to fetch, or (with
+    only `provider_api`) to be fetched from the provider's API: MeetingBaaS v1's
+    `transcription_complete` names only the bot."""
 
     type: ClassVar[str] = "transcript.ready"
     provider: Literal["meetingbaas", "gladia"]
@@ -102,6 +104,8 @@ class TranscriptReady(Event):
     job_id: str | None = None
     language: str | None = None
     extra: Extra = None
+    provider_api: Literal["v1"] | None = None  # fetch it from MeetingBaaS v1's meeting data
+    revision: str | None = None  # which of the provider's transcripts (a retranscription's time)
 
     def full_text(self) -> str:
         return " ".join(u.text for u in self.utterances or [])

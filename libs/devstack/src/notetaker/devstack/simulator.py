@@ -140,6 +140,28 @@ def _transcription_document() -> list[dict[str, Any]]:
     return segments
 
 
+# What a v1 retranscription (`transcription_complete`) hands back through `GET /bots/meeting_data`.
+RETRANSCRIPT = [("Ada Lovelace", 1.0, "Welcome to the retranscribed product sync.")]
+
+
+def _v1_transcripts(bot_id: int) -> list[dict[str, Any]]:
+    """`bot_data.transcripts` of v1's meeting data (`Transcript` and `Word` in `openapi.json`)."""
+    transcripts = []
+    for n, (speaker, start, text) in enumerate(RETRANSCRIPT, 1):
+        words, t = [], start
+        for i, word in enumerate(text.split(), 1):
+            words.append(
+                {"id": n * 1000 + i, "bot_id": bot_id, "text": word, "user_id": None}
+                | {"start_time": round(t, 2), "end_time": round(t + 0.3, 2)}
+            )
+            t += 0.35
+        transcripts.append(
+            {"id": n, "bot_id": bot_id, "speaker": speaker, "lang": "en", "user_id": None}
+            | {"start_time": start, "end_time": round(t, 2), "words": words}
+        )
+    return transcripts
+
+
 def _gladia_result() -> dict[str, Any]:
     utterances = [
         {
@@ -183,6 +205,7 @@ class ProviderSimulator:
         # (API, bot id) of each request for a bot's fresh URLs: ("v2", id) for `GET
         # /v2/bots/{id}`, ("v1", id) for `GET /bots/meeting_data?bot_id=id`.
         self.refreshes: list[tuple[str, str]] = []
+        self.transcript_fetches: list[str] = []  # v1 meeting data asked with its transcripts
         self.data_deletions: list[str] = []  # bot id of each `POST /bots/{bot_id}/delete_data`
         self.delete_data_status: int | None = None  # answer delete_data with this status
         self.deleted_jobs: list[str] = []  # Gladia jobs deleted (`DELETE /v2/pre-recorded/...`)
@@ -360,7 +383,7 @@ class ProviderSimulator:
             "zoom_config": None,
         }
 
-    def meeting_data(self, bot: Bot) -> dict[str, Any]:
+    def meeting_data(self, bot: Bot, include_transcripts: bool = False) -> dict[str, Any]:
         """The bot's recording as v1's `GET /bots/meeting_data` answers it (every field its
         OpenAPI description requires, transcripts left out as `include_transcripts=false` asks):
         a freshly signed `mp4`, an empty string for a file that does not exist (no WAV here;
@@ -387,7 +410,11 @@ class ProviderSimulator:
                     "transcription_custom_parameters": {},
                     "webhook_url": f"{self.config.ingest_url}/webhooks/meetingbaas",
                 },
-                "transcripts": [],
+                "transcripts": (
+                    _v1_transcripts(uuid.UUID(bot.bot_id).int % 2**31)
+                    if include_transcripts and ready
+                    else []
+                ),
             },
             "duration": 6 if bot.status == "completed" else 0,
             "mp4": self.signed_url(bot.bot_id, "video.mp4") if ready else "",
@@ -696,16 +723,20 @@ class ProviderSimulator:
         @app.get("/bots/meeting_data")
         async def get_meeting_data(
             bot_id: str = "",
+            include_transcripts: str = "false",
             x_meeting_baas_api_key: str | None = Header(None),
         ) -> JSONResponse:
             """A bot's recording (v1), its `mp4` signed anew; 404 for a bot it does not know.
-            Transcripts are never included (`include_transcripts` is not read): the simulator's
-            transcript is in its webhooks."""
+            With `include_transcripts=true`, the transcript a retranscription made
+            (`RETRANSCRIPT`): what a v1 `transcription_complete` announces."""
             if bad_key(x_meeting_baas_api_key, self.config.api_key):
                 return JSONResponse({"error": "Invalid API key"}, 401)
             bot = self.bots.get(bot_id)
             if bot is None:
                 return JSONResponse({"error": "Bot not found"}, 404)
+            if include_transcripts == "true":
+                self.transcript_fetches.append(bot_id)
+                return JSONResponse(self.meeting_data(bot, include_transcripts=True))
             self.refreshes.append(("v1", bot_id))
             return JSONResponse(self.meeting_data(bot))
 

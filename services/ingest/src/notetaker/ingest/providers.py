@@ -268,9 +268,21 @@ def _failed_v1(data: dict[str, Any], delivered: Delivered) -> list[Event]:
 
 def _transcription_v1(data: dict[str, Any], delivered: Delivered) -> list[Event]:
     d = TranscriptionV1Data.model_validate(data)
-    if not d.transcript:
-        return []
-    return [_transcript_v1(d.bot_id, d.transcript, _extra(d, delivered))]
+    extra = _extra(d, delivered)
+    if d.transcript:
+        return [_transcript_v1(d.bot_id, d.transcript, extra)]
+    # As documented, a retranscription names only the bot: transcript-sync fetches the new
+    # transcript from the v1 API. Its arrival time tells it from the transcript written before
+    # (a redelivery of the same body is a duplicate delivery, refused before this).
+    return [
+        TranscriptReady(
+            bot_id=d.bot_id,
+            provider="meetingbaas",
+            provider_api="v1",
+            revision=delivered.received_at.isoformat(),
+            extra=extra,
+        )
+    ]
 
 
 def _nothing(data: dict[str, Any], _: Delivered) -> list[Event]:

@@ -392,6 +392,8 @@ class Join:
                 effect.transcript,
                 self.settings.gladia_api_url,
                 self.settings.gladia_api_key,
+                meetingbaas_url=self.settings.meetingbaas_api_url,
+                meetingbaas_key=self.settings.meetingbaas_api_key,
             )
             written = await meetings.write_transcript(
                 r.pool,

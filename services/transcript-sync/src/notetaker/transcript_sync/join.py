@@ -119,7 +119,8 @@ Effect = (
 
 
 def transcript_id(event: TranscriptReady) -> str:
-    return f"{event.provider}:{event.job_id or event.transcript_url or len(event.utterances or [])}"
+    source = event.job_id or event.transcript_url or event.revision
+    return f"{event.provider}:{source or len(event.utterances or [])}"
 
 
 def decide(

@@ -119,7 +119,9 @@ def test_the_new_optional_fields_are_absent_from_a_previous_event_and_ids_stay_t
     assert isinstance(completed, RecordingCompleted)
     assert completed.video_url == "https://example.com/video.mp4?X-Amz-Signature=s"
     assert isinstance(_read("recording.failed"), RecordingFailed)
-    assert isinstance(_read("transcript.ready"), TranscriptReady)
+    transcript = _read("transcript.ready")
+    assert isinstance(transcript, TranscriptReady)
+    assert event_id(transcript) == event_id(TranscriptReady(bot_id="bot-1", provider="gladia"))
 
 
 def test_the_join_decides_a_previous_upload_as_before() -> None:

@@ -117,3 +117,20 @@ async def test_a_gladia_error_callback_keeps_its_reason_on_the_job(
         request_id,
     )
     assert (row["error_code"], row["error_message"]) == ("422", "audio_url could not be downloaded")
+
+
+async def test_each_v1_retranscription_notice_is_published_though_the_bodies_are_alike(
+    ingest: Ingest, db: asyncpg.Pool, stack: Stack
+) -> None:
+    """v1 gives no delivery id and the notice names only the bot: a second retranscription is
+    not taken for a retry of the first."""
+    bot_id, _ = await bot_with_meeting(db)
+    body = _body("meetingbaas/v1-transcription_complete.json", bot_id)
+    for _ in range(2):
+        answer = await _deliver(
+            ingest, db, "meetingbaas/v1-transcription_complete.json", body, bot_id
+        )
+        assert answer.json() == {"status": "published", "events": ["transcript.ready"]}
+    records = await kafka_records(stack, "transcript.ready", bot_id)
+    assert len({r["data"]["revision"] for r in records}) == 2
+    assert len({r["headers"]["ce_id"] for r in records}) == 2  # two facts, two CloudEvent ids

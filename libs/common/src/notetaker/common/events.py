@@ -107,6 +107,10 @@ class TranscriptReady(Event):
     provider_api: Literal["v1"] | None = None  # fetch it from MeetingBaaS v1's meeting data
     revision: str | None = None  # which of the provider's transcripts (a retranscription's time)
 
+    def fact_key(self) -> str:
+        # A retranscription is a fact of its own; every other transcript keeps the id it had.
+        return f"{self.bot_id}:{self.revision}" if self.revision else self.bot_id
+
     def full_text(self) -> str:
         return " ".join(u.text for u in self.utterances or [])
 

@@ -230,9 +230,10 @@ async def meetingbaas_webhook(
         )
         raise Problem(401, "unauthenticated", "Webhook authentication failed")
     delivery = _parse(body, providers.MeetingBaasDelivery)
+    received_at = datetime.now(UTC)
     try:
         bot_id = providers.meetingbaas_bot_id(delivery)
-        events = providers.meetingbaas_events(delivery, datetime.now(UTC))
+        events = providers.meetingbaas_events(delivery, received_at)
     except ValidationError as exc:
         raise _invalid(exc) from exc
     request.state.bot_id = bot_id
@@ -241,6 +242,8 @@ async def meetingbaas_webhook(
     if deleted is None and events and bot_id and settings.reject_unknown_bots:
         raise Problem(404, "unknown_bot", "Unknown bot", f"no recording for bot {bot_id}")
     delivery_ids = [svix_id or hashlib.sha256(body).hexdigest()]
+    if svix_id is None and delivery.event in providers.MEETINGBAAS_REPEATABLE:
+        delivery_ids = [f"{delivery_ids[0]}:{received_at.isoformat()}"]
     if delivery.event in providers.MEETINGBAAS_TERMINAL and bot_id:
         delivery_ids.append(f"fact:{delivery.event}:{bot_id}")
     return await _publish(

@@ -313,6 +313,11 @@ MEETINGBAAS: dict[str, Mapper] = {
 # the provider gives it a new delivery id.
 MEETINGBAAS_TERMINAL = frozenset({"bot.completed", "bot.failed", "complete", "failed"})
 
+# Events whose every delivery is news, though two bodies are alike: v1's retranscription notice
+# names only the bot, and v1 gives no delivery id, so a second retranscription would otherwise
+# look like a retry of the first (a retry fetches the same transcript again: no harm).
+MEETINGBAAS_REPEATABLE = frozenset({"transcription_complete"})
+
 
 def meetingbaas_events(delivery: MeetingBaasDelivery, received_at: datetime) -> list[Event]:
     mapper = MEETINGBAAS.get(delivery.event)

@@ -380,7 +380,7 @@ class Join:
         written: MeetingMedia
         if isinstance(effect, WriteVideo):
             audio = s3_location(effect.bucket, effect.audio_key) if effect.audio_key else None
-            video = s3_location(effect.bucket, effect.video_key)
+            video = s3_location(effect.bucket, effect.video_key) if effect.video_key else None
             intent = self._job_intent() if effect.transcribe else None
             written = await meetings.write_video(
                 r.pool, self.source, bot_id, video, audio, transcription=intent
@@ -392,6 +392,8 @@ class Join:
                 effect.transcript,
                 self.settings.gladia_api_url,
                 self.settings.gladia_api_key,
+                meetingbaas_url=self.settings.meetingbaas_api_url,
+                meetingbaas_key=self.settings.meetingbaas_api_key,
             )
             written = await meetings.write_transcript(
                 r.pool,

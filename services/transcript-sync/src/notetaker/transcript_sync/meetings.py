@@ -127,13 +127,13 @@ async def write_video(
     pool: asyncpg.Pool,
     source: str,
     bot_id: str,
-    video_url: str,
+    video_url: str | None,
     audio_url: str | None,
     *,
     transcription: JobIntent | None = None,
 ) -> MeetingMedia:
-    """The video and audio; `transcription`: a transcript is owed for them, its job's intent
-    written in the same transaction."""
+    """The video and audio (an audio-only recording: no video); `transcription`: a transcript
+    is owed for them, its job's intent written in the same transaction."""
     return await _update(
         pool,
         source,
@@ -227,7 +227,8 @@ async def join_state(pool: asyncpg.Pool, bot_id: str) -> JoinState:
     if row["video_url"] is not None:
         bucket, video_key = parse_s3_location(row["video_url"])
     if row["audio_url"] is not None:
-        audio_key = parse_s3_location(row["audio_url"])[1]
+        audio_bucket, audio_key = parse_s3_location(row["audio_url"])
+        bucket = bucket or audio_bucket
     if row["thumbnail_url"] is not None:
         thumbnail_key = parse_s3_location(row["thumbnail_url"])[1]
     status = row["recording_status"] or ""

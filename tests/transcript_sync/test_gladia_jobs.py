@@ -26,8 +26,10 @@ from pydantic import SecretStr
 from notetaker.common import callback_tokens
 from notetaker.common.events import TranscriptReady
 from notetaker.common.failures import Kind, classify, retry_after
+from notetaker.transcript_sync import meetings
 from notetaker.transcript_sync.app import Join
 from notetaker.transcript_sync.join import RequestTranscription
+from notetaker.transcript_sync.meetings import MeetingMediaDeleted
 from notetaker.transcript_sync.resources import Resources
 from notetaker.transcript_sync.settings import TranscriptSyncSettings
 from notetaker.transcript_sync.transcripts import (
@@ -344,3 +346,35 @@ async def test_a_plain_job_id_is_fetched_from_its_own_path_with_our_key(
         "https://gladia.example/v2/pre-recorded/45463597-20b7",
     )
     assert fetched.headers["x-gladia-key"] == GLADIA_KEY
+
+
+async def test_a_recording_deleted_between_the_intent_and_the_submit_gets_no_gladia_job(
+    gladia: tuple[Join, Gladia], db: asyncpg.Pool
+) -> None:
+    """The intent is written with the video; the media is deleted before the effect that submits
+    the job runs (a worker slow, an event parked then republished): no job is submitted."""
+    join, api = gladia
+    meeting = await scheduled_meeting(db)
+    await db.execute(
+        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
+        meeting.org_id,
+        meeting.user_id,
+        meeting.bot_id,
+    )
+    await meetings.write_video(
+        db, "/test", meeting.bot_id, "s3://recordings/v.mp4", None, transcription=join._job_intent()
+    )
+    assert (await job_row(db, meeting.bot_id))["submitted_at"] is None
+    # The deletion's intent (what MediaDeleter._mark writes).
+    await db.execute(
+        "UPDATE recordings SET media_deleted_at = now() WHERE bot_id = $1", meeting.bot_id
+    )
+    await db.execute(
+        "UPDATE meetings SET media_deleted_at = now() WHERE bot_id = $1", meeting.bot_id
+    )
+
+    with pytest.raises(MeetingMediaDeleted):
+        await request_transcript(join, meeting.bot_id)
+
+    assert api.requests == []
+    assert (await job_row(db, meeting.bot_id))["submitted_at"] is None

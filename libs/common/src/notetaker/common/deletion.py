@@ -497,14 +497,24 @@ class MediaDeleter:
         )
 
     async def _gladia(self, conn: asyncpg.Connection, deletion: Deletion) -> list[str]:
-        job = await conn.fetchrow(
-            "SELECT job_id, requested_at FROM transcription_jobs WHERE bot_id = $1",
-            deletion.bot_id,
-        )
+        async with conn.transaction():
+            # Under the row's lock, which transcript-sync takes before it marks a submit as
+            # tried: an intent (written with the video) never tried is closed here for good, and
+            # transcript-sync, finding it closed or the media deleted, never submits it.
+            job = await conn.fetchrow(
+                "SELECT job_id, requested_at, submitted_at FROM transcription_jobs"
+                " WHERE bot_id = $1 FOR UPDATE",
+                deletion.bot_id,
+            )
+            never_tried = job is not None and job["job_id"] is None and job["submitted_at"] is None
+            if never_tried:
+                await self._close_job(conn, deletion.bot_id)
         job_id: str | None = job["job_id"] if job is not None else None
         key = self.providers.gladia_api_key
         if job is None:
             outcome = "no job"
+        elif never_tried:
+            outcome = "no job (intent never submitted)"
         elif job_id is None:
             if job["requested_at"] > datetime.now(UTC) - _GLADIA_ID_PENDING:
                 return ["Gladia: a job was requested and its id is not known yet"]
@@ -524,6 +534,8 @@ class MediaDeleter:
                 return [str(exc)]
             except ValueError as exc:  # not a plain job id: never put into a URL
                 outcome = f"not asked: {exc}"
+        # The job is over for us: the scheduler's poller stops asking about it.
+        await self._close_job(conn, deletion.bot_id)
         await conn.execute(
             "UPDATE media_deletions SET gladia_job_id = $2, gladia_outcome = $3,"
             " gladia_done_at = now() WHERE recording_id = $1",
@@ -532,6 +544,13 @@ class MediaDeleter:
             outcome,
         )
         return []
+
+    async def _close_job(self, conn: asyncpg.Connection, bot_id: str) -> None:
+        await conn.execute(
+            "UPDATE transcription_jobs SET completed_at = coalesce(completed_at, now()),"
+            " status = 'deleted' WHERE bot_id = $1",
+            bot_id,
+        )
 
     async def _unfinished(
         self, conn: asyncpg.Connection, recording_id: uuid.UUID, errors: Sequence[str]

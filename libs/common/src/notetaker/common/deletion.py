@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import aiohttp
 import asyncpg
+from botocore.exceptions import ClientError
 
 from notetaker.common.events import StorageUsage
 from notetaker.common.kafka import EventPublisher
@@ -164,7 +165,13 @@ async def purge_prefix(s3: S3Client, bucket: str, prefix: str) -> Purged:
     for _ in range(_PURGE_PASSES):
         uploads = await _unfinished_uploads(s3, bucket, prefix)
         for key, upload_id in uploads:
-            await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            try:
+                await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                # Completed or aborted since the listing (the uploader, another purge of the
+                # same prefix): gone either way; an object it completed is listed below.
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
             purged.uploads_aborted.append(upload_id)
         objects = await _objects(s3, bucket, prefix)
         for start in range(0, len(objects), _DELETE_BATCH):

@@ -18,11 +18,12 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from notetaker.common.deletion import MediaDeleter, ProviderAccess
+from notetaker.common.gladia import REQUEST_ID_METADATA
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.retention import RetentionRefused, check_days, set_retention
 from notetaker.common.s3 import S3Client
 from notetaker.common.settings import NotetakerSettings
-from notetaker.devstack.simulator import ProviderSimulator
+from notetaker.devstack.simulator import GladiaJob, ProviderSimulator
 from notetaker.devstack.stack import Stack
 from notetaker.scheduler.retention import WHO, apply_retention
 from notetaker.scheduler.transcriptions import poll_overdue_jobs
@@ -253,3 +254,39 @@ async def test_the_gladia_job_of_deleted_media_is_closed_and_never_polled(
         "SELECT poll_count FROM transcription_jobs WHERE bot_id = $1", meeting.bot_id
     )
     assert polled == 0
+
+
+async def test_a_gladia_job_submitted_whose_id_was_never_stored_is_found_and_deleted(
+    stack: Stack,
+    db: asyncpg.Pool,
+    s3: S3Client,
+    meetingbaas: ProviderSimulator,
+    deleter: MediaDeleter,
+) -> None:
+    """Gladia created the job but its id never reached the row (the database failed after the
+    POST) and the media was deleted before transcript-sync's retry looked it up: the deletion
+    finds the job by our request id and deletes it, instead of calling it never submitted once
+    an hour has passed and leaving the transcript at Gladia."""
+    meeting = await stored_meeting(stack, db, s3, meetingbaas)
+    request_id = await db.fetchval(
+        "UPDATE transcription_jobs SET job_id = NULL, completed_at = NULL, status = 'requested',"
+        " submitted_at = now() - interval '2 hours', requested_at = now() - interval '2 hours'"
+        " WHERE bot_id = $1 RETURNING request_id",
+        meeting.bot_id,
+    )
+    job = meetingbaas.jobs[meeting.gladia_job_id]
+    job.custom_metadata = {REQUEST_ID_METADATA: str(request_id), "bot_id": meeting.bot_id}
+    other = GladiaJob("other-job", "https://s3.example/audio", None, status="done")
+    other.custom_metadata = {REQUEST_ID_METADATA: str(uuid.uuid4())}
+    meetingbaas.jobs[other.id] = other
+
+    outcome = await deleter.delete(meeting.recording_id, by="test", reason="operator")
+
+    assert outcome is not None
+    assert outcome.deletion.done, outcome.deletion.last_error
+    assert (outcome.deletion.gladia_job_id, outcome.deletion.gladia_outcome) == (
+        meeting.gladia_job_id,
+        "deleted",
+    )
+    assert meetingbaas.deleted_jobs == [meeting.gladia_job_id]
+    assert "other-job" in meetingbaas.jobs

@@ -45,7 +45,12 @@ from botocore.exceptions import ClientError
 from notetaker.common.events import StorageUsage
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
-from notetaker.common.provider_data import NotYet, delete_bot_data, delete_gladia_job
+from notetaker.common.provider_data import (
+    NotYet,
+    delete_bot_data,
+    delete_gladia_job,
+    find_gladia_job,
+)
 from notetaker.common.s3 import RECORDINGS_PREFIX, S3Client, recording_prefix
 
 log = get_logger(__name__)
@@ -509,7 +514,7 @@ class MediaDeleter:
             # tried: an intent (written with the video) never tried is closed here for good, and
             # transcript-sync, finding it closed or the media deleted, never submits it.
             job = await conn.fetchrow(
-                "SELECT job_id, requested_at, submitted_at FROM transcription_jobs"
+                "SELECT request_id, job_id, requested_at, submitted_at FROM transcription_jobs"
                 " WHERE bot_id = $1 FOR UPDATE",
                 deletion.bot_id,
             )
@@ -518,6 +523,19 @@ class MediaDeleter:
                 await self._close_job(conn, deletion.bot_id)
         job_id: str | None = job["job_id"] if job is not None else None
         key = self.providers.gladia_api_key
+        if job is not None and job_id is None and not never_tried and key is not None:
+            # A submit was tried and its id never stored (the answer lost, the database failing
+            # after the POST): Gladia may hold the job under our request id.
+            try:
+                job_id = await find_gladia_job(
+                    self.http,
+                    self.providers.gladia_api_url,
+                    key,
+                    str(job["request_id"]),
+                    self.providers.timeout_seconds,
+                )
+            except NotYet as exc:
+                return [str(exc)]
         if job is None:
             outcome = "no job"
         elif never_tried:
@@ -525,7 +543,7 @@ class MediaDeleter:
         elif job_id is None:
             if job["requested_at"] > datetime.now(UTC) - _GLADIA_ID_PENDING:
                 return ["Gladia: a job was requested and its id is not known yet"]
-            outcome = "no job (requested, never submitted)"
+            outcome = "no job (requested, never created)"
         elif key is None:
             outcome = "skipped: NOTETAKER_GLADIA_API_KEY is not set"
         else:

@@ -126,6 +126,7 @@ class GladiaJob:
     callback_url: str | None
     status: str = "queued"
     callbacks: list[int] = field(default_factory=list)
+    custom_metadata: dict[str, Any] | None = None
 
 
 def _transcription_document() -> list[dict[str, Any]]:
@@ -780,10 +781,26 @@ class ProviderSimulator:
                 str(uuid.uuid4()),
                 body.get("audio_url", ""),
                 (body.get("callback_config") or {}).get("url"),
+                custom_metadata=body.get("custom_metadata"),
             )
             self.jobs[job.id] = job
             self._spawn(self._run_job(job))
             return {"id": job.id, "result_url": f"{self.base_url}/v2/pre-recorded/{job.id}"}
+
+        @app.get("/v2/pre-recorded")
+        async def list_jobs(
+            custom_metadata: str | None = None, x_gladia_key: str | None = Header(None)
+        ) -> Any:
+            """The jobs whose custom_metadata holds every pair of the given JSON object."""
+            if bad_key(x_gladia_key, self.config.gladia_api_key):
+                return JSONResponse({"statusCode": 401, "message": "Invalid API key"}, 401)
+            wanted = json.loads(custom_metadata) if custom_metadata else {}
+            items = [
+                {"id": job.id, "status": job.status, "custom_metadata": job.custom_metadata}
+                for job in self.jobs.values()
+                if wanted.items() <= (job.custom_metadata or {}).items()
+            ]
+            return {"first": "", "current": "", "next": None, "items": items}
 
         @app.get("/v2/pre-recorded/{job_id}")
         async def get_job(job_id: str, x_gladia_key: str | None = Header(None)) -> Any:

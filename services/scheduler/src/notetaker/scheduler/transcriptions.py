@@ -26,11 +26,14 @@ async def poll_overdue_jobs(
     every_seconds: float,
 ) -> int:
     """Ask Gladia about overdue jobs; returns how many finished jobs were announced. A job whose
-    id Gladia has not given yet (its request is still being submitted) waits for it."""
+    id Gladia has not given yet (its request is still being submitted) waits for it; the job of a
+    recording whose media was deleted is never asked about (the deletion deletes it at Gladia)."""
     jobs = await db.fetch(
         "SELECT request_id, bot_id, job_id FROM transcription_jobs"
         " WHERE completed_at IS NULL AND provider = 'gladia' AND job_id IS NOT NULL"
         " AND requested_at < now() - make_interval(secs => $1)"
+        " AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.bot_id = transcription_jobs.bot_id"
+        " AND r.media_deleted_at IS NOT NULL)"
         " AND (polled_at IS NULL OR polled_at < now() - make_interval(secs => $2))"
         " ORDER BY requested_at LIMIT 100",
         overdue_seconds,

@@ -284,11 +284,19 @@ async def start_transcription_job(
     async with pool.acquire() as conn, conn.transaction():
         await _write_intent(conn, bot_id, intent)
         row = await conn.fetchrow(
-            "SELECT request_id, job_id, token_expires_at, submitted_at IS NOT NULL AS tried"
-            " FROM transcription_jobs WHERE bot_id = $1 FOR UPDATE",
+            "SELECT j.request_id, j.job_id, j.token_expires_at,"
+            " j.submitted_at IS NOT NULL AS tried, EXISTS (SELECT 1 FROM recordings r"
+            " WHERE r.bot_id = j.bot_id AND r.media_deleted_at IS NOT NULL) OR EXISTS"
+            " (SELECT 1 FROM meetings m WHERE m.bot_id = j.bot_id AND m.source = 'notetaker'"
+            " AND m.media_deleted_at IS NOT NULL) OR j.status = 'deleted' AS deleted"
+            " FROM transcription_jobs j WHERE j.bot_id = $1 FOR UPDATE OF j",
             bot_id,
         )
-        if row is None:  # not written: no job is asked for a deleted recording
+        # Checked under the row's lock: an intent written with the video before the media was
+        # deleted is never submitted. The deletion takes the same lock to close an intent never
+        # tried (status 'deleted', read here from the row as the lock gives it), so it sees
+        # either this submit as tried or closes an intent that is then never submitted.
+        if row is None or row["deleted"]:
             raise MeetingMediaDeleted(f"the media of bot {bot_id}'s meeting was deleted")
         job = TranscriptionJob(row["request_id"], row["job_id"], row["token_expires_at"])
         if job.job_id is None:

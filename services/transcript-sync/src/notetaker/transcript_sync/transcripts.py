@@ -25,7 +25,7 @@ from notetaker.common.failures import Permanent
 from notetaker.common.source_policy import SourceForbidden, host_of, is_forbidden_failure
 
 # Our request id in a Gladia job's custom_metadata: how a retry finds a job it already submitted.
-REQUEST_ID_METADATA = "notetaker_request_id"
+REQUEST_ID_METADATA = gladia.REQUEST_ID_METADATA
 
 
 class TranscriptUnavailable(Exception):

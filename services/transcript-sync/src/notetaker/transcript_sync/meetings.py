@@ -271,26 +271,40 @@ async def _write_intent(conn: asyncpg.Connection, bot_id: str, intent: JobIntent
     )
 
 
+@dataclass(frozen=True)
+class SubmitStart:
+    """What `start_transcription_job` found: the row, whether a submit was tried before (its job
+    may exist already), and whether the last one is unanswered and younger than the settle time
+    (Gladia may still be creating its job)."""
+
+    job: TranscriptionJob
+    tried: bool
+    unsettled: bool
+
+
 async def start_transcription_job(
-    pool: asyncpg.Pool, bot_id: str, intent: JobIntent
-) -> tuple[TranscriptionJob, bool]:
+    pool: asyncpg.Pool, bot_id: str, intent: JobIntent, settle_seconds: float = 0.0
+) -> SubmitStart:
     """Before the job is submitted: the bot's job row (written as `intent` if the video's write
     did not write one: a row from before intents), marked as tried and its callback token renewed
     to `intent.token_expires_at` unless the provider's job id is known. From now on a callback
     naming its request id is one we asked for (ingest refuses the others), and an overdue job can
-    be polled once its provider id is known. Returns (the row, whether a submit was tried before,
-    whose job may exist already). A recording whose media was deleted gets none:
-    `MeetingMediaDeleted`."""
+    be polled once its provider id is known. The submit counts as unanswered until
+    `record_transcription_job` or `answered_without_job` says otherwise. A recording whose media
+    was deleted gets none: `MeetingMediaDeleted`."""
     async with pool.acquire() as conn, conn.transaction():
         await _write_intent(conn, bot_id, intent)
         row = await conn.fetchrow(
             "SELECT j.request_id, j.job_id, j.token_expires_at,"
-            " j.submitted_at IS NOT NULL AS tried, EXISTS (SELECT 1 FROM recordings r"
+            " j.submitted_at IS NOT NULL AS tried,"
+            " coalesce(j.unanswered_at > now() - make_interval(secs => $2), false) AS unsettled,"
+            " EXISTS (SELECT 1 FROM recordings r"
             " WHERE r.bot_id = j.bot_id AND r.media_deleted_at IS NOT NULL) OR EXISTS"
             " (SELECT 1 FROM meetings m WHERE m.bot_id = j.bot_id AND m.source = 'notetaker'"
             " AND m.media_deleted_at IS NOT NULL) OR j.status = 'deleted' AS deleted"
             " FROM transcription_jobs j WHERE j.bot_id = $1 FOR UPDATE OF j",
             bot_id,
+            settle_seconds,
         )
         # Checked under the row's lock: an intent written with the video before the media was
         # deleted is never submitted. The deletion takes the same lock to close an intent never
@@ -299,21 +313,32 @@ async def start_transcription_job(
         if row is None or row["deleted"]:
             raise MeetingMediaDeleted(f"the media of bot {bot_id}'s meeting was deleted")
         job = TranscriptionJob(row["request_id"], row["job_id"], row["token_expires_at"])
-        if job.job_id is None:
+        unsettled = job.job_id is None and row["unsettled"]
+        if job.job_id is None and not unsettled:
             await conn.execute(
                 "UPDATE transcription_jobs SET submitted_at = coalesce(submitted_at, now()),"
-                " requested_at = now(), token_expires_at = $2 WHERE request_id = $1",
+                " unanswered_at = now(), requested_at = now(), token_expires_at = $2"
+                " WHERE request_id = $1",
                 job.request_id,
                 intent.token_expires_at,
             )
             job = TranscriptionJob(job.request_id, None, intent.token_expires_at)
-    return job, row["tried"]
+    return SubmitStart(job, row["tried"], unsettled)
+
+
+async def answered_without_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> None:
+    """Gladia answered the submit under `request_id` with a refusal: no job of it is coming."""
+    await pool.execute(
+        "UPDATE transcription_jobs SET unanswered_at = NULL WHERE request_id = $1", request_id
+    )
 
 
 async def record_transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID, job_id: str) -> None:
     """The provider's id of the job asked for under `request_id`: callbacks must name it."""
     await pool.execute(
-        "UPDATE transcription_jobs SET job_id = $2 WHERE request_id = $1", request_id, job_id
+        "UPDATE transcription_jobs SET job_id = $2, unanswered_at = NULL WHERE request_id = $1",
+        request_id,
+        job_id,
     )
 
 

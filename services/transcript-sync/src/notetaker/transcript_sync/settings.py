@@ -37,6 +37,12 @@ class TranscriptSyncSettings(NotetakerSettings):
     gladia_callback_keys: Secrets = Field(
         default_factory=list, description="Keys minting Gladia callback tokens (1st signs)."
     )
+    gladia_submit_settle_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long after a Gladia submit that got no answer (timed out, cut) a retry"
+        " that does not find its job waits before it submits again.",
+    )
     gladia_callback_token_seconds: int = Field(
         172_800, gt=0, description="How long a Gladia callback token is valid after the request."
     )

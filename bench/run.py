@@ -11,6 +11,7 @@ BENCHMARKS = {
     "ingest": "bench.ingest",
     "join_restart": "bench.join_restart",
     "pipeline": "bench.pipeline",
+    "rollup": "bench.rollup",
     "upload": "bench.upload",
 }
 

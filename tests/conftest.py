@@ -7,10 +7,12 @@ by the e2e fixtures in tests/e2e/conftest.py.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,6 +30,8 @@ from confluent_kafka import Message as KafkaMessage
 
 from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import S3Client, s3_client
+from notetaker.devstack.media import Recording
+from notetaker.devstack.simulator import ProviderSimulator, SimulatorConfig
 from notetaker.devstack.stack import Stack, docker_available, start_stack
 
 pytest.register_assert_rewrite("tests.secret_scan")
@@ -235,3 +239,24 @@ def _record(message: KafkaMessage) -> KafkaRecord:
     return KafkaRecord(
         topic, partition, offset, message.key(), headers, value or b"", tombstone=value is None
     )
+
+
+@asynccontextmanager
+async def quiet_simulator() -> AsyncIterator[ProviderSimulator]:
+    """The simulator's MeetingBaaS and Gladia APIs, with fresh keys; its bots stay in their
+    meetings (no webhooks: nobody listens), and serve a few bytes, not a made-up video."""
+    simulator = ProviderSimulator(
+        SimulatorConfig(
+            ingest_url="http://127.0.0.1:9",
+            svix_secret="whsec_" + secrets.token_urlsafe(32),
+            api_key=secrets.token_urlsafe(24),
+            gladia_api_key=secrets.token_urlsafe(24),
+            status_delay_seconds=3600,
+        ),
+        Recording(video=b"video", audio=b"audio"),
+    )
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()

@@ -4,7 +4,6 @@ them: real rows, real objects under the recording's S3 prefix, a Gladia job the 
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,30 +14,19 @@ import pytest
 from pydantic import SecretStr
 
 from notetaker.common.s3 import S3Client, recording_key, recording_prefix, s3_location
-from notetaker.devstack.media import Recording
-from notetaker.devstack.simulator import GladiaJob, ProviderSimulator, SimulatorConfig
+from notetaker.devstack.simulator import GladiaJob, ProviderSimulator
 from notetaker.devstack.stack import Stack
 from notetaker.uploader.keys import SourceUrlCipher
 from tests.cli.test_events import cli_env
+from tests.conftest import quiet_simulator
 
 
 @pytest.fixture(scope="package")
 async def providers() -> AsyncIterator[ProviderSimulator]:
     """MeetingBaaS and Gladia as the simulator plays them; its bots stay in their meetings (no
     webhooks: nothing listens)."""
-    simulator = ProviderSimulator(
-        SimulatorConfig(
-            ingest_url="http://127.0.0.1:9",
-            svix_secret="whsec_" + secrets.token_urlsafe(32),
-            api_key=secrets.token_urlsafe(24),
-            gladia_api_key=secrets.token_urlsafe(24),
-            status_delay_seconds=3600,
-        ),
-        Recording(video=b"video", audio=b"audio"),
-    )
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    async with quiet_simulator() as simulator:
+        yield simulator
 
 
 @pytest.fixture

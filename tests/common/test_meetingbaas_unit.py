@@ -43,12 +43,14 @@ def v1_with(**fields: Any) -> Any:
 def test_v2_bot_details_give_the_video_and_audio() -> None:
     assert bot_details_urls(BOT, V2) == RecordingUrls(V2["data"]["video"], V2["data"]["audio"])
     assert bot_details_urls(BOT, v2_with(audio=None)).audio is None
+    # An audio-only recording: the audio alone.
+    assert bot_details_urls(BOT, v2_with(video=None)) == RecordingUrls(None, V2["data"]["audio"])
 
 
-def test_v1_meeting_data_gives_the_mp4_only() -> None:
-    assert meeting_data_urls(BOT, V1) == RecordingUrls(V1["mp4"], None)
-    # v1's WAV is not taken, whether there is one or not.
-    assert meeting_data_urls(BOT, v1_with(audio="https://example.com/a.wav")).audio is None
+def test_v1_meeting_data_gives_the_mp4_and_the_wav_when_there_is_one() -> None:
+    assert meeting_data_urls(BOT, V1) == RecordingUrls(V1["mp4"], None)  # `audio` is ""
+    wav = "https://example.com/a.wav"
+    assert meeting_data_urls(BOT, v1_with(audio=wav)) == RecordingUrls(V1["mp4"], wav)
 
 
 @pytest.mark.parametrize(
@@ -60,11 +62,17 @@ def test_v1_meeting_data_gives_the_mp4_only() -> None:
         ),
         # Deleted, even if a URL were still there: it would lead to nothing.
         (v2_with(artifacts_deleted=True), f"MeetingBaaS has deleted the recording of bot {BOT}"),
-        (v2_with(video=None), f"MeetingBaaS has no video for bot {BOT} (status completed)"),
-        (v2_with(video="", status="<b>"), f"MeetingBaaS has no video for bot {BOT} (status ?)"),
+        (
+            v2_with(video=None, audio=None),
+            f"MeetingBaaS has no video or audio for bot {BOT} (status completed)",
+        ),
+        (
+            v2_with(video="", audio="", status="<b>"),
+            f"MeetingBaaS has no video or audio for bot {BOT} (status ?)",
+        ),
     ],
 )
-def test_a_v2_bot_without_its_video_is_gone(body: Any, message: str) -> None:
+def test_a_v2_bot_without_video_or_audio_is_gone(body: Any, message: str) -> None:
     with pytest.raises(RecordingGone) as raised:
         bot_details_urls(BOT, body)
     assert str(raised.value) == message

@@ -606,7 +606,12 @@ def test_prometheus_rule_alerts(rendered: list[Manifest]) -> None:
 
 def test_cost_thresholds_follow_values() -> None:
     manifests = render({"cost": {"orgMonthlyAlertUsd": 75, "platformMonthlyAlertUsd": 75}})
-    for alert in ("NotetakerOrgMonthlyCostHigh", "NotetakerPlatformMonthlyCostHigh"):
+    for alert in (
+        "NotetakerOrgMonthlyCostHigh",
+        "NotetakerPlatformMonthlyCostHigh",
+        "NotetakerOrgProjectedMonthlyCostHigh",
+        "NotetakerPlatformProjectedMonthlyCostHigh",
+    ):
         expr = rule(manifests, alert)["expr"]
         assert re.search(r">\s*75\s*$", expr), expr
         assert "50" not in expr
@@ -1109,3 +1114,70 @@ def test_every_service_reads_the_retention_and_the_safety_net_is_longer() -> Non
     for service, config in by_component(manifests, "ConfigMap").items():
         assert config["data"]["NOTETAKER_MEDIA_RETENTION_DAYS"] == "30", service
         assert config["data"]["NOTETAKER_S3_LIFECYCLE_EXPIRATION_DAYS"] == "365", service
+
+
+def test_projected_cost_alerts_fire_on_the_projection(tmp_path: Path) -> None:
+    """An org heading past the threshold alerts before its month to date passes it: per org
+    (never the summed `other`, never twice for two metrics replicas) and for the platform."""
+    write_rules(render(), tmp_path / "rules.yml", annotations=False)
+    end = "notetaker_storage_cost_usd_projected_month_end"
+    mtd = "notetaker_storage_cost_usd_month_to_date"
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'{end}{{org_id="acme", pod="metrics-a"}}', "values": "70x40"},
+                    {"series": f'{end}{{org_id="acme", pod="metrics-b"}}', "values": "70x40"},
+                    {"series": f'{end}{{org_id="small", pod="metrics-a"}}', "values": "30x40"},
+                    {"series": f'{end}{{org_id="other", pod="metrics-a"}}', "values": "90x40"},
+                    {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "10x40"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "5m",
+                        "alertname": "NotetakerOrgProjectedMonthlyCostHigh",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "NotetakerOrgProjectedMonthlyCostHigh",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning", "org_id": "acme"}}],
+                    },
+                    {
+                        # 70 + 30 + 90 = 190 > 50, acme counted once.
+                        "eval_time": "20m",
+                        "alertname": "NotetakerPlatformProjectedMonthlyCostHigh",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "NotetakerOrgMonthlyCostHigh",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'{end}{{org_id="acme", pod="metrics-a"}}', "values": "20x40"},
+                    {"series": f'{end}{{org_id="beta", pod="metrics-a"}}', "values": "20x40"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "30m",
+                        "alertname": "NotetakerOrgProjectedMonthlyCostHigh",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "30m",
+                        "alertname": "NotetakerPlatformProjectedMonthlyCostHigh",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+        ],
+    }
+    assert_rule_tests_pass(cases, tmp_path)

@@ -71,6 +71,7 @@ async def test_an_expired_url_is_refused_and_the_bot_hands_out_one_that_works(
 
     urls = await fresh_recording_urls(simulator.base_url, KEY, bot_id, 5, api="v2")
     assert isinstance(urls, RecordingUrls)
+    assert urls.video is not None
     async with httpx.AsyncClient() as http:
         video = await http.get(urls.video, headers={"range": "bytes=12-"})
         assert urls.audio is not None
@@ -83,7 +84,8 @@ async def test_an_expired_url_is_refused_and_the_bot_hands_out_one_that_works(
 async def test_the_v1_api_signs_the_mp4_anew(simulator: ProviderSimulator) -> None:
     bot_id = await completed_bot(simulator)
     urls = await fresh_recording_urls(simulator.base_url, KEY, bot_id, 5, api="v1")
-    assert urls.audio is None  # v1 hands over the mp4 only, as its `complete` webhook does
+    assert urls.audio is None  # the simulator's v1 bots record no WAV (`audio` is "")
+    assert urls.video is not None
     async with httpx.AsyncClient() as http:
         video = await http.get(urls.video, headers={"range": "bytes=7-"})
     assert (video.status_code, video.content) == (206, VIDEO[7:])

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from notetaker.common import callback_tokens
-from notetaker.common.events import MeetingSynced
+from notetaker.common.events import MeetingSynced, RecordingUploaded
 from notetaker.common.s3 import S3Client, parse_s3_location
 from notetaker.devstack.pipeline import Pipeline
 from notetaker.devstack.simulator import GladiaJob
@@ -222,3 +222,69 @@ async def test_reading_events_from_a_topic_that_does_not_exist_fails(stack: Stac
     # The old reader found no partitions here and returned [], so "no event" held.
     with pytest.raises(AssertionError, match=r"cannot read .*'no\.such\.topic'.*unreadable"):
         await events_for(stack, "no.such.topic", str(uuid.uuid4()))
+
+
+async def test_an_audio_only_bot_becomes_a_complete_meeting_with_audio_and_transcript(
+    pipeline: Pipeline, db: asyncpg.Pool, s3: S3Client
+) -> None:
+    """Issue 18, point 3: a `bot.completed` without video (`recording_mode: audio_only`) is an
+    audio-only meeting, not a failure: audio in S3, the transcript, no video, no thumbnail."""
+    sim = pipeline.simulator
+    bot_id = sim.create_bot(hold_completed=True, transcription=True, audio_only=True)
+    meeting = await meeting_with_bot(db, bot_id)
+    sim.complete(bot_id)
+
+    async def complete() -> Any:
+        row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", meeting.id)
+        return row if row["audio_url"] and row["transcript_text"] else None
+
+    row = await eventually(complete, 60, f"audio-only meeting {meeting.id} to be complete")
+    assert row["video_url"] is None
+    assert row["recording_status"] == "available"
+    assert row["transcript_provider"] == "meetingbaas"
+    assert "Welcome to the weekly product sync." in row["transcript_text"]
+    bucket, key = parse_s3_location(row["audio_url"])
+    assert key.endswith("/audio.flac")
+    audio: bytes = await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read()
+    assert hashlib.sha256(audio).hexdigest() == sim.bot(bot_id)["audio_sha256"]
+    recording = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
+    assert recording["s3_upload_status"] == "complete"
+    assert (recording["s3_video_key"], recording["s3_audio_key"]) == (None, key)
+    assert recording["s3_file_size_bytes"] == len(audio)
+    assert sim.bot(bot_id)["downloads"] == {"audio.flac": 1}
+    (uploaded,) = await events_for(pipeline.stack, "recording.uploaded", bot_id)
+    assert isinstance(uploaded.event, RecordingUploaded)
+    assert (uploaded.event.video_key, uploaded.event.audio_key) == (None, key)
+    assert await events_for(pipeline.stack, "thumbnail.requested", bot_id) == []
+    assert await events_for(pipeline.stack, "recording.failed", bot_id) == []
+    assert row["thumbnail_url"] is None
+
+
+async def test_a_v1_retranscription_replaces_the_meetings_transcript(
+    pipeline: Pipeline, db: asyncpg.Pool
+) -> None:
+    """v1 `transcription_complete` (only the bot's id): transcript-sync fetches the new
+    transcript from v1's meeting data and writes it over the one the meeting had."""
+    sim = pipeline.simulator
+    bot_id, row = await completed_meeting(pipeline, db, transcription=True)
+    assert "Welcome to the weekly product sync." in row["transcript_text"]
+
+    body = json.dumps({"event": "transcription_complete", "data": {"bot_id": bot_id}})
+    headers = {
+        "content-type": "application/json",
+        "x-meeting-baas-api-key": pipeline.keys["api_key"],
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(
+            f"{pipeline.ingest_url}/webhooks/meetingbaas", content=body, headers=headers
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["events"] == ["transcript.ready"]
+
+    async def retranscribed() -> Any:
+        text = await db.fetchval("SELECT transcript_text FROM meetings WHERE bot_id = $1", bot_id)
+        return text if "retranscribed" in (text or "") else None
+
+    text = await eventually(retranscribed, 30, f"bot {bot_id}'s transcript to be replaced")
+    assert text == "Ada Lovelace: Welcome to the retranscribed product sync."
+    assert sim.transcript_fetches == [bot_id]

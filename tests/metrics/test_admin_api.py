@@ -7,16 +7,22 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
 
+from notetaker.common.costs import DAILY_COLUMNS, stream_daily_costs
 from notetaker.common.events import StorageUsage
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
+from notetaker.metrics import admin
+from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import GIB, Prices, apply
 
 TOKEN = "admin-secret-token"
@@ -97,3 +103,158 @@ async def test_the_metrics_service_with_an_empty_or_malformed_admin_token_does_n
     assert code != 0
     assert "NOTETAKER_ADMIN_TOKENS" in process.tail()
     assert "Traceback" not in process.tail()
+
+
+async def test_the_summary_projects_each_org_and_names_those_over_the_threshold(
+    db: asyncpg.Pool,
+) -> None:
+    """A June of 2021, which no other test writes: one org holds 10 GiB all month, another
+    downloaded 1,000 GiB ($90) on the 15th. Seen on the 15th."""
+    steady, dear = uuid.uuid4(), uuid.uuid4()
+    for day in range(1, 16):
+        await db.execute(
+            "INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd)"
+            " VALUES ($1, $2, 'storage_gb', 10, $3)",
+            steady,
+            date(2021, 6, day),
+            10 * 0.023 / 30,
+        )
+    await db.execute(
+        "INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd)"
+        " VALUES ($1, '2021-06-15', 'download_gb', 1000, 90)",
+        dear,
+    )
+    settings = MetricsSettings(admin_tokens=[SecretStr(TOKEN)])
+    app = Starlette(routes=admin.routes(settings, db))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://admin"
+    ) as http:
+        answer = await http.get(
+            "/admin/summary",
+            params={"date": "2021-06-15"},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+        anonymous = await http.get("/admin/summary", params={"date": "2021-06-15"})
+        bad = await http.get(
+            "/admin/summary", params={"date": "soon"}, headers={"authorization": f"Bearer {TOKEN}"}
+        )
+    assert (anonymous.status_code, bad.status_code) == (401, 400)
+    assert answer.status_code == 200, answer.text
+    summary = answer.json()
+    assert (summary["date"], summary["threshold_usd"], summary["orgs"]) == ("2021-06-15", 50.0, 2)
+    # $90 today is $90/7 a day for the 15 days left, and for July's 31.
+    dear_figures = {
+        "org_id": str(dear),
+        "stored_gb": 0.0,
+        "month_to_date_usd": 90.0,
+        "month_end_usd": pytest.approx(90 + 90 / 7 * 15, abs=1e-6),
+        "next_month_usd": pytest.approx(90 / 7 * 31, abs=1e-6),
+    }
+    assert summary["orgs_over_threshold"] == [dear_figures]
+    # 10 GiB: half a GB-month to date, the other half to come, a whole one in July (its rows'
+    # cost kept to 6 places, $0.007667 a day).
+    assert summary["platform"] == {
+        "org_id": "platform",
+        "stored_gb": 10.0,
+        "month_to_date_usd": pytest.approx(90 + 0.115, abs=1e-4),
+        "month_end_usd": pytest.approx(90 + 90 / 7 * 15 + 0.23, abs=1e-4),
+        "next_month_usd": pytest.approx(90 / 7 * 31 + 0.23, abs=1e-4),
+        "over_threshold": True,
+    }
+    assert set(summary["explained"]) == {
+        "stored_gb",
+        "month_to_date_usd",
+        "month_end_usd",
+        "next_month_usd",
+    }
+
+
+async def test_cost_by_type_per_org_per_day_as_json_and_a_streamed_csv(db: asyncpg.Pool) -> None:
+    """August 2021, which no other test writes: 30 orgs, each with every day's stored level, a
+    download on the 10th and requests on the 20th. The CSV (over 64 KiB) comes in pieces."""
+    orgs = sorted(uuid.uuid4() for _ in range(30))
+    await db.execute(
+        "INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd)"
+        " SELECT o, d::date, 'storage_gb', 3, 0.0023"
+        " FROM unnest($1::uuid[]) o, generate_series('2021-08-01'::date, '2021-08-31', '1 day') d",
+        orgs,
+    )
+    for org in orgs:
+        await db.execute(
+            "INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd) VALUES"
+            " ($1, '2021-08-10', 'download_gb', 2, 0.18), ($1, '2021-08-20', 'api_requests', 100,"
+            " 0.0005)",
+            org,
+        )
+    settings = MetricsSettings(admin_tokens=[SecretStr(TOKEN)])
+    app = Starlette(routes=admin.routes(settings, db))
+    period = {"from": "2021-08-01", "to": "2021-08-31"}
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://admin"
+    ) as http:
+        one = await http.get(
+            "/admin/daily", params={**period, "org_id": str(orgs[0])}, headers=auth
+        )
+        everyone = await http.get("/admin/daily", params=period, headers=auth)
+        pieces = []
+        async with http.stream("GET", "/admin/daily.csv", params=period, headers=auth) as streamed:
+            assert streamed.headers["content-type"].startswith("text/csv")
+            async for piece in streamed.aiter_text():
+                pieces.append(piece)
+        usage_csv = await http.get(
+            "/admin/usage.csv", params={**period, "org_id": str(orgs[0])}, headers=auth
+        )
+        not_an_org = await http.get("/admin/daily.csv", params={"org_id": "nope"}, headers=auth)
+        anonymous = await http.get("/admin/daily.csv", params=period)
+    assert (not_an_org.status_code, anonymous.status_code) == (400, 401)
+
+    assert one.status_code == 200, one.text
+    rows = one.json()["rows"]
+    assert [r["date"] for r in rows] == [f"2021-08-{n:02}" for n in range(1, 32)]
+    assert rows[9] == {
+        "org_id": str(orgs[0]),
+        "date": "2021-08-10",
+        "stored_gb": 3.0,
+        "upload_gb": 0.0,
+        "download_gb": 2.0,
+        "api_requests": 0.0,
+        "storage_usd": 0.0023,
+        "upload_usd": 0.0,
+        "download_usd": 0.18,
+        "requests_usd": 0.0,
+        "total_usd": 0.1823,
+    }
+    assert rows[19]["api_requests"] == 100.0
+    assert rows[19]["requests_usd"] == 0.0005
+    assert one.json()["totals"] == {
+        "storage_usd": pytest.approx(31 * 0.0023),
+        "upload_usd": 0.0,
+        "download_usd": 0.18,
+        "requests_usd": 0.0005,
+        "total_usd": pytest.approx(31 * 0.0023 + 0.18 + 0.0005),
+    }
+
+    text = "".join(pieces)
+    assert len(text) > 64 * 1024
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert len(parsed) == 30 * 31 == len(everyone.json()["rows"])
+    assert [(r["org_id"], r["date"]) for r in parsed] == [
+        (r["org_id"], r["date"]) for r in everyone.json()["rows"]
+    ]
+    assert float(parsed[9]["total_usd"]) == pytest.approx(0.1823)
+    usage_rows = list(csv.DictReader(io.StringIO(usage_csv.text)))
+    assert len(usage_rows) == 31 + 2  # a storage row a day, the download, the requests
+
+    # The body is written as the cursor goes, about 64 KiB at a time (httpx's ASGI transport
+    # gathers it whole, so the pieces are counted on the response's own iterator).
+    response = admin._streamed_csv(
+        db,
+        "daily.csv",
+        DAILY_COLUMNS,
+        lambda conn: stream_daily_costs(conn, date(2021, 8, 1), date(2021, 8, 31)),
+    )
+    assert isinstance(response, StreamingResponse)
+    chunks = [c async for c in response.body_iterator]
+    assert len(chunks) == 2
+    assert "".join(str(c) for c in chunks) == text

@@ -29,7 +29,7 @@ def usage(org: uuid.UUID, gib: int, when: datetime) -> StorageUsage:
 
 async def test_each_event_counts_once_and_storage_carries_over(db: asyncpg.Pool) -> None:
     org = uuid.uuid4()
-    today = datetime.now(UTC).replace(hour=12)
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
     assert await apply(db, f"{org}-1", usage(org, 2, yesterday), PRICES)
     assert not await apply(db, f"{org}-1", usage(org, 2, yesterday), PRICES)  # redelivered
@@ -45,8 +45,8 @@ async def test_each_event_counts_once_and_storage_carries_over(db: asyncpg.Pool)
     assert rows[(today.date(), "api_requests")]["value"] == 1000
     assert float(rows[(today.date(), "api_requests")]["cost_usd"]) == pytest.approx(0.005)
     assert float(rows[(today.date(), "storage_gb")]["cost_usd"]) == pytest.approx(
-        PRICES.storage_day(5, today.date()), abs=1e-6
-    )
+        PRICES.storage_day(2 + 3 * 0.5, today.date()), abs=1e-6
+    )  # 2 GiB held all day, 3 more from noon: S3 bills byte-hours
 
     (mine,) = [c for c in await month_to_date(db, today.date()) if c.org_id == str(org)]
     assert mine.stored_bytes == pytest.approx(5 * GIB)

@@ -9,12 +9,13 @@ parser would. tests/metrics/test_apply.py runs the same statements against Postg
 
 from __future__ import annotations
 
+import calendar
 import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
@@ -23,7 +24,8 @@ from prometheus_client import REGISTRY
 
 from notetaker.common.events import StorageUsage
 from notetaker.metrics import usage
-from notetaker.metrics.exporter import OTHER, capped, export, export_uploads
+from notetaker.metrics.exporter import OTHER, capped, export, export_projections, export_uploads
+from notetaker.metrics.projections import Projection
 from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.uploads import UploadStates
 from notetaker.metrics.usage import GIB, OrgCost, Prices, UsageDelta, apply, delta_of, month_to_date
@@ -147,14 +149,7 @@ def normalized(sql: str) -> str:
 APPLIED = normalized(
     "INSERT INTO usage_events_applied (event_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING true"
 )
-LEVEL = normalized(
-    "UPDATE s3_usage_metrics SET value = value + $3, updated_at = now()"
-    " WHERE org_id = $1 AND date = $2 AND metric_type = 'storage_gb' RETURNING value"
-)
-LEVEL_COST = normalized(
-    "UPDATE s3_usage_metrics SET cost_usd = $3"
-    " WHERE org_id = $1 AND date = $2 AND metric_type = 'storage_gb'"
-)
+SHARED_LOCK = normalized("SELECT pg_advisory_xact_lock_shared($1)")
 MONTH_TO_DATE = normalized(
     """
     SELECT org_id::text AS org_id,
@@ -172,6 +167,10 @@ METRIC_TYPES = {"storage_gb", "upload_gb", "download_gb", "api_requests"}
 Row = tuple[uuid.UUID, date, str]  # org, day, metric type
 
 
+def days_in_month(day: date) -> int:
+    return calendar.monthrange(day.year, day.month)[1]
+
+
 class Unknown(Exception):
     """A statement the model does not know: PostgreSQL would not run it either."""
 
@@ -182,6 +181,8 @@ class FakeUsageDb:
     applied: set[str] = field(default_factory=set)
     fail_on: str | None = None  # a metric type whose row write fails (a database error)
     statements: int = 0
+    rolled_up: set[date] = field(default_factory=set)  # usage_rollup_days
+    locks: list[int] = field(default_factory=list)  # advisory locks taken, shared
 
     # asyncpg.Pool and its connection, as far as usage.py uses them
 
@@ -207,28 +208,25 @@ class FakeUsageDb:
                 return None
             self.applied.add(event_id)
             return True
-        if query == LEVEL:
-            org, day, amount = args
-            row = self.rows.get((org, day, "storage_gb"))
-            if row is None:
-                return None
-            row[0] += amount
-            return row[0]
         raise Unknown(sql)
 
     async def execute(self, sql: str, *args: Any) -> str:
         self.statements += 1
         query = normalized(sql)
-        if query == normalized(usage._STORAGE):
-            org, day = args
-            if (org, day, "storage_gb") not in self.rows:
-                earlier = sorted(
-                    (d, v[0])
-                    for (o, d, m), v in self.rows.items()
-                    if o == org and m == "storage_gb" and d < day
-                )
-                self.rows[(org, day, "storage_gb")] = [earlier[-1][1] if earlier else 0.0, 0.0]
+        if query == SHARED_LOCK:
+            self.locks.extend(args)
+            return "SELECT 1"
+        if query == normalized(usage._CARRY):
+            org, day, price = args
+            self.carry(org, day, max([day, *self.rolled_up]), price)
             return "INSERT"
+        if query == normalized(usage._CHANGE):
+            org, day, amount, rest, price = args
+            for (o, d, m), row in self.rows.items():
+                if o == org and m == "storage_gb" and d >= day:
+                    row[0] += amount
+                    row[1] += amount * (rest if d == day else 1) * price / days_in_month(d)
+            return "UPDATE"
         if query == normalized(usage._ADD):
             org, day, metric, value, cost = args
             if metric not in METRIC_TYPES:
@@ -239,10 +237,6 @@ class FakeUsageDb:
             row[0] += value
             row[1] += cost
             return "INSERT"
-        if query == LEVEL_COST:
-            org, day, cost = args
-            self.rows[(org, day, "storage_gb")][1] = cost
-            return "UPDATE"
         raise Unknown(sql)
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -266,6 +260,22 @@ class FakeUsageDb:
                 }
             )
         return sorted(result, key=lambda r: (r["mtd"] is None, -(r["mtd"] or 0), r["org_id"]))
+
+    def carry(self, org: uuid.UUID, first: date, last: date, price: float) -> None:
+        """A row for each day from `first` to `last` the org has none for, at its latest earlier
+        level as the table stood before (one statement sees none of its own rows)."""
+        before = {k: list(v) for k, v in self.rows.items()}
+        day = first
+        while day <= last:
+            if (org, day, "storage_gb") not in before:
+                earlier = sorted(
+                    (d, v[0])
+                    for (o, d, m), v in before.items()
+                    if o == org and m == "storage_gb" and d < day
+                )
+                level = earlier[-1][1] if earlier else 0.0
+                self.rows[(org, day, "storage_gb")] = [level, level * price / days_in_month(day)]
+            day += timedelta(days=1)
 
     def value(self, day: date, metric: str, org: uuid.UUID = ORG) -> float:
         return self.rows[(org, day, metric)][0]
@@ -295,7 +305,7 @@ async def test_an_upload_lands_in_each_metric_row_with_its_cost(usage_db: FakeUs
     assert await apply(pool(usage_db), "e1", upload, PRICES) is True
     day = NOV_10.date()
     assert usage_db.value(day, "storage_gb") == pytest.approx(2.0)
-    assert usage_db.cost(day, "storage_gb") == pytest.approx(2.0 * 3.0 / 30)
+    assert usage_db.cost(day, "storage_gb") == pytest.approx(2.0 * 0.5 * 3.0 / 30)  # from noon
     assert (usage_db.value(day, "upload_gb"), usage_db.cost(day, "upload_gb")) == pytest.approx(
         (2.0, 1.0)
     )
@@ -345,9 +355,11 @@ async def test_storage_is_a_level_carried_into_the_next_day(usage_db: FakeUsageD
     await apply(pool(usage_db), "e2", event(stored=GIB, when=NOV_10), PRICES)
     await apply(pool(usage_db), "e3", event(stored=3 * GIB, when=NOV_11), PRICES)
     assert usage_db.value(NOV_10.date(), "storage_gb") == pytest.approx(3.0)
-    assert usage_db.cost(NOV_10.date(), "storage_gb") == pytest.approx(3.0 * 3.0 / 30)
+    assert usage_db.cost(NOV_10.date(), "storage_gb") == pytest.approx(3.0 * 0.5 * 3.0 / 30)
     assert usage_db.value(NOV_11.date(), "storage_gb") == pytest.approx(6.0)  # 3 carried + 3
-    assert usage_db.cost(NOV_11.date(), "storage_gb") == pytest.approx(6.0 * 3.0 / 30)
+    assert usage_db.cost(NOV_11.date(), "storage_gb") == pytest.approx(
+        (3.0 + 3.0 * 23.5 / 24) * 3.0 / 30  # 3 GiB all day, 3 more from 00:30
+    )
 
 
 async def test_each_org_has_its_own_rows(usage_db: FakeUsageDb) -> None:
@@ -373,6 +385,82 @@ async def test_a_failed_write_applies_nothing_and_a_retry_applies_it(usage_db: F
     assert usage_db.value(NOV_10.date(), "download_gb") == pytest.approx(1.0)
 
 
+# --- storage as S3 bills it: byte-hours, every day rolled up ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("when", "rest"),
+    [
+        (datetime(2026, 11, 10, 0, 0, tzinfo=UTC), 1.0),
+        (datetime(2026, 11, 10, 6, 0, tzinfo=UTC), 0.75),
+        (datetime(2026, 11, 10, 23, 59, 24, tzinfo=UTC), 36 / 86_400),
+    ],
+)
+def test_a_change_is_charged_for_the_rest_of_its_day(when: datetime, rest: float) -> None:
+    assert usage.rest_of_day(when) == pytest.approx(rest, abs=1e-12)
+
+
+async def test_a_change_is_charged_from_its_hour_and_under_the_shared_lock(
+    usage_db: FakeUsageDb,
+) -> None:
+    at_18 = datetime(2026, 11, 10, 18, tzinfo=UTC)
+    await apply(pool(usage_db), "e1", event(stored=4 * GIB, when=at_18), PRICES)
+    assert usage_db.value(NOV_10.date(), "storage_gb") == 4.0
+    assert usage_db.cost(NOV_10.date(), "storage_gb") == pytest.approx(4.0 * 0.25 * 3.0 / 30)
+    assert usage_db.locks == [0x726F6C6C]  # the one the rollup takes exclusively
+
+
+async def test_a_deletion_lowers_the_level_from_its_hour_and_on_every_later_day(
+    usage_db: FakeUsageDb,
+) -> None:
+    await apply(
+        pool(usage_db), "e1", event(stored=10 * GIB, when=datetime(2026, 11, 9, tzinfo=UTC)), PRICES
+    )
+    usage_db.rolled_up = {date(2026, 11, 10), date(2026, 11, 11), date(2026, 11, 12)}
+    deleted = datetime(2026, 11, 11, 6, tzinfo=UTC)
+    await apply(pool(usage_db), "e2", event(stored=-6 * GIB, when=deleted), PRICES)
+    levels = {
+        d: usage_db.value(d, "storage_gb") for (_, d, m) in usage_db.rows if m == "storage_gb"
+    }
+    assert levels == {
+        date(2026, 11, 9): 10.0,  # the 10th is the rollup's (rollup.py)
+        date(2026, 11, 11): 4.0,
+        date(2026, 11, 12): 4.0,
+    }
+    assert usage_db.cost(date(2026, 11, 11), "storage_gb") == pytest.approx(
+        (10 - 6 * 0.75) * 3.0 / 30
+    )
+    assert usage_db.cost(date(2026, 11, 12), "storage_gb") == pytest.approx(4 * 3.0 / 30)
+
+
+async def test_a_late_event_fills_and_corrects_the_days_rolled_up_since(
+    usage_db: FakeUsageDb,
+) -> None:
+    nov = [date(2026, 11, n) for n in range(1, 31)]
+    await apply(
+        pool(usage_db), "e1", event(stored=5 * GIB, when=datetime(2026, 11, 8, tzinfo=UTC)), PRICES
+    )
+    await apply(
+        pool(usage_db), "e2", event(stored=GIB, when=datetime(2026, 11, 12, tzinfo=UTC)), PRICES
+    )
+    usage_db.rolled_up = set(nov[:13])  # up to the 13th, the 9th to the 11th without a row
+    await apply(
+        pool(usage_db), "e3", event(stored=2 * GIB, when=datetime(2026, 11, 10, tzinfo=UTC)), PRICES
+    )
+    levels = {
+        d.day: usage_db.value(d, "storage_gb") for (_, d, m) in usage_db.rows if m == "storage_gb"
+    }
+    assert levels == {8: 5.0, 10: 7.0, 11: 7.0, 12: 8.0, 13: 8.0}  # the 9th had no change
+    for day, level in levels.items():
+        assert usage_db.cost(nov[day - 1], "storage_gb") == pytest.approx(level * 3.0 / 30)
+
+
+async def test_without_a_rollup_an_event_writes_its_own_day_only(usage_db: FakeUsageDb) -> None:
+    usage_db.rolled_up = {date(2026, 11, 1)}  # days before the event's do not matter
+    await apply(pool(usage_db), "e1", event(stored=GIB), PRICES)
+    assert [d for (_, d, _) in usage_db.rows] == [NOV_10.date()] * 4
+
+
 # --- month to date ------------------------------------------------------------------------------
 
 
@@ -386,7 +474,7 @@ async def test_month_to_date_per_org_most_expensive_first(usage_db: FakeUsageDb)
     costs = await month_to_date(pool(usage_db), NOV_11.date())
     assert costs == [
         OrgCost(str(OTHER_ORG), 0.0, pytest.approx(2.0)),  # type: ignore[arg-type]
-        OrgCost(str(ORG), 11.0 * GIB, pytest.approx(11.0 * 3.0 / 30)),  # type: ignore[arg-type]
+        OrgCost(str(ORG), 11.0 * GIB, pytest.approx(10.5 * 3.0 / 30)),  # type: ignore[arg-type]
     ]  # October's download is not this month's; its stored level still is
 
 
@@ -440,6 +528,48 @@ def test_export_sets_one_series_per_kept_org_and_forgets_the_old_ones() -> None:
     assert gauge("notetaker_storage_cost_usd_month_to_date", OTHER) is None
     assert gauge("notetaker_storage_cost_usd_month_to_date", "org-9") == 0.123457  # 6 places
     assert REGISTRY.get_sample_value("notetaker_storage_orgs") == 1
+
+
+def test_export_projections_keeps_the_top_orgs_and_sums_the_rest_as_other() -> None:
+    ahead = [  # highest month end first, as `projections()` orders them
+        Projection("org-3", 0.0, 0.0, 3.1234567, 30.7654321),
+        Projection("org-2", 0.0, 0.0, 2.1234561, 20.1111114),
+        Projection("org-1", 0.0, 0.0, 1.0000002, 10.2222222),
+    ]
+    export_projections(ahead, 1, 1000.0)
+    month_end = "notetaker_storage_cost_usd_projected_month_end"
+    next_month = "notetaker_storage_cost_usd_projected_next_month"
+    assert gauge(month_end, "org-3") == 3.123457  # 6 places
+    assert gauge(next_month, "org-3") == 30.765432
+    assert gauge(month_end, OTHER) == 3.123456  # 3.1234563
+    assert gauge(next_month, OTHER) == 30.333334  # 30.3333336
+    assert gauge(month_end, "org-2") is None
+    export_projections(ahead[2:], 1, 1000.0)
+    assert gauge(month_end, "org-3") is None  # gone, not stale
+    assert gauge(next_month, OTHER) is None
+    assert (gauge(month_end, "org-1"), gauge(next_month, "org-1")) == (1.0, 10.222222)
+    export_projections(ahead, 3, 1000.0)
+    assert gauge(month_end, OTHER) is None
+    assert [gauge(next_month, f"org-{n}") for n in (1, 2, 3)] == [10.222222, 20.111111, 30.765432]
+
+
+def test_every_org_over_the_threshold_keeps_its_series_whatever_its_rank() -> None:
+    ahead = [
+        Projection("org-3", 0.0, 0.0, 90.0, 1.0),
+        Projection("org-2", 0.0, 0.0, 50.0000001, 1.0),
+        Projection("org-1", 0.0, 0.0, 50.0, 2.0),  # at the threshold, not over it
+        Projection("org-0", 0.0, 0.0, 0.5, 3.0),
+    ]
+    export_projections(ahead, 1, 50.0)
+    month_end = "notetaker_storage_cost_usd_projected_month_end"
+    assert gauge(month_end, "org-3") == 90.0
+    assert gauge(month_end, "org-2") == 50.0
+    assert gauge(month_end, "org-1") is None
+    assert gauge(month_end, OTHER) == 50.5
+    assert gauge("notetaker_storage_cost_usd_projected_next_month", OTHER) == 5.0
+    export_projections(ahead, 0, 100.0)
+    assert gauge(month_end, "org-3") is None
+    assert gauge(month_end, OTHER) == 190.5
 
 
 def test_export_uploads_sets_every_status_and_the_oldest_age() -> None:

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from notetaker.devstack.media import Recording
-from notetaker.devstack.simulator import ProviderSimulator, SimulatorConfig
+from notetaker.devstack.simulator import ProviderSimulator
+from tests.conftest import quiet_simulator
 
 
 async def add_meeting(db: asyncpg.Pool, starts_in: timedelta, **columns: object) -> uuid.UUID:
@@ -43,16 +43,5 @@ def meeting_url() -> str:
 async def meetingbaas() -> AsyncIterator[ProviderSimulator]:
     """The simulator's MeetingBaaS API; its bots stay in their meetings (no webhooks: nobody
     listens), and serve a few bytes, not a made-up video."""
-    simulator = ProviderSimulator(
-        SimulatorConfig(
-            ingest_url="http://127.0.0.1:9",
-            svix_secret="whsec_" + secrets.token_urlsafe(32),
-            api_key=secrets.token_urlsafe(24),
-            gladia_api_key=secrets.token_urlsafe(24),
-            status_delay_seconds=3600,
-        ),
-        Recording(video=b"video", audio=b"audio"),
-    )
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
+    async with quiet_simulator() as simulator:
+        yield simulator

@@ -240,3 +240,40 @@ async def test_overdue_gladia_jobs_are_polled_by_their_plain_job_id_only(
     assert bad["status"] == "error"
     assert bad["completed_at"] is not None
     assert bad["poll_count"] == 0
+
+
+async def test_a_job_gladia_failed_is_closed_with_its_error_code_beside_the_callbacks_reason(
+    db: asyncpg.Pool, publisher: EventPublisher
+) -> None:
+    """The poller finds the job in `error`: the row is closed with the result's `error_code`,
+    and the message an error callback left (ingest) stays; nothing is announced."""
+    bot_id, job_id = f"poll-{uuid.uuid4()}", f"job-{uuid.uuid4()}"
+    await db.execute(
+        "INSERT INTO transcription_jobs (request_id, bot_id, provider, job_id, requested_at,"
+        " token_expires_at, error_message) VALUES ($1, $2, 'gladia', $3, '2000-01-01', now(),"
+        " 'audio_url could not be downloaded')",
+        uuid.uuid4(),
+        bot_id,
+        job_id,
+    )
+
+    def gladia(request: httpx.Request) -> httpx.Response:
+        failed = request.url.path.endswith(job_id)
+        body = {"status": "error", "error_code": 422} if failed else {"status": "queued"}
+        return httpx.Response(200, json=body)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(gladia)) as http:
+        announced = await poll_overdue_jobs(
+            db,
+            http,
+            publisher,
+            api_url="https://gladia.example",
+            api_key=SecretStr("gladia-api-key-of-ours"),
+            overdue_seconds=60,
+            every_seconds=60,
+        )
+    row = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", bot_id)
+    assert (row["status"], row["error_code"]) == ("error", "422")
+    assert row["error_message"] == "audio_url could not be downloaded"
+    assert row["completed_at"] is not None
+    assert announced == 0

@@ -13,17 +13,25 @@ from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
+import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from notetaker.common.deletion import MediaDeleter, ProviderAccess
+from notetaker.common.gladia import REQUEST_ID_METADATA
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.retention import RetentionRefused, check_days, set_retention
 from notetaker.common.s3 import S3Client
 from notetaker.common.settings import NotetakerSettings
-from notetaker.devstack.simulator import ProviderSimulator
+from notetaker.devstack.simulator import GladiaJob, ProviderSimulator
 from notetaker.devstack.stack import Stack
 from notetaker.scheduler.retention import WHO, apply_retention
+from notetaker.scheduler.transcriptions import poll_overdue_jobs
+from notetaker.transcript_sync.meetings import (
+    JobIntent,
+    MeetingMediaDeleted,
+    start_transcription_job,
+)
 from tests.cli.conftest import StoredMeeting, stored_meeting, under_prefix
 
 
@@ -156,3 +164,129 @@ async def test_the_bucket_rule_is_a_safety_net_longer_than_any_retention(
     for days in (400, 1000, 0):
         with pytest.raises(RetentionRefused):
             check_days(days, 400)
+
+
+async def test_a_gladia_intent_never_submitted_is_closed_by_the_deletion_and_never_submitted(
+    stack: Stack,
+    db: asyncpg.Pool,
+    s3: S3Client,
+    meetingbaas: ProviderSimulator,
+    deleter: MediaDeleter,
+) -> None:
+    """The Gladia job's intent was written with the video and its submit not tried yet when the
+    media is deleted: the deletion completes at once (it does not wait an hour for a job id that
+    will never come), closing the intent, and transcript-sync then submits nothing."""
+    meeting = await stored_meeting(stack, db, s3, meetingbaas)
+    await db.execute(
+        "UPDATE transcription_jobs SET job_id = NULL, completed_at = NULL, status = 'requested',"
+        " submitted_at = NULL, requested_at = now() WHERE bot_id = $1",
+        meeting.bot_id,
+    )
+
+    outcome = await deleter.delete(meeting.recording_id, by="test", reason="operator")
+
+    assert outcome is not None
+    assert outcome.deletion.done, outcome.deletion.last_error
+    assert outcome.deletion.gladia_outcome == "no job (intent never submitted)"
+    job = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", meeting.bot_id)
+    assert (job["status"], job["job_id"]) == ("deleted", None)
+    assert job["completed_at"] is not None
+    intent = JobIntent("gladia", uuid.uuid4(), datetime.now(UTC))
+    with pytest.raises(MeetingMediaDeleted):
+        await start_transcription_job(db, meeting.bot_id, intent)
+    assert (
+        await db.fetchval(
+            "SELECT submitted_at FROM transcription_jobs WHERE bot_id = $1", meeting.bot_id
+        )
+    ) is None
+
+
+async def test_the_gladia_job_of_deleted_media_is_closed_and_never_polled(
+    stack: Stack,
+    db: asyncpg.Pool,
+    s3: S3Client,
+    meetingbaas: ProviderSimulator,
+    deleter: MediaDeleter,
+) -> None:
+    """A job still open when its media is deleted (its callback overdue): the deletion deletes it
+    at Gladia and closes its row, and the scheduler's poller never asks Gladia about it again
+    (before, it polled the deleted job every round for ever)."""
+    meeting = await stored_meeting(stack, db, s3, meetingbaas)
+    await db.execute(
+        "UPDATE transcription_jobs SET completed_at = NULL, status = 'requested',"
+        " submitted_at = '2000-01-01', requested_at = '2000-01-01' WHERE bot_id = $1",
+        meeting.bot_id,
+    )
+    outcome = await deleter.delete(meeting.recording_id, by="test", reason="operator")
+    assert outcome is not None
+    assert outcome.deletion.done, outcome.deletion.last_error
+    job = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", meeting.bot_id)
+    assert job["status"] == "deleted"
+    assert job["completed_at"] is not None
+    # A row of a deletion from before this fix, still open: not polled either.
+    await db.execute(
+        "UPDATE transcription_jobs SET completed_at = NULL, status = 'requested' WHERE bot_id = $1",
+        meeting.bot_id,
+    )
+    asked: list[str] = []
+
+    def gladia(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(200, json={"status": "queued"})
+
+    publisher = EventPublisher(stack.settings(service_name="scheduler"))
+    await publisher.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(gladia)) as http:
+            await poll_overdue_jobs(
+                db,
+                http,
+                publisher,
+                api_url="https://gladia.example",
+                api_key=SecretStr("gladia-api-key-of-ours"),
+                overdue_seconds=60,
+                every_seconds=60,
+            )
+    finally:
+        await publisher.stop()
+    assert f"/v2/pre-recorded/{meeting.gladia_job_id}" not in asked
+    polled = await db.fetchval(
+        "SELECT poll_count FROM transcription_jobs WHERE bot_id = $1", meeting.bot_id
+    )
+    assert polled == 0
+
+
+async def test_a_gladia_job_submitted_whose_id_was_never_stored_is_found_and_deleted(
+    stack: Stack,
+    db: asyncpg.Pool,
+    s3: S3Client,
+    meetingbaas: ProviderSimulator,
+    deleter: MediaDeleter,
+) -> None:
+    """Gladia created the job but its id never reached the row (the database failed after the
+    POST) and the media was deleted before transcript-sync's retry looked it up: the deletion
+    finds the job by our request id and deletes it, instead of calling it never submitted once
+    an hour has passed and leaving the transcript at Gladia."""
+    meeting = await stored_meeting(stack, db, s3, meetingbaas)
+    request_id = await db.fetchval(
+        "UPDATE transcription_jobs SET job_id = NULL, completed_at = NULL, status = 'requested',"
+        " submitted_at = now() - interval '2 hours', requested_at = now() - interval '2 hours'"
+        " WHERE bot_id = $1 RETURNING request_id",
+        meeting.bot_id,
+    )
+    job = meetingbaas.jobs[meeting.gladia_job_id]
+    job.custom_metadata = {REQUEST_ID_METADATA: str(request_id), "bot_id": meeting.bot_id}
+    other = GladiaJob("other-job", "https://s3.example/audio", None, status="done")
+    other.custom_metadata = {REQUEST_ID_METADATA: str(uuid.uuid4())}
+    meetingbaas.jobs[other.id] = other
+
+    outcome = await deleter.delete(meeting.recording_id, by="test", reason="operator")
+
+    assert outcome is not None
+    assert outcome.deletion.done, outcome.deletion.last_error
+    assert (outcome.deletion.gladia_job_id, outcome.deletion.gladia_outcome) == (
+        meeting.gladia_job_id,
+        "deleted",
+    )
+    assert meetingbaas.deleted_jobs == [meeting.gladia_job_id]
+    assert "other-job" in meetingbaas.jobs

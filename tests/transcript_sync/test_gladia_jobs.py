@@ -26,8 +26,10 @@ from pydantic import SecretStr
 from notetaker.common import callback_tokens
 from notetaker.common.events import TranscriptReady
 from notetaker.common.failures import Kind, classify, retry_after
-from notetaker.transcript_sync.app import Join
+from notetaker.transcript_sync import meetings
+from notetaker.transcript_sync.app import Join, SubmitUnanswered
 from notetaker.transcript_sync.join import RequestTranscription
+from notetaker.transcript_sync.meetings import MeetingMediaDeleted
 from notetaker.transcript_sync.resources import Resources
 from notetaker.transcript_sync.settings import TranscriptSyncSettings
 from notetaker.transcript_sync.transcripts import (
@@ -54,12 +56,13 @@ LIFETIME = 3600
 @dataclass
 class Gladia:
     """Gladia's pre-recorded API: `POST /v2/pre-recorded` creates a job (answered by `answers`
-    in order, a new job id each when none is left), `GET /v2/pre-recorded?custom_metadata=`
+    in order, an exception raised as the client's and no job created, a new job id each when none
+    is left), `GET /v2/pre-recorded?custom_metadata=`
     lists the jobs whose metadata holds the given pairs, `GET /v2/pre-recorded/{id}` answers a
     result. Every request is kept, each POST with the job row the database held when it came."""
 
     db: asyncpg.Pool
-    answers: list[httpx.Response] = field(default_factory=list)
+    answers: list[httpx.Response | Exception] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
     rows_at_submit: list[dict[str, Any] | None] = field(default_factory=list)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -75,6 +78,8 @@ class Gladia:
             )
             self.rows_at_submit.append(dict(row) if row is not None else None)
             answer = self.answers.pop(0) if self.answers else created(str(uuid.uuid4()))
+            if isinstance(answer, Exception):
+                raise answer
             if answer.status_code in (200, 201):
                 job_id = json.loads(answer.content)["id"]
                 self.jobs[str(job_id)] = {
@@ -344,3 +349,98 @@ async def test_a_plain_job_id_is_fetched_from_its_own_path_with_our_key(
         "https://gladia.example/v2/pre-recorded/45463597-20b7",
     )
     assert fetched.headers["x-gladia-key"] == GLADIA_KEY
+
+
+async def test_a_recording_deleted_between_the_intent_and_the_submit_gets_no_gladia_job(
+    gladia: tuple[Join, Gladia], db: asyncpg.Pool
+) -> None:
+    """The intent is written with the video; the media is deleted before the effect that submits
+    the job runs (a worker slow, an event parked then republished): no job is submitted."""
+    join, api = gladia
+    meeting = await scheduled_meeting(db)
+    await db.execute(
+        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
+        meeting.org_id,
+        meeting.user_id,
+        meeting.bot_id,
+    )
+    await meetings.write_video(
+        db, "/test", meeting.bot_id, "s3://recordings/v.mp4", None, transcription=join._job_intent()
+    )
+    assert (await job_row(db, meeting.bot_id))["submitted_at"] is None
+    # The deletion's intent (what MediaDeleter._mark writes).
+    await db.execute(
+        "UPDATE recordings SET media_deleted_at = now() WHERE bot_id = $1", meeting.bot_id
+    )
+    await db.execute(
+        "UPDATE meetings SET media_deleted_at = now() WHERE bot_id = $1", meeting.bot_id
+    )
+
+    with pytest.raises(MeetingMediaDeleted):
+        await request_transcript(join, meeting.bot_id)
+
+    assert api.requests == []
+    assert (await job_row(db, meeting.bot_id))["submitted_at"] is None
+
+
+async def test_a_submit_that_timed_out_while_gladia_still_creates_the_job_is_not_repeated(
+    gladia: tuple[Join, Gladia], db: asyncpg.Pool
+) -> None:
+    """The POST times out on our side; Gladia lists the job only a moment later. At most one job
+    per recording: while the unanswered submit is younger than the settle time, a retry that does
+    not find the job submits nothing (a transient error: tried again later), and once Gladia lists
+    it the job is recorded, not submitted again."""
+    join, api = gladia
+    bot_id = str(uuid.uuid4())
+    lagging: list[dict[str, Any]] = []
+    model = api.__call__
+
+    async def slow_gladia(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and not lagging and not api.jobs:
+            await model(request)  # Gladia accepted it ...
+            lagging.append(api.jobs.popitem()[1])  # ... but does not list it yet
+            raise httpx.ReadTimeout("timed out", request=request)
+        return await model(request)
+
+    join.resources.http = httpx.AsyncClient(transport=httpx.MockTransport(slow_gladia))
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            await request_transcript(join, bot_id)
+        with pytest.raises(SubmitUnanswered) as waiting:  # the effect's retry, seconds later
+            await request_transcript(join, bot_id)
+        assert classify(waiting.value) is Kind.TRANSIENT
+        assert len(api.posts()) == 1
+        job = lagging.pop()  # Gladia lists the job from now on
+        api.jobs[str(job["id"])] = job
+        await request_transcript(join, bot_id)
+    finally:
+        await join.resources.http.aclose()
+
+    assert len(api.posts()) == 1
+    row = await job_row(db, bot_id)
+    assert (row["job_id"], row["unanswered_at"]) == (str(job["id"]), None)
+
+
+async def test_a_submit_unanswered_for_the_settle_time_and_never_listed_is_submitted_again(
+    gladia: tuple[Join, Gladia], db: asyncpg.Pool
+) -> None:
+    """A POST that timed out and never became a job: once the settle time has passed since it
+    (the test's clock: the row's `unanswered_at` moved back), the retry submits again."""
+    join, api = gladia
+    bot_id = str(uuid.uuid4())
+    api.answers.append(httpx.ReadTimeout("timed out"))
+    with pytest.raises(httpx.ReadTimeout):
+        await request_transcript(join, bot_id)
+    with pytest.raises(SubmitUnanswered):
+        await request_transcript(join, bot_id)
+    settle = join.settings.gladia_submit_settle_seconds
+    await db.execute(
+        "UPDATE transcription_jobs SET unanswered_at = now() - make_interval(secs => $2)"
+        " WHERE bot_id = $1",
+        bot_id,
+        settle + 1,
+    )
+    await request_transcript(join, bot_id)
+    assert len(api.posts()) == 2
+    (job_id,) = api.jobs
+    assert (await job_row(db, bot_id))["job_id"] == job_id

@@ -45,7 +45,7 @@ THUMBNAIL_KEY = f"meeting-recordings/{ORG}/{USER}/{REC}/thumbnail.jpg"
 def uploaded(
     *,
     provider_transcript: bool = False,
-    video_key: str = "k/video.mp4",
+    video_key: str | None = "k/video.mp4",
     audio_key: str | None = "k/audio.flac",
 ) -> RecordingUploaded:
     return RecordingUploaded(
@@ -147,6 +147,23 @@ def test_a_video_without_audio_is_written_with_no_audio() -> None:
     assert state.audio_key is None
 
 
+def test_an_audio_only_upload_writes_the_audio_and_asks_for_no_thumbnail() -> None:
+    state, effects = run([uploaded(video_key=None)])
+    assert effects == [WriteVideo("bk", None, "k/audio.flac")]
+    assert (state.video_key, state.audio_key, state.media_key()) == (
+        None,
+        "k/audio.flac",
+        "k/audio.flac",
+    )
+    again, effects = decide(state, uploaded(video_key=None), can_transcribe=True)
+    assert (again, effects) == (state, [])
+
+
+def test_an_upload_event_without_video_or_audio_does_not_parse() -> None:
+    with pytest.raises(ValueError, match="names its video_key or its audio_key"):
+        uploaded(video_key=None, audio_key=None)
+
+
 # --- Gladia -------------------------------------------------------------------------------------
 
 
@@ -161,6 +178,13 @@ def test_gladia_transcribes_the_audio_when_no_transcript_is_coming() -> None:
 def test_gladia_transcribes_the_video_when_there_is_no_audio() -> None:
     _, effects = run([uploaded(audio_key=None)], can_transcribe=True)
     assert effects[-1] == RequestTranscription("bk", "k/video.mp4")
+
+
+def test_gladia_transcribes_an_audio_only_recording_from_its_audio() -> None:
+    state, effects = run([uploaded(video_key=None)], can_transcribe=True)
+    owed = WriteVideo("bk", None, "k/audio.flac", transcribe=True)
+    assert effects == [owed, RequestTranscription("bk", "k/audio.flac")]
+    assert state.awaiting_transcript
 
 
 @pytest.mark.parametrize(
@@ -205,6 +229,16 @@ def test_gladia_is_asked_once_per_meeting_even_for_a_new_upload() -> None:
         ),
         (inline("a", "b", "c"), "meetingbaas:3"),
         (TranscriptReady(bot_id="b", provider="meetingbaas"), "meetingbaas:0"),
+        (
+            TranscriptReady(bot_id="b", provider="meetingbaas", provider_api="v1", revision="r1"),
+            "meetingbaas:r1",
+        ),
+        (
+            TranscriptReady(
+                bot_id="b", provider="meetingbaas", transcript_url="https://t/1", revision="r1"
+            ),
+            "meetingbaas:https://t/1",
+        ),
     ],
 )
 def test_which_transcript_was_written_is_remembered_by_provider_and_source(
@@ -233,6 +267,15 @@ def test_a_different_transcript_replaces_the_first() -> None:
         WriteTranscript(gladia_2),
         WriteTranscript(gladia),
     ]
+
+
+def test_each_v1_retranscription_replaces_the_transcript_before_it_once() -> None:
+    first, second = (
+        TranscriptReady(bot_id="bot-1", provider="meetingbaas", provider_api="v1", revision=r)
+        for r in ("2026-12-03T10:00:00+00:00", "2026-12-03T11:00:00+00:00")
+    )
+    _, effects = run([TRANSCRIPT, first, first, second, second])
+    assert effects == [WriteTranscript(TRANSCRIPT), WriteTranscript(first), WriteTranscript(second)]
 
 
 def test_a_transcript_leaves_the_rest_of_the_state_alone() -> None:
@@ -334,6 +377,26 @@ def test_a_meeting_without_any_transcript_to_come_is_complete_with_video_and_thu
     assert not state.awaiting_transcript
     assert state.complete()
     assert not run([uploaded()])[0].complete()  # the thumbnail is to come
+
+
+def test_an_audio_only_meeting_is_complete_with_its_audio_and_transcript_and_no_thumbnail() -> None:
+    audio_only = uploaded(video_key=None, provider_transcript=True)
+    assert not run([audio_only])[0].complete()  # the provider's transcript is to come
+    assert run([audio_only, TRANSCRIPT])[0].complete()
+    assert run([TRANSCRIPT, audio_only])[0].complete()
+    assert run([uploaded(video_key=None)], can_transcribe=False)[0].complete()
+    gladia, _ = run([uploaded(video_key=None)], can_transcribe=True)
+    assert not gladia.complete()
+    assert run([inline("from gladia")], state=gladia)[0].complete()
+    failed = run([audio_only, TRANSCRIPT])[0].model_copy(update={"failure": "SourceError: 403"})
+    assert not failed.complete()
+
+
+@pytest.mark.parametrize("failure", [FINAL, BOT_FAILED])
+def test_a_late_failure_never_hides_an_audio_only_recording(failure: Event) -> None:
+    state, effects = run([uploaded(video_key=None), failure])
+    assert effects == [WriteVideo("bk", None, "k/audio.flac")]
+    assert state.failure is None
 
 
 def test_a_meeting_that_failed_for_good_is_complete_and_one_on_its_way_is_not() -> None:

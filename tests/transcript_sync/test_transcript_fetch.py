@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import aiohttp
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from notetaker.common.events import TranscriptReady
 from notetaker.common.source_policy import SourcePolicy
-from notetaker.transcript_sync.transcripts import TranscriptUnavailable, resolve
+from notetaker.transcript_sync.transcripts import TranscriptRefused, TranscriptUnavailable, resolve
 from tests.common.test_source_policy import Counting
+from tests.fixtures import PROVIDER_SAMPLES
 
 MIB = 1024 * 1024
 DOCUMENT = [{"speaker": "Ada", "words": [{"word": "Hello", "start": 0.0, "end": 0.4}]}]
@@ -115,3 +117,59 @@ async def test_a_transcript_past_the_limit_is_refused_while_streaming(
     finally:
         await served.stop()
     assert f"larger than {MIB} bytes" in str(refused.value)
+
+
+V1_SEGMENT = {
+    "id": 1,
+    "bot_id": 42,
+    "speaker": "Ada Lovelace",
+    "start_time": 1.5,
+    "end_time": 2.4,
+    "lang": "en",
+    "user_id": None,
+    "words": [
+        {"id": 1, "bot_id": 42, "text": "Hello", "start_time": 1.5, "end_time": 1.9},
+        {"id": 2, "bot_id": 42, "text": "again", "start_time": 2.0, "end_time": 2.4},
+    ],
+}
+
+
+async def test_a_v1_retranscription_is_fetched_from_the_meeting_data_with_our_key() -> None:
+    """`transcription_complete` names only the bot: the transcript is `bot_data.transcripts` of
+    v1's `GET /bots/meeting_data?include_transcripts=true` (the sample, with one segment)."""
+    answer = json.loads(
+        (PROVIDER_SAMPLES / "meetingbaas/v1-meeting-data.response.json").read_text()
+    )
+    answer["bot_data"]["transcripts"] = [V1_SEGMENT, V1_SEGMENT | {"words": []}]
+    asked: list[httpx.Request] = []
+
+    def meetingbaas(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(200, json=answer)
+
+    event = TranscriptReady(
+        bot_id="bot-v1", provider="meetingbaas", provider_api="v1", revision="r"
+    )
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(meetingbaas)) as http,
+        aiohttp.ClientSession() as sources,
+    ):
+        utterances = await resolve(
+            http,
+            sources,
+            event,
+            "http://unused",
+            None,
+            meetingbaas_url="https://mb.example/",
+            meetingbaas_key=SecretStr("mb-key"),
+        )
+        (request,) = asked
+        assert str(request.url) == (
+            "https://mb.example/bots/meeting_data?bot_id=bot-v1&include_transcripts=true"
+        )
+        assert request.headers["x-meeting-baas-api-key"] == "mb-key"
+        assert [(u.speaker, u.start, u.end, u.text) for u in utterances] == [
+            ("Ada Lovelace", 1.5, 2.4, "Hello again")
+        ]
+        with pytest.raises(TranscriptRefused, match="NOTETAKER_MEETINGBAAS_API_KEY"):
+            await resolve(http, sources, event, "http://unused", None)

@@ -57,12 +57,14 @@ MIB = 1024 * 1024
 class ProviderApi:
     """MeetingBaaS's `GET /v2/bots/{bot_id}` for the test's recordings: each answer signs the
     bot's file anew (a signature of its own, beginning with the source's), in MeetingBaaS's
-    envelope and field names; a bot in `gone` is one MeetingBaaS no longer keeps (404)."""
+    envelope and field names; a bot in `gone` is one MeetingBaaS no longer keeps (404), one in
+    `audio_only` has only its audio (`{bot_id}.flac`, `video` null)."""
 
     source: RecordingSource
     port: int = field(default_factory=free_port)
     gone: set[str] = field(default_factory=set)
     asked: list[str] = field(default_factory=list)
+    audio_only: set[str] = field(default_factory=set)
     _server: InLoopServer | None = None
 
     @property
@@ -77,8 +79,11 @@ class ProviderApi:
         if bot_id in self.gone:
             return JSONResponse({"success": False, "error": "Bot not found"}, 404)
         signature = f"{self.source.signature}R{len(self.asked)}"
-        video = self.source.url(f"{bot_id}.mp4", signature)
-        data = {"bot_id": bot_id, "status": "completed", "video": video, "audio": None}
+        data: dict[str, Any] = {"bot_id": bot_id, "status": "completed"}
+        if bot_id in self.audio_only:
+            data |= {"video": None, "audio": self.source.url(f"{bot_id}.flac", signature)}
+        else:
+            data |= {"video": self.source.url(f"{bot_id}.mp4", signature), "audio": None}
         return JSONResponse({"success": True, "data": data})
 
     async def start(self) -> None:
@@ -198,12 +203,7 @@ async def new_recording(
     if fault is not None:
         workers.source.faults[name] = fault
     workers.bots.append(bot_id)
-    await db.execute(
-        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
-        uuid.uuid4(),
-        uuid.uuid4(),
-        bot_id,
-    )
+    await known_recording(db, bot_id)
     await workers.publisher.publish(
         RecordingCompleted(
             bot_id=bot_id,
@@ -212,6 +212,16 @@ async def new_recording(
         )
     )
     return bot_id, name
+
+
+async def known_recording(db: asyncpg.Pool, bot_id: str) -> None:
+    """The row the scheduler wrote when it deployed the bot."""
+    await db.execute(
+        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3)",
+        uuid.uuid4(),
+        uuid.uuid4(),
+        bot_id,
+    )
 
 
 async def recording(db: asyncpg.Pool, bot_id: str) -> Any:
@@ -648,6 +658,51 @@ async def test_a_source_past_its_validity_is_signed_again_before_it_is_asked_for
     lines = logged(workers, row["id"])
     refreshed = [line for line in lines if line["event"] == "upload.urls_refreshed"]
     assert [line["why"] for line in refreshed] == ["expired"]
+
+
+async def test_an_audio_only_recording_is_stored_as_its_audio_and_signed_again_as_audio(
+    workers: Workers, db: asyncpg.Pool, s3: S3Client, stack: Stack
+) -> None:
+    """`bot.completed` without video: the audio is the recording's source (no video key), and
+    the fresh URLs MeetingBaaS hands out for it, audio only, are enough."""
+    bot_id, data = str(uuid.uuid4()), os.urandom(MIB)
+    name = f"{bot_id}.flac"
+    workers.source.files[name] = data
+    workers.bots.append(bot_id)
+    workers.provider.audio_only.add(bot_id)
+    await known_recording(db, bot_id)
+    await workers.publisher.publish(
+        RecordingCompleted(
+            bot_id=bot_id,
+            video_url=None,
+            audio_url=workers.source.url(name),
+            urls_received_at=datetime.now(UTC) - timedelta(hours=5),  # to be signed again
+        )
+    )
+    row = await until_status(db, bot_id, "complete", timeout=30)
+    assert row["s3_video_key"] is None
+    assert row["s3_audio_key"] == recording_key(
+        row["org_id"], row["user_id"], row["id"], "audio", "flac"
+    )
+    assert await stored(s3, stack, row["s3_audio_key"]) == data
+    assert row["s3_file_size_bytes"] == MIB
+    assert workers.provider.asked.count(bot_id) == 1
+
+
+async def test_a_recording_whose_video_the_provider_no_longer_has_fails_for_good(
+    workers: Workers, db: asyncpg.Pool
+) -> None:
+    """Signed again, a recording that had a video comes back with its audio only: the audio
+    alone is not the recording, so it is gone, not stored as audio-only."""
+    bot_id = str(uuid.uuid4())
+    workers.provider.audio_only.add(bot_id)
+    await new_recording(
+        db, workers, os.urandom(MIB), bot_id=bot_id, received=datetime.now(UTC) - timedelta(hours=5)
+    )
+    row = await until_status(db, bot_id, "failed", timeout=30)
+    assert f"MeetingBaaS has no video for bot {bot_id} any more" in row["s3_upload_error_message"]
+    failed = [line for line in logged(workers, row["id"]) if line["event"] == "upload.failed"]
+    assert [(f["reason"], f["final"]) for f in failed] == [("source_gone", True)]
 
 
 async def test_a_source_that_sends_less_than_it_declared_fails_the_attempt_and_the_retry_resumes(

@@ -40,11 +40,17 @@ from typing import Any, Literal
 
 import aiohttp
 import asyncpg
+from botocore.exceptions import ClientError
 
 from notetaker.common.events import StorageUsage
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
-from notetaker.common.provider_data import NotYet, delete_bot_data, delete_gladia_job
+from notetaker.common.provider_data import (
+    NotYet,
+    delete_bot_data,
+    delete_gladia_job,
+    find_gladia_job,
+)
 from notetaker.common.s3 import RECORDINGS_PREFIX, S3Client, recording_prefix
 
 log = get_logger(__name__)
@@ -164,7 +170,13 @@ async def purge_prefix(s3: S3Client, bucket: str, prefix: str) -> Purged:
     for _ in range(_PURGE_PASSES):
         uploads = await _unfinished_uploads(s3, bucket, prefix)
         for key, upload_id in uploads:
-            await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            try:
+                await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                # Completed or aborted since the listing (the uploader, another purge of the
+                # same prefix): gone either way; an object it completed is listed below.
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
             purged.uploads_aborted.append(upload_id)
         objects = await _objects(s3, bucket, prefix)
         for start in range(0, len(objects), _DELETE_BATCH):
@@ -497,18 +509,41 @@ class MediaDeleter:
         )
 
     async def _gladia(self, conn: asyncpg.Connection, deletion: Deletion) -> list[str]:
-        job = await conn.fetchrow(
-            "SELECT job_id, requested_at FROM transcription_jobs WHERE bot_id = $1",
-            deletion.bot_id,
-        )
+        async with conn.transaction():
+            # Under the row's lock, which transcript-sync takes before it marks a submit as
+            # tried: an intent (written with the video) never tried is closed here for good, and
+            # transcript-sync, finding it closed or the media deleted, never submits it.
+            job = await conn.fetchrow(
+                "SELECT request_id, job_id, requested_at, submitted_at FROM transcription_jobs"
+                " WHERE bot_id = $1 FOR UPDATE",
+                deletion.bot_id,
+            )
+            never_tried = job is not None and job["job_id"] is None and job["submitted_at"] is None
+            if never_tried:
+                await self._close_job(conn, deletion.bot_id)
         job_id: str | None = job["job_id"] if job is not None else None
         key = self.providers.gladia_api_key
+        if job is not None and job_id is None and not never_tried and key is not None:
+            # A submit was tried and its id never stored (the answer lost, the database failing
+            # after the POST): Gladia may hold the job under our request id.
+            try:
+                job_id = await find_gladia_job(
+                    self.http,
+                    self.providers.gladia_api_url,
+                    key,
+                    str(job["request_id"]),
+                    self.providers.timeout_seconds,
+                )
+            except NotYet as exc:
+                return [str(exc)]
         if job is None:
             outcome = "no job"
+        elif never_tried:
+            outcome = "no job (intent never submitted)"
         elif job_id is None:
             if job["requested_at"] > datetime.now(UTC) - _GLADIA_ID_PENDING:
                 return ["Gladia: a job was requested and its id is not known yet"]
-            outcome = "no job (requested, never submitted)"
+            outcome = "no job (requested, never created)"
         elif key is None:
             outcome = "skipped: NOTETAKER_GLADIA_API_KEY is not set"
         else:
@@ -524,6 +559,8 @@ class MediaDeleter:
                 return [str(exc)]
             except ValueError as exc:  # not a plain job id: never put into a URL
                 outcome = f"not asked: {exc}"
+        # The job is over for us: the scheduler's poller stops asking about it.
+        await self._close_job(conn, deletion.bot_id)
         await conn.execute(
             "UPDATE media_deletions SET gladia_job_id = $2, gladia_outcome = $3,"
             " gladia_done_at = now() WHERE recording_id = $1",
@@ -532,6 +569,13 @@ class MediaDeleter:
             outcome,
         )
         return []
+
+    async def _close_job(self, conn: asyncpg.Connection, bot_id: str) -> None:
+        await conn.execute(
+            "UPDATE transcription_jobs SET completed_at = coalesce(completed_at, now()),"
+            " status = 'deleted' WHERE bot_id = $1",
+            bot_id,
+        )
 
     async def _unfinished(
         self, conn: asyncpg.Connection, recording_id: uuid.UUID, errors: Sequence[str]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Event(BaseModel):
@@ -36,6 +36,11 @@ class Event(BaseModel):
 
 # --- 1. From the providers (ingest) -------------------------------------------------------------
 
+# What the product put in the bot's create request (`extra`), handed back by the provider on each
+# delivery. Every field added after an event's first version is optional, so an event written by
+# the previous version still parses (tests/common/test_event_compatibility.py).
+Extra = dict[str, Any] | None
+
 
 class BotStatusChanged(Event):
     """A meeting bot moved to a new state (joining, in call, recording, ...)."""
@@ -43,24 +48,30 @@ class BotStatusChanged(Event):
     type: ClassVar[str] = "bot.status"
     status: str
     changed_at: datetime | None = None
+    started_at: datetime | None = None  # when the recording started (`in_call_recording`)
+    error_message: str | None = None  # why, for a status that is an error
+    error_type: str | None = None  # v1's machine-readable kind of that error
+    extra: Extra = None
 
     def fact_key(self) -> str:
         return f"{self.bot_id}:{self.status}:{self.changed_at}"
 
 
 class RecordingCompleted(Event):
-    """The provider has a recording; its URLs expire (about 4 hours after `urls_received_at`)."""
+    """The provider has a recording; its URLs expire (about 4 hours after `urls_received_at`).
+    Without `video_url` the recording is audio-only (`recording_mode: audio_only`)."""
 
     type: ClassVar[str] = "recording.completed"
     provider: Literal["meetingbaas"] = "meetingbaas"
     # The provider API that delivered it, and so the one that signs its URLs again. Events from
     # before this field were all read as v2.
     provider_api: Literal["v1", "v2"] = "v2"
-    video_url: str
+    video_url: str | None = None
     audio_url: str | None = None
     urls_received_at: datetime
     duration_seconds: float | None = None
     provider_transcript: bool = False  # the provider sends a transcript too
+    extra: Extra = None
 
 
 class RecordingFailed(Event):
@@ -69,6 +80,7 @@ class RecordingFailed(Event):
     type: ClassVar[str] = "recording.failed"
     error_code: str
     error_message: str = ""
+    extra: Extra = None
 
 
 class Utterance(BaseModel):
@@ -81,7 +93,9 @@ class Utterance(BaseModel):
 
 
 class TranscriptReady(Event):
-    """A transcript exists: inline, at a provider URL, or as a provider job to fetch."""
+    """A transcript exists: inline, at a provider URL, as a provider job to fetch, or (with
+    only `provider_api`) to be fetched from the provider's API: MeetingBaaS v1's
+    `transcription_complete` names only the bot."""
 
     type: ClassVar[str] = "transcript.ready"
     provider: Literal["meetingbaas", "gladia"]
@@ -89,6 +103,13 @@ class TranscriptReady(Event):
     transcript_url: str | None = None
     job_id: str | None = None
     language: str | None = None
+    extra: Extra = None
+    provider_api: Literal["v1"] | None = None  # fetch it from MeetingBaaS v1's meeting data
+    revision: str | None = None  # which of the provider's transcripts (a retranscription's time)
+
+    def fact_key(self) -> str:
+        # A retranscription is a fact of its own; every other transcript keeps the id it had.
+        return f"{self.bot_id}:{self.revision}" if self.revision else self.bot_id
 
     def full_text(self) -> str:
         return " ".join(u.text for u in self.utterances or [])
@@ -116,11 +137,24 @@ class RecordingUploaded(Event):
     org_id: uuid.UUID
     user_id: uuid.UUID
     bucket: str
-    video_key: str
+    video_key: str | None = None  # None: an audio-only recording (then `audio_key` is set)
     audio_key: str | None = None
     size_bytes: int = Field(ge=0)
     checksum: str
     provider_transcript: bool = False
+
+    @model_validator(mode="after")
+    def _names_its_media(self) -> RecordingUploaded:
+        if self.video_key is None and self.audio_key is None:
+            raise ValueError("a recording.uploaded names its video_key or its audio_key")
+        return self
+
+    @property
+    def media_key(self) -> str:
+        """The recording's source: the video, or an audio-only recording's audio."""
+        key = self.video_key or self.audio_key
+        assert key is not None  # _names_its_media
+        return key
 
 
 class RecordingUploadFailed(Event):

@@ -9,6 +9,8 @@ from urllib.parse import quote
 # `/v2/pre-recorded/{id}` into another path or query, and is refused instead.
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
+# The key of our request id in a job's custom_metadata: how a job is found whose id we lost.
+REQUEST_ID_METADATA = "notetaker_request_id"
 
 
 def is_job_id(value: object) -> bool:

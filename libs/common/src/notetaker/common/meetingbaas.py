@@ -38,7 +38,7 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True)
 class RecordingUrls:
-    video: str
+    video: str | None  # None: an audio-only recording
     audio: str | None
 
 
@@ -87,22 +87,24 @@ def bot_details_urls(bot_id: str, body: Any) -> RecordingUrls:
         raise ProviderError(f"MeetingBaaS answered bot {bot_id}'s details in an unknown shape")
     if data.get("artifacts_deleted") is True:
         raise RecordingGone(f"MeetingBaaS has deleted the recording of bot {bot_id}")
-    video = _url(data.get("video"))
-    if video is None:
+    video, audio = _url(data.get("video")), _url(data.get("audio"))
+    if video is None and audio is None:
         raise RecordingGone(
-            f"MeetingBaaS has no video for bot {bot_id} (status {_status(data.get('status'))})"
+            f"MeetingBaaS has no video or audio for bot {bot_id}"
+            f" (status {_status(data.get('status'))})"
         )
-    return RecordingUrls(video, _url(data.get("audio")))
+    return RecordingUrls(video, audio)
 
 
 def meeting_data_urls(bot_id: str, body: Any) -> RecordingUrls:
-    """The recording's URL in a v1 `GET /bots/meeting_data` answer."""
+    """The recording's URLs in a v1 `GET /bots/meeting_data` answer: the `mp4`, and the `audio`
+    (a WAV) when there is one, as the v1 `complete` webhook hands both over."""
     if not isinstance(body, dict) or "mp4" not in body or not isinstance(body["mp4"], str):
         raise ProviderError(f"MeetingBaaS answered bot {bot_id}'s meeting data in an unknown shape")
     video = _url(body["mp4"])
     if video is None:
         raise RecordingGone(f"MeetingBaaS has no mp4 for bot {bot_id} any more")
-    return RecordingUrls(video, None)
+    return RecordingUrls(video, _url(body.get("audio")))
 
 
 def _url(value: object) -> str | None:

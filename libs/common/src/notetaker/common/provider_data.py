@@ -15,11 +15,13 @@ response body or the key.
 
 from __future__ import annotations
 
+import json
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from notetaker.common.gladia import job_url
+from notetaker.common.gladia import REQUEST_ID_METADATA, is_job_id, job_url
 
 
 class NotYet(Exception):
@@ -73,3 +75,37 @@ async def delete_gladia_job(
             raise NotYet(f"Gladia ({_host(url)}) answered HTTP {response.status}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise NotYet(f"Gladia ({_host(url)}) failed: {type(exc).__name__}") from exc
+
+
+async def find_gladia_job(
+    http: aiohttp.ClientSession, api_url: str, api_key: str, request_id: str, timeout: float
+) -> str | None:
+    """The id of the job Gladia holds under our `request_id` (its custom_metadata), None when it
+    has none: a job submitted whose id never reached our row. The oldest plain id wins."""
+    url = f"{api_url.rstrip('/')}/v2/pre-recorded"
+    params = {"custom_metadata": json.dumps({REQUEST_ID_METADATA: request_id}), "limit": "20"}
+    try:
+        async with http.get(
+            url,
+            params=params,
+            headers={"x-gladia-key": api_key},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            if response.status != 200:
+                raise NotYet(f"Gladia ({_host(url)}) did not list jobs: HTTP {response.status}")
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise NotYet(f"Gladia ({_host(url)}) failed: {type(exc).__name__}") from exc
+    items: Any = body.get("items") if isinstance(body, dict) else None
+    found = [
+        item
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict)
+        and isinstance(item.get("custom_metadata"), dict)
+        and item["custom_metadata"].get(REQUEST_ID_METADATA) == request_id
+        and is_job_id(item.get("id"))
+    ]
+    if not found:
+        return None
+    found.sort(key=lambda item: str(item.get("created_at") or ""))
+    return str(found[0]["id"])

@@ -83,6 +83,7 @@ class Bot:
     extra: dict[str, Any]
     video_delay: float = 0.0
     callback: dict[str, Any] | None = None  # the create-bot request's `callback_config`
+    audio_only: bool = False  # `recording_mode: audio_only`: no video, `video` null
     status: str = "created"
     completed_body: str | None = None
     completed_id: str | None = None
@@ -132,6 +133,7 @@ class GladiaJob:
     callback_url: str | None
     status: str = "queued"
     callbacks: list[int] = field(default_factory=list)
+    custom_metadata: dict[str, Any] | None = None
 
 
 def _transcription_document() -> list[dict[str, Any]]:
@@ -144,6 +146,28 @@ def _transcription_document() -> list[dict[str, Any]]:
             t += 0.35
         segments.append({"speaker": speaker, "words": words})
     return segments
+
+
+# What a v1 retranscription (`transcription_complete`) hands back through `GET /bots/meeting_data`.
+RETRANSCRIPT = [("Ada Lovelace", 1.0, "Welcome to the retranscribed product sync.")]
+
+
+def _v1_transcripts(bot_id: int) -> list[dict[str, Any]]:
+    """`bot_data.transcripts` of v1's meeting data (`Transcript` and `Word` in `openapi.json`)."""
+    transcripts = []
+    for n, (speaker, start, text) in enumerate(RETRANSCRIPT, 1):
+        words, t = [], start
+        for i, word in enumerate(text.split(), 1):
+            words.append(
+                {"id": n * 1000 + i, "bot_id": bot_id, "text": word, "user_id": None}
+                | {"start_time": round(t, 2), "end_time": round(t + 0.3, 2)}
+            )
+            t += 0.35
+        transcripts.append(
+            {"id": n, "bot_id": bot_id, "speaker": speaker, "lang": "en", "user_id": None}
+            | {"start_time": start, "end_time": round(t, 2), "words": words}
+        )
+    return transcripts
 
 
 def _gladia_result() -> dict[str, Any]:
@@ -189,6 +213,7 @@ class ProviderSimulator:
         # (API, bot id) of each request for a bot's fresh URLs: ("v2", id) for `GET
         # /v2/bots/{id}`, ("v1", id) for `GET /bots/meeting_data?bot_id=id`.
         self.refreshes: list[tuple[str, str]] = []
+        self.transcript_fetches: list[str] = []  # v1 meeting data asked with its transcripts
         self.data_deletions: list[str] = []  # bot id of each `POST /bots/{bot_id}/delete_data`
         self.delete_data_status: int | None = None  # answer delete_data with this status
         self.deleted_jobs: list[str] = []  # Gladia jobs deleted (`DELETE /v2/pre-recorded/...`)
@@ -253,11 +278,13 @@ class ProviderSimulator:
         extra: dict[str, Any] | None = None,
         video_delay: float = 0.0,
         callback: dict[str, Any] | None = None,
+        audio_only: bool = False,
         recording: Recording | None = None,
         webhook_version: int = 2,
     ) -> str:
         """Deploy a bot; `video_delay` makes its video URL answer that many seconds late;
         `callback` is a `callback_config` (`url`, `secret`) the bot calls when it ends;
+        `audio_only` records no video (`recording_mode: audio_only`: `video` is null);
         `recording` is what it serves (the simulator's by default); `webhook_version` 1 sends
         its end as API v1's `complete`/`failed` (with `x-meeting-baas-api-key`)."""
         assert self.recording is not None, "start() the simulator first"
@@ -270,6 +297,7 @@ class ProviderSimulator:
             extra or {},
             video_delay,
             callback if callback and callback.get("url") else None,
+            audio_only,
             webhook_version=webhook_version,
         )
         if not hold_completed:
@@ -375,13 +403,14 @@ class ProviderSimulator:
         ready = bot.status == "completed" and not deleted
         base = f"{self.base_url}/recordings/{bot.bot_id}"
         transcribed = ready and bot.transcription
+        has_video = not bot.audio_only
         names = ["Ada Lovelace", "Alan Turing"] if bot.joined_at else []
         return {
             "bot_id": bot.bot_id,
             "bot_name": bot.bot_name,
             "meeting_url": bot.meeting_url,
             "meeting_platform": _platform(bot.meeting_url),
-            "recording_mode": "speaker_view",
+            "recording_mode": "audio_only" if bot.audio_only else "speaker_view",
             "status": bot.status,
             "created_at": _time(bot.created_at),
             "joined_at": _time(bot.joined_at),
@@ -390,7 +419,7 @@ class ProviderSimulator:
             "participants": [{"name": n, "id": i} for i, n in enumerate(names, 1)],
             "speakers": [{"name": n, "id": i} for i, n in enumerate(names, 1)],
             "artifacts_deleted": deleted,
-            "video": self.signed_url(bot.bot_id, "video.mp4") if ready else None,
+            "video": self.signed_url(bot.bot_id, "video.mp4") if ready and has_video else None,
             "audio": self.signed_url(bot.bot_id, "audio.flac") if ready else None,
             "diarization": f"{base}/diarization.jsonl" if transcribed else None,
             "raw_transcription": f"{base}/raw_transcription.json" if transcribed else None,
@@ -407,7 +436,7 @@ class ProviderSimulator:
             "zoom_config": None,
         }
 
-    def meeting_data(self, bot: Bot) -> dict[str, Any]:
+    def meeting_data(self, bot: Bot, include_transcripts: bool = False) -> dict[str, Any]:
         """The bot's recording as v1's `GET /bots/meeting_data` answers it (every field its
         OpenAPI description requires, transcripts left out as `include_transcripts=false` asks):
         a freshly signed `mp4`, an empty string for a file that does not exist (no WAV here;
@@ -434,7 +463,11 @@ class ProviderSimulator:
                     "transcription_custom_parameters": {},
                     "webhook_url": f"{self.config.ingest_url}/webhooks/meetingbaas",
                 },
-                "transcripts": [],
+                "transcripts": (
+                    _v1_transcripts(uuid.UUID(bot.bot_id).int % 2**31)
+                    if include_transcripts and ready
+                    else []
+                ),
             },
             "duration": 6 if bot.status == "completed" else 0,
             "mp4": self.signed_url(bot.bot_id, "video.mp4") if ready else "",
@@ -484,7 +517,7 @@ class ProviderSimulator:
             "duration_seconds": 6,
             "joined_at": _time(bot.joined_at),
             "exited_at": _time(bot.exited_at),
-            "video": self.signed_url(bot.bot_id, "video.mp4"),
+            "video": None if bot.audio_only else self.signed_url(bot.bot_id, "video.mp4"),
             "audio": self.signed_url(bot.bot_id, "audio.flac"),
             "transcription": f"{base}/transcription.json" if bot.transcription else None,
             "raw_transcription": f"{base}/raw_transcription.json" if bot.transcription else None,
@@ -725,6 +758,7 @@ class ProviderSimulator:
                 transcription=bool(body.get("transcription_enabled", True)),
                 extra=body.get("extra") or {},
                 callback=body.get("callback_config"),
+                audio_only=body.get("recording_mode") == "audio_only",
             )
             self.bots[bot_id].bot_name = str(body.get("bot_name") or "")
             meeting_id = (body.get("extra") or {}).get("meeting_id")
@@ -792,16 +826,20 @@ class ProviderSimulator:
         @app.get("/bots/meeting_data")
         async def get_meeting_data(
             bot_id: str = "",
+            include_transcripts: str = "false",
             x_meeting_baas_api_key: str | None = Header(None),
         ) -> JSONResponse:
             """A bot's recording (v1), its `mp4` signed anew; 404 for a bot it does not know.
-            Transcripts are never included (`include_transcripts` is not read): the simulator's
-            transcript is in its webhooks."""
+            With `include_transcripts=true`, the transcript a retranscription made
+            (`RETRANSCRIPT`): what a v1 `transcription_complete` announces."""
             if bad_key(x_meeting_baas_api_key, self.config.api_key):
                 return JSONResponse({"error": "Invalid API key"}, 401)
             bot = self.bots.get(bot_id)
             if bot is None:
                 return JSONResponse({"error": "Bot not found"}, 404)
+            if include_transcripts == "true":
+                self.transcript_fetches.append(bot_id)
+                return JSONResponse(self.meeting_data(bot, include_transcripts=True))
             self.refreshes.append(("v1", bot_id))
             return JSONResponse(self.meeting_data(bot))
 
@@ -827,7 +865,7 @@ class ProviderSimulator:
             bot = self.bots.get(bot_id)
             if bot is None or bot_id in self.deleted_recordings:
                 return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
-            if name == "video.mp4":
+            if name == "video.mp4" and not bot.audio_only:
                 await asyncio.sleep(bot.video_delay if request.method == "GET" else 0)
                 return self._serve_file(request, bot, name, bot.recording.video, "video/mp4")
             if name == "audio.flac":
@@ -845,10 +883,26 @@ class ProviderSimulator:
                 str(uuid.uuid4()),
                 body.get("audio_url", ""),
                 (body.get("callback_config") or {}).get("url"),
+                custom_metadata=body.get("custom_metadata"),
             )
             self.jobs[job.id] = job
             self._spawn(self._run_job(job))
             return {"id": job.id, "result_url": f"{self.base_url}/v2/pre-recorded/{job.id}"}
+
+        @app.get("/v2/pre-recorded")
+        async def list_jobs(
+            custom_metadata: str | None = None, x_gladia_key: str | None = Header(None)
+        ) -> Any:
+            """The jobs whose custom_metadata holds every pair of the given JSON object."""
+            if bad_key(x_gladia_key, self.config.gladia_api_key):
+                return JSONResponse({"statusCode": 401, "message": "Invalid API key"}, 401)
+            wanted = json.loads(custom_metadata) if custom_metadata else {}
+            items = [
+                {"id": job.id, "status": job.status, "custom_metadata": job.custom_metadata}
+                for job in self.jobs.values()
+                if wanted.items() <= (job.custom_metadata or {}).items()
+            ]
+            return {"first": "", "current": "", "next": None, "items": items}
 
         @app.get("/v2/pre-recorded/{job_id}")
         async def get_job(job_id: str, x_gladia_key: str | None = Header(None)) -> Any:

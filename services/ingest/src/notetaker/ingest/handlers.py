@@ -230,9 +230,10 @@ async def meetingbaas_webhook(
         )
         raise Problem(401, "unauthenticated", "Webhook authentication failed")
     delivery = _parse(body, providers.MeetingBaasDelivery)
+    received_at = datetime.now(UTC)
     try:
         bot_id = providers.meetingbaas_bot_id(delivery)
-        events = providers.meetingbaas_events(delivery, datetime.now(UTC))
+        events = providers.meetingbaas_events(delivery, received_at)
     except ValidationError as exc:
         raise _invalid(exc) from exc
     request.state.bot_id = bot_id
@@ -241,6 +242,8 @@ async def meetingbaas_webhook(
     if deleted is None and events and bot_id and settings.reject_unknown_bots:
         raise Problem(404, "unknown_bot", "Unknown bot", f"no recording for bot {bot_id}")
     delivery_ids = [svix_id or hashlib.sha256(body).hexdigest()]
+    if svix_id is None and delivery.event in providers.MEETINGBAAS_REPEATABLE:
+        delivery_ids = [f"{delivery_ids[0]}:{received_at.isoformat()}"]
     if delivery.event in providers.MEETINGBAAS_TERMINAL and bot_id:
         delivery_ids.append(f"fact:{delivery.event}:{bot_id}")
     return await _publish(
@@ -276,6 +279,19 @@ async def _transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> _Tran
     if row is None:
         return None
     return _TranscriptionJob(row["bot_id"], row["job_id"], row["deleted"])
+
+
+async def _keep_job_failure(
+    pool: asyncpg.Pool, request_id: uuid.UUID, code: str, message: str
+) -> None:
+    """Why Gladia failed the job, on its row (the same values again for a redelivery)."""
+    await pool.execute(
+        "UPDATE transcription_jobs SET error_code = $2, error_message = $3 WHERE request_id = $1",
+        request_id,
+        code,
+        message,
+    )
+    log.warning("transcription.failed", provider="gladia", request_id=str(request_id), code=code)
 
 
 def _refuse_gladia(reason: str, **context: object) -> Problem:
@@ -322,8 +338,11 @@ async def gladia_callback(
         )
     try:
         events = providers.gladia_events(callback, job.bot_id)
+        failure = providers.gladia_failure(callback)
     except ValidationError as exc:
         raise _invalid(exc) from exc
+    if failure is not None:
+        await _keep_job_failure(request.app.state.pool, request_id, *failure)
     job_id = job.job_id or callback.job_id or ""
     request.state.delivery_id = job_id
     return await _publish(

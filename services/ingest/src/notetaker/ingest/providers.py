@@ -9,10 +9,19 @@ stored and acknowledged, never rejected.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
 from notetaker.common import gladia
 from notetaker.common.events import (
@@ -57,21 +66,43 @@ class _Payload(BaseModel):
 
 class BotData(_Payload):
     bot_id: BotId
+    # Where the v2 guide and v1 put the create request's `extra`; the v2 reference pages put it
+    # beside `data` (MeetingBaasDelivery.extra).
+    extra: dict[str, Any] | None = None
+    sent_at: Time = None  # the OpenAPI file's place for it; the guide's is beside `data`
 
 
 class StatusData(BotData):
     class Status(_Payload):
         code: str = Field(min_length=1, max_length=100)
         created_at: Time = None
+        # When the recording started: an ISO time, or Unix seconds in the v2 guide.
+        start_time: Time = None
+        error_message: str | None = Field(None, max_length=10_000)
+        error_type: str | None = Field(None, max_length=200)  # v1 `meeting_error`
+
+        @field_validator("start_time", mode="before")
+        @classmethod
+        def _zero_is_unknown(cls, value: Any) -> Any:
+            # The v2 reference page's example sends 0, which is no start time.
+            return None if value == 0 else value
 
     status: Status
 
 
 class CompletedV2Data(BotData):
+    # The v2 webhook guide names the video `mp4`; the reference pages and OpenAPI file `video`.
     video: Url | None = None
+    mp4: Url | None = None
     audio: Url | None = None
     transcription: Url | None = None
     duration_seconds: Seconds | None = None
+    data_deleted: bool = False
+
+    @property
+    def video_url(self) -> str | None:
+        found = self.video or self.mp4
+        return str(found) if found else None
 
 
 class FailedV2Data(BotData):
@@ -92,7 +123,13 @@ class V1Segment(_Payload):
 
 class CompletedV1Data(BotData):
     mp4: Url
+    audio: Url | None = None
     transcript: list[V1Segment] = Field([], max_length=100_000)
+
+    @field_validator("audio", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
 
 
 class FailedV1Data(BotData):
@@ -105,88 +142,150 @@ class TranscriptionV1Data(BotData):
 
 
 class MeetingBaasDelivery(_Payload):
-    """Every MeetingBaaS webhook: `event` names the type, `data` its payload."""
+    """Every MeetingBaaS webhook: `event` names the type, `data` its payload. `sent_at` and
+    `extra` sit beside `data` or inside it, depending on the page documenting the event."""
 
     event: str = Field(min_length=1, max_length=100)
     data: dict[str, Any]
     sent_at: Time = None
+    extra: dict[str, Any] | None = None
 
 
-Mapper = Callable[[dict[str, Any], datetime], list[Event]]
+@dataclass(frozen=True)
+class Delivered:
+    """What a mapper knows beside the payload: when it arrived, and the delivery's `extra`."""
+
+    received_at: datetime
+    extra: dict[str, Any] | None = None
 
 
-def _status(data: dict[str, Any], _: datetime) -> list[Event]:
+Mapper = Callable[[dict[str, Any], Delivered], list[Event]]
+
+
+def _extra(d: BotData, delivered: Delivered) -> dict[str, Any] | None:
+    return delivered.extra if delivered.extra is not None else d.extra
+
+
+def _status(data: dict[str, Any], delivered: Delivered) -> list[Event]:
     d = StatusData.model_validate(data)
-    return [BotStatusChanged(bot_id=d.bot_id, status=d.status.code, changed_at=d.status.created_at)]
+    return [
+        BotStatusChanged(
+            bot_id=d.bot_id,
+            status=d.status.code,
+            changed_at=d.status.created_at,
+            started_at=d.status.start_time,
+            error_message=d.status.error_message,
+            error_type=d.status.error_type,
+            extra=_extra(d, delivered),
+        )
+    ]
 
 
-def _completed_v2(data: dict[str, Any], received_at: datetime) -> list[Event]:
+def _completed_v2(data: dict[str, Any], delivered: Delivered) -> list[Event]:
     d = CompletedV2Data.model_validate(data)
-    if d.video is None:
-        # A completed bot without a video is a recording that failed on the provider's side.
-        return [RecordingFailed(bot_id=d.bot_id, error_code="NO_VIDEO", error_message="")]
+    extra = _extra(d, delivered)
+    if d.video_url is None and d.audio is None:
+        # Nothing to keep: the provider deleted the bot's data, or recorded nothing.
+        code = "DATA_DELETED" if d.data_deleted else "NO_MEDIA"
+        return [RecordingFailed(bot_id=d.bot_id, error_code=code, extra=extra)]
     events: list[Event] = [
         RecordingCompleted(
             bot_id=d.bot_id,
             provider_api="v2",
-            video_url=str(d.video),
+            video_url=d.video_url,  # None: an audio-only recording
             audio_url=str(d.audio) if d.audio else None,
-            urls_received_at=received_at,
+            urls_received_at=delivered.received_at,
             duration_seconds=d.duration_seconds,
             provider_transcript=d.transcription is not None,
+            extra=extra,
         )
     ]
     if d.transcription is not None:
         events.append(
             TranscriptReady(
-                bot_id=d.bot_id, provider="meetingbaas", transcript_url=str(d.transcription)
+                bot_id=d.bot_id,
+                provider="meetingbaas",
+                transcript_url=str(d.transcription),
+                extra=extra,
             )
         )
     return events
 
 
-def _failed_v2(data: dict[str, Any], _: datetime) -> list[Event]:
+def _failed_v2(data: dict[str, Any], delivered: Delivered) -> list[Event]:
     d = FailedV2Data.model_validate(data)
     return [
-        RecordingFailed(bot_id=d.bot_id, error_code=d.error_code, error_message=d.error_message)
+        RecordingFailed(
+            bot_id=d.bot_id,
+            error_code=d.error_code,
+            error_message=d.error_message,
+            extra=_extra(d, delivered),
+        )
     ]
 
 
-def _transcript_v1(bot_id: str, segments: list[V1Segment]) -> TranscriptReady:
+def _transcript_v1(
+    bot_id: str, segments: list[V1Segment], extra: dict[str, Any] | None
+) -> TranscriptReady:
     return TranscriptReady(
         bot_id=bot_id,
         provider="meetingbaas",
         utterances=[segment_utterance(s) for s in segments if s.words],
+        extra=extra,
     )
 
 
-def _completed_v1(data: dict[str, Any], received_at: datetime) -> list[Event]:
+def _completed_v1(data: dict[str, Any], delivered: Delivered) -> list[Event]:
     d = CompletedV1Data.model_validate(data)
+    extra = _extra(d, delivered)
     events: list[Event] = [
         RecordingCompleted(
             bot_id=d.bot_id,
             provider_api="v1",
             video_url=str(d.mp4),
-            urls_received_at=received_at,
+            audio_url=str(d.audio) if d.audio else None,
+            urls_received_at=delivered.received_at,
             provider_transcript=bool(d.transcript),
+            extra=extra,
         )
     ]
     if d.transcript:
-        events.append(_transcript_v1(d.bot_id, d.transcript))
+        events.append(_transcript_v1(d.bot_id, d.transcript, extra))
     return events
 
 
-def _failed_v1(data: dict[str, Any], _: datetime) -> list[Event]:
+def _failed_v1(data: dict[str, Any], delivered: Delivered) -> list[Event]:
     d = FailedV1Data.model_validate(data)
-    return [RecordingFailed(bot_id=d.bot_id, error_code=d.error, error_message=d.message)]
+    return [
+        RecordingFailed(
+            bot_id=d.bot_id,
+            error_code=d.error,
+            error_message=d.message,
+            extra=_extra(d, delivered),
+        )
+    ]
 
 
-def _transcription_v1(data: dict[str, Any], _: datetime) -> list[Event]:
+def _transcription_v1(data: dict[str, Any], delivered: Delivered) -> list[Event]:
     d = TranscriptionV1Data.model_validate(data)
-    return [_transcript_v1(d.bot_id, d.transcript)] if d.transcript else []
+    extra = _extra(d, delivered)
+    if d.transcript:
+        return [_transcript_v1(d.bot_id, d.transcript, extra)]
+    # As documented, a retranscription names only the bot: transcript-sync fetches the new
+    # transcript from the v1 API. Its arrival time tells it from the transcript written before
+    # (a redelivery of the same body is a duplicate delivery, refused before this).
+    return [
+        TranscriptReady(
+            bot_id=d.bot_id,
+            provider="meetingbaas",
+            provider_api="v1",
+            revision=delivered.received_at.isoformat(),
+            extra=extra,
+        )
+    ]
 
 
-def _nothing(data: dict[str, Any], _: datetime) -> list[Event]:
+def _nothing(data: dict[str, Any], _: Delivered) -> list[Event]:
     return []
 
 
@@ -214,10 +313,15 @@ MEETINGBAAS: dict[str, Mapper] = {
 # the provider gives it a new delivery id.
 MEETINGBAAS_TERMINAL = frozenset({"bot.completed", "bot.failed", "complete", "failed"})
 
+# Events whose every delivery is news, though two bodies are alike: v1's retranscription notice
+# names only the bot, and v1 gives no delivery id, so a second retranscription would otherwise
+# look like a retry of the first (a retry fetches the same transcript again: no harm).
+MEETINGBAAS_REPEATABLE = frozenset({"transcription_complete"})
+
 
 def meetingbaas_events(delivery: MeetingBaasDelivery, received_at: datetime) -> list[Event]:
     mapper = MEETINGBAAS.get(delivery.event)
-    return mapper(delivery.data, received_at) if mapper else []
+    return mapper(delivery.data, Delivered(received_at, delivery.extra)) if mapper else []
 
 
 def meetingbaas_bot_id(delivery: MeetingBaasDelivery) -> str | None:
@@ -248,6 +352,13 @@ class GladiaResult(_Payload):
     transcription: GladiaTranscription
 
 
+class GladiaError(_Payload):
+    """Why a job failed (`transcription.error`): an HTTP-like status and a message."""
+
+    code: int | str | None = None
+    message: str = Field("", max_length=10_000)
+
+
 class GladiaCallback(_Payload):
     """Both callback shapes: the full result (`payload.transcription`) or only the job id
     (`payload.id`). A job id is a plain id (`notetaker.common.gladia`): it goes into Gladia's
@@ -256,6 +367,9 @@ class GladiaCallback(_Payload):
     id: str | None = Field(None, max_length=100, pattern=gladia.JOB_ID_PATTERN)
     event: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] | None = None
+    # A GladiaError, read by gladia_failure: a nested model here would put a `$defs` reference
+    # in the request body schema, which the OpenAPI document cannot resolve.
+    error: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _plain_payload_id(self) -> GladiaCallback:
@@ -271,9 +385,18 @@ class GladiaCallback(_Payload):
         return str(value) if value is not None else None
 
 
+def gladia_failure(callback: GladiaCallback) -> tuple[str, str] | None:
+    """A failed job's reason (code, message), kept on its `transcription_jobs` row."""
+    if callback.event != "transcription.error":
+        return None
+    error = GladiaError.model_validate(callback.error or {})
+    code = "" if error.code is None else str(error.code)
+    return code[:200], error.message
+
+
 def gladia_events(callback: GladiaCallback, bot_id: str) -> list[Event]:
     if callback.event != "transcription.success":
-        return []  # errors are stored; the scheduler's poller and transcript-sync decide next
+        return []  # an error's reason is kept on the job (gladia_failure); nothing to announce
     job_id = callback.job_id
     payload = callback.payload or {}
     if "transcription" not in payload:

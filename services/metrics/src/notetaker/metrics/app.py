@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -17,7 +17,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import until_stopped
-from notetaker.metrics import admin, exporter, uploads, usage
+from notetaker.metrics import admin, exporter, projections, rollup, uploads, usage
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -47,8 +47,13 @@ class UsageRecorder:
         self.changed.set()
 
     async def refresh(self) -> None:
-        costs = await usage.month_to_date(self.pool, datetime.now(UTC).date())
+        today = datetime.now(UTC).date()
+        costs = await usage.month_to_date(self.pool, today)
         exporter.export(costs, self.settings.metrics_top_orgs)
+        ahead = await projections.projections(self.pool, today, self.prices)
+        exporter.export_projections(
+            ahead, self.settings.metrics_top_orgs, self.settings.cost_alert_threshold_usd
+        )
         exporter.export_uploads(await uploads.upload_states(self.pool))
 
     async def refresh_forever(self) -> None:
@@ -85,11 +90,19 @@ async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
             asyncio.create_task(consumer.run()),
             asyncio.create_task(recorder.refresh_forever()),
             asyncio.create_task(server.serve()),
+            asyncio.create_task(
+                rollup.roll_up_forever(
+                    pool,
+                    recorder.prices,
+                    timedelta(seconds=settings.usage_rollup_after_midnight_seconds),
+                )
+            ),
         ]
         await until_stopped(stop, tasks)
         consumer.stop()
         server.should_exit = True
         tasks[1].cancel()
+        tasks[3].cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await pool.close()

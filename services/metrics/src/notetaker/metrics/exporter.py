@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from prometheus_client import Gauge
 
+from notetaker.metrics.projections import WINDOW_DAYS, Projection
 from notetaker.metrics.uploads import UploadStates
 from notetaker.metrics.usage import OrgCost
 
@@ -20,6 +21,21 @@ STORED_BYTES = Gauge(
 COST_MTD = Gauge(
     "notetaker_storage_cost_usd_month_to_date",
     "Storage, transfer and request cost this calendar month, in USD, per org.",
+    ["org_id"],
+)
+MONTH_END = Gauge(
+    "notetaker_storage_cost_usd_projected_month_end",
+    "This calendar month's cost projected to its last day, in USD, per org: the month to date,"
+    " plus the days left at today's stored level, plus the same days at the mean daily transfer"
+    f" and request cost of the last {WINDOW_DAYS} days.",
+    ["org_id"],
+)
+NEXT_MONTH = Gauge(
+    "notetaker_storage_cost_usd_projected_next_month",
+    "Next calendar month's cost projected, in USD, per org: today's stored level held all month,"
+    f" plus its mean daily change over the last {WINDOW_DAYS} days continued through next month"
+    f" (never below nothing stored), plus the mean daily transfer and request cost of the last"
+    f" {WINDOW_DAYS} days for each of its days.",
     ["org_id"],
 )
 ORGS = Gauge("notetaker_storage_orgs", "Orgs with any storage usage recorded.")
@@ -58,6 +74,24 @@ def export(costs: Sequence[OrgCost], top: int) -> None:
         STORED_BYTES.labels(row.org_id).set(row.stored_bytes)
         COST_MTD.labels(row.org_id).set(round(row.month_to_date_usd, 6))
     ORGS.set(len(costs))
+
+
+def export_projections(projections: Sequence[Projection], top: int, threshold: float) -> None:
+    """The `top` orgs by projected month end get their own series, and so does every org whose
+    month end passes `threshold` (so each can alert, whatever its rank); the rest are summed as
+    `other`, so the series add up to the platform's projections."""
+    kept: list[Projection] = []
+    rest: list[Projection] = []
+    for rank, row in enumerate(projections):
+        (kept if rank < top or row.month_end_usd > threshold else rest).append(row)
+    MONTH_END.clear()
+    NEXT_MONTH.clear()
+    for row in kept:
+        MONTH_END.labels(row.org_id).set(round(row.month_end_usd, 6))
+        NEXT_MONTH.labels(row.org_id).set(round(row.next_month_usd, 6))
+    if rest:
+        MONTH_END.labels(OTHER).set(round(sum(p.month_end_usd for p in rest), 6))
+        NEXT_MONTH.labels(OTHER).set(round(sum(p.next_month_usd for p in rest), 6))
 
 
 def export_uploads(states: UploadStates) -> None:

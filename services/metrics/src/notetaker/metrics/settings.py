@@ -20,6 +20,9 @@ class MetricsSettings(NotetakerSettings):
         20, ge=0, description="Orgs with their own series; the rest are summed as org_id=other."
     )
     metrics_refresh_seconds: float = Field(15.0, description="How often gauges are recomputed.")
+    usage_rollup_after_midnight_seconds: float = Field(
+        300.0, ge=0, lt=86_400, description="When the daily storage rollup runs, after 00:00 UTC."
+    )
     admin_tokens: Secrets = Field(
         default_factory=list,
         description="Admin API bearer tokens (comma-separated, to rotate); unset: API off.",

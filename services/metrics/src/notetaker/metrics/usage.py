@@ -1,8 +1,11 @@
 """The cost model: a usage event becomes per-org, per-day rows in `s3_usage_metrics`.
 
 Each event is applied once (its CloudEvent id is recorded in the same transaction), so Kafka
-redeliveries never double-count. Storage is a snapshot per day (GB held), charged as that day's
-share of a GB-month; transfer and requests are charged as they happen.
+redeliveries never double-count. Storage is a level, charged as S3 bills it: byte-hours held
+(GB = 2^30 bytes), a GB held all day costing that day's share of a GB-month. A day's
+`storage_gb` row holds the level at the day's end and the cost of the hours each byte was held
+that day; the daily rollup (`rollup.py`) gives every org such a row for every day. Transfer and
+requests are charged as they happen.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import calendar
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import asyncpg
 
@@ -18,6 +21,11 @@ from notetaker.common.events import StorageUsage
 from notetaker.metrics.settings import MetricsSettings
 
 GIB = 1024**3
+DAY_SECONDS = 86_400
+
+# Held shared by `apply`, exclusively by the rollup: a day is carried forward either before an
+# event's change to the level or after it, never from a level the change is still writing.
+STORAGE_LEVEL_LOCK = 0x726F6C6C
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,13 @@ class Prices:
 
     def storage_day(self, gb: float, day: date) -> float:
         return gb * self.storage_per_gb_month / calendar.monthrange(day.year, day.month)[1]
+
+
+def rest_of_day(when: datetime) -> float:
+    """The fraction of its (UTC) day still to come at `when`: what a change of level then is
+    charged for that day."""
+    midnight = datetime.combine(when.date(), datetime.min.time(), when.tzinfo) + timedelta(days=1)
+    return (midnight - when).total_seconds() / DAY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -73,19 +88,40 @@ SET value = s3_usage_metrics.value + EXCLUDED.value,
     updated_at = now()
 """
 
-# Storage is a level, not a flow: today's row starts from the latest earlier level.
-_STORAGE = """
+# Storage is a level. Before a change on day D, the org gets a row for D and for every later day
+# the rollup has done, each starting from the org's latest earlier level (a run of missing days
+# all start from the row before the run, so one statement fills them all)...
+_CARRY = """
 INSERT INTO s3_usage_metrics (org_id, date, metric_type, value, cost_usd)
-SELECT $1, $2, 'storage_gb', level, 0
-FROM (SELECT coalesce((SELECT value FROM s3_usage_metrics
-        WHERE org_id = $1 AND metric_type = 'storage_gb' AND date < $2
-        ORDER BY date DESC LIMIT 1), 0) AS level) previous
+SELECT $1, d.day, 'storage_gb', level,
+       level * $3::float8
+       / extract(day FROM date_trunc('month', d.day) + interval '1 month - 1 day')
+FROM generate_series($2::date,
+                     greatest($2::date, (SELECT max(day) FROM usage_rollup_days)),
+                     interval '1 day') AS g(at)
+CROSS JOIN LATERAL (SELECT g.at::date AS day) d
+CROSS JOIN LATERAL (
+  SELECT coalesce((SELECT value FROM s3_usage_metrics
+                   WHERE org_id = $1 AND metric_type = 'storage_gb' AND date < d.day
+                   ORDER BY date DESC LIMIT 1), 0) AS level) previous
 ON CONFLICT (org_id, date, metric_type) DO NOTHING
+"""
+
+# ...then the change lands on all of them: charged from its time to the end of D, and for the
+# whole of every later day.
+_CHANGE = """
+UPDATE s3_usage_metrics
+SET value = value + $3,
+    cost_usd = cost_usd + $3 * (CASE WHEN date = $2 THEN $4::float8 ELSE 1 END) * $5::float8
+               / extract(day FROM date_trunc('month', date) + interval '1 month - 1 day')::float8,
+    updated_at = now()
+WHERE org_id = $1 AND metric_type = 'storage_gb' AND date >= $2
 """
 
 
 async def apply(pool: asyncpg.Pool, event_id: str, event: StorageUsage, prices: Prices) -> bool:
-    """Add the event's usage to its org's day; False when it was applied before."""
+    """Add the event's usage to its org's day (and its stored level to every day since);
+    False when it was applied before."""
     day = event.occurred_at.date()
     delta = delta_of(event, prices)
     org: uuid.UUID = event.org_id
@@ -97,20 +133,15 @@ async def apply(pool: asyncpg.Pool, event_id: str, event: StorageUsage, prices: 
         )
         if not first:
             return False
-        await conn.execute(_STORAGE, org, day)
-        level = await conn.fetchval(
-            "UPDATE s3_usage_metrics SET value = value + $3, updated_at = now()"
-            " WHERE org_id = $1 AND date = $2 AND metric_type = 'storage_gb' RETURNING value",
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", STORAGE_LEVEL_LOCK)
+        await conn.execute(_CARRY, org, day, prices.storage_per_gb_month)
+        await conn.execute(
+            _CHANGE,
             org,
             day,
             delta.stored_gb,
-        )
-        await conn.execute(
-            "UPDATE s3_usage_metrics SET cost_usd = $3"
-            " WHERE org_id = $1 AND date = $2 AND metric_type = 'storage_gb'",
-            org,
-            day,
-            prices.storage_day(level, day),
+            rest_of_day(event.occurred_at),
+            prices.storage_per_gb_month,
         )
         await conn.execute(
             _ADD, org, day, "upload_gb", delta.upload_gb, delta.upload_gb * prices.upload_per_gb

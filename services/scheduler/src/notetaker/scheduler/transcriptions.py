@@ -26,11 +26,14 @@ async def poll_overdue_jobs(
     every_seconds: float,
 ) -> int:
     """Ask Gladia about overdue jobs; returns how many finished jobs were announced. A job whose
-    id Gladia has not given yet (its request is still being submitted) waits for it."""
+    id Gladia has not given yet (its request is still being submitted) waits for it; the job of a
+    recording whose media was deleted is never asked about (the deletion deletes it at Gladia)."""
     jobs = await db.fetch(
         "SELECT request_id, bot_id, job_id FROM transcription_jobs"
         " WHERE completed_at IS NULL AND provider = 'gladia' AND job_id IS NOT NULL"
         " AND requested_at < now() - make_interval(secs => $1)"
+        " AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.bot_id = transcription_jobs.bot_id"
+        " AND r.media_deleted_at IS NOT NULL)"
         " AND (polled_at IS NULL OR polled_at < now() - make_interval(secs => $2))"
         " ORDER BY requested_at LIMIT 100",
         overdue_seconds,
@@ -51,7 +54,8 @@ async def poll_overdue_jobs(
             gladia.job_url(api_url, job["job_id"]),
             headers={"x-gladia-key": api_key.get_secret_value()},
         )
-        status = response.json().get("status") if response.status_code == 200 else None
+        result = response.json() if response.status_code == 200 else {}
+        status = result.get("status")
         await db.execute(
             "UPDATE transcription_jobs SET polled_at = now(), poll_count = poll_count + 1,"
             " status = coalesce($2, status) WHERE request_id = $1",
@@ -65,15 +69,21 @@ async def poll_overdue_jobs(
             announced += 1
             log.info("transcription.polled_done", bot_id=job["bot_id"], job_id=job["job_id"])
         elif status == "error":
+            # Gladia's `error_code` (an HTTP-like status) is kept beside a reason its error
+            # callback may have left; the code says which, never the result's body.
+            code = result.get("error_code")
             await db.execute(
-                "UPDATE transcription_jobs SET completed_at = now() WHERE request_id = $1",
+                "UPDATE transcription_jobs SET completed_at = now(),"
+                " error_code = coalesce($2, error_code) WHERE request_id = $1",
                 job["request_id"],
+                None if code is None else str(code)[:200],
             )
             log.error(
                 "transcription.failed",
                 bot_id=job["bot_id"],
                 job_id=job["job_id"],
                 provider="gladia",
+                error_code=code,
                 hint="the meeting keeps its video without a transcript",
             )
         else:

@@ -90,6 +90,10 @@ BACKGROUND_SECONDS = 5.0  # how often parked events and the outbox are looked at
 ATTEMPTS_HEADER = "notetaker_parked_attempts"
 
 
+class SubmitUnanswered(Exception):
+    """A Gladia submit is still unanswered and its job not listed: retried later (transient)."""
+
+
 class Abandoned(Exception):
     """The worker is stopping or losing its partitions: the event is left unsettled."""
 
@@ -380,7 +384,7 @@ class Join:
         written: MeetingMedia
         if isinstance(effect, WriteVideo):
             audio = s3_location(effect.bucket, effect.audio_key) if effect.audio_key else None
-            video = s3_location(effect.bucket, effect.video_key)
+            video = s3_location(effect.bucket, effect.video_key) if effect.video_key else None
             intent = self._job_intent() if effect.transcribe else None
             written = await meetings.write_video(
                 r.pool, self.source, bot_id, video, audio, transcription=intent
@@ -392,6 +396,8 @@ class Join:
                 effect.transcript,
                 self.settings.gladia_api_url,
                 self.settings.gladia_api_key,
+                meetingbaas_url=self.settings.meetingbaas_api_url,
+                meetingbaas_key=self.settings.meetingbaas_api_key,
             )
             written = await meetings.write_transcript(
                 r.pool,
@@ -426,14 +432,17 @@ class Join:
         settings = self.settings
         assert settings.gladia_api_key is not None
         pool, http = self.resources.pool, self.resources.http
-        job, tried = await meetings.start_transcription_job(pool, bot_id, self._job_intent())
+        start = await meetings.start_transcription_job(
+            pool, bot_id, self._job_intent(), settings.gladia_submit_settle_seconds
+        )
+        job = start.job
         context = {"bot_id": bot_id, "provider": "gladia", "request_id": str(job.request_id)}
         if job.job_id is not None:
             log.info("transcription.already_requested", job_id=job.job_id, **context)
             return
         assert job.token_expires_at is not None
         expires = int(job.token_expires_at.timestamp())
-        if tried:
+        if start.tried:
             found = await transcripts.find_gladia_job(
                 http,
                 gladia_url=settings.gladia_api_url,
@@ -445,22 +454,33 @@ class Join:
                 await meetings.record_transcription_job(pool, job.request_id, found)
                 log.info("transcription.found", job_id=found, **context)
                 return
+            if start.unsettled:
+                # The last submit got no answer: Gladia may list its job only later.
+                raise SubmitUnanswered(
+                    f"Gladia has not answered the last submit for bot {bot_id} and lists no job"
+                    f" for it yet: not submitted again before"
+                    f" {settings.gladia_submit_settle_seconds:g} s have passed"
+                )
         audio_url = await self.resources.s3.generate_presigned_url(
             "get_object",
             Params={"Bucket": effect.bucket, "Key": effect.audio_key},
             ExpiresIn=settings.presigned_url_seconds,
         )
-        job_id = await transcripts.request_gladia_job(
-            http,
-            gladia_url=settings.gladia_api_url,
-            gladia_key=settings.gladia_api_key,
-            audio_url=audio_url,
-            callback_base=settings.ingest_public_url,
-            callback_key=settings.gladia_callback_keys[0],
-            request_id=job.request_id,
-            expires=expires,
-            bot_id=bot_id,
-        )
+        try:
+            job_id = await transcripts.request_gladia_job(
+                http,
+                gladia_url=settings.gladia_api_url,
+                gladia_key=settings.gladia_api_key,
+                audio_url=audio_url,
+                callback_base=settings.ingest_public_url,
+                callback_key=settings.gladia_callback_keys[0],
+                request_id=job.request_id,
+                expires=expires,
+                bot_id=bot_id,
+            )
+        except transcripts.ProviderAnswered:
+            await meetings.answered_without_job(pool, job.request_id)
+            raise
         await meetings.record_transcription_job(pool, job.request_id, job_id)
         log.info("transcription.requested", job_id=job_id, **context)
 

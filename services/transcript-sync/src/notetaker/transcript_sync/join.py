@@ -5,7 +5,8 @@ and the effects to carry out; a repeated event returns no effects, so replays an
 change nothing.
 
 A meeting's state is kept only while something is still to come (`JoinState.complete()`): once
-its video, thumbnail and awaited transcript are written, or it failed for good, the state is
+its media (video and thumbnail, or an audio-only recording's audio) and awaited transcript are
+written, or it failed for good, the state is
 deleted, a tombstone on the changelog that Kafka's compaction removes, so the table and a
 restart's recovery stay the size of the meetings in flight, not of the history. An event that
 comes for a meeting without state whose rows say it is complete is decided from those rows
@@ -47,26 +48,33 @@ class JoinState(BaseModel):
     # A transcript is on its way (the provider has one, or Gladia was asked for one).
     awaiting_transcript: bool = False
 
+    def media_key(self) -> str | None:
+        """The recording's stored source: its video, or an audio-only recording's audio (a
+        method, not a property: mutmut does not mutate decorated functions)."""
+        return self.video_key or self.audio_key
+
     def complete(self) -> bool:
-        """Nothing more is expected: the video, the thumbnail and the awaited transcript are
-        written, or the recording failed for good without a video. A failure over a video is
-        never complete: `decide` never marks one over a video it knows, so in rows it means the
-        upload that wrote the video is still to be applied (parked, or unsettled), and its retry
-        must lift the failure."""
-        if self.video_key is None:
+        """Nothing more is expected: the media (the video and its thumbnail, or an audio-only
+        recording's audio) and the awaited transcript are written, or the recording failed for
+        good without any. A failure over stored media is never complete: `decide` never marks
+        one over media it knows, so in rows it means the upload that wrote them is still to be
+        applied (parked, or unsettled), and its retry must lift the failure."""
+        if self.media_key() is None:
             return self.failure is not None
         transcript_done = self.transcript_id is not None or not self.awaiting_transcript
-        return self.thumbnail_key is not None and transcript_done and self.failure is None
+        thumbnail_done = self.thumbnail_key is not None or self.video_key is None
+        return thumbnail_done and transcript_done and self.failure is None
 
 
 @dataclass(frozen=True)
 class WriteVideo:
-    """Write the video (and audio) into the meeting's row; `transcribe`: a Gladia transcript is
+    """Write the video and audio (an audio-only recording: no video) into the meeting's row;
+    `transcribe`: a Gladia transcript is
     owed for it (a `RequestTranscription` follows), and its intent is written with the video, so
     rows that hold the video always say whether a transcript is awaited."""
 
     bucket: str
-    video_key: str
+    video_key: str | None
     audio_key: str | None
     transcribe: bool = False
 
@@ -111,7 +119,8 @@ Effect = (
 
 
 def transcript_id(event: TranscriptReady) -> str:
-    return f"{event.provider}:{event.job_id or event.transcript_url or len(event.utterances or [])}"
+    source = event.job_id or event.transcript_url or event.revision
+    return f"{event.provider}:{source or len(event.utterances or [])}"
 
 
 def decide(
@@ -140,7 +149,7 @@ def decide(
 def _uploaded(
     state: JoinState, event: RecordingUploaded, can_transcribe: bool
 ) -> tuple[JoinState, list[Effect]]:
-    if state.video_key == event.video_key:
+    if state.media_key() == event.media_key:
         return state, []
     requested = state.gladia_requested
     transcript_coming = event.provider_transcript or state.transcript_id is not None
@@ -148,7 +157,7 @@ def _uploaded(
     effects: list[Effect] = [
         WriteVideo(event.bucket, event.video_key, event.audio_key, transcribe=transcribe)
     ]
-    if state.thumbnail_key is None:
+    if state.thumbnail_key is None and event.video_key is not None:
         thumbnail_key = recording_key(
             event.org_id, event.user_id, event.recording_id, "thumbnail", "jpg"
         )
@@ -165,7 +174,7 @@ def _uploaded(
             )
         )
     if transcribe:
-        effects.append(RequestTranscription(event.bucket, event.audio_key or event.video_key))
+        effects.append(RequestTranscription(event.bucket, event.audio_key or event.media_key))
         requested = True
     new_state = state.model_copy(
         update={
@@ -187,7 +196,7 @@ def _failed(
 ) -> tuple[JoinState, list[Effect]]:
     if isinstance(event, RecordingUploadFailed) and not event.final:
         return state, []  # a retry is coming
-    if state.video_key is not None:
+    if state.media_key() is not None:
         return state, []  # a late failure never hides a recording we have
     error = (
         event.error

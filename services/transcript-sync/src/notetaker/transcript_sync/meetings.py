@@ -127,13 +127,13 @@ async def write_video(
     pool: asyncpg.Pool,
     source: str,
     bot_id: str,
-    video_url: str,
+    video_url: str | None,
     audio_url: str | None,
     *,
     transcription: JobIntent | None = None,
 ) -> MeetingMedia:
-    """The video and audio; `transcription`: a transcript is owed for them, its job's intent
-    written in the same transaction."""
+    """The video and audio (an audio-only recording: no video); `transcription`: a transcript
+    is owed for them, its job's intent written in the same transaction."""
     return await _update(
         pool,
         source,
@@ -227,7 +227,8 @@ async def join_state(pool: asyncpg.Pool, bot_id: str) -> JoinState:
     if row["video_url"] is not None:
         bucket, video_key = parse_s3_location(row["video_url"])
     if row["audio_url"] is not None:
-        audio_key = parse_s3_location(row["audio_url"])[1]
+        audio_bucket, audio_key = parse_s3_location(row["audio_url"])
+        bucket = bucket or audio_bucket
     if row["thumbnail_url"] is not None:
         thumbnail_key = parse_s3_location(row["thumbnail_url"])[1]
     status = row["recording_status"] or ""
@@ -270,41 +271,74 @@ async def _write_intent(conn: asyncpg.Connection, bot_id: str, intent: JobIntent
     )
 
 
+@dataclass(frozen=True)
+class SubmitStart:
+    """What `start_transcription_job` found: the row, whether a submit was tried before (its job
+    may exist already), and whether the last one is unanswered and younger than the settle time
+    (Gladia may still be creating its job)."""
+
+    job: TranscriptionJob
+    tried: bool
+    unsettled: bool
+
+
 async def start_transcription_job(
-    pool: asyncpg.Pool, bot_id: str, intent: JobIntent
-) -> tuple[TranscriptionJob, bool]:
+    pool: asyncpg.Pool, bot_id: str, intent: JobIntent, settle_seconds: float = 0.0
+) -> SubmitStart:
     """Before the job is submitted: the bot's job row (written as `intent` if the video's write
     did not write one: a row from before intents), marked as tried and its callback token renewed
     to `intent.token_expires_at` unless the provider's job id is known. From now on a callback
     naming its request id is one we asked for (ingest refuses the others), and an overdue job can
-    be polled once its provider id is known. Returns (the row, whether a submit was tried before,
-    whose job may exist already). A recording whose media was deleted gets none:
-    `MeetingMediaDeleted`."""
+    be polled once its provider id is known. The submit counts as unanswered until
+    `record_transcription_job` or `answered_without_job` says otherwise. A recording whose media
+    was deleted gets none: `MeetingMediaDeleted`."""
     async with pool.acquire() as conn, conn.transaction():
         await _write_intent(conn, bot_id, intent)
         row = await conn.fetchrow(
-            "SELECT request_id, job_id, token_expires_at, submitted_at IS NOT NULL AS tried"
-            " FROM transcription_jobs WHERE bot_id = $1 FOR UPDATE",
+            "SELECT j.request_id, j.job_id, j.token_expires_at,"
+            " j.submitted_at IS NOT NULL AS tried,"
+            " coalesce(j.unanswered_at > now() - make_interval(secs => $2), false) AS unsettled,"
+            " EXISTS (SELECT 1 FROM recordings r"
+            " WHERE r.bot_id = j.bot_id AND r.media_deleted_at IS NOT NULL) OR EXISTS"
+            " (SELECT 1 FROM meetings m WHERE m.bot_id = j.bot_id AND m.source = 'notetaker'"
+            " AND m.media_deleted_at IS NOT NULL) OR j.status = 'deleted' AS deleted"
+            " FROM transcription_jobs j WHERE j.bot_id = $1 FOR UPDATE OF j",
             bot_id,
+            settle_seconds,
         )
-        if row is None:  # not written: no job is asked for a deleted recording
+        # Checked under the row's lock: an intent written with the video before the media was
+        # deleted is never submitted. The deletion takes the same lock to close an intent never
+        # tried (status 'deleted', read here from the row as the lock gives it), so it sees
+        # either this submit as tried or closes an intent that is then never submitted.
+        if row is None or row["deleted"]:
             raise MeetingMediaDeleted(f"the media of bot {bot_id}'s meeting was deleted")
         job = TranscriptionJob(row["request_id"], row["job_id"], row["token_expires_at"])
-        if job.job_id is None:
+        unsettled = job.job_id is None and row["unsettled"]
+        if job.job_id is None and not unsettled:
             await conn.execute(
                 "UPDATE transcription_jobs SET submitted_at = coalesce(submitted_at, now()),"
-                " requested_at = now(), token_expires_at = $2 WHERE request_id = $1",
+                " unanswered_at = now(), requested_at = now(), token_expires_at = $2"
+                " WHERE request_id = $1",
                 job.request_id,
                 intent.token_expires_at,
             )
             job = TranscriptionJob(job.request_id, None, intent.token_expires_at)
-    return job, row["tried"]
+    return SubmitStart(job, row["tried"], unsettled)
+
+
+async def answered_without_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> None:
+    """Gladia answered the submit under `request_id` with a refusal: no job of it is coming."""
+    await pool.execute(
+        "UPDATE transcription_jobs SET unanswered_at = NULL WHERE request_id = $1", request_id
+    )
 
 
 async def record_transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID, job_id: str) -> None:
     """The provider's id of the job asked for under `request_id`: callbacks must name it."""
     await pool.execute(
-        "UPDATE transcription_jobs SET job_id = $2 WHERE request_id = $1", request_id, job_id
+        "UPDATE transcription_jobs SET job_id = $2, unanswered_at = NULL WHERE request_id = $1",
+        request_id,
+        job_id,
     )
 
 

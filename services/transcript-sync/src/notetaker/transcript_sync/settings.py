@@ -37,8 +37,20 @@ class TranscriptSyncSettings(NotetakerSettings):
     gladia_callback_keys: Secrets = Field(
         default_factory=list, description="Keys minting Gladia callback tokens (1st signs)."
     )
+    gladia_submit_settle_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long after a Gladia submit that got no answer (timed out, cut) a retry"
+        " that does not find its job waits before it submits again.",
+    )
     gladia_callback_token_seconds: int = Field(
         172_800, gt=0, description="How long a Gladia callback token is valid after the request."
+    )
+    meetingbaas_api_url: str = Field(
+        "https://api.meetingbaas.com", description="MeetingBaaS API base URL (v1 transcripts)."
+    )
+    meetingbaas_api_key: Secret | None = Field(
+        None, description="MeetingBaaS API key, to fetch a v1 retranscription's transcript."
     )
     ingest_public_url: str = Field(
         "http://127.0.0.1:8000", description="Public base URL of ingest, for Gladia's callback."

@@ -25,7 +25,7 @@ from notetaker.common.failures import Permanent
 from notetaker.common.source_policy import SourceForbidden, host_of, is_forbidden_failure
 
 # Our request id in a Gladia job's custom_metadata: how a retry finds a job it already submitted.
-REQUEST_ID_METADATA = "notetaker_request_id"
+REQUEST_ID_METADATA = gladia.REQUEST_ID_METADATA
 
 
 class TranscriptUnavailable(Exception):
@@ -85,6 +85,35 @@ def utterances_from_document(document: Any) -> list[Utterance]:
 MAX_TRANSCRIPT_BYTES = 64 * 1024 * 1024  # hours of words with timings fit in a few MiB
 
 
+def utterances_from_meeting_data(document: Any) -> list[Utterance]:
+    """The transcript in a MeetingBaaS v1 `GET /bots/meeting_data?include_transcripts=true`
+    answer (`Metadata` in its OpenAPI file): `bot_data.transcripts`, each a speaker's segment
+    with `start_time`, `end_time` and its `words` (`text`)."""
+    bot_data = document.get("bot_data") if isinstance(document, dict) else None
+    segments = bot_data.get("transcripts") if isinstance(bot_data, dict) else None
+    if not isinstance(segments, list):
+        raise TranscriptUnavailable("meeting data without bot_data.transcripts")
+    utterances = []
+    for segment in segments:
+        if not isinstance(segment, dict):
+            continue
+        words = [w for w in segment.get("words") or [] if isinstance(w, dict)]
+        text = " ".join(str(w.get("text", "")).strip() for w in words).strip()
+        if not text:
+            continue
+        start = float(segment.get("start_time") or 0.0)
+        end = segment.get("end_time")
+        utterances.append(
+            Utterance(
+                speaker=str(segment.get("speaker") or ""),
+                start=start,
+                end=float(end) if end is not None else start,
+                text=text,
+            )
+        )
+    return utterances
+
+
 async def resolve(
     http: httpx.AsyncClient,
     sources: aiohttp.ClientSession,
@@ -92,6 +121,9 @@ async def resolve(
     gladia_url: str,
     gladia_key: SecretStr | None,
     max_bytes: int = MAX_TRANSCRIPT_BYTES,
+    *,
+    meetingbaas_url: str = "",
+    meetingbaas_key: SecretStr | None = None,
 ) -> list[Utterance]:
     """The utterances of a transcript.ready event, fetching them when only a pointer came.
 
@@ -100,6 +132,22 @@ async def resolve(
     stream and refused past `max_bytes`, never held whole before that check."""
     if event.utterances is not None:
         return list(event.utterances)
+    if event.provider_api == "v1" and not (event.transcript_url or event.job_id):
+        if meetingbaas_key is None:
+            raise TranscriptRefused(
+                f"bot {event.bot_id}'s new transcript is to be fetched from MeetingBaaS, and no"
+                " key is set (NOTETAKER_MEETINGBAAS_API_KEY)"
+            )
+        url = f"{meetingbaas_url.rstrip('/')}/bots/meeting_data"
+        params = {"bot_id": event.bot_id, "include_transcripts": "true"}
+        headers = {"x-meeting-baas-api-key": meetingbaas_key.get_secret_value()}
+        body = await _fetch_api(http, event.bot_id, url, params, headers, max_bytes)
+        try:
+            return utterances_from_meeting_data(json.loads(body))
+        except (ValueError, RecursionError) as exc:
+            raise TranscriptRefused(f"the meeting data of bot {event.bot_id} is not JSON") from exc
+        except TranscriptUnavailable as exc:
+            raise TranscriptRefused(f"the transcript of bot {event.bot_id}: {exc}") from exc
     if event.transcript_url:
         body = await _fetch_transcript(sources, event.bot_id, event.transcript_url, max_bytes)
     elif event.job_id and gladia_key is not None:
@@ -109,12 +157,7 @@ async def resolve(
             )
         url = gladia.job_url(gladia_url, event.job_id)
         headers = {"x-gladia-key": gladia_key.get_secret_value()}
-        async with http.stream("GET", url, headers=headers) as response:
-            _check_status(event.bot_id, response.status_code, response.headers)
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                _check_size(event.bot_id, len(body), max_bytes)
+        body = await _fetch_api(http, event.bot_id, url, {}, headers, max_bytes)
     else:
         raise TranscriptRefused(f"transcript for bot {event.bot_id} has no content or source")
     try:
@@ -125,6 +168,25 @@ async def resolve(
         return utterances_from_document(document)
     except TranscriptUnavailable as exc:
         raise TranscriptRefused(f"the transcript of bot {event.bot_id}: {exc}") from exc
+
+
+async def _fetch_api(
+    http: httpx.AsyncClient,
+    bot_id: str,
+    url: str,
+    params: dict[str, str],
+    headers: dict[str, str],
+    max_bytes: int,
+) -> bytearray:
+    """A provider API's answer (our key in `headers`), read as a stream, refused past
+    `max_bytes`."""
+    async with http.stream("GET", url, params=params, headers=headers) as response:
+        _check_status(bot_id, response.status_code, response.headers)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            _check_size(bot_id, len(body), max_bytes)
+    return body
 
 
 async def _fetch_transcript(

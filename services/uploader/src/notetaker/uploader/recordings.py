@@ -83,7 +83,7 @@ async def mark_complete(
     pool: asyncpg.Pool,
     lease: UploadLease,
     *,
-    video_key: str,
+    video_key: str | None,
     audio_key: str | None,
     size_bytes: int,
     checksum: str,
@@ -136,7 +136,7 @@ async def save_fresh_source(
     lease: UploadLease,
     cipher: SourceUrlCipher,
     *,
-    video_url: str,
+    video_url: str | None,
     audio_url: str | None,
     received_at: datetime,
 ) -> None:

@@ -203,7 +203,7 @@ class Uploader:
                 next_retry_at=recording.next_retry_at,
             )
             return
-        if recording.video_url is None:
+        if recording.video_url is None and recording.audio_url is None:
             raise UnknownRecording(f"recording {recording.id} has no source URL yet")
         await self.attempt(recording)
 
@@ -291,15 +291,18 @@ class Uploader:
                 reason=failure_reason(exc),
             )
             return
-        assert video is not None
-        size = video.size_bytes + (audio.size_bytes if audio else 0)
+        # The video, or the audio of an audio-only recording, is the recording's source.
+        source = video or audio
+        assert source is not None
+        stored = [o for o in (video, audio) if o is not None]
+        size = sum(o.size_bytes for o in stored)
         await recordings.mark_complete(
             self.pool,
             lease,
-            video_key=video.key,
+            video_key=video.key if video else None,
             audio_key=audio.key if audio else None,
             size_bytes=size,
-            checksum=f"sha256-composite:{video.checksum}",
+            checksum=f"sha256-composite:{source.checksum}",
         )
         elapsed = (datetime.now(UTC) - started).total_seconds()
         ATTEMPTS.labels("complete").inc()
@@ -309,16 +312,17 @@ class Uploader:
             "upload.complete",
             size_bytes=size,
             seconds=round(elapsed, 3),
-            video_key=video.key,
-            parts=video.parts + (audio.parts if audio else 0),
+            video_key=video.key if video else None,
+            audio_key=audio.key if audio else None,
+            parts=sum(o.parts for o in stored),
         )
         done = await recordings.find_by_bot(self.pool, recording.bot_id, self.cipher)
         assert done is not None
-        await self._announce(done, parts=video.parts + (audio.parts if audio else 0))
+        await self._announce(done, parts=sum(o.parts for o in stored))
 
     async def _copy_fresh(
         self, recording: Recording, lease: UploadLease
-    ) -> tuple[StoredObject, StoredObject | None]:
+    ) -> tuple[StoredObject | None, StoredObject | None]:
         """Copy the recording's files, with URLs the provider signed anew when the ones kept are
         past their validity, before a retry, and once more when the source refuses them (403,
         410); each copy continues from the parts S3 holds."""
@@ -337,10 +341,10 @@ class Uploader:
 
     async def _copy_files(
         self, recording: Recording, lease: UploadLease
-    ) -> tuple[StoredObject, StoredObject | None]:
+    ) -> tuple[StoredObject | None, StoredObject | None]:
+        """The video and the audio, whichever the recording has (an audio-only one, no video)."""
         video = await self._copy(recording, lease, "video")
-        audio = await self._copy(recording, lease, "audio") if recording.audio_url else None
-        assert video is not None
+        audio = await self._copy(recording, lease, "audio")
         return video, audio
 
     async def _refreshed(self, recording: Recording, lease: UploadLease, why: str) -> Recording:
@@ -372,6 +376,9 @@ class Uploader:
                 f" {type(exc).__name__}",
                 reason="provider_refresh",
             ) from exc
+        if recording.video_url is not None and urls.video is None:
+            # Not an audio-only recording: its video is gone, and the audio alone is not it.
+            raise RecordingGone(f"MeetingBaaS has no video for bot {recording.bot_id} any more")
         received = datetime.now(UTC)
         await recordings.save_fresh_source(
             self.pool,
@@ -520,7 +527,6 @@ class Uploader:
         if recording.deleted:
             await self.publisher.publish(usage)
             return
-        assert recording.video_key is not None
         await self.publisher.publish_all(
             [
                 RecordingUploaded(

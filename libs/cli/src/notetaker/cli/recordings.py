@@ -45,7 +45,7 @@ from notetaker.cli.events import (
 )
 from notetaker.cli.lookup import COLUMNS, RecordingRow, find_recording
 from notetaker.cli.settings import CliSettings
-from notetaker.cli.webhooks import Delivery, deliveries_of
+from notetaker.cli.webhooks import Delivery, deliveries_of, print_deliveries
 from notetaker.common.deletion import find_deletion
 from notetaker.common.s3 import recording_prefix
 from notetaker.common.settings import load_settings
@@ -364,12 +364,7 @@ def print_recording(row: RecordingRow, details: dict[str, Any]) -> None:
 
 
 def print_webhooks(webhooks: list[Delivery]) -> None:
-    table = Table(title=f"Webhooks received: {len(webhooks)}", title_justify="left")
-    for column in ("Received", "Provider", "Event", "Delivery", "Outcome"):
-        table.add_column(column, overflow="fold")
-    for w in webhooks:
-        table.add_row(*w.cells())
-    show_table(table)
+    print_deliveries(webhooks, f"Webhooks received: {len(webhooks)}")
 
 
 def print_events(events: list[Shown]) -> None:

@@ -82,6 +82,16 @@ async def deliveries_of(pool: asyncpg.Pool, bot_id: str) -> list[Delivery]:
     return [Delivery(**dict(r)) for r in rows]
 
 
+def print_deliveries(deliveries: list[Delivery], title: str) -> None:
+    """The deliveries as a table, oldest first (`webhooks show`, `recordings show`)."""
+    table = Table(title=title, title_justify="left")
+    for column in ("Received", "Provider", "Event", "Delivery", "Outcome"):
+        table.add_column(column, overflow="fold")
+    for delivery in deliveries:
+        table.add_row(*delivery.cells())
+    show_table(table)
+
+
 async def show(settings: CliSettings, bot_id: str) -> list[Delivery]:
     async with connect(settings) as c:
         return await deliveries_of(c.pool, bot_id)
@@ -103,12 +113,7 @@ def show_command(
     if json_output:
         json_lines(d.as_json() for d in found)
         return
-    table = Table(title=f"Webhooks for bot {bot_id}: {len(found)}", title_justify="left")
-    for column in ("Received", "Provider", "Event", "Delivery", "Outcome"):
-        table.add_column(column, overflow="fold")
-    for delivery in found:
-        table.add_row(*delivery.cells())
-    show_table(table)
+    print_deliveries(found, f"Webhooks for bot {bot_id}: {len(found)}")
     if not found:
         out.print(
             "Nothing received for this bot. Check the provider's webhook settings and ingest's"

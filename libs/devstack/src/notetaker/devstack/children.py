@@ -98,11 +98,18 @@ def survivors(tag: str) -> list[psutil.Process]:
     return [p for p in psutil.process_iter() if p.pid != me and _owner_tag(p) == tag]
 
 
+# psutil derives a start time from the boot time, which each process reads once from the
+# kernel and which the kernel reports a second off after a clock adjustment: another process may
+# compute a live owner's start time differently from the owner's own tag.
+START_TIME_TOLERANCE_SECONDS = 2.0
+
+
 def _alive(tag: str) -> bool:
-    pid, _, _ = tag.partition(":")
+    pid, _, started = tag.partition(":")
     try:
-        return pid.isdigit() and tag_of(psutil.Process(int(pid))) == tag
-    except psutil.NoSuchProcess:
+        process = psutil.Process(int(pid))
+        return abs(process.create_time() - float(started)) < START_TIME_TOLERANCE_SECONDS
+    except (ValueError, psutil.NoSuchProcess):
         return False
 
 

@@ -11,18 +11,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from notetaker.common.events import StorageUsage
+from notetaker.common.deletion import MediaDeleter, ProviderAccess
+from notetaker.common.envelope import event_id
+from notetaker.common.events import Event, StorageUsage
+from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key, s3_location
 from notetaker.metrics import reconcile as reconcile_module
 from notetaker.metrics.app import UsageRecorder
 from notetaker.metrics.reconcile import Listing, reconcile, usage_event_id
 from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import Prices, apply, month_to_date
+from notetaker.scheduler.retention import apply_retention
 
 PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)
 HOUR = timedelta(hours=1)
@@ -278,3 +283,58 @@ async def test_listing_pages_through_every_object(s3: S3Client, bucket: str) -> 
         await s3.put_object(Bucket=bucket, Key=key, Body=b"x" * (n + 1))
     listing = await reconcile_module.list_recordings(s3, bucket, page_size=10)
     assert (listing.requests, listing.objects, listing.by_org) == (3, 25, {org: 325})
+
+
+class Captured(EventPublisher):
+    """Kafka as far as the deletion path sees it: what it publishes is kept, to be delivered
+    to the cost model by the test (and delivered again, as Kafka may)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+
+async def test_media_deleted_by_retention_lowers_the_level_once_and_its_meeting_says_expired(
+    own_db: asyncpg.Pool, s3: S3Client, bucket: str
+) -> None:
+    org = uuid.uuid4()
+    old = await store(own_db, s3, bucket, org, 6_000, 2_000)
+    young = await store(own_db, s3, bucket, org, 1_000, 500)
+    await own_db.execute(
+        "UPDATE recordings SET created_at = now() - interval '100 days' WHERE id = $1",
+        old.recording_id,
+    )
+    assert await levels(own_db) == {org: 9_500}
+    kafka = Captured()
+    no_providers = ProviderAccess("http://127.0.0.1:9", None, "http://127.0.0.1:9", None)
+    async with aiohttp.ClientSession() as http:
+        deleter = MediaDeleter(own_db, s3, bucket, kafka, no_providers, http)
+
+        async def retention_round() -> None:
+            async with own_db.acquire() as conn:
+                await apply_retention(conn, deleter, default_days=90, now=datetime.now(UTC))
+
+        # Two scheduler rounds at once, then one more.
+        await asyncio.gather(retention_round(), retention_round())
+        await retention_round()
+    for event in kafka.events * 2:  # every event delivered twice
+        assert isinstance(event, StorageUsage)
+        await apply(own_db, event_id(event), event, PRICES)
+
+    assert await levels(own_db) == {org: 1_500}
+    row = await meeting_row(own_db, old)
+    assert (row["recording_status"], row["video_url"], row["audio_url"], row["gone"]) == (
+        "media_expired",
+        None,
+        None,
+        True,
+    )
+    assert (await meeting_row(own_db, young))["recording_status"] == "available"
+    # S3 agrees with the level: reconciliation finds nothing to correct.
+    for n in (0, 1):
+        run = await reconcile(own_db, s3, bucket, PRICES, slot=T0 + n * HOUR, by="test")
+        assert run is not None
+        assert run.drifting == []
+    assert await levels(own_db) == {org: 1_500}

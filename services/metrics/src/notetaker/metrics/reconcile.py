@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from notetaker.common.deletion import MEDIA_EXPIRED
 from notetaker.common.envelope import event_id
 from notetaker.common.events import StorageUsage
 from notetaker.common.logs import get_logger
@@ -52,7 +53,6 @@ log = get_logger(__name__)
 
 # One reconciliation at a time, whichever replica or command runs it (a session lock).
 RECONCILE_LOCK = 0x72636E6C
-EXPIRED = "media_expired"
 
 
 @dataclass
@@ -286,7 +286,7 @@ async def _mark_expired(
         " thumbnail_url = NULL, recording_status = $2, updated_at = now()"
         " WHERE bot_id = ANY($1::text[]) AND source = 'notetaker'",
         [r["bot_id"] for r in gone],
-        EXPIRED,
+        MEDIA_EXPIRED,
     )
     found: dict[uuid.UUID, list[uuid.UUID]] = {}
     for row in gone:

@@ -6,6 +6,7 @@ and the run's record."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key, s3_location
 from notetaker.metrics import reconcile as reconcile_module
 from notetaker.metrics.app import UsageRecorder
-from notetaker.metrics.reconcile import Listing, reconcile, usage_event_id
+from notetaker.metrics.reconcile import Listing, reconcile, reconcile_forever, usage_event_id
 from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import Prices, apply, month_to_date
 from notetaker.scheduler.retention import apply_retention
@@ -152,11 +153,31 @@ async def test_objects_the_lifecycle_rule_deleted_lower_the_level_once_and_expir
     kept = await store(own_db, s3, bucket, org, 5_000, 2_000)
     elsewhere = await store(own_db, s3, bucket, other, 700, 300)
     assert await levels(own_db) == {org: 11_000, other: 1_000}
+    # A recording of a bucket the service was configured with before: not this listing's.
+    moved = await store(own_db, s3, bucket, uuid.uuid4(), 100, 0, counted=False)
+    await own_db.execute(
+        "UPDATE meetings SET video_url = replace(video_url, $2, 'old-bucket') WHERE id = $1",
+        moved.meeting_id,
+        bucket,
+    )
+    await s3.delete_object(
+        Bucket=bucket,
+        Key=recording_key(
+            moved.org_id, await user_of(own_db, moved), moved.recording_id, "video", "mp4"
+        ),
+    )
+    await s3.delete_object(
+        Bucket=bucket,
+        Key=recording_key(
+            moved.org_id, await user_of(own_db, moved), moved.recording_id, "audio", "mp3"
+        ),
+    )
 
     first = await reconcile(own_db, s3, bucket, PRICES, slot=T0, by="test")
     assert first is not None
     assert first.drifting == []
     assert first.listing.objects == 6
+    assert (await meeting_row(own_db, moved))["recording_status"] == "available"
     drift = await scraped(own_db)
     assert drift["drift_bytes"] == {}
     assert drift["platform_drift_bytes"] == {"": 0}
@@ -338,3 +359,28 @@ async def test_media_deleted_by_retention_lowers_the_level_once_and_its_meeting_
         assert run is not None
         assert run.drifting == []
     assert await levels(own_db) == {org: 1_500}
+
+
+async def test_the_service_loop_reconciles_the_current_slot_and_waits_for_the_next(
+    own_db: asyncpg.Pool, s3: S3Client, bucket: str
+) -> None:
+    org = uuid.uuid4()
+    await store(own_db, s3, bucket, org, 1_000, 0)
+    loop = asyncio.create_task(reconcile_forever(own_db, s3, bucket, PRICES, HOUR))
+    try:
+        for _ in range(100):
+            runs = await own_db.fetch(
+                "SELECT requested_by, objects_listed FROM storage_reconciliations"
+            )
+            if runs:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # and then nothing more until the next slot
+        runs = await own_db.fetch(
+            "SELECT requested_by, objects_listed FROM storage_reconciliations"
+        )
+        assert [tuple(r.values()) for r in runs] == [("metrics", 2)]
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop

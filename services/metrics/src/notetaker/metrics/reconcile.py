@@ -261,15 +261,20 @@ async def _pending_deletions(conn: asyncpg.Connection, listing: Listing) -> dict
 
 
 async def _mark_expired(
-    conn: asyncpg.Connection, listing: Listing
+    conn: asyncpg.Connection, listing: Listing, bucket: str
 ) -> dict[uuid.UUID, list[uuid.UUID]]:
     """Mark the complete recordings whose video object the listing did not find (and whose row
-    did not change since it began) expired, with their meetings; per org, the recordings."""
+    did not change since it began) expired, with their meetings; per org, the recordings. A
+    recording whose meeting names another bucket (one the service was configured with before)
+    is not this listing's to judge."""
     rows = await conn.fetch(
-        "SELECT id, org_id, bot_id, s3_video_key FROM recordings"
-        " WHERE s3_upload_status = 'complete' AND media_deleted_at IS NULL"
-        " AND s3_video_key IS NOT NULL AND updated_at < $1",
+        "SELECT r.id, r.org_id, r.bot_id, r.s3_video_key FROM recordings r"
+        " WHERE r.s3_upload_status = 'complete' AND r.media_deleted_at IS NULL"
+        " AND r.s3_video_key IS NOT NULL AND r.updated_at < $1"
+        " AND NOT EXISTS (SELECT 1 FROM meetings m WHERE m.bot_id = r.bot_id"
+        "   AND m.video_url IS NOT NULL AND m.video_url <> $2 || r.s3_video_key)",
         listing.started_at,
+        f"s3://{bucket}/",
     )
     gone = [r for r in rows if r["s3_video_key"] not in listing.keys]
     if not gone:
@@ -330,7 +335,7 @@ async def reconcile(
             ):
                 return None
             listing = await list_recordings(s3, bucket)
-            return await _compare_and_correct(conn, listing, prices, slot, by, clock)
+            return await _compare_and_correct(conn, listing, bucket, prices, slot, by, clock)
         finally:
             if not conn.is_closed():
                 await conn.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK)
@@ -339,6 +344,7 @@ async def reconcile(
 async def _compare_and_correct(
     conn: asyncpg.Connection,
     listing: Listing,
+    bucket: str,
     prices: Prices,
     slot: datetime,
     by: str,
@@ -351,7 +357,7 @@ async def _compare_and_correct(
         levels = await _levels(conn)
         in_flight = await _in_flight(conn, listing)
         pending = await _pending_deletions(conn, listing)
-        expired = await _mark_expired(conn, listing)
+        expired = await _mark_expired(conn, listing, bucket)
         previous = await _previous(conn, slot)
         now = clock()
         orgs: list[OrgDrift] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,14 +36,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-async def bucket(s3: S3Client) -> AsyncIterator[str]:
-    name = f"reconcile-{uuid.uuid4().hex[:12]}"
-    await s3.create_bucket(Bucket=name)
-    yield name
-    listed = await s3.list_objects_v2(Bucket=name)
-    for item in listed.get("Contents", []):
-        await s3.delete_object(Bucket=name, Key=item["Key"])
-    await s3.delete_bucket(Bucket=name)
+def bucket(own_bucket: str) -> str:
+    return own_bucket
 
 
 @dataclass(frozen=True)

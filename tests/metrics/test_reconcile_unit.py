@@ -58,28 +58,39 @@ def samples(name: str) -> dict[str, float]:
 
 
 def test_drift_series_are_the_top_orgs_and_every_org_past_the_alert_percentage() -> None:
-    big, small, alerting, tiny = (uuid.UUID(int=n) for n in (10, 11, 12, 13))
+    big, third, alerting, edge, tiny = (uuid.UUID(int=n) for n in (10, 11, 12, 13, 14))
+    orgs = [  # the largest drift first, as `latest` reads them
+        OrgDrift(big, 1_000_000, 400_000, 0, 0),  # -600,000 (60 %)
+        OrgDrift(third, 3_000, 2_000, 0, 0),  # -1,000 (a third)
+        OrgDrift(alerting, 1_000, 900, 0, 0),  # -100 (10 %): past 5 %, below the top 2
+        OrgDrift(edge, 1_000, 950, 0, 0),  # -50 (exactly 5 %: not past it)
+        OrgDrift(tiny, 1_000, 999, 0, 0),  # -1 (0.1 %)
+    ]
     latest = LatestDrift(
-        level_bytes=2_000_000,
-        s3_bytes=2_000_000 - 600_000 + 2_000 - 100 - 1,
+        level_bytes=sum(o.level_bytes for o in orgs),
+        s3_bytes=sum(o.s3_bytes for o in orgs),
         corrected_bytes=-50,
-        orgs=[
-            OrgDrift(big, 1_000_000, 400_000, 0, 0),  # -600,000 (60 %)
-            OrgDrift(small, 998_000, 1_000_000, 0, 0),  # +2,000 (0.2 %)
-            OrgDrift(alerting, 1_000, 900, 0, 0),  # -100 (10 %): past 5 %, below the top
-            OrgDrift(tiny, 1_000, 999, 0, 0),  # -1 (0.1 %)
-        ],
+        orgs=orgs,
     )
     export_drift(latest, top=2, alert_percent=5.0)
     drift = samples("notetaker_storage_reconciliation_drift_bytes")
-    assert drift == {str(big): -600_000, str(small): 2_000, str(alerting): -100, OTHER: -1}
+    assert drift == {str(big): -600_000, str(third): -1_000, str(alerting): -100, OTHER: -51}
     assert sum(drift.values()) == latest.s3_bytes - latest.level_bytes
     ratio = samples("notetaker_storage_reconciliation_drift_ratio")
-    assert ratio == {str(big): 0.6, str(small): 0.002, str(alerting): 0.1}
-    assert samples("notetaker_storage_reconciliation_platform_drift_bytes") == {
-        "": latest.s3_bytes - latest.level_bytes
+    assert ratio == {str(big): 0.6, str(third): 0.333333, str(alerting): 0.1}  # 6 places
+    assert samples("notetaker_storage_reconciliation_platform_drift_bytes") == {"": -601_151}
+    assert samples("notetaker_storage_reconciliation_platform_drift_ratio") == {
+        "": 0.597566  # 601,151 / 1,006,000, 6 places
     }
     assert samples("notetaker_storage_reconciliation_corrected_bytes") == {"": -50}
+    # The org just below the top gets no series of its own unless past the percentage.
+    export_drift(latest, top=3, alert_percent=5.0)
+    assert set(samples("notetaker_storage_reconciliation_drift_bytes")) == {
+        str(big),
+        str(third),
+        str(alerting),
+        OTHER,
+    }
     export_drift(LatestDrift(10, 10, 0, []), top=2, alert_percent=5.0)
     assert samples("notetaker_storage_reconciliation_drift_bytes") == {}
     assert samples("notetaker_storage_reconciliation_platform_drift_ratio") == {"": 0.0}

@@ -20,7 +20,6 @@ from notetaker.cli.settings import CliSettings
 from notetaker.common.costs import CostRow, cost_rows, month_bounds
 from notetaker.common.settings import load_settings
 from notetaker.metrics.reconcile import Reconciliation, reconcile
-from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import Prices
 
 GIB = 1024**3
@@ -137,7 +136,8 @@ def reconcile_now(
     that part), mark the meetings of recordings gone from S3 `media_expired`; print what it
     found and corrected. The run is recorded (storage_reconciliations) like the service's."""
     config = load_settings(CliSettings)
-    prices = Prices.from_settings(load_settings(MetricsSettings))
+    # A correction changes the stored level alone: only the storage price is ever charged.
+    prices = Prices(config.storage_price_usd_per_gb_month, 0.0, 0.0, 0.0, 0.0)
     by = f"notetaker costs reconcile ({getpass.getuser()}@{socket.gethostname()})"
 
     async def go() -> Reconciliation | None:

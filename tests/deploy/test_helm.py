@@ -851,6 +851,85 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
     assert_rule_tests_pass(cases, tmp_path)
 
 
+def test_drift_alert_fires_on_an_org_or_the_platform_past_the_percentage(tmp_path: Path) -> None:
+    """NotetakerStorageDriftHigh: an org's (or the platform's) S3 bytes and stored level more
+    than cost.driftAlertPercent (5 %) apart, as the latest reconciliation found them, for five
+    minutes; the run that corrects it, and the next one finding nothing, clear it."""
+    write_rules(render(), tmp_path / "rules.yml")
+    ratio = "notetaker_storage_reconciliation_drift_ratio"
+    platform = "notetaker_storage_reconciliation_platform_drift_ratio"
+    description = rule(render(), "NotetakerStorageDriftHigh")["annotations"]["description"]
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Two metrics replicas export the same gauges: one alert per org.
+                    {"series": f'{ratio}{{org_id="acme", pod="a"}}', "values": "0.36x30 0x30"},
+                    {"series": f'{ratio}{{org_id="acme", pod="b"}}', "values": "0.36x30 0x30"},
+                    {"series": f'{ratio}{{org_id="steady", pod="a"}}', "values": "0.04x60"},
+                    {"series": f'{platform}{{pod="a"}}', "values": "0.02x60"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "NotetakerStorageDriftHigh", "exp_alerts": []},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "NotetakerStorageDriftHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "org_id": "acme"},
+                                "exp_annotations": {
+                                    "summary": "acme: S3 and the stored level differ by 36%",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    },
+                    # Corrected: the next runs find no drift.
+                    {
+                        "eval_time": "45m",
+                        "alertname": "NotetakerStorageDriftHigh",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'{ratio}{{org_id="a", pod="a"}}', "values": "0.04x30"},
+                    {"series": f'{ratio}{{org_id="other", pod="a"}}', "values": "0.9x30"},
+                    {"series": f'{platform}{{pod="a"}}', "values": "0.08x30"},
+                ],
+                "alert_rule_test": [
+                    {
+                        # No org past 5 % (`other` is no org), the platform is.
+                        "eval_time": "10m",
+                        "alertname": "NotetakerStorageDriftHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "org_id": "platform"},
+                                "exp_annotations": {
+                                    "summary": "platform: S3 and the stored level differ by 8%",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    },
+                ],
+            },
+        ],
+    }
+    assert_rule_tests_pass(cases, tmp_path)
+    # The percentage is a value, and the metrics service is told the same.
+    manifests = render({"cost": {"driftAlertPercent": 12.5}})
+    assert rule(manifests, "NotetakerStorageDriftHigh")["expr"].count("> 0.125") == 2
+    config = by_component(manifests, "ConfigMap")["metrics"]["data"]
+    assert config["NOTETAKER_STORAGE_DRIFT_ALERT_PERCENT"] == "12.5"
+    assert config["NOTETAKER_STORAGE_RECONCILE_INTERVAL_SECONDS"] == "3600"
+
+
 def test_stuck_upload_alert_fires_on_an_upload_waiting_past_the_threshold(tmp_path: Path) -> None:
     """NotetakerUploadStuck: the oldest unfinished upload's age, as every metrics replica
     exports it, past an hour for ten minutes; an upload that completes clears it."""

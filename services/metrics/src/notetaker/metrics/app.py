@@ -17,7 +17,8 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import serving, unless_stopped, until_stopped
-from notetaker.metrics import admin, exporter, projections, rollup, uploads, usage
+from notetaker.common.s3 import s3_client
+from notetaker.metrics import admin, exporter, projections, reconcile, rollup, uploads, usage
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -55,6 +56,11 @@ class UsageRecorder:
             ahead, self.settings.metrics_top_orgs, self.settings.cost_alert_threshold_usd
         )
         exporter.export_uploads(await uploads.upload_states(self.pool))
+        exporter.export_drift(
+            await reconcile.latest(self.pool),
+            self.settings.metrics_top_orgs,
+            self.settings.storage_drift_alert_percent,
+        )
 
     async def refresh_forever(self) -> None:
         while True:
@@ -102,11 +108,25 @@ async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
                     )
                 ),
             ]
-            await until_stopped(stop, [*tasks, server])
-            consumer.stop()
-            tasks[1].cancel()
-            tasks[2].cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            async with contextlib.AsyncExitStack() as resources:
+                if settings.storage_reconcile_interval_seconds > 0:
+                    s3 = await resources.enter_async_context(s3_client(settings))
+                    tasks.append(
+                        asyncio.create_task(
+                            reconcile.reconcile_forever(
+                                pool,
+                                s3,
+                                settings.s3_bucket,
+                                recorder.prices,
+                                timedelta(seconds=settings.storage_reconcile_interval_seconds),
+                            )
+                        )
+                    )
+                await until_stopped(stop, [*tasks, server])
+                consumer.stop()
+                for background in tasks[1:]:
+                    background.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await pool.close()
         await publisher.stop()

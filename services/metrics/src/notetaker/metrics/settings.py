@@ -23,6 +23,18 @@ class MetricsSettings(NotetakerSettings):
     usage_rollup_after_midnight_seconds: float = Field(
         300.0, ge=0, lt=86_400, description="When the daily storage rollup runs, after 00:00 UTC."
     )
+    storage_reconcile_interval_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How often the stored level is reconciled with a listing of the S3 bucket"
+        " (0: never); several replicas reconcile each interval once.",
+    )
+    storage_drift_alert_percent: float = Field(
+        5.0,
+        ge=0,
+        description="Drift between S3 and the stored level that alerts, in percent; every org"
+        " past it gets its own drift series.",
+    )
     admin_tokens: Secrets = Field(
         default_factory=list,
         description="Admin API bearer tokens (comma-separated, to rotate); unset: API off.",

@@ -17,7 +17,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import until_stopped
-from notetaker.metrics import admin, exporter, projections, rollup, uploads, usage
+from notetaker.metrics import admin, daily, exporter, projections, rollup, uploads, usage
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -53,6 +53,11 @@ class UsageRecorder:
         ahead = await projections.projections(self.pool, today, self.prices)
         exporter.export_projections(
             ahead, self.settings.metrics_top_orgs, self.settings.cost_alert_threshold_usd
+        )
+        exporter.export_daily(
+            await daily.recent_days(self.pool, today),
+            self.settings.metrics_top_orgs,
+            daily.Spike(self.settings.cost_spike_ratio, self.settings.cost_spike_min_usd),
         )
         exporter.export_uploads(await uploads.upload_states(self.pool))
 

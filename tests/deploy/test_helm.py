@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from notetaker.common.source_policy import SourcePolicy
+from notetaker.metrics import admin
+from notetaker.metrics.settings import MetricsSettings
 from tests.conftest import promtool_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -647,10 +649,15 @@ def test_dashboard_and_alerts_query_the_same_metrics(rendered: list[Manifest]) -
 
     exprs = dashboard_exprs(dashboard)
     for title in (
+        "Stored GB",
+        "Month to date",
+        "Projected month end",
+        "Projected next month",
+        "Daily cost by type",
+        "Top orgs",
         "Stored GB per org",
         "Month-to-date cost per org",
         "Platform cost, month to date",
-        "Projected next-month cost",
         "Upload throughput",
         "Upload failures",
         "Webhook rate",
@@ -674,6 +681,78 @@ def test_dashboard_and_alerts_query_the_same_metrics(rendered: list[Manifest]) -
     queried = {n for n in on_dashboard | in_rules if n.startswith("notetaker_")}
     undefined = {n for n in queried if re.sub(r"_(bucket|sum|count)$", "", n) not in defined}
     assert not undefined, f"queried but never registered by the code: {sorted(undefined)}"
+
+
+def panels_by_title(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        inner["title"]: inner
+        for panel in dashboard["panels"]
+        for inner in [panel, *panel.get("panels", [])]
+    }
+
+
+def red_line(panel: dict[str, Any]) -> float | None:
+    """The value of the red threshold step drawn on a panel, if it has one."""
+    steps = panel["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", [])
+    reds = [step["value"] for step in steps if step["color"] == "red"]
+    return reds[0] if reds else None
+
+
+def test_dashboard_reads_like_the_admin_page() -> None:
+    """An org selector, the admin page's four figures for the orgs chosen, daily cost as
+    stacked bars by type, a top-orgs table, the alert threshold on the cost panels, the CSV."""
+    dashboard = json.loads((CHART / "dashboards" / "notetaker.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    org = variables["org"]
+    assert org["type"] == "query"
+    assert org["includeAll"]
+    assert org["multi"]
+    match = re.fullmatch(r"label_values\((notetaker_[a-z_]+), org_id\)", org["query"])
+    assert match, org["query"]
+    assert match.group(1) in defined_metrics()
+
+    panels = panels_by_title(dashboard)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "two panels share an id"
+    for title in ("Stored GB", "Month to date", "Projected month end", "Projected next month"):
+        assert panels[title]["type"] == "stat"
+        (query,) = [t["expr"] for t in panels[title]["targets"]]
+        assert 'org_id=~"$org"' in query, title
+
+    bars = panels["Daily cost by type"]
+    custom = bars["fieldConfig"]["defaults"]["custom"]
+    assert (custom["drawStyle"], custom["stacking"]["mode"]) == ("bars", "normal")
+    assert bars["interval"] == "1d"
+    (query,) = [t["expr"] for t in bars["targets"]]
+    assert "sum by (type)" in query
+    assert "notetaker_storage_cost_usd_daily" in query
+    assert 'org_id=~"$org"' in query
+
+    table = panels["Top orgs"]
+    assert table["type"] == "table"
+    assert all(t["instant"] and t["format"] == "table" for t in table["targets"])
+    exprs = " ".join(t["expr"] for t in table["targets"])
+    assert "notetaker_storage_stored_bytes" in exprs
+    assert "notetaker_storage_cost_usd_month_to_date" in exprs
+    assert next(t["id"] for t in table["transformations"]) == "merge"
+
+    # The threshold drawn is the chart's default, the one the alerts and the service use.
+    cost = yaml.safe_load((CHART / "values.yaml").read_text())["cost"]
+    for title in ("Month-to-date cost per org", "Month to date", "Projected month end"):
+        assert red_line(panels[title]) == cost["orgMonthlyAlertUsd"], title
+    assert red_line(panels["Platform cost, month to date"]) == cost["platformMonthlyAlertUsd"]
+    for title in ("Month-to-date cost per org", "Platform cost, month to date"):
+        custom = panels[title]["fieldConfig"]["defaults"]["custom"]
+        assert custom["thresholdsStyle"]["mode"] == "line", title
+
+    # The CSV link goes to a route the metrics service serves, for the dashboard's time range.
+    (link,) = [link for link in dashboard["links"] if "daily.csv" in link["url"]]
+    path = link["url"].removeprefix("${admin_url}").split("?")[0]
+    served = {route.path for route in admin.routes(MetricsSettings(), None)}
+    assert path in served
+    assert "from=${__from:date:YYYY-MM-DD}" in link["url"]
+    assert "to=${__to:date:YYYY-MM-DD}" in link["url"]
+    assert "admin_url" in variables
 
 
 # --- promtool --------------------------------------------------------------------------------

@@ -1260,3 +1260,155 @@ def test_projected_cost_alerts_fire_on_the_projection(tmp_path: Path) -> None:
         ],
     }
     assert_rule_tests_pass(cases, tmp_path)
+
+
+def test_daily_cost_spike_alerts_fire_on_a_jump_and_never_on_cents(tmp_path: Path) -> None:
+    """NotetakerOrgDailyCostSpike and NotetakerPlatformDailyCostSpike: yesterday's cost over
+    twice the day before's and over the minimum more (2 USD an org, 10 the platform), summed
+    over the cost types, each replica's series counted once, for 30 minutes."""
+    write_rules(render(), tmp_path / "rules.yml")
+    daily = "notetaker_storage_cost_usd_daily"
+
+    def day(org: str, kind: str, which: str, usd: float, pod: str = "metrics-a") -> dict[str, str]:
+        return {
+            "series": f'{daily}{{org_id="{org}", type="{kind}", day="{which}", pod="{pod}"}}',
+            "values": f"{usd}x60",
+        }
+
+    def org_spike(org: str, usd: str) -> dict[str, Any]:
+        return {
+            "exp_labels": {"severity": "warning", "org_id": org},
+            "exp_annotations": {
+                "summary": f"Org {org} spent {usd} USD on recordings storage yesterday, a jump"
+                " from the day before",
+                "description": "The org's cost yesterday (a whole UTC day: storage, upload,"
+                " download, requests) was more than 2 times the day before's and more than 2 USD"
+                f" above it. GET /admin/daily?org_id={org} on the metrics service gives the cost"
+                f' by type per day; notetaker_storage_cost_usd_daily{{org_id="{org}"}} shows which'
+                " type jumped.",
+            },
+        }
+
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # acme: 12 USD yesterday (storage and download) after 4: a spike. Two
+                    # metrics replicas export it: counted once.
+                    day("acme", "storage", "yesterday", 10),
+                    day("acme", "download", "yesterday", 2),
+                    day("acme", "storage", "day_before", 4),
+                    day("acme", "storage", "yesterday", 10, "metrics-b"),
+                    day("acme", "download", "yesterday", 2, "metrics-b"),
+                    day("acme", "storage", "day_before", 4, "metrics-b"),
+                    # Tripled, but cents.
+                    day("cents", "storage", "yesterday", 0.03),
+                    day("cents", "storage", "day_before", 0.01),
+                    # 10 USD more, but only 1.5 times.
+                    day("steady", "storage", "yesterday", 30),
+                    day("steady", "storage", "day_before", 20),
+                    # The orgs outside the top N together: no single org, never pages alone.
+                    day("other", "storage", "yesterday", 50),
+                    day("other", "storage", "day_before", 1),
+                    # Today so far counts for neither.
+                    day("steady", "storage", "today", 500),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20m",
+                        "alertname": "NotetakerOrgDailyCostSpike",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "35m",
+                        "alertname": "NotetakerOrgDailyCostSpike",
+                        "exp_alerts": [org_spike("acme", "12.00")],
+                    },
+                    {
+                        # 92.03 USD yesterday after 25.01: over twice, and 67 USD more.
+                        "eval_time": "35m",
+                        "alertname": "NotetakerPlatformDailyCostSpike",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "Recordings storage cost 92.03 USD yesterday, a"
+                                    " jump from the day before",
+                                    "description": "The platform's cost yesterday (a whole UTC"
+                                    " day) was more than 2 times the day before's and more than"
+                                    " 10 USD above it. The dashboard's daily cost by type and top"
+                                    " orgs show where it comes from; GET /admin/daily has every"
+                                    " org's day.",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    # One org jumps 2.5 USD (3 after 0.5): it pages; the platform's day goes
+                    # from 20.5 to 33 USD, not twice: the platform does not.
+                    day("small", "requests", "yesterday", 3),
+                    day("small", "requests", "day_before", 0.5),
+                    day("steady", "storage", "yesterday", 30),
+                    day("steady", "storage", "day_before", 20),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "35m",
+                        "alertname": "NotetakerOrgDailyCostSpike",
+                        "exp_alerts": [org_spike("small", "3.00")],
+                    },
+                    {
+                        "eval_time": "35m",
+                        "alertname": "NotetakerPlatformDailyCostSpike",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Quiet days: 0.01 to 0.03 USD, and 40 to 45 USD.
+                    day("cents", "storage", "yesterday", 0.03),
+                    day("cents", "storage", "day_before", 0.01),
+                    day("big", "storage", "yesterday", 45),
+                    day("big", "storage", "day_before", 40),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "50m",
+                        "alertname": "NotetakerOrgDailyCostSpike",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "50m",
+                        "alertname": "NotetakerPlatformDailyCostSpike",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+        ],
+    }
+    assert_rule_tests_pass(cases, tmp_path)
+
+
+def test_daily_spike_thresholds_follow_values() -> None:
+    manifests = render(
+        {"cost": {"dailySpikeRatio": 3.5, "orgDailySpikeMinUsd": 7, "platformDailySpikeMinUsd": 40}}
+    )
+    org = rule(manifests, "NotetakerOrgDailyCostSpike")["expr"]
+    assert "> 3.5 * sum by (org_id)" in org
+    assert re.search(r">\s*7\s*$", org), org
+    platform = rule(manifests, "NotetakerPlatformDailyCostSpike")["expr"]
+    assert "> 3.5 * sum(" in platform
+    assert re.search(r">\s*40\s*$", platform), platform
+    # The metrics service keeps the series of the orgs these alerts would page for.
+    metrics = by_component(manifests, "ConfigMap")["metrics"]
+    assert metrics["data"]["NOTETAKER_COST_SPIKE_RATIO"] == "3.5"
+    assert metrics["data"]["NOTETAKER_COST_SPIKE_MIN_USD"] == "7"

@@ -8,6 +8,7 @@ instead, and promtool checks and unit-tests the alert rules.
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import json
 import re
@@ -910,6 +911,11 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
                     {"series": f'{mtd}{{org_id="beta", pod="metrics-a"}}', "values": "20x40"},
                     {"series": f'{attempts}{{outcome="failed"}}', "values": "0+0x40"},
                     {"series": f'{attempts}{{outcome="complete"}}', "values": "0+10x40"},
+                    {
+                        "series": f'{lag}{{consumergroup="notetaker-uploader", '
+                        'topic="recording.completed", partition="0"}',
+                        "values": "999x40",
+                    },
                 ],
                 "alert_rule_test": [
                     {
@@ -923,6 +929,12 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
                         "exp_alerts": [],
                     },
                     {"eval_time": "30m", "alertname": "NotetakerUploadsFailing", "exp_alerts": []},
+                    {
+                        # 999 events behind: under the threshold.
+                        "eval_time": "30m",
+                        "alertname": "NotetakerConsumerLagHigh",
+                        "exp_alerts": [],
+                    },
                 ],
             },
         ],
@@ -1412,3 +1424,91 @@ def test_daily_spike_thresholds_follow_values() -> None:
     metrics = by_component(manifests, "ConfigMap")["metrics"]
     assert metrics["data"]["NOTETAKER_COST_SPIKE_RATIO"] == "3.5"
     assert metrics["data"]["NOTETAKER_COST_SPIKE_MIN_USD"] == "7"
+
+
+def promtool_cases() -> dict[str, set[bool]]:
+    """Alert name -> whether this file's promtool rule unit tests expect it firing (True),
+    quiet (False), or both: every `alert_rule_test` entry, read from the source."""
+    tree = ast.parse(Path(__file__).read_text())
+    found: dict[str, set[bool]] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Dict):
+            continue
+        entry = {
+            key.value: value
+            for key, value in zip(node.keys, node.values, strict=True)
+            if isinstance(key, ast.Constant)
+        }
+        name, expected = entry.get("alertname"), entry.get("exp_alerts")
+        if isinstance(name, ast.Constant) and expected is not None:
+            quiet = isinstance(expected, ast.List) and not expected.elts
+            found.setdefault(name.value, set()).add(not quiet)
+    return found
+
+
+def test_promtool_covers_every_alert_firing_and_quiet(rendered: list[Manifest]) -> None:
+    """Every alert the chart ships has a promtool unit test where it fires and one where it
+    stays quiet."""
+    spec = of_kind(rendered, "PrometheusRule")[0]["spec"]
+    alerts = {r["alert"] for group in spec["groups"] for r in group["rules"] if "alert" in r}
+    assert len(alerts) >= 10
+    cases = promtool_cases()
+    assert {a for a in alerts if a not in cases} == set(), "alerts without a promtool test"
+    assert {a for a in alerts if True not in cases[a]} == set(), "never tested firing"
+    assert {a for a in alerts if False not in cases[a]} == set(), "never tested quiet"
+    assert set(cases) <= alerts, f"tests of alerts the chart lacks: {set(cases) - alerts}"
+
+
+def test_service_down_alert_fires_for_a_pod_of_this_release_unscraped_for_five_minutes(
+    tmp_path: Path,
+) -> None:
+    """NotetakerServiceDown: a pod of this release and namespace Prometheus cannot scrape for
+    5 minutes; another release's or namespace's pod, or a short blip, is not ours to page."""
+    write_rules(render(), tmp_path / "rules.yml")
+
+    def up(job: str, namespace: str, pod: str, values: str) -> dict[str, str]:
+        return {
+            "series": f'up{{job="{job}", namespace="{namespace}", pod="{pod}"}}',
+            "values": values,
+        }
+
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    up("notetaker-uploader", NAMESPACE, "uploader-a", "1x5 0x20"),
+                    up("notetaker-uploader", NAMESPACE, "uploader-b", "1x30"),
+                    up("notetaker-ingest", NAMESPACE, "ingest-a", "1x5 0x2 1x20"),  # a blip
+                    up("notetaker-uploader", "staging", "uploader-s", "0x30"),
+                    up("someone-else", NAMESPACE, "x", "0x30"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "8m", "alertname": "NotetakerServiceDown", "exp_alerts": []},
+                    {
+                        "eval_time": "15m",
+                        "alertname": "NotetakerServiceDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": "notetaker-uploader",
+                                    "namespace": NAMESPACE,
+                                    "pod": "uploader-a",
+                                },
+                                "exp_annotations": {
+                                    "summary": "notetaker-uploader pod uploader-a cannot be"
+                                    " scraped",
+                                    "description": "Prometheus cannot reach the pod's /metrics"
+                                    " endpoint: the pod is down or wedged.",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            },
+        ],
+    }
+    assert_rule_tests_pass(cases, tmp_path)

@@ -1440,7 +1440,7 @@ def promtool_cases() -> dict[str, set[bool]]:
             if isinstance(key, ast.Constant)
         }
         name, expected = entry.get("alertname"), entry.get("exp_alerts")
-        if isinstance(name, ast.Constant) and expected is not None:
+        if isinstance(name, ast.Constant) and isinstance(name.value, str) and expected is not None:
             quiet = isinstance(expected, ast.List) and not expected.elts
             found.setdefault(name.value, set()).add(not quiet)
     return found

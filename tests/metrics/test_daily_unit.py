@@ -4,10 +4,14 @@ rank), the rest summed as `other`, and every kept org with each day and type."""
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
 import pytest
 from prometheus_client import REGISTRY
 
-from notetaker.metrics.daily import OrgDays, Spike
+from notetaker.metrics import daily as days_module
+from notetaker.metrics.daily import OrgDays, Spike, by_org, recent_days
 from notetaker.metrics.exporter import OTHER, export_daily
 
 DAILY = "notetaker_storage_cost_usd_daily"
@@ -63,6 +67,48 @@ def test_the_days_add_up_by_type() -> None:
     assert days.total() == 2.75
 
 
+def test_the_rows_become_each_orgs_days_by_type_in_org_order() -> None:
+    rows = [  # as PostgreSQL answers `_RECENT`: org, days ago, metric type, cost
+        {"org_id": "b", "ago": 1, "metric_type": "upload_gb", "cost": 0.5},
+        {"org_id": "a", "ago": 0, "metric_type": "storage_gb", "cost": 0.25},
+        {"org_id": "a", "ago": 2, "metric_type": "api_requests", "cost": 0.125},
+        {"org_id": "a", "ago": 1, "metric_type": "download_gb", "cost": 2},
+        {"org_id": "a", "ago": 1, "metric_type": "download_gb", "cost": 1},
+    ]
+    assert by_org(rows) == [
+        OrgDays(
+            "a",
+            {
+                ("today", "storage"): 0.25,
+                ("day_before", "requests"): 0.125,
+                ("yesterday", "download"): 3.0,
+            },
+        ),
+        OrgDays("b", {("yesterday", "upload"): 0.5}),
+    ]
+    assert by_org([]) == []
+
+
+class AnsweringPool:
+    """Answers the one statement `recent_days` sends, for the day asked, with `rows`
+    (tests/metrics/test_daily.py runs the statement against PostgreSQL)."""
+
+    def __init__(self, day: date, rows: list[dict[str, Any]]) -> None:
+        self.day, self.rows = day, rows
+
+    async def fetch(self, statement: str, *args: object) -> list[dict[str, Any]]:
+        assert statement == days_module._RECENT
+        assert args == (self.day,)
+        return self.rows
+
+
+async def test_recent_days_asks_for_the_day_and_groups_the_answer() -> None:
+    day = date(2031, 5, 10)
+    row = {"org_id": "a", "ago": 1, "metric_type": "storage_gb", "cost": 0.5}
+    pool: Any = AnsweringPool(day, [row])
+    assert await recent_days(pool, day) == [OrgDays("a", {("yesterday", "storage"): 0.5})]
+
+
 def test_every_kept_org_has_each_day_and_type_at_six_places() -> None:
     export_daily(
         [OrgDays("acme", {("yesterday", "download"): 1.23456789, ("today", "storage"): 0.5})],
@@ -79,12 +125,12 @@ def test_every_kept_org_has_each_day_and_type_at_six_places() -> None:
 
 
 def test_the_top_orgs_keep_their_series_and_the_rest_sum_as_other() -> None:
-    orgs = [org("small", 1.0, 1.0), org("big", 9.0, 9.0, 9.0), org("mid", 3.0, 3.0, 3.0)]
+    orgs = [org("small", 1.23456789, 1.0), org("big", 9.0, 9.0, 9.0), org("mid", 3.0, 3.0, 3.0)]
     export_daily(orgs, 2, SPIKE)
     assert daily("big", "storage", "yesterday") == 9.0
     assert daily("mid", "storage", "yesterday") == 3.0
     assert daily("small", "storage", "yesterday") is None
-    assert daily(OTHER, "storage", "yesterday") == 1.0
+    assert daily(OTHER, "storage", "yesterday") == 1.234568  # 6 places
     assert daily(OTHER, "download", "today") == 0.0
     # A new round forgets the old series.
     export_daily([org("big", 9.0, 9.0)], 0, SPIKE)

@@ -8,8 +8,10 @@ so yesterday's storage cost counts every org that held anything, with or without
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import asyncpg
 
@@ -59,11 +61,16 @@ GROUP BY org_id, date, metric_type
 """
 
 
-async def recent_days(pool: asyncpg.Pool | asyncpg.Connection, today: date) -> list[OrgDays]:
-    """Every org with rows on `today` or the two days before, in org order."""
+def by_org(rows: Iterable[Mapping[str, Any]]) -> list[OrgDays]:
+    """The rows of `_RECENT` (org, days ago, metric type, cost) as each org's days, in org order."""
     found: dict[str, dict[tuple[str, str], float]] = {}
-    for r in await pool.fetch(_RECENT, today):
+    for r in rows:
         cost = found.setdefault(r["org_id"], {})
         key = (DAYS[int(r["ago"])], TYPES[r["metric_type"]])
         cost[key] = cost.get(key, 0.0) + float(r["cost"])
     return [OrgDays(org, found[org]) for org in sorted(found)]
+
+
+async def recent_days(pool: asyncpg.Pool | asyncpg.Connection, today: date) -> list[OrgDays]:
+    """Every org with rows on `today` or the two days before, in org order."""
+    return by_org(await pool.fetch(_RECENT, today))

@@ -219,6 +219,8 @@ async def test_every_dashboard_query_returns_data(
     queries = dashboard_queries(dashboard, all_orgs)
     queries += [q for q in dashboard_queries(dashboard, one) if "$org" in q.expr or one in q.expr]
     checked = [q for q in queries if not NOT_EXPORTED_HERE.search(q.expr)]
+    assert {q.where for q in queries if q not in checked} == {"Consumer lag"}
+    assert {q.expr for q in checked} >= FAILURES_ONLY, "FAILURES_ONLY names a query no panel has"
     assert len(checked) >= 20
     results = await eventually_all(prometheus, checked)
 
@@ -241,6 +243,7 @@ async def test_every_alert_expression_returns_data_and_evaluates(prometheus: Pro
         for name, expr in alerts.items()
         if not NOT_EXPORTED_HERE.search(expr)
     ]
+    assert set(alerts) - {q.where for q in queries} == {"NotetakerConsumerLagHigh"}
     assert len(queries) >= 10
     results = await eventually_all(prometheus, queries)
     empty = [q for q, r in results.items() if not r]

@@ -107,10 +107,11 @@ deps:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	$(UV) sync --frozen --all-packages
 
-# promtool checks the alert rules the chart ships (Debian's prometheus package).
+# promtool checks the alert rules the chart ships, and the Prometheus server runs every dashboard
+# and alert query against the pipeline (both from Debian's prometheus package).
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
-		echo "installing promtool (Debian package prometheus)"; \
+	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
+		echo "installing promtool and prometheus (Debian package prometheus)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 

@@ -148,6 +148,18 @@ def promtool_path() -> str:
     return path
 
 
+def prometheus_path() -> str:
+    """Debian's Prometheus server (the package that brings promtool); its absence fails the test,
+    never skips it."""
+    path = shutil.which("prometheus")
+    if path is None:
+        pytest.fail(
+            "the prometheus server is not installed. Install Debian's prometheus package:"
+            " `sudo apt-get update && sudo apt-get install -y prometheus` (or run `make tools`)."
+        )
+    return path
+
+
 # A record the reader writes itself, after everything it must see, to know where "everything" ends.
 MARKER_KEY = b"notetaker-test-marker"
 MARKER_HEADER = "notetaker-test-marker"

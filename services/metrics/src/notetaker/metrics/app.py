@@ -18,7 +18,16 @@ from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
 from notetaker.common.runtime import serving, unless_stopped, until_stopped
 from notetaker.common.s3 import s3_client
-from notetaker.metrics import admin, exporter, projections, reconcile, rollup, uploads, usage
+from notetaker.metrics import (
+    admin,
+    daily,
+    exporter,
+    projections,
+    reconcile,
+    rollup,
+    uploads,
+    usage,
+)
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -54,6 +63,11 @@ class UsageRecorder:
         ahead = await projections.projections(self.pool, today, self.prices)
         exporter.export_projections(
             ahead, self.settings.metrics_top_orgs, self.settings.cost_alert_threshold_usd
+        )
+        exporter.export_daily(
+            await daily.recent_days(self.pool, today),
+            self.settings.metrics_top_orgs,
+            daily.Spike(self.settings.cost_spike_ratio, self.settings.cost_spike_min_usd),
         )
         exporter.export_uploads(await uploads.upload_states(self.pool))
         exporter.export_drift(

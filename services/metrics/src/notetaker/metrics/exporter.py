@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from prometheus_client import Gauge
 
+from notetaker.metrics.daily import DAYS, TYPES, OrgDays, Spike
 from notetaker.metrics.projections import WINDOW_DAYS, Projection
 from notetaker.metrics.reconcile import LatestDrift, drift_ratio
 from notetaker.metrics.uploads import UploadStates
@@ -38,6 +39,16 @@ NEXT_MONTH = Gauge(
     f" (never below nothing stored), plus the mean daily transfer and request cost of the last"
     f" {WINDOW_DAYS} days for each of its days.",
     ["org_id"],
+)
+DAILY = Gauge(
+    "notetaker_storage_cost_usd_daily",
+    "Cost of one UTC day, in USD, per org and type (storage: GiB-hours held that day; upload and"
+    " download: transfer; requests: S3 requests), from the daily rows the rollup completes:"
+    " day=today (so far), yesterday, day_before (the day before yesterday). The top N orgs by"
+    " these three days' cost have their own series, and so does every org whose yesterday is a"
+    " spike (over NOTETAKER_COST_SPIKE_RATIO times the day before and NOTETAKER_COST_SPIKE_MIN_USD"
+    " more), whatever its rank; the rest are summed as org_id=other.",
+    ["org_id", "type", "day"],
 )
 ORGS = Gauge("notetaker_storage_orgs", "Orgs with any storage usage recorded.")
 UPLOADS = Gauge(
@@ -126,6 +137,28 @@ def export_projections(projections: Sequence[Projection], top: int, threshold: f
     if rest:
         MONTH_END.labels(OTHER).set(round(sum(p.month_end_usd for p in rest), 6))
         NEXT_MONTH.labels(OTHER).set(round(sum(p.next_month_usd for p in rest), 6))
+
+
+def export_daily(orgs: Sequence[OrgDays], top: int, spike: Spike) -> None:
+    """The `top` orgs by their last three days' cost get their own series, and so does every org
+    whose yesterday is a `spike` (so each can alert, whatever its rank); the rest are summed as
+    `other`. Every kept org has all days and types, 0 where it had no rows."""
+    ranked = sorted(orgs, key=lambda o: (-o.total(), o.org_id))
+    kept: list[OrgDays] = []
+    rest: list[OrgDays] = []
+    for rank, org in enumerate(ranked):
+        alarming = spike.of(org.on(DAYS[1]), org.on(DAYS[2]))
+        (kept if rank < top or alarming else rest).append(org)
+    DAILY.clear()
+    for org in kept:
+        for day in DAYS.values():
+            for kind in TYPES.values():
+                DAILY.labels(org.org_id, kind, day).set(round(org.cost.get((day, kind), 0.0), 6))
+    if rest:
+        for day in DAYS.values():
+            for kind in TYPES.values():
+                total = sum(o.cost.get((day, kind), 0.0) for o in rest)
+                DAILY.labels(OTHER, kind, day).set(round(total, 6))
 
 
 def export_uploads(states: UploadStates) -> None:

@@ -16,6 +16,16 @@ class MetricsSettings(NotetakerSettings):
     put_price_usd_per_1000: float = Field(0.005, description="PUT/COPY/POST/LIST, per 1,000.")
     get_price_usd_per_1000: float = Field(0.0004, description="GET and others, per 1,000.")
     cost_alert_threshold_usd: float = Field(50.0, description="Monthly cost that raises an alert.")
+    cost_spike_ratio: float = Field(
+        2.0,
+        ge=0,
+        description="Day-over-day spike: an org's day costing over this many times the day before",
+    )
+    cost_spike_min_usd: float = Field(
+        2.0,
+        ge=0,
+        description="...and over this many USD more than it (so a cent that triples is no spike).",
+    )
     metrics_top_orgs: int = Field(
         20, ge=0, description="Orgs with their own series; the rest are summed as org_id=other."
     )

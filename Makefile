@@ -45,7 +45,7 @@ outages: deps
 ## make chaos: CHAOS_MEETINGS (50) meetings through every fault at once (kills, PostgreSQL, Kafka
 ## and S3 outages of CHAOS_OUTAGE_SECONDS, bad deliveries and sources, deletions), from a printed
 ## seed (CHAOS_SEED= replays a plan); prints the report and fails on any loss or duplicate.
-## More options (--max-mib 300 for recordings of a few hundred MiB, --span, --kills): ARGS=...
+## Recordings up to --max-mib (300: one of exactly that size); more options (--span, --kills): ARGS=...
 CHAOS_MEETINGS ?= 50
 CHAOS_OUTAGE_SECONDS ?= 30
 CHAOS_SEED ?=

@@ -231,7 +231,8 @@ async def _create_meetings(run: Run, base: Recording) -> None:
     sim = run.proxied.pipeline.simulator
     sim.refused_meeting_urls.add(REFUSED_MEETING_URL)
     largest = max((m.video_bytes for m in run.plan.meetings), default=0)
-    filler = random.Random(run.plan.seed).randbytes(largest)
+    rng = random.Random(run.plan.seed)  # randbytes takes at most 2^31 bits at a time
+    filler = b"".join(rng.randbytes(8 * MIB) for _ in range(0, largest, 8 * MIB))
     user = uuid.uuid4()
     for planned in run.plan.meetings:
         org = uuid.uuid4()

@@ -5,6 +5,7 @@ get 503 and are delivered again), never mistaken for a bad event."""
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import asyncpg
 import httpx
@@ -135,6 +136,13 @@ async def test_services_started_while_postgres_and_kafka_are_unreachable_wait_an
         assert set((await readiness(proxied)).values()) == {503}
         assert proxied.postgres.refused > 0
         assert proxied.kafka.refused > 0
+        # A SIGTERM while waiting (a rollout in the outage) stops each at once, cleanly.
+        for process in processes.values():
+            await asyncio.to_thread(process.stop, signal.SIGTERM, 10.0)
+        codes = {n: p.process.returncode for n, p in processes.items() if p.process is not None}
+        assert set(codes.values()) <= {0, -signal.SIGTERM}, codes
+        for process in processes.values():
+            process.start()
     finally:
         proxied.postgres.restore()
         proxied.kafka.restore()

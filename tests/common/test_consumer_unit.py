@@ -484,3 +484,60 @@ async def test_revoking_a_partition_that_never_had_an_event_is_a_clean_handover(
     await harness.until(harness.consumer.is_ready, "ready")
     await asyncio.wait_for(harness.source.revoke([TopicPartition(TOPIC, 0)]), 5)
     assert harness.committed() is None
+
+
+def consumer_of(broker: LocalBroker, source: LocalConsumer, handler: Handler) -> EventConsumer:
+    return EventConsumer(
+        NotetakerSettings(),
+        GROUP,
+        [TOPIC],
+        handler,
+        broker,
+        parking=MemoryParking(),
+        outage=OutagePolicy(wait_initial=0.001, wait_max=0.002, wait_jitter=0),
+        source=source,
+    )
+
+
+async def test_a_consumer_started_while_kafka_is_unreachable_waits_for_it_then_consumes() -> None:
+    broker = LocalBroker()
+    source = broker.consumer(GROUP)
+    source.failing_starts = 3
+    handler = Handler()
+    consumer = consumer_of(broker, source, handler)
+    task = asyncio.create_task(consumer.run())
+    try:
+        for _ in range(4000):
+            if consumer.is_ready():
+                break
+            await asyncio.sleep(0.001)
+        assert consumer.is_ready()
+        # Each failed start was stopped, and each try subscribed again to the same topics.
+        assert (source.stops, source.subscribes, source.topics) == (3, 4, [TOPIC])
+        broker.publish(status("bot-1"))
+        for _ in range(4000):
+            if handler.done:
+                break
+            await asyncio.sleep(0.001)
+        assert [bot for bot, _ in handler.done] == ["bot-1"]
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_stopping_a_consumer_that_waits_for_kafka_ends_it_without_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logged = Logged()
+    monkeypatch.setattr(consumer_module, "log", logged)
+    broker = LocalBroker()
+    source = broker.consumer(GROUP)
+    source.failing_starts = 10**9
+    consumer = consumer_of(broker, source, Handler())
+    task = asyncio.create_task(consumer.run())
+    while source.stops < 2:
+        await asyncio.sleep(0.001)
+    consumer.stop()
+    await asyncio.wait_for(task, 1)
+    assert not consumer.is_ready()
+    assert logged.of("consumer.started") == []

@@ -199,7 +199,13 @@ class EventConsumer:
             PARKED.labels(self.group_id, topic)
             PARKED_TOTAL.labels(self.group_id, topic)
         # A consumer started while Kafka is unreachable waits for it (stopping ends the wait).
-        source = await until_reachable("kafka", self._start_source, self._stopping)
+        source = await until_reachable(
+            "kafka",
+            self._start_source,
+            self._stopping,
+            wait_initial=self.outage.wait_initial,
+            wait_max=self.outage.wait_max,
+        )
         if source is None:
             return
         log.info("consumer.started", group=self.group_id, topics=self.topics)

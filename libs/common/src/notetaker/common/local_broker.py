@@ -120,12 +120,19 @@ class LocalConsumer:
         self._position: dict[TopicPartition, int] = {}
         self.pauses = 0  # how often `pause` was called with partitions (backpressure, outages)
         self.failing_commits = 0  # the next this many commits fail (as after a lost partition)
+        self.failing_starts = 0  # the next this many starts fail (Kafka unreachable)
+        self.subscribes = 0
+        self.stops = 0
 
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None:
+        self.subscribes += 1
         self.topics = list(topics)
         self.listener = listener
 
     async def start(self) -> None:
+        if self.failing_starts:
+            self.failing_starts -= 1
+            raise KafkaConnectionError("Unable to bootstrap from the local broker")
         assigned = {
             TopicPartition(topic, p) for topic in self.topics for p in range(self.broker.partitions)
         }
@@ -137,6 +144,7 @@ class LocalConsumer:
             await self.listener.on_partitions_assigned(assigned)
 
     async def stop(self) -> None:
+        self.stops += 1
         self._assigned = set()
 
     async def revoke(self, partitions: Iterable[TopicPartition]) -> None:

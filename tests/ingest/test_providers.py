@@ -53,6 +53,27 @@ def test_v2_completed_gives_recording_and_transcript_pointer() -> None:
     assert transcript.transcript_url.endswith("transcription.json")
 
 
+def test_v2_completed_carries_every_artifact_url_and_the_people_it_lists() -> None:
+    recording, _ = mb("meetingbaas/v2-bot.completed.json")
+    assert isinstance(recording, RecordingCompleted)
+    base = "http://127.0.0.1:8080/recordings/7f3c2a4e"
+    assert recording.artifact_urls == {
+        "transcription": f"{base}/transcription.json",
+        "raw_transcription": f"{base}/raw_transcription.json",
+        "diarization": f"{base}/diarization.jsonl",
+    }
+    people = [{"id": None, "name": "Ada Lovelace"}, {"id": None, "name": "Alan Turing"}]
+    assert (recording.participants, recording.speakers) == (people, people)
+    # The guide's shape (video named `mp4`) keeps its artifacts too.
+    guide, _ = mb("meetingbaas/v2-bot.completed.guide.json")
+    assert isinstance(guide, RecordingCompleted)
+    assert sorted(guide.artifact_urls) == ["diarization", "transcription"]
+    # A delivery without artifacts (null URLs, empty lists) names none.
+    (callback,) = mb("meetingbaas/v2-callback.completed.json")
+    assert isinstance(callback, RecordingCompleted)
+    assert (callback.artifact_urls, callback.participants) == ({}, [])
+
+
 def test_v2_failed_gives_recording_failed_and_status_change_gives_bot_status() -> None:
     (failed,) = mb("meetingbaas/v2-bot.failed.json")
     assert isinstance(failed, RecordingFailed)

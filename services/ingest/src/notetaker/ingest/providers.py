@@ -25,6 +25,8 @@ from pydantic import (
 
 from notetaker.common import gladia
 from notetaker.common.events import (
+    ARTIFACT_KINDS,
+    ArtifactKind,
     BotStatusChanged,
     Event,
     RecordingCompleted,
@@ -90,19 +92,44 @@ class StatusData(BotData):
     status: Status
 
 
+class Person(_Payload):
+    """A participant or speaker as v2 lists them: `{"id": ..., "name": ...}`."""
+
+    id: int | str | None = None
+    name: str = Field("", max_length=500)
+
+
+People = Annotated[list[Person], Field(max_length=10_000)]
+
+
 class CompletedV2Data(BotData):
     # The v2 webhook guide names the video `mp4`; the reference pages and OpenAPI file `video`.
     video: Url | None = None
     mp4: Url | None = None
     audio: Url | None = None
     transcription: Url | None = None
+    # The other artifacts, each at a URL that expires with the video's (ARTIFACT_KINDS).
+    raw_transcription: Url | None = None
+    diarization: Url | None = None
+    chat_messages: Url | None = None
     duration_seconds: Seconds | None = None
     data_deleted: bool = False
+    participants: People | None = None
+    speakers: People | None = None
 
     @property
     def video_url(self) -> str | None:
         found = self.video or self.mp4
         return str(found) if found else None
+
+    def artifact_urls(self) -> dict[ArtifactKind, str]:
+        """Every artifact URL the delivery names (the transcript JSON among them)."""
+        urls = {kind: getattr(self, kind) for kind in ARTIFACT_KINDS}
+        return {kind: str(url) for kind, url in urls.items() if url is not None}
+
+
+def _people(people: list[Person] | None) -> list[dict[str, Any]] | None:
+    return None if people is None else [p.model_dump(mode="json") for p in people]
 
 
 class FailedV2Data(BotData):
@@ -198,6 +225,9 @@ def _completed_v2(data: dict[str, Any], delivered: Delivered) -> list[Event]:
             duration_seconds=d.duration_seconds,
             provider_transcript=d.transcription is not None,
             extra=extra,
+            artifact_urls=d.artifact_urls(),
+            participants=_people(d.participants),
+            speakers=_people(d.speakers),
         )
     ]
     if d.transcription is not None:

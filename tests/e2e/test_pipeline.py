@@ -250,7 +250,10 @@ async def test_an_audio_only_bot_becomes_a_complete_meeting_with_audio_and_trans
     recording = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
     assert recording["s3_upload_status"] == "complete"
     assert (recording["s3_video_key"], recording["s3_audio_key"]) == (None, key)
-    assert recording["s3_file_size_bytes"] == len(audio)
+    artifacts = sim.bot(bot_id)["artifacts"]  # the transcript JSON, the chat, ...: stored too
+    assert recording["s3_file_size_bytes"] == len(audio) + sum(
+        a["size"] for a in artifacts.values()
+    )
     assert sim.bot(bot_id)["downloads"] == {"audio.flac": 1}
     (uploaded,) = await events_for(pipeline.stack, "recording.uploaded", bot_id)
     assert isinstance(uploaded.event, RecordingUploaded)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from notetaker.common.events import ArtifactKind
 from notetaker.common.meetingbaas import (
     ProviderError,
     RecordingGone,
@@ -42,7 +43,8 @@ def v1_with(**fields: Any) -> Any:
 
 def test_v2_bot_details_give_the_video_audio_and_artifacts_signed_again() -> None:
     data = V2["data"]
-    artifacts = {k: data[k] for k in ("transcription", "raw_transcription", "diarization")}
+    kinds: tuple[ArtifactKind, ...] = ("transcription", "raw_transcription", "diarization")
+    artifacts = {k: data[k] for k in kinds}
     assert bot_details_urls(BOT, V2) == RecordingUrls(data["video"], data["audio"], artifacts)
     assert bot_details_urls(BOT, v2_with(audio=None)).audio is None
     # An audio-only recording: the audio alone, and its artifacts.

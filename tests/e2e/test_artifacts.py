@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from typing import Any
 
 import asyncpg
@@ -99,3 +100,9 @@ async def test_every_artifact_of_a_v2_completed_bot_is_stored_referenced_and_cou
 
     level = await eventually(stored_gb, 30, "the upload's storage to be counted")
     assert level == pytest.approx(total / GIB)
+
+    # The meetings row carries what the provider said about the meeting, as the product shows it.
+    people = [{"id": None, "name": "Ada Lovelace"}, {"id": None, "name": "Alan Turing"}]
+    assert meeting["duration_seconds"] == 6
+    assert json.loads(meeting["participants"]) == json.loads(meeting["speakers"]) == people
+    assert meeting["summary"] is None  # MeetingBaaS's transcript comes without one

@@ -91,6 +91,7 @@ async def test_upload_before_transcript_ends_in_one_complete_row(
     assert not first_video.has_transcript  # the upload really came first
     assert row["transcript_provider"] == "gladia"
     assert "The upload pipeline is live." in row["transcript_text"]
+    assert row["language"] == "en"  # as Gladia's result names it
     job = await gladia_job_of(pipeline, db, bot_id)
     assert job.callbacks == [200]  # its callback passed: token, request id and job id ours
     assert await db.fetchval("SELECT count(*) FROM meetings WHERE bot_id = $1", bot_id) == 1

@@ -209,6 +209,19 @@ def test_gladia_success_callback_with_full_result_gives_inline_utterances() -> N
     assert event.utterances is not None
     assert event.full_text() == "Hello Alan. Hello Ada."
     assert event.language == "en"
+    assert event.summary is None  # no summarization asked for
+
+
+def test_gladia_callback_with_a_summary_carries_it() -> None:
+    body = fixture("gladia/v2-callback.transcription.success.json")
+    body["payload"]["summarization"] = {"success": True, "results": " Ada and Alan met. "}
+    (event,) = gladia_events(GladiaCallback.model_validate(body), "bot-9")
+    assert isinstance(event, TranscriptReady)
+    assert event.summary == "Ada and Alan met."
+    body["payload"]["summarization"] = {"success": False, "results": None}
+    (failed,) = gladia_events(GladiaCallback.model_validate(body), "bot-9")
+    assert isinstance(failed, TranscriptReady)
+    assert failed.summary is None
 
 
 def test_gladia_id_only_webhook_points_at_the_job() -> None:

@@ -123,6 +123,7 @@ class TranscriptReady(Event):
     extra: Extra = None
     provider_api: Literal["v1"] | None = None  # fetch it from MeetingBaaS v1's meeting data
     revision: str | None = None  # which of the provider's transcripts (a retranscription's time)
+    summary: str | None = None  # the provider's summary of the meeting (Gladia's summarization)
 
     def fact_key(self) -> str:
         # A retranscription is a fact of its own; every other transcript keeps the id it had.

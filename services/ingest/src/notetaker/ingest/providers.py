@@ -378,8 +378,21 @@ class GladiaTranscription(_Payload):
     utterances: list[GladiaUtterance] = Field([], max_length=100_000)
 
 
+class GladiaSummarization(_Payload):
+    """The summarization add-on's result: the summary text in `results`."""
+
+    success: bool = True
+    results: str | None = Field(None, max_length=1_000_000)
+
+
 class GladiaResult(_Payload):
     transcription: GladiaTranscription
+    summarization: GladiaSummarization | None = None
+
+    def summary(self) -> str | None:
+        found = self.summarization
+        text = found.results.strip() if found and found.success and found.results else ""
+        return text or None
 
 
 class GladiaError(_Payload):
@@ -439,6 +452,7 @@ def gladia_events(callback: GladiaCallback, bot_id: str) -> list[Event]:
             provider="gladia",
             job_id=job_id,
             language=languages[0] if languages else None,
+            summary=result.summary(),
             utterances=[
                 Utterance(speaker=f"Speaker {u.speaker}", start=u.start, end=u.end, text=u.text)
                 for u in result.transcription.utterances

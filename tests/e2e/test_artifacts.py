@@ -16,8 +16,8 @@ from notetaker.common.events import RecordingUploaded
 from notetaker.common.s3 import S3Client, parse_s3_location, recording_prefix
 from notetaker.devstack.pipeline import Pipeline
 from tests.conftest import eventually
-from tests.e2e.conftest import events_for
-from tests.e2e.test_pipeline import completed_meeting
+from tests.e2e.conftest import events_for, meeting_with_bot
+from tests.e2e.test_pipeline import complete_row, completed_meeting
 
 GIB = 1024**3
 
@@ -106,3 +106,31 @@ async def test_every_artifact_of_a_v2_completed_bot_is_stored_referenced_and_cou
     assert meeting["duration_seconds"] == 6
     assert json.loads(meeting["participants"]) == json.loads(meeting["speakers"]) == people
     assert meeting["summary"] is None  # MeetingBaaS's transcript comes without one
+
+
+async def test_an_artifact_the_provider_no_longer_has_does_not_cost_the_recording(
+    pipeline: Pipeline, db: asyncpg.Pool, s3: S3Client
+) -> None:
+    sim = pipeline.simulator
+    bot_id = sim.create_bot(hold_completed=True, transcription=True)
+    sim.bots[bot_id].gone_artifacts.add("diarization.jsonl")  # named, but answers 404
+    meeting = await meeting_with_bot(db, bot_id)
+    sim.complete(bot_id)
+    row = await complete_row(db, meeting)
+
+    recording = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
+    assert recording["s3_upload_status"] == "complete"
+    assert recording["s3_upload_retry_count"] == 0  # not retried: asking again cannot help
+    bucket, video_key = parse_s3_location(row["video_url"])
+    video = await (await s3.get_object(Bucket=bucket, Key=video_key))["Body"].read()
+    assert hashlib.sha256(video).hexdigest() == sim.bot(bot_id)["video_sha256"]
+    rows = {
+        r["kind"]: r
+        for r in await db.fetch(
+            "SELECT * FROM recording_artifacts WHERE recording_id = $1", recording["id"]
+        )
+    }
+    gone = rows.pop("diarization")
+    assert (gone["s3_key"], gone["error"]) == (None, "source_http_404")
+    assert sorted(rows) == ["chat_messages", "raw_transcription", "transcription"]
+    assert all(r["s3_key"] and r["error"] is None for r in rows.values())

@@ -90,6 +90,8 @@ class Bot:
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     downloads: dict[str, int] = field(default_factory=dict)
     artifact_downloads: dict[str, int] = field(default_factory=dict)
+    # Artifacts named in `bot.completed` whose URL answers 404 (the provider no longer has them)
+    gone_artifacts: set[str] = field(default_factory=set)
     released: asyncio.Event = field(default_factory=asyncio.Event)
     bot_name: str = ""
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -742,7 +744,7 @@ class ProviderSimulator:
     def _serve_artifact(self, request: Request, bot: Bot, name: str) -> Response | None:
         """An artifact, unsigned as in the samples' `bot.completed` (ranges answered)."""
         data = artifacts(bot).get(name)
-        if data is None:
+        if data is None or name in bot.gone_artifacts:
             return None
         if request.method == "GET":
             bot.artifact_downloads[name] = bot.artifact_downloads.get(name, 0) + 1

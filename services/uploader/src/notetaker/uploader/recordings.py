@@ -145,6 +145,7 @@ async def mark_complete(
     size_bytes: int,
     checksum: str,
     artifacts: list[StoredArtifact] | None = None,
+    missing: Mapping[ArtifactKind, str] | None = None,
 ) -> None:
     """The recording complete, with where each of its objects went (`size_bytes` counts them
     all, the artifacts too), in one transaction fenced by the lease."""
@@ -167,12 +168,21 @@ async def mark_complete(
         for artifact in artifacts or []:
             await conn.execute(
                 "UPDATE recording_artifacts SET s3_key = $3, size_bytes = $4, checksum = $5,"
-                " stored_at = now(), updated_at = now() WHERE recording_id = $1 AND kind = $2",
+                " stored_at = now(), error = NULL, updated_at = now()"
+                " WHERE recording_id = $1 AND kind = $2",
                 lease.recording_id,
                 artifact.kind,
                 artifact.key,
                 artifact.size_bytes,
                 artifact.checksum,
+            )
+        for kind, why in (missing or {}).items():
+            await conn.execute(
+                "UPDATE recording_artifacts SET error = $3, updated_at = now()"
+                " WHERE recording_id = $1 AND kind = $2",
+                lease.recording_id,
+                kind,
+                why,
             )
 
 

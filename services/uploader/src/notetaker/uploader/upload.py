@@ -47,6 +47,7 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.meetingbaas import ProviderError, RecordingGone, fresh_recording_urls
 from notetaker.common.s3 import MediaKind, S3Client, recording_key, recording_prefix
+from notetaker.common.source_policy import REASON as FORBIDDEN
 from notetaker.uploader import recordings
 from notetaker.uploader.keys import SourceUrlCipher
 from notetaker.uploader.lease import LeaseLost, UploadLease, worker_name
@@ -54,6 +55,7 @@ from notetaker.uploader.ledger import PostgresPartLedger
 from notetaker.uploader.recordings import Recording
 from notetaker.uploader.settings import UploaderSettings
 from notetaker.uploader.transfer import (
+    TOO_LARGE,
     IntegrityError,
     MinRate,
     SourceError,
@@ -81,6 +83,10 @@ DURATION = Histogram(
 
 # A source refusing the URL it was given: its signature expired, or it was revoked.
 REFRESHABLE = ("source_http_403", "source_http_410")
+# An artifact whose source has none (404), or that the policy refuses (where it leads, its
+# size): asking again cannot help, and the recording completes without it (its row says why)
+# rather than fail its video over it.
+ARTIFACT_GONE = ("source_http_404", FORBIDDEN, TOO_LARGE)
 
 
 class SourceExpired(Exception):
@@ -156,6 +162,7 @@ class Copied:
     video: StoredObject | None
     audio: StoredObject | None
     artifacts: dict[ArtifactKind, StoredObject]
+    missing: dict[ArtifactKind, str]  # artifacts not to be had, and why (`ARTIFACT_GONE`)
 
     @property
     def objects(self) -> list[StoredObject]:
@@ -348,6 +355,7 @@ class Uploader:
             size_bytes=size,
             checksum=f"sha256-composite:{source.checksum}",
             artifacts=copied.stored_artifacts(),
+            missing=copied.missing,
         )
         elapsed = (datetime.now(UTC) - started).total_seconds()
         ATTEMPTS.labels("complete").inc()
@@ -389,11 +397,19 @@ class Uploader:
         video = await self._copy(recording, lease, "video", recording.video_url)
         audio = await self._copy(recording, lease, "audio", recording.audio_url)
         artifacts: dict[ArtifactKind, StoredObject] = {}
+        missing: dict[ArtifactKind, str] = {}
         for kind, url in sorted(recording.artifact_urls.items()):
-            artifact = await self._copy(recording, lease, kind, url)
+            try:
+                artifact = await self._copy(recording, lease, kind, url)
+            except SourceError as exc:
+                if exc.reason not in ARTIFACT_GONE:
+                    raise  # retried with the recording, as a failure of the video's would be
+                log.warning("upload.artifact_missing", kind=kind, reason=exc.reason)
+                missing[kind] = exc.reason
+                continue
             assert artifact is not None
             artifacts[kind] = artifact
-        return Copied(video, audio, artifacts)
+        return Copied(video, audio, artifacts, missing)
 
     async def _refreshed(self, recording: Recording, lease: UploadLease, why: str) -> Recording:
         """The recording with fresh provider URLs (kept, sealed); without a MeetingBaaS key,

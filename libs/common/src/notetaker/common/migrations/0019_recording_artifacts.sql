@@ -4,7 +4,8 @@
 -- same streaming, verified, resumable copy, and records here where it went. One row per recording
 -- and kind: written (with the provider's URL, sealed like the video's) when `recording.completed`
 -- arrives; `s3_key`, `size_bytes`, `checksum` and `stored_at` set with the recording's
--- `complete`, under its upload lease. The deletion path clears the URL and the key.
+-- `complete`, under its upload lease (or `error`, for one that could not be had). The deletion
+-- path clears the URL and the key.
 CREATE TABLE IF NOT EXISTS recording_artifacts (
     recording_id  uuid        NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
     kind          text        NOT NULL
@@ -14,6 +15,9 @@ CREATE TABLE IF NOT EXISTS recording_artifacts (
     size_bytes    bigint,
     checksum      text,
     stored_at     timestamptz,
+    -- Why the artifact is not stored, when its source was gone (404) or refused by policy
+    -- (where it leads, its size): the recording completes without it rather than lose the video.
+    error         text,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (recording_id, kind)

@@ -87,6 +87,11 @@ def test_v1_complete_carries_the_transcript_inline_and_v1_failed_gives_its_code(
     recording, transcript = mb("meetingbaas/v1-complete.json")
     assert isinstance(recording, RecordingCompleted)
     assert recording.provider_api == "v1"  # its URL is signed again by the v1 API
+    assert recording.speakers == [
+        {"id": None, "name": "Ada Lovelace"},
+        {"id": None, "name": "Alan Turing"},
+    ]
+    assert recording.artifact_urls == {}  # v1 hands over no artifact URLs
     assert recording.audio_url is None
     assert isinstance(transcript, TranscriptReady)
     assert transcript.utterances is not None

@@ -152,6 +152,8 @@ class CompletedV1Data(BotData):
     mp4: Url
     audio: Url | None = None
     transcript: list[V1Segment] = Field([], max_length=100_000)
+    # v1 lists the speakers by name only.
+    speakers: list[Annotated[str, Field(max_length=500)]] | None = Field(None, max_length=10_000)
 
     @field_validator("audio", mode="before")
     @classmethod
@@ -277,6 +279,7 @@ def _completed_v1(data: dict[str, Any], delivered: Delivered) -> list[Event]:
             urls_received_at=delivered.received_at,
             provider_transcript=bool(d.transcript),
             extra=extra,
+            speakers=None if d.speakers is None else [{"id": None, "name": n} for n in d.speakers],
         )
     ]
     if d.transcript:

@@ -45,7 +45,7 @@ outages: deps
 ## make chaos: CHAOS_MEETINGS (50) meetings through every fault at once (kills, PostgreSQL, Kafka
 ## and S3 outages of CHAOS_OUTAGE_SECONDS, bad deliveries and sources, deletions), from a printed
 ## seed (CHAOS_SEED= replays a plan); prints the report and fails on any loss or duplicate.
-## More options (--max-mib 300 for recordings of a few hundred MiB, --span, --kills): ARGS=...
+## Recordings up to --max-mib (300: one of exactly that size); more options (--span, --kills): ARGS=...
 CHAOS_MEETINGS ?= 50
 CHAOS_OUTAGE_SECONDS ?= 30
 CHAOS_SEED ?=
@@ -107,10 +107,11 @@ deps:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	$(UV) sync --frozen --all-packages
 
-# promtool checks the alert rules the chart ships (Debian's prometheus package).
+# promtool checks the alert rules the chart ships, and the Prometheus server runs every dashboard
+# and alert query against the pipeline (both from Debian's prometheus package).
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
-		echo "installing promtool (Debian package prometheus)"; \
+	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
+		echo "installing promtool and prometheus (Debian package prometheus)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 

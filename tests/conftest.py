@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -28,6 +29,7 @@ from confluent_kafka import (
 )
 from confluent_kafka import Message as KafkaMessage
 
+from notetaker.common.db import migrate
 from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import S3Client, s3_client
 from notetaker.devstack.media import Recording
@@ -85,6 +87,42 @@ async def s3(stack: Stack) -> AsyncIterator[S3Client]:
         yield client
 
 
+@dataclass(frozen=True)
+class OwnDatabase:
+    dsn: str
+    pool: asyncpg.Pool
+
+
+@pytest.fixture
+async def own_database(stack: Stack) -> AsyncIterator[OwnDatabase]:
+    """A fresh, migrated database on the stack's server, dropped afterwards: for tests of work
+    that covers every org of its database (the rollup, reconciliation with S3)."""
+    name = f"own_{uuid.uuid4().hex[:12]}"
+    admin: asyncpg.Connection = await asyncpg.connect(stack.database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = urlunsplit(urlsplit(stack.database_url)._replace(path=f"/{name}"))
+    await migrate(dsn)
+    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    try:
+        yield OwnDatabase(dsn, pool)
+    finally:
+        await pool.close()
+        await admin.execute(f'DROP DATABASE "{name}"')
+        await admin.close()
+
+
+@pytest.fixture
+async def own_bucket(s3: S3Client) -> AsyncIterator[str]:
+    """A bucket of the test's own on the stack's S3, emptied and removed afterwards."""
+    name = f"own-{uuid.uuid4().hex[:12]}"
+    await s3.create_bucket(Bucket=name)
+    yield name
+    listed = await s3.list_objects_v2(Bucket=name)
+    for item in listed.get("Contents", []):
+        await s3.delete_object(Bucket=name, Key=item["Key"])
+    await s3.delete_bucket(Bucket=name)
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "condition"
 ) -> T:
@@ -105,6 +143,18 @@ def promtool_path() -> str:
     if path is None:
         pytest.fail(
             "promtool is not installed. Install Debian's prometheus package:"
+            " `sudo apt-get update && sudo apt-get install -y prometheus` (or run `make tools`)."
+        )
+    return path
+
+
+def prometheus_path() -> str:
+    """Debian's Prometheus server (the package that brings promtool); its absence fails the test,
+    never skips it."""
+    path = shutil.which("prometheus")
+    if path is None:
+        pytest.fail(
+            "the prometheus server is not installed. Install Debian's prometheus package:"
             " `sudo apt-get update && sudo apt-get install -y prometheus` (or run `make tools`)."
         )
     return path

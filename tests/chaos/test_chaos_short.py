@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from notetaker.devstack.chaos import MEETING_FAULTS, Options, chaos, make_plan
+from notetaker.devstack.chaos import MEETING_FAULTS, MIB, Options, chaos, make_plan
 from notetaker.devstack.services import SERVICES
 from notetaker.devstack.stack import Stack
 
@@ -38,6 +38,10 @@ def test_the_plan_is_the_seeds_and_holds_every_fault() -> None:
     assert sum(m.refused for m in plan.meetings) == 1
     assert {m.webhook_version for m in plan.meetings} == {1, 2}
     assert {m.transcript for m in plan.meetings} == {"meetingbaas", "gladia"}
+    # Mixed sizes, up to the largest allowed, which one recording has exactly.
+    sizes = [m.video_bytes for m in plan.meetings if not m.scheduled]
+    assert max(sizes) == SHORT.max_mib * MIB
+    assert min(sizes) < 2 * MIB
 
 
 async def test_ten_meetings_through_every_fault_lose_nothing_and_do_nothing_twice(

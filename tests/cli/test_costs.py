@@ -13,10 +13,13 @@ import httpx
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
+from notetaker.common.s3 import S3Client
 from notetaker.devstack.stack import Stack
 from notetaker.metrics import admin
 from notetaker.metrics.settings import MetricsSettings
 from tests.cli.test_events import cli_env, notetaker
+from tests.conftest import OwnDatabase
+from tests.metrics.test_reconcile import levels, store
 
 MONTH = "2020-02"  # a month no other test writes usage for
 
@@ -82,3 +85,39 @@ async def test_costs_is_the_admin_apis_table_per_org_and_per_day(
 
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
+
+
+async def test_costs_reconcile_prints_what_it_found_and_corrected(
+    stack: Stack, own_database: OwnDatabase, own_bucket: str, s3: S3Client, tmp_path: Path
+) -> None:
+    """Objects gone from S3 behind the pipeline's back (as the lifecycle rule deletes them): the
+    first run reports the drift and the expired recording, the second corrects the level."""
+    db = own_database.pool
+    org = uuid.uuid4()
+    gone = await store(db, s3, own_bucket, org, 3_000, 1_000)
+    await store(db, s3, own_bucket, org, 500, 0)
+    listed = await s3.list_objects_v2(Bucket=own_bucket, Prefix=f"meeting-recordings/{org}/")
+    for item in listed.get("Contents", []):
+        if str(gone.recording_id) in item["Key"]:
+            await s3.delete_object(Bucket=own_bucket, Key=item["Key"])
+    env = cli_env(stack.env()) | {
+        "NOTETAKER_DATABASE_URL": own_database.dsn,
+        "NOTETAKER_S3_BUCKET": own_bucket,
+    }
+
+    found = await notetaker(env, "costs", "reconcile", "--json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    (line, total) = found.json_lines()
+    assert (line["org_id"], line["drift_bytes"], line["corrected_bytes"]) == (str(org), -4_000, 0)
+    assert line["expired_recordings"] == [str(gone.recording_id)]
+    assert (total["total"]["objects_listed"], total["total"]["recordings_expired"]) == (2, 1)
+
+    corrected = await notetaker(env, "costs", "reconcile", cwd=tmp_path)
+    assert corrected.returncode == 0, corrected.stderr
+    assert str(org) in corrected.stdout
+    assert "-4000" in corrected.stdout  # drift and correction
+    assert await levels(db) == {org: 500}
+
+    agreed = await notetaker(env, "costs", "reconcile", cwd=tmp_path)
+    assert agreed.returncode == 0, agreed.stderr
+    assert "S3 and every stored level agree." in agreed.stderr

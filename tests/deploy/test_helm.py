@@ -8,6 +8,7 @@ instead, and promtool checks and unit-tests the alert rules.
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import json
 import re
@@ -22,6 +23,8 @@ import pytest
 import yaml
 
 from notetaker.common.source_policy import SourcePolicy
+from notetaker.metrics import admin
+from notetaker.metrics.settings import MetricsSettings
 from tests.conftest import promtool_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -647,10 +650,15 @@ def test_dashboard_and_alerts_query_the_same_metrics(rendered: list[Manifest]) -
 
     exprs = dashboard_exprs(dashboard)
     for title in (
+        "Stored GB",
+        "Month to date",
+        "Projected month end",
+        "Projected next month",
+        "Daily cost by type",
+        "Top orgs",
         "Stored GB per org",
         "Month-to-date cost per org",
         "Platform cost, month to date",
-        "Projected next-month cost",
         "Upload throughput",
         "Upload failures",
         "Webhook rate",
@@ -674,6 +682,78 @@ def test_dashboard_and_alerts_query_the_same_metrics(rendered: list[Manifest]) -
     queried = {n for n in on_dashboard | in_rules if n.startswith("notetaker_")}
     undefined = {n for n in queried if re.sub(r"_(bucket|sum|count)$", "", n) not in defined}
     assert not undefined, f"queried but never registered by the code: {sorted(undefined)}"
+
+
+def panels_by_title(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        inner["title"]: inner
+        for panel in dashboard["panels"]
+        for inner in [panel, *panel.get("panels", [])]
+    }
+
+
+def red_line(panel: dict[str, Any]) -> float | None:
+    """The value of the red threshold step drawn on a panel, if it has one."""
+    steps = panel["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", [])
+    reds = [step["value"] for step in steps if step["color"] == "red"]
+    return reds[0] if reds else None
+
+
+def test_dashboard_reads_like_the_admin_page() -> None:
+    """An org selector, the admin page's four figures for the orgs chosen, daily cost as
+    stacked bars by type, a top-orgs table, the alert threshold on the cost panels, the CSV."""
+    dashboard = json.loads((CHART / "dashboards" / "notetaker.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    org = variables["org"]
+    assert org["type"] == "query"
+    assert org["includeAll"]
+    assert org["multi"]
+    match = re.fullmatch(r"label_values\((notetaker_[a-z_]+), org_id\)", org["query"])
+    assert match, org["query"]
+    assert match.group(1) in defined_metrics()
+
+    panels = panels_by_title(dashboard)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "two panels share an id"
+    for title in ("Stored GB", "Month to date", "Projected month end", "Projected next month"):
+        assert panels[title]["type"] == "stat"
+        (query,) = [t["expr"] for t in panels[title]["targets"]]
+        assert 'org_id=~"$org"' in query, title
+
+    bars = panels["Daily cost by type"]
+    custom = bars["fieldConfig"]["defaults"]["custom"]
+    assert (custom["drawStyle"], custom["stacking"]["mode"]) == ("bars", "normal")
+    assert bars["interval"] == "1d"
+    (query,) = [t["expr"] for t in bars["targets"]]
+    assert "sum by (type)" in query
+    assert "notetaker_storage_cost_usd_daily" in query
+    assert 'org_id=~"$org"' in query
+
+    table = panels["Top orgs"]
+    assert table["type"] == "table"
+    assert all(t["instant"] and t["format"] == "table" for t in table["targets"])
+    exprs = " ".join(t["expr"] for t in table["targets"])
+    assert "notetaker_storage_stored_bytes" in exprs
+    assert "notetaker_storage_cost_usd_month_to_date" in exprs
+    assert next(t["id"] for t in table["transformations"]) == "merge"
+
+    # The threshold drawn is the chart's default, the one the alerts and the service use.
+    cost = yaml.safe_load((CHART / "values.yaml").read_text())["cost"]
+    for title in ("Month-to-date cost per org", "Month to date", "Projected month end"):
+        assert red_line(panels[title]) == cost["orgMonthlyAlertUsd"], title
+    assert red_line(panels["Platform cost, month to date"]) == cost["platformMonthlyAlertUsd"]
+    for title in ("Month-to-date cost per org", "Platform cost, month to date"):
+        custom = panels[title]["fieldConfig"]["defaults"]["custom"]
+        assert custom["thresholdsStyle"]["mode"] == "line", title
+
+    # The CSV link goes to a route the metrics service serves, for the dashboard's time range.
+    (link,) = [link for link in dashboard["links"] if "daily.csv" in link["url"]]
+    path = link["url"].removeprefix("${admin_url}").split("?")[0]
+    served = {route.path for route in admin.routes(MetricsSettings(), None)}
+    assert path in served
+    assert "from=${__from:date:YYYY-MM-DD}" in link["url"]
+    assert "to=${__to:date:YYYY-MM-DD}" in link["url"]
+    assert "admin_url" in variables
 
 
 # --- promtool --------------------------------------------------------------------------------
@@ -831,6 +911,11 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
                     {"series": f'{mtd}{{org_id="beta", pod="metrics-a"}}', "values": "20x40"},
                     {"series": f'{attempts}{{outcome="failed"}}', "values": "0+0x40"},
                     {"series": f'{attempts}{{outcome="complete"}}', "values": "0+10x40"},
+                    {
+                        "series": f'{lag}{{consumergroup="notetaker-uploader", '
+                        'topic="recording.completed", partition="0"}',
+                        "values": "999x40",
+                    },
                 ],
                 "alert_rule_test": [
                     {
@@ -844,11 +929,96 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
                         "exp_alerts": [],
                     },
                     {"eval_time": "30m", "alertname": "NotetakerUploadsFailing", "exp_alerts": []},
+                    {
+                        # 999 events behind: under the threshold.
+                        "eval_time": "30m",
+                        "alertname": "NotetakerConsumerLagHigh",
+                        "exp_alerts": [],
+                    },
                 ],
             },
         ],
     }
     assert_rule_tests_pass(cases, tmp_path)
+
+
+def test_drift_alert_fires_on_an_org_or_the_platform_past_the_percentage(tmp_path: Path) -> None:
+    """NotetakerStorageDriftHigh: an org's (or the platform's) S3 bytes and stored level more
+    than cost.driftAlertPercent (5 %) apart, as the latest reconciliation found them, for five
+    minutes; the run that corrects it, and the next one finding nothing, clear it."""
+    write_rules(render(), tmp_path / "rules.yml")
+    ratio = "notetaker_storage_reconciliation_drift_ratio"
+    platform = "notetaker_storage_reconciliation_platform_drift_ratio"
+    description = rule(render(), "NotetakerStorageDriftHigh")["annotations"]["description"]
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Two metrics replicas export the same gauges: one alert per org.
+                    {"series": f'{ratio}{{org_id="acme", pod="a"}}', "values": "0.36x30 0x30"},
+                    {"series": f'{ratio}{{org_id="acme", pod="b"}}', "values": "0.36x30 0x30"},
+                    {"series": f'{ratio}{{org_id="steady", pod="a"}}', "values": "0.04x60"},
+                    {"series": f'{platform}{{pod="a"}}', "values": "0.02x60"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "NotetakerStorageDriftHigh", "exp_alerts": []},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "NotetakerStorageDriftHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "org_id": "acme"},
+                                "exp_annotations": {
+                                    "summary": "acme: S3 and the stored level differ by 36%",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    },
+                    # Corrected: the next runs find no drift.
+                    {
+                        "eval_time": "45m",
+                        "alertname": "NotetakerStorageDriftHigh",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'{ratio}{{org_id="a", pod="a"}}', "values": "0.04x30"},
+                    {"series": f'{ratio}{{org_id="other", pod="a"}}', "values": "0.9x30"},
+                    {"series": f'{platform}{{pod="a"}}', "values": "0.08x30"},
+                ],
+                "alert_rule_test": [
+                    {
+                        # No org past 5 % (`other` is no org), the platform is.
+                        "eval_time": "10m",
+                        "alertname": "NotetakerStorageDriftHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "org_id": "platform"},
+                                "exp_annotations": {
+                                    "summary": "platform: S3 and the stored level differ by 8%",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    },
+                ],
+            },
+        ],
+    }
+    assert_rule_tests_pass(cases, tmp_path)
+    # The percentage is a value, and the metrics service is told the same.
+    manifests = render({"cost": {"driftAlertPercent": 12.5}})
+    assert rule(manifests, "NotetakerStorageDriftHigh")["expr"].count("> 0.125") == 2
+    config = by_component(manifests, "ConfigMap")["metrics"]["data"]
+    assert config["NOTETAKER_STORAGE_DRIFT_ALERT_PERCENT"] == "12.5"
+    assert config["NOTETAKER_STORAGE_RECONCILE_INTERVAL_SECONDS"] == "3600"
 
 
 def test_stuck_upload_alert_fires_on_an_upload_waiting_past_the_threshold(tmp_path: Path) -> None:
@@ -1175,6 +1345,246 @@ def test_projected_cost_alerts_fire_on_the_projection(tmp_path: Path) -> None:
                         "eval_time": "30m",
                         "alertname": "NotetakerPlatformProjectedMonthlyCostHigh",
                         "exp_alerts": [],
+                    },
+                ],
+            },
+        ],
+    }
+    assert_rule_tests_pass(cases, tmp_path)
+
+
+def test_daily_cost_spike_alerts_fire_on_a_jump_and_never_on_cents(tmp_path: Path) -> None:
+    """NotetakerOrgDailyCostSpike and NotetakerPlatformDailyCostSpike: yesterday's cost over
+    twice the day before's and over the minimum more (2 USD an org, 10 the platform), summed
+    over the cost types, each replica's series counted once, for 30 minutes."""
+    write_rules(render(), tmp_path / "rules.yml")
+    daily = "notetaker_storage_cost_usd_daily"
+
+    def day(org: str, kind: str, which: str, usd: float, pod: str = "metrics-a") -> dict[str, str]:
+        return {
+            "series": f'{daily}{{org_id="{org}", type="{kind}", day="{which}", pod="{pod}"}}',
+            "values": f"{usd}x60",
+        }
+
+    def org_spike(org: str, usd: str) -> dict[str, Any]:
+        return {
+            "exp_labels": {"severity": "warning", "org_id": org},
+            "exp_annotations": {
+                "summary": f"Org {org} spent {usd} USD on recordings storage yesterday, a jump"
+                " from the day before",
+                "description": "The org's cost yesterday (a whole UTC day: storage, upload,"
+                " download, requests) was more than 2 times the day before's and more than 2 USD"
+                f" above it. GET /admin/daily?org_id={org} on the metrics service gives the cost"
+                f' by type per day; notetaker_storage_cost_usd_daily{{org_id="{org}"}} shows which'
+                " type jumped.",
+            },
+        }
+
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # acme: 12 USD yesterday (storage and download) after 4: a spike. Two
+                    # metrics replicas export it: counted once.
+                    day("acme", "storage", "yesterday", 10),
+                    day("acme", "download", "yesterday", 2),
+                    day("acme", "storage", "day_before", 4),
+                    day("acme", "storage", "yesterday", 10, "metrics-b"),
+                    day("acme", "download", "yesterday", 2, "metrics-b"),
+                    day("acme", "storage", "day_before", 4, "metrics-b"),
+                    # Tripled, but cents.
+                    day("cents", "storage", "yesterday", 0.03),
+                    day("cents", "storage", "day_before", 0.01),
+                    # 10 USD more, but only 1.5 times.
+                    day("steady", "storage", "yesterday", 30),
+                    day("steady", "storage", "day_before", 20),
+                    # The orgs outside the top N together: no single org, never pages alone.
+                    day("other", "storage", "yesterday", 50),
+                    day("other", "storage", "day_before", 1),
+                    # Today so far counts for neither.
+                    day("steady", "storage", "today", 500),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20m",
+                        "alertname": "NotetakerOrgDailyCostSpike",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "35m",
+                        "alertname": "NotetakerOrgDailyCostSpike",
+                        "exp_alerts": [org_spike("acme", "12.00")],
+                    },
+                    {
+                        # 92.03 USD yesterday after 25.01: over twice, and 67 USD more.
+                        "eval_time": "35m",
+                        "alertname": "NotetakerPlatformDailyCostSpike",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "Recordings storage cost 92.03 USD yesterday, a"
+                                    " jump from the day before",
+                                    "description": "The platform's cost yesterday (a whole UTC"
+                                    " day) was more than 2 times the day before's and more than"
+                                    " 10 USD above it. The dashboard's daily cost by type and top"
+                                    " orgs show where it comes from; GET /admin/daily has every"
+                                    " org's day.",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    # One org jumps 2.5 USD (3 after 0.5): it pages; the platform's day goes
+                    # from 20.5 to 33 USD, not twice: the platform does not.
+                    day("small", "requests", "yesterday", 3),
+                    day("small", "requests", "day_before", 0.5),
+                    day("steady", "storage", "yesterday", 30),
+                    day("steady", "storage", "day_before", 20),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "35m",
+                        "alertname": "NotetakerOrgDailyCostSpike",
+                        "exp_alerts": [org_spike("small", "3.00")],
+                    },
+                    {
+                        "eval_time": "35m",
+                        "alertname": "NotetakerPlatformDailyCostSpike",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [
+                    # Quiet days: 0.01 to 0.03 USD, and 40 to 45 USD.
+                    day("cents", "storage", "yesterday", 0.03),
+                    day("cents", "storage", "day_before", 0.01),
+                    day("big", "storage", "yesterday", 45),
+                    day("big", "storage", "day_before", 40),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "50m",
+                        "alertname": "NotetakerOrgDailyCostSpike",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "50m",
+                        "alertname": "NotetakerPlatformDailyCostSpike",
+                        "exp_alerts": [],
+                    },
+                ],
+            },
+        ],
+    }
+    assert_rule_tests_pass(cases, tmp_path)
+
+
+def test_daily_spike_thresholds_follow_values() -> None:
+    manifests = render(
+        {"cost": {"dailySpikeRatio": 3.5, "orgDailySpikeMinUsd": 7, "platformDailySpikeMinUsd": 40}}
+    )
+    org = rule(manifests, "NotetakerOrgDailyCostSpike")["expr"]
+    assert "> 3.5 * sum by (org_id)" in org
+    assert re.search(r">\s*7\s*$", org), org
+    platform = rule(manifests, "NotetakerPlatformDailyCostSpike")["expr"]
+    assert "> 3.5 * sum(" in platform
+    assert re.search(r">\s*40\s*$", platform), platform
+    # The metrics service keeps the series of the orgs these alerts would page for.
+    metrics = by_component(manifests, "ConfigMap")["metrics"]
+    assert metrics["data"]["NOTETAKER_COST_SPIKE_RATIO"] == "3.5"
+    assert metrics["data"]["NOTETAKER_COST_SPIKE_MIN_USD"] == "7"
+
+
+def promtool_cases() -> dict[str, set[bool]]:
+    """Alert name -> whether this file's promtool rule unit tests expect it firing (True),
+    quiet (False), or both: every `alert_rule_test` entry, read from the source."""
+    tree = ast.parse(Path(__file__).read_text())
+    found: dict[str, set[bool]] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Dict):
+            continue
+        entry = {
+            key.value: value
+            for key, value in zip(node.keys, node.values, strict=True)
+            if isinstance(key, ast.Constant)
+        }
+        name, expected = entry.get("alertname"), entry.get("exp_alerts")
+        if isinstance(name, ast.Constant) and isinstance(name.value, str) and expected is not None:
+            quiet = isinstance(expected, ast.List) and not expected.elts
+            found.setdefault(name.value, set()).add(not quiet)
+    return found
+
+
+def test_promtool_covers_every_alert_firing_and_quiet(rendered: list[Manifest]) -> None:
+    """Every alert the chart ships has a promtool unit test where it fires and one where it
+    stays quiet."""
+    spec = of_kind(rendered, "PrometheusRule")[0]["spec"]
+    alerts = {r["alert"] for group in spec["groups"] for r in group["rules"] if "alert" in r}
+    assert len(alerts) >= 10
+    cases = promtool_cases()
+    assert {a for a in alerts if a not in cases} == set(), "alerts without a promtool test"
+    assert {a for a in alerts if True not in cases[a]} == set(), "never tested firing"
+    assert {a for a in alerts if False not in cases[a]} == set(), "never tested quiet"
+    assert set(cases) <= alerts, f"tests of alerts the chart lacks: {set(cases) - alerts}"
+
+
+def test_service_down_alert_fires_for_a_pod_of_this_release_unscraped_for_five_minutes(
+    tmp_path: Path,
+) -> None:
+    """NotetakerServiceDown: a pod of this release and namespace Prometheus cannot scrape for
+    5 minutes; another release's or namespace's pod, or a short blip, is not ours to page."""
+    write_rules(render(), tmp_path / "rules.yml")
+
+    def up(job: str, namespace: str, pod: str, values: str) -> dict[str, str]:
+        return {
+            "series": f'up{{job="{job}", namespace="{namespace}", pod="{pod}"}}',
+            "values": values,
+        }
+
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    up("notetaker-uploader", NAMESPACE, "uploader-a", "1x5 0x20"),
+                    up("notetaker-uploader", NAMESPACE, "uploader-b", "1x30"),
+                    up("notetaker-ingest", NAMESPACE, "ingest-a", "1x5 0x2 1x20"),  # a blip
+                    up("notetaker-uploader", "staging", "uploader-s", "0x30"),
+                    up("someone-else", NAMESPACE, "x", "0x30"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "8m", "alertname": "NotetakerServiceDown", "exp_alerts": []},
+                    {
+                        "eval_time": "15m",
+                        "alertname": "NotetakerServiceDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": "notetaker-uploader",
+                                    "namespace": NAMESPACE,
+                                    "pod": "uploader-a",
+                                },
+                                "exp_annotations": {
+                                    "summary": "notetaker-uploader pod uploader-a cannot be"
+                                    " scraped",
+                                    "description": "Prometheus cannot reach the pod's /metrics"
+                                    " endpoint: the pod is down or wedged.",
+                                },
+                            }
+                        ],
                     },
                 ],
             },

@@ -78,3 +78,26 @@ async def events_for(stack: Stack, topic: str, bot_id: str) -> list[Envelope]:
         records_up_to_marker, stack.kafka_bootstrap_servers, topic, bot_id
     )
     return [from_message(record.headers, record.key, record.value) for record in records]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The pipeline after a meeting went through it: the meeting's final row."""
+
+    pipeline: Pipeline
+    row: asyncpg.Record
+
+
+@pytest.fixture(scope="package")
+async def one_stored_meeting(pipeline: Pipeline, db: asyncpg.Pool) -> Stored:
+    """A meeting taken through the pipeline (recording, thumbnail and transcript stored), so the
+    labelled series have samples; shared by the tests that read the services' metrics."""
+    from tests.e2e.test_pipeline import completed_meeting  # here: it imports this module
+
+    _, row = await completed_meeting(pipeline, db, transcription=True)
+    return Stored(pipeline, row)
+
+
+@pytest.fixture
+def after_one_meeting(one_stored_meeting: Stored) -> Pipeline:
+    return one_stored_meeting.pipeline

@@ -7,21 +7,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
-import asyncpg
 import httpx
 import pytest
 
 from notetaker.devstack.pipeline import Pipeline
 from notetaker.devstack.services import SERVICES
 from tests.conftest import promtool_path
-from tests.e2e.test_pipeline import completed_meeting
-
-
-@pytest.fixture(scope="module")
-async def after_one_meeting(pipeline: Pipeline, db: asyncpg.Pool) -> Pipeline:
-    """The pipeline after a meeting went through it, so the labelled series have samples."""
-    await completed_meeting(pipeline, db, transcription=True)
-    return pipeline
 
 
 @pytest.mark.parametrize("service", SERVICES)

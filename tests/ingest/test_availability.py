@@ -120,8 +120,16 @@ async def test_sigterm_lets_a_webhook_in_flight_finish_and_publish_before_ingest
             "svix-signature": Webhook(secret).sign("msg_drain", now, body),
         }
 
-        postgres.hold()
         async with httpx.AsyncClient(timeout=30) as http:
+            # One refused webhook first (its receipt is written), so ingest's pool has its
+            # connection open (it opens them when first asked) and the webhook held below
+            # carries the lookup's query, not a handshake.
+            forged = {**headers, "svix-id": "msg_warm", "svix-signature": "v1,Zm9yZ2Vk"}
+            first = await http.post(
+                f"{ingest.url}/webhooks/meetingbaas", content=body, headers=forged
+            )
+            assert first.status_code == 401, first.text
+            postgres.hold()
             request = asyncio.create_task(
                 http.post(f"{ingest.url}/webhooks/meetingbaas", content=body, headers=headers)
             )

@@ -3,7 +3,8 @@ PostgreSQL, checked against a hand computation of what S3 bills.
 
 The clock is the test's: each simulated day, the rollup runs for that day (as the metrics
 service does after midnight UTC) and then that day's events are applied, with their own times.
-The rollup works on every org of its database, so these tests have a database of their own.
+The rollup works on every org of its database, so these tests have a database of their own
+(`own_db`, tests/metrics/conftest.py).
 """
 
 from __future__ import annotations
@@ -11,18 +12,14 @@ from __future__ import annotations
 import asyncio
 import calendar
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from notetaker.common.costs import cost_rows
-from notetaker.common.db import migrate
 from notetaker.common.events import StorageUsage
-from notetaker.devstack.stack import Stack
 from notetaker.metrics.projections import projections
 from notetaker.metrics.rollup import next_run, roll_up, roll_up_forever
 from notetaker.metrics.usage import GIB, Prices, apply, month_to_date
@@ -32,23 +29,6 @@ PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)  # the defaults
 DAY_1 = date(2027, 1, 1)  # 62 days: January (31), February (28), March 1 to 3
 DAYS = [DAY_1 + timedelta(days=n) for n in range(62)]
 DOWN = set(DAYS[19:24])  # the metrics service is down on days 20 to 24
-
-
-@pytest.fixture
-async def own_db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
-    """A fresh, migrated database on the stack's server, dropped afterwards."""
-    name = f"rollup_{uuid.uuid4().hex[:12]}"
-    admin: asyncpg.Connection = await asyncpg.connect(stack.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(stack.database_url)._replace(path=f"/{name}"))
-    await migrate(dsn)
-    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-        await admin.execute(f'DROP DATABASE "{name}"')
-        await admin.close()
 
 
 # --- the three orgs' usage -----------------------------------------------------------------------

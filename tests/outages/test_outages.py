@@ -93,3 +93,55 @@ async def test_meetings_in_flight_through_an_outage_all_complete_and_none_is_dea
         # S3 was asked, and answered 503 (botocore's own retries may outlast a short outage).
         assert proxied.s3.injected
     assert set((await readiness(proxied)).values()) == {200}
+
+
+async def test_services_started_while_postgres_and_kafka_are_unreachable_wait_and_then_work(
+    proxied: Proxied, db: asyncpg.Pool
+) -> None:
+    """A pod restarted in the middle of an outage (a node drained, a deploy) waits for its
+    dependencies, answering /healthz and saying not ready, instead of exiting into a crash loop;
+    once they are back it is ready and a meeting goes through."""
+    processes = proxied.pipeline.services.processes
+    for process in processes.values():
+        process.stop()
+    proxied.postgres.down()
+    proxied.kafka.down()
+    try:
+        for process in processes.values():
+            process.start()
+
+        async def not_live() -> list[str]:
+            silent = []
+            async with httpx.AsyncClient(timeout=2) as http:
+                for name, process in processes.items():
+                    try:
+                        if (await http.get(f"{process.url}/healthz")).status_code != 200:
+                            silent.append(name)
+                    except httpx.HTTPError:
+                        silent.append(name)
+            return silent
+
+        deadline = asyncio.get_running_loop().time() + 60
+        while (silent := await not_live()) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)
+        assert silent == [], {name: processes[name].tail(15) for name in silent}
+        await asyncio.sleep(OUTAGE_SECONDS)  # how long the outage lasts, not a check
+        exited = {
+            name: code
+            for name, process in processes.items()
+            if process.process is not None and (code := process.process.poll()) is not None
+        }
+        assert exited == {}
+        assert set((await readiness(proxied)).values()) == {503}
+        assert proxied.postgres.refused > 0
+        assert proxied.kafka.refused > 0
+    finally:
+        proxied.postgres.restore()
+        proxied.kafka.restore()
+    for process in processes.values():
+        await asyncio.to_thread(process.wait_ready, 120)
+    sim = proxied.pipeline.simulator
+    meeting = await meeting_with_bot(db, sim.create_bot())
+    sim.complete(meeting.bot_id)
+    row = await complete_row(db, meeting, timeout=120)
+    assert row["recording_status"] == "available"

@@ -91,6 +91,7 @@ async def test_media_past_its_orgs_retention_is_deleted_and_media_within_it_is_k
         assert await under_prefix(s3, stack, meeting.prefix) == []
         row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", meeting.meeting_id)
         assert (row["video_url"], row["transcript_text"], row["summary"]) == (None, None, None)
+        assert row["recording_status"] == "media_expired"  # an operator's deletion: `deleted`
         artifact = await db.fetchrow(
             "SELECT s3_key FROM recording_artifacts WHERE recording_id = $1", meeting.recording_id
         )

@@ -34,7 +34,7 @@ app = typer.Typer(
 )
 app.add_typer(recordings.app, name="recordings")
 app.add_typer(thumbnails.app, name="thumbnails")
-app.command("costs")(costs.costs)
+app.add_typer(costs.app, name="costs")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(events.app, name="events")
 app.add_typer(dead_letters.app, name="dead-letters")

@@ -1,5 +1,6 @@
 """The command's settings: the services' shared base, plus what deleting media needs (the
-providers, to delete their copies). Read from the same `NOTETAKER_*` variables as the services."""
+providers, to delete their copies) and the storage price a reconciliation charges. Read from the
+same `NOTETAKER_*` variables as the services."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ class CliSettings(NotetakerSettings):
     )
     meetingbaas_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest one MeetingBaaS (or Gladia) request may take."
+    )
+    storage_price_usd_per_gb_month: float = Field(
+        0.023,
+        description="S3 storage, per GB-month, as the metrics service charges it: what a"
+        " correction by `notetaker costs reconcile` is charged at.",
     )
 
     def provider_access(self) -> ProviderAccess:

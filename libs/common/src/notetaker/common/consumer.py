@@ -46,6 +46,7 @@ from notetaker.common.parking import (
     Parking,
     show_waiting,
 )
+from notetaker.common.runtime import until_reachable
 from notetaker.common.settings import NotetakerSettings
 
 log = get_logger(__name__)
@@ -168,6 +169,7 @@ class EventConsumer:
             settings.kafka_consumer_drain_seconds if drain_seconds is None else drain_seconds
         )
         self._source = source
+        self._source_given = source is not None
         self._progress: dict[TopicPartition, _PartitionProgress] = {}
         self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._last_by_key: dict[bytes | None, asyncio.Task[None]] = {}
@@ -190,16 +192,16 @@ class EventConsumer:
         return self.assigned.is_set() and not self.in_outage
 
     async def run(self) -> None:
-        source = self._source or kafka_source(self.settings, self.group_id)
-        self._source = source
         for topic in self.topics:
             # Series exist from the start at 0, so the first dead letter or parked event is an
             # increase the alerts see (a counter born at 1 has no increase to Prometheus).
             CONSUMER_DLQ.labels(self.group_id, topic)
             PARKED.labels(self.group_id, topic)
             PARKED_TOTAL.labels(self.group_id, topic)
-        source.subscribe(self.topics, listener=_Rebalance(self))
-        await source.start()
+        # A consumer started while Kafka is unreachable waits for it (stopping ends the wait).
+        source = await until_reachable("kafka", self._start_source, self._stopping)
+        if source is None:
+            return
         log.info("consumer.started", group=self.group_id, topics=self.topics)
         parked = asyncio.create_task(self._retry_parked())
         try:
@@ -215,6 +217,25 @@ class EventConsumer:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _start_source(self) -> Source:
+        """Subscribe and start the source; one that fails to start is stopped, and the next try
+        gets a fresh one (unless the source was given: tests)."""
+        given = self._source_given
+        source = (
+            self._source if given and self._source else kafka_source(self.settings, self.group_id)
+        )
+        self._source = source
+        source.subscribe(self.topics, listener=_Rebalance(self))
+        try:
+            await source.start()
+        except Exception:
+            with contextlib.suppress(Exception):
+                await source.stop()
+            if not given:
+                self._source = None
+            raise
+        return source
 
     async def _poll_once(self, source: Source) -> None:
         assignment = source.assignment()

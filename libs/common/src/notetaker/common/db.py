@@ -65,11 +65,14 @@ class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
 
 async def create_pool(settings: NotetakerSettings) -> asyncpg.Pool:
     """The pool every service uses: each statement may run 30 s, each acquisition waits at most
-    the setting's timeout. Built as `asyncpg.create_pool` builds its pool, with its defaults."""
+    the setting's timeout. Built as `asyncpg.create_pool` builds its pool, with its defaults,
+    except that it opens no connection until one is asked for (`min_size=0`): a process started
+    while PostgreSQL is unreachable starts, and meets the outage where it meets any other, in
+    the failure policy of the work that asked (instead of exiting on start)."""
     pool = BoundedPool(
         settings.database_url,
         acquire_timeout=settings.database_acquire_timeout_seconds,
-        min_size=1,
+        min_size=0,
         max_size=settings.database_pool_max,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,

@@ -7,7 +7,8 @@ A deletion is a row of `media_deletions`, written first, then its steps, each st
 1. **intent**, one transaction: the recording is marked (`media_deleted_at`, on `recordings` and
    its `meetings` row), its upload lease is taken away (an upload in flight can write nothing
    more), its rows are cleared (provider URLs, S3 keys, the meeting's media and transcript
-   columns; events parked for the bot, which may carry a transcript) and the row is written.
+   columns, its `recording_status` `deleted`, or `media_expired` when retention deletes it; events
+   parked for the bot, which may carry a transcript) and the row is written.
    From then on every writer refuses the recording: the uploader's lease and writes,
    transcript-sync's `meetings` writes, ingest's publishing.
 2. **S3**: every object under the recording's prefix, listed (not named: video, audio, thumbnail,
@@ -56,6 +57,10 @@ from notetaker.common.s3 import RECORDINGS_PREFIX, S3Client, recording_prefix
 log = get_logger(__name__)
 
 Reason = Literal["operator", "retention"]
+# The meetings row's `recording_status` once its media is gone because it expired (deleted by
+# retention, or found gone from S3 by the metrics service's reconciliation, e.g. after the
+# bucket's lifecycle rule); an operator's deletion says `deleted`.
+MEDIA_EXPIRED = "media_expired"
 
 # Advisory lock namespace of deletions (the second key is the recording's hash).
 _LOCK_NAMESPACE = 0x6D646C74
@@ -411,10 +416,11 @@ class MediaDeleter:
         await conn.execute(
             "UPDATE meetings SET media_deleted_at = now(), video_url = NULL, audio_url = NULL,"
             " thumbnail_url = NULL, transcript_text = NULL, transcript_json = NULL,"
-            " transcript_provider = NULL, transcript_ref = NULL, recording_status = 'deleted',"
+            " transcript_provider = NULL, transcript_ref = NULL, recording_status = $2,"
             " participants = NULL, speakers = NULL, summary = NULL,"
             " updated_at = now() WHERE bot_id = $1 AND source = 'notetaker'",
             row["bot_id"],
+            MEDIA_EXPIRED if reason == "retention" else "deleted",
         )
         # The artifacts' rows stay as the record of what was kept; where they were is gone.
         await conn.execute(

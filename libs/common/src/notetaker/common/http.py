@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import uvicorn
 from starlette.applications import Starlette
@@ -15,13 +15,20 @@ from notetaker.common.metrics import metrics_endpoint
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
-def health_app(ready: ReadinessCheck, extra_routes: list[Route] | None = None) -> Starlette:
+def health_app(
+    ready: ReadinessCheck,
+    extra_routes: list[Route] | None = None,
+    readiness_detail: Mapping[str, object] | None = None,
+) -> Starlette:
+    """/healthz, /readyz (`{"ready": ...}` and `readiness_detail`), /metrics and `extra_routes`."""
+
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> JSONResponse:
         ok = await ready()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        body = {"ready": ok, **(readiness_detail or {})}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return Starlette(
         routes=[

@@ -6,6 +6,7 @@ The consumer loop, with its failure policy, is `notetaker.common.consumer`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
@@ -23,6 +24,7 @@ from notetaker.common.events import (
 )
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import CONSUMER_DLQ
+from notetaker.common.runtime import until_reachable
 from notetaker.common.settings import NotetakerSettings
 
 log = get_logger(__name__)
@@ -130,12 +132,24 @@ class EventPublisher:
     """Publishes catalog events as CloudEvents; `publish` returns once Kafka has acknowledged."""
 
     def __init__(self, settings: NotetakerSettings) -> None:
+        self.settings = settings
         self.service_name = settings.service_name
         self.source = f"/notetaker/{settings.service_name}"
         self.producer = create_producer(settings)
 
     async def start(self) -> None:
-        await self.producer.start()
+        """Start the producer, waiting while Kafka is unreachable (`runtime.until_reachable`: no
+        bound; cancel to give up). Each try is a fresh producer: a failed one is stopped."""
+        await until_reachable("kafka", self._try_start)
+
+    async def _try_start(self) -> None:
+        try:
+            await self.producer.start()
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            self.producer = create_producer(self.settings)
+            raise
 
     async def stop(self) -> None:
         await self.producer.stop()

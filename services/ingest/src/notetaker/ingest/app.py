@@ -7,7 +7,6 @@ The service starts and answers even while Kafka is down: readiness fails and web
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,6 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notetaker.common.db import create_pool
-from notetaker.common.failures import OutagePolicy, attempts
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import metrics_endpoint
@@ -45,19 +43,11 @@ class Publisher:
         self._task = asyncio.create_task(self._connect())
 
     async def _connect(self) -> None:
-        """Connect to Kafka, waiting out an outage (the failure policy's `OutagePolicy`: jittered
-        backoff up to 5 s, no bound); until then webhooks are answered 503."""
-        async for attempt in attempts(OutagePolicy(wait_initial=0.2, wait_max=5.0)):
-            with attempt:
-                candidate = EventPublisher(self.settings)
-                try:
-                    await candidate.start()
-                except KafkaError as exc:
-                    log.warning("kafka.unreachable", error=repr(exc), attempt=attempt.num)
-                    with contextlib.suppress(KafkaError):
-                        await candidate.stop()
-                    raise
-                self._publisher = candidate
+        """Connect to Kafka, waiting out an outage (`EventPublisher.start`: backoff up to 5 s,
+        no bound); until then webhooks are answered 503."""
+        candidate = EventPublisher(self.settings)
+        await candidate.start()
+        self._publisher = candidate
         log.info("kafka.connected")
 
     def current(self) -> EventPublisher:

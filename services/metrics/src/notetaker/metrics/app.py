@@ -16,8 +16,18 @@ from notetaker.common.http import health_app, make_server
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
-from notetaker.common.runtime import until_stopped
-from notetaker.metrics import admin, exporter, projections, rollup, uploads, usage
+from notetaker.common.runtime import serving, unless_stopped, until_stopped
+from notetaker.common.s3 import s3_client
+from notetaker.metrics import (
+    admin,
+    daily,
+    exporter,
+    projections,
+    reconcile,
+    rollup,
+    uploads,
+    usage,
+)
 from notetaker.metrics.settings import MetricsSettings
 
 log = get_logger(__name__)
@@ -54,7 +64,17 @@ class UsageRecorder:
         exporter.export_projections(
             ahead, self.settings.metrics_top_orgs, self.settings.cost_alert_threshold_usd
         )
+        exporter.export_daily(
+            await daily.recent_days(self.pool, today),
+            self.settings.metrics_top_orgs,
+            daily.Spike(self.settings.cost_spike_ratio, self.settings.cost_spike_min_usd),
+        )
         exporter.export_uploads(await uploads.upload_states(self.pool))
+        exporter.export_drift(
+            await reconcile.latest(self.pool),
+            self.settings.metrics_top_orgs,
+            self.settings.storage_drift_alert_percent,
+        )
 
     async def refresh_forever(self) -> None:
         while True:
@@ -68,42 +88,59 @@ class UsageRecorder:
 
 
 async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
+    consumers: list[EventConsumer] = []
+
+    async def ready() -> bool:
+        return bool(consumers) and consumers[0].is_ready()
+
+    pool = await create_pool(settings)  # connects on first use: PostgreSQL may be down now
     publisher = EventPublisher(settings)
-    await publisher.start()
-    pool = await create_pool(settings)
     try:
-        recorder = UsageRecorder(settings, pool)
-        consumer = EventConsumer(
-            settings,
-            GROUP,
-            ["storage.usage"],
-            recorder.handle,
-            publisher,
-            parking=PostgresParking(pool),
-        )
-
-        async def ready() -> bool:
-            return consumer.is_ready()
-
-        server = make_server(health_app(ready, admin.routes(settings, pool)), settings.http_port)
-        tasks = [
-            asyncio.create_task(consumer.run()),
-            asyncio.create_task(recorder.refresh_forever()),
-            asyncio.create_task(server.serve()),
-            asyncio.create_task(
-                rollup.roll_up_forever(
-                    pool,
-                    recorder.prices,
-                    timedelta(seconds=settings.usage_rollup_after_midnight_seconds),
-                )
-            ),
-        ]
-        await until_stopped(stop, tasks)
-        consumer.stop()
-        server.should_exit = True
-        tasks[1].cancel()
-        tasks[3].cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        app = health_app(ready, admin.routes(settings, pool))
+        async with serving(make_server(app, settings.http_port)) as server:
+            started, _ = await unless_stopped(stop, publisher.start())  # waits for Kafka
+            if not started:
+                return
+            recorder = UsageRecorder(settings, pool)
+            consumer = EventConsumer(
+                settings,
+                GROUP,
+                ["storage.usage"],
+                recorder.handle,
+                publisher,
+                parking=PostgresParking(pool),
+            )
+            consumers.append(consumer)
+            tasks = [
+                asyncio.create_task(consumer.run()),
+                asyncio.create_task(recorder.refresh_forever()),
+                asyncio.create_task(
+                    rollup.roll_up_forever(
+                        pool,
+                        recorder.prices,
+                        timedelta(seconds=settings.usage_rollup_after_midnight_seconds),
+                    )
+                ),
+            ]
+            async with contextlib.AsyncExitStack() as resources:
+                if settings.storage_reconcile_interval_seconds > 0:
+                    s3 = await resources.enter_async_context(s3_client(settings))
+                    tasks.append(
+                        asyncio.create_task(
+                            reconcile.reconcile_forever(
+                                pool,
+                                s3,
+                                settings.s3_bucket,
+                                recorder.prices,
+                                timedelta(seconds=settings.storage_reconcile_interval_seconds),
+                            )
+                        )
+                    )
+                await until_stopped(stop, [*tasks, server])
+                consumer.stop()
+                for background in tasks[1:]:
+                    background.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await pool.close()
         await publisher.stop()

@@ -119,6 +119,16 @@ WHERE org_id = $1 AND metric_type = 'storage_gb' AND date >= $2
 """
 
 
+async def shift_level(
+    conn: asyncpg.Connection, org: uuid.UUID, when: datetime, stored_gb: float, prices: Prices
+) -> None:
+    """Change the org's stored level by `stored_gb` from `when` on: charged from then to the end
+    of its day and for every later day rolled up. The caller holds the storage-level lock."""
+    day = when.date()
+    await conn.execute(_CARRY, org, day, prices.storage_per_gb_month)
+    await conn.execute(_CHANGE, org, day, stored_gb, rest_of_day(when), prices.storage_per_gb_month)
+
+
 async def apply(pool: asyncpg.Pool, event_id: str, event: StorageUsage, prices: Prices) -> bool:
     """Add the event's usage to its org's day (and its stored level to every day since);
     False when it was applied before."""
@@ -134,15 +144,7 @@ async def apply(pool: asyncpg.Pool, event_id: str, event: StorageUsage, prices: 
         if not first:
             return False
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", STORAGE_LEVEL_LOCK)
-        await conn.execute(_CARRY, org, day, prices.storage_per_gb_month)
-        await conn.execute(
-            _CHANGE,
-            org,
-            day,
-            delta.stored_gb,
-            rest_of_day(event.occurred_at),
-            prices.storage_per_gb_month,
-        )
+        await shift_level(conn, org, event.occurred_at, delta.stored_gb, prices)
         await conn.execute(
             _ADD, org, day, "upload_gb", delta.upload_gb, delta.upload_gb * prices.upload_per_gb
         )

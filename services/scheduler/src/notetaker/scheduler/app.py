@@ -17,7 +17,7 @@ from notetaker.common.deletion import MediaDeleter, ProviderAccess
 from notetaker.common.http import health_app, make_server
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
-from notetaker.common.runtime import until_stopped
+from notetaker.common.runtime import serving, unless_stopped, until_stopped
 from notetaker.common.s3 import s3_client
 from notetaker.scheduler import bots, retention, retries, transcriptions
 from notetaker.scheduler.leadership import CONNECTION_ERRORS, Leadership, gone
@@ -184,31 +184,36 @@ def provider_access(settings: SchedulerSettings) -> ProviderAccess:
 
 
 async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
+    connected = asyncio.Event()
+
+    async def ready() -> bool:
+        return connected.is_set()
+
+    pool = await create_pool(settings)  # connects on first use: PostgreSQL may be down now
     publisher = EventPublisher(settings)
-    await publisher.start()
-    pool = await create_pool(settings)
     try:
-        async with (
-            httpx.AsyncClient(timeout=30.0) as http,
-            aiohttp.ClientSession() as provider_http,
-            s3_client(settings) as s3,
-        ):
-            deleter = MediaDeleter(
-                pool, s3, settings.s3_bucket, publisher, provider_access(settings), provider_http
-            )
-            scheduler = Scheduler(settings, pool, http, publisher, deleter)
-
-            async def ready() -> bool:
-                return True
-
-            server = make_server(health_app(ready), settings.http_port)
-            tasks = [
-                asyncio.create_task(scheduler.run(stop)),
-                asyncio.create_task(server.serve()),
-            ]
-            await until_stopped(stop, tasks)
-            server.should_exit = True
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async with serving(make_server(health_app(ready), settings.http_port)) as server:
+            started, _ = await unless_stopped(stop, publisher.start())  # waits for Kafka
+            if not started:
+                return
+            connected.set()
+            async with (
+                httpx.AsyncClient(timeout=30.0) as http,
+                aiohttp.ClientSession() as provider_http,
+                s3_client(settings) as s3,
+            ):
+                deleter = MediaDeleter(
+                    pool,
+                    s3,
+                    settings.s3_bucket,
+                    publisher,
+                    provider_access(settings),
+                    provider_http,
+                )
+                scheduler = Scheduler(settings, pool, http, publisher, deleter)
+                rounds = asyncio.create_task(scheduler.run(stop))
+                await until_stopped(stop, [rounds, server])
+                await asyncio.gather(rounds, return_exceptions=True)
     finally:
         await pool.close()
         await publisher.stop()

@@ -81,6 +81,7 @@ class Resources:
                 s3 = await stack.enter_async_context(s3_client(self.settings))
                 pool = await create_pool(self.settings)
                 stack.push_async_callback(_close_pool, pool)
+                await pool.execute("SELECT 1")  # the pool connects lazily: open one now
             except BaseException as exc:
                 await stack.aclose()
                 if isinstance(exc, Exception):

@@ -67,6 +67,10 @@ from notetaker.uploader.transfer import (
 log = get_logger(__name__)
 
 ATTEMPTS = Counter("notetaker_uploader_attempts_total", "Upload attempts by outcome.", ["outcome"])
+# Both outcomes from the start, at 0: the failing share (dashboard, NotetakerUploadsFailing) reads
+# 0 while nothing failed, instead of no data.
+for _outcome in ("complete", "failed"):
+    ATTEMPTS.labels(_outcome)
 FAILURES = Counter(
     "notetaker_uploader_failures_total", "Failed upload attempts by reason.", ["reason"]
 )

@@ -25,8 +25,8 @@ level on; the days before stay as billed.
 A complete recording whose video object is gone from the listing (and whose row was last changed
 before the listing began) is marked expired: `media_deleted_at` on the recording and its meeting,
 the meeting's media URLs and the artifacts' keys cleared and its `recording_status`
-`media_expired`, so every writer
-refuses it as after a deletion and readers see why there is no media.
+`media_expired`, so every writer refuses it as after a deletion and readers see why there is no
+media.
 
 Several replicas: a run holds a session advisory lock (another replica skips the slot), and the
 run's row (`storage_reconciliations`, keyed by the slot) is written in the transaction that

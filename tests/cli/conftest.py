@@ -44,6 +44,8 @@ VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40  # what the bytes a
 AUDIO = b"fLaC" + bytes(range(256)) * 20
 THUMBNAIL = b"\xff\xd8\xff\xe0" + bytes(64)
 TRANSCRIPT_TEXT = "Ada: The budget is confidential."
+# The provider's transcript JSON, stored beside the video as the uploader stores an artifact.
+TRANSCRIPTION = b'[{"speaker": "Ada", "words": [{"start": 0.5, "end": 1.5, "word": "x"}]}]'
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class StoredMeeting:
     org_id: uuid.UUID
     user_id: uuid.UUID
     prefix: str
-    size_bytes: int  # what the upload counted in the org's stored level (video + audio)
+    # what the upload counted in the org's stored level (video, audio and the artifact)
+    size_bytes: int
     gladia_job_id: str
 
 
@@ -67,8 +70,9 @@ async def stored_meeting(
     org_id: uuid.UUID | None = None,
     created_days_ago: float = 0,
 ) -> StoredMeeting:
-    """A meeting whose recording the pipeline stored: video, audio, thumbnail, a transcript and
-    something else under its prefix, an upload of it left unfinished, its transcript in the
+    """A meeting whose recording the pipeline stored: video, audio, thumbnail, the provider's
+    transcript JSON (an artifact, with its `recording_artifacts` row) and something else under its
+    prefix, an upload of it left unfinished, its transcript, participants and summary in the
     meetings row, its provider URLs (sealed) in the recordings row, a MeetingBaaS bot and a
     finished Gladia job. `created_days_ago` moves the recording back in time (the tests' clock)."""
     bot_id = providers.create_bot(hold_completed=True)
@@ -82,7 +86,7 @@ async def stored_meeting(
     prefix = recording_prefix(org_id, user_id, recording_id)
     for kind, body in (("video", VIDEO), ("audio", AUDIO), ("thumbnail", THUMBNAIL)):
         await s3.put_object(Bucket=bucket, Key=keys[kind], Body=body)
-    await s3.put_object(Bucket=bucket, Key=f"{prefix}transcript.json", Body=b'{"text": "x"}')
+    await s3.put_object(Bucket=bucket, Key=f"{prefix}transcription.json", Body=TRANSCRIPTION)
     await s3.put_object(Bucket=bucket, Key=f"{prefix}extra/notes.txt", Body=b"whatever else")
     upload = await s3.create_multipart_upload(Bucket=bucket, Key=f"{prefix}video-retry.mp4")
     await s3.upload_part(
@@ -96,9 +100,11 @@ async def stored_meeting(
     meeting_id: uuid.UUID = await db.fetchval(
         "INSERT INTO meetings (org_id, owner_user_id, title, start_time, meeting_url, source,"
         " bot_id, video_url, audio_url, thumbnail_url, transcript_text, transcript_json,"
-        " transcript_provider, recording_status, created_at)"
+        " transcript_provider, recording_status, created_at, duration_seconds, participants,"
+        " speakers, language, summary)"
         " VALUES ($1, $2, 'Budget review', $3, 'https://meet.google.com/x', 'notetaker', $4,"
-        " $5, $6, $7, $8, $9, 'gladia', 'available', $3) RETURNING id",
+        " $5, $6, $7, $8, $9, 'gladia', 'available', $3, 60, $10, $10, 'en',"
+        " 'The budget is confidential.') RETURNING id",
         org_id,
         user_id,
         created,
@@ -108,9 +114,10 @@ async def stored_meeting(
         s3_location(bucket, keys["thumbnail"]),
         TRANSCRIPT_TEXT,
         '[{"speaker": "Ada", "start": 0.5, "end": 1.5, "text": "The budget is confidential."}]',
+        '[{"id": null, "name": "Ada"}]',
     )
     cipher = SourceUrlCipher([SecretStr(stack.source_url_key)])
-    size = len(VIDEO) + len(AUDIO)
+    size = len(VIDEO) + len(AUDIO) + len(TRANSCRIPTION)
     await db.execute(
         "INSERT INTO recordings (id, org_id, user_id, meeting_id, bot_id, provider_video_url,"
         " provider_audio_url, provider_urls_received_at, s3_upload_status, s3_video_key,"
@@ -127,6 +134,15 @@ async def stored_meeting(
         keys["video"],
         keys["audio"],
         size,
+    )
+    await db.execute(
+        "INSERT INTO recording_artifacts (recording_id, kind, provider_url, s3_key, size_bytes,"
+        " checksum, stored_at) VALUES ($1, 'transcription', $2, $3, $4, 'sha256-composite:c-1',"
+        " now())",
+        recording_id,
+        cipher.seal(providers.signed_url(bot_id, "transcription.json")),
+        f"{prefix}transcription.json",
+        len(TRANSCRIPTION),
     )
     job_id = str(uuid.uuid4())
     providers.jobs[job_id] = GladiaJob(job_id, "https://s3.example/audio", None, status="done")

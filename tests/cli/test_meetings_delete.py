@@ -57,6 +57,9 @@ async def assert_media_gone(db: asyncpg.Pool, meeting: StoredMeeting) -> None:
         "transcript_text",
         "transcript_json",
         "transcript_provider",
+        "participants",
+        "speakers",
+        "summary",
     ):
         assert row[column] is None, column
     assert row["title"] == "Budget review"  # the product's meeting stays; only its media goes
@@ -66,6 +69,15 @@ async def assert_media_gone(db: asyncpg.Pool, meeting: StoredMeeting) -> None:
     for column in ("provider_video_url", "provider_audio_url", "s3_video_key", "s3_audio_key"):
         assert recording[column] is None, column
     assert recording["media_deleted_at"] is not None
+    # The artifact's row stays, as the record of what was kept, leading nowhere.
+    artifact = await db.fetchrow(
+        "SELECT * FROM recording_artifacts WHERE recording_id = $1", meeting.recording_id
+    )
+    assert (artifact["kind"], artifact["provider_url"], artifact["s3_key"]) == (
+        "transcription",
+        None,
+        None,
+    )
     text = " ".join(str(v) for r in (row, recording) for v in r.values())
     assert "confidential" not in text
 
@@ -80,7 +92,8 @@ async def test_a_stored_meeting_is_deleted_everywhere_once_and_a_second_run_chan
 ) -> None:
     meeting = await stored_meeting(stack, db, s3, providers)
     held = await under_prefix(s3, stack, meeting.prefix)
-    assert len(held) == 6  # video, audio, thumbnail, transcript, something else, an upload
+    # video, audio, thumbnail, the transcript JSON, something else, an upload
+    assert len(held) == 6
 
     first = await delete(operator_env, tmp_path, str(meeting.meeting_id), "--by", "ops@test")
     assert first.returncode == 0, first.stderr

@@ -1,6 +1,7 @@
 """A rolling upgrade: records the previous version wrote (before `extra`, the failure reasons on
-`bot.status`, audio-only recordings) are still read by the new code, with the same CloudEvent ids,
-and the join decides them as before."""
+`bot.status`, audio-only recordings, the provider's artifacts and what it said about the meeting)
+are still read by the new code, with the same CloudEvent ids, and the join decides them as
+before."""
 
 from __future__ import annotations
 
@@ -118,6 +119,13 @@ def test_the_new_optional_fields_are_absent_from_a_previous_event_and_ids_stay_t
     completed = _read("recording.completed")
     assert isinstance(completed, RecordingCompleted)
     assert completed.video_url == "https://example.com/video.mp4?X-Amz-Signature=s"
+    # No artifacts to copy, nobody listed: the video is copied as before, with the same id.
+    assert (completed.artifact_urls, completed.participants, completed.speakers) == ({}, None, None)
+    assert event_id(completed) == event_id(
+        RecordingCompleted(
+            bot_id="bot-1", urls_received_at=datetime(2026, 11, 20, 10, 33, 6, tzinfo=UTC)
+        )
+    )
     assert isinstance(_read("recording.failed"), RecordingFailed)
     transcript = _read("transcript.ready")
     assert isinstance(transcript, TranscriptReady)
@@ -127,6 +135,11 @@ def test_the_new_optional_fields_are_absent_from_a_previous_event_and_ids_stay_t
 def test_the_join_decides_a_previous_upload_as_before() -> None:
     uploaded = _read("recording.uploaded")
     assert isinstance(uploaded, RecordingUploaded)
+    assert (uploaded.artifacts, uploaded.duration_seconds, uploaded.participants) == (
+        [],
+        None,
+        None,
+    )
     state, effects = decide(JoinState(), uploaded, can_transcribe=False)
     assert effects[0] == WriteVideo("bk", "k/video.mp4", "k/audio.flac")
     assert isinstance(effects[1], RequestThumbnail)

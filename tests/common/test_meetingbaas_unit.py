@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from notetaker.common.events import ArtifactKind
 from notetaker.common.meetingbaas import (
     ProviderError,
     RecordingGone,
@@ -40,11 +41,24 @@ def v1_with(**fields: Any) -> Any:
     return copy.deepcopy(V1) | fields
 
 
-def test_v2_bot_details_give_the_video_and_audio() -> None:
-    assert bot_details_urls(BOT, V2) == RecordingUrls(V2["data"]["video"], V2["data"]["audio"])
+def test_v2_bot_details_give_the_video_audio_and_artifacts_signed_again() -> None:
+    data = V2["data"]
+    kinds: tuple[ArtifactKind, ...] = ("transcription", "raw_transcription", "diarization")
+    artifacts = {k: data[k] for k in kinds}
+    assert bot_details_urls(BOT, V2) == RecordingUrls(data["video"], data["audio"], artifacts)
     assert bot_details_urls(BOT, v2_with(audio=None)).audio is None
-    # An audio-only recording: the audio alone.
-    assert bot_details_urls(BOT, v2_with(video=None)) == RecordingUrls(None, V2["data"]["audio"])
+    # An audio-only recording: the audio alone, and its artifacts.
+    assert bot_details_urls(BOT, v2_with(video=None)) == RecordingUrls(
+        None, data["audio"], artifacts
+    )
+    # A chat comes signed again too; an artifact the answer leaves out is not named.
+    chat = "https://example.com/chat_messages.json?X-Amz-Signature=s"
+    again = bot_details_urls(BOT, v2_with(chat_messages=chat, diarization=None))
+    assert again.artifacts == {
+        "transcription": data["transcription"],
+        "raw_transcription": data["raw_transcription"],
+        "chat_messages": chat,
+    }
 
 
 def test_v1_meeting_data_gives_the_mp4_and_the_wav_when_there_is_one() -> None:

@@ -91,6 +91,7 @@ async def test_upload_before_transcript_ends_in_one_complete_row(
     assert not first_video.has_transcript  # the upload really came first
     assert row["transcript_provider"] == "gladia"
     assert "The upload pipeline is live." in row["transcript_text"]
+    assert row["language"] == "en"  # as Gladia's result names it
     job = await gladia_job_of(pipeline, db, bot_id)
     assert job.callbacks == [200]  # its callback passed: token, request id and job id ours
     assert await db.fetchval("SELECT count(*) FROM meetings WHERE bot_id = $1", bot_id) == 1
@@ -250,7 +251,10 @@ async def test_an_audio_only_bot_becomes_a_complete_meeting_with_audio_and_trans
     recording = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
     assert recording["s3_upload_status"] == "complete"
     assert (recording["s3_video_key"], recording["s3_audio_key"]) == (None, key)
-    assert recording["s3_file_size_bytes"] == len(audio)
+    artifacts = sim.bot(bot_id)["artifacts"]  # the transcript JSON, the chat, ...: stored too
+    assert recording["s3_file_size_bytes"] == len(audio) + sum(
+        a["size"] for a in artifacts.values()
+    )
     assert sim.bot(bot_id)["downloads"] == {"audio.flac": 1}
     (uploaded,) = await events_for(pipeline.stack, "recording.uploaded", bot_id)
     assert isinstance(uploaded.event, RecordingUploaded)

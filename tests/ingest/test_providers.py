@@ -53,6 +53,27 @@ def test_v2_completed_gives_recording_and_transcript_pointer() -> None:
     assert transcript.transcript_url.endswith("transcription.json")
 
 
+def test_v2_completed_carries_every_artifact_url_and_the_people_it_lists() -> None:
+    recording, _ = mb("meetingbaas/v2-bot.completed.json")
+    assert isinstance(recording, RecordingCompleted)
+    base = "http://127.0.0.1:8080/recordings/7f3c2a4e"
+    assert recording.artifact_urls == {
+        "transcription": f"{base}/transcription.json",
+        "raw_transcription": f"{base}/raw_transcription.json",
+        "diarization": f"{base}/diarization.jsonl",
+    }
+    people = [{"id": None, "name": "Ada Lovelace"}, {"id": None, "name": "Alan Turing"}]
+    assert (recording.participants, recording.speakers) == (people, people)
+    # The guide's shape (video named `mp4`) keeps its artifacts too.
+    guide, _ = mb("meetingbaas/v2-bot.completed.guide.json")
+    assert isinstance(guide, RecordingCompleted)
+    assert sorted(guide.artifact_urls) == ["diarization", "transcription"]
+    # A delivery without artifacts (null URLs, empty lists) names none.
+    (callback,) = mb("meetingbaas/v2-callback.completed.json")
+    assert isinstance(callback, RecordingCompleted)
+    assert (callback.artifact_urls, callback.participants) == ({}, [])
+
+
 def test_v2_failed_gives_recording_failed_and_status_change_gives_bot_status() -> None:
     (failed,) = mb("meetingbaas/v2-bot.failed.json")
     assert isinstance(failed, RecordingFailed)
@@ -66,6 +87,11 @@ def test_v1_complete_carries_the_transcript_inline_and_v1_failed_gives_its_code(
     recording, transcript = mb("meetingbaas/v1-complete.json")
     assert isinstance(recording, RecordingCompleted)
     assert recording.provider_api == "v1"  # its URL is signed again by the v1 API
+    assert recording.speakers == [
+        {"id": None, "name": "Ada Lovelace"},
+        {"id": None, "name": "Alan Turing"},
+    ]
+    assert recording.artifact_urls == {}  # v1 hands over no artifact URLs
     assert recording.audio_url is None
     assert isinstance(transcript, TranscriptReady)
     assert transcript.utterances is not None
@@ -188,6 +214,19 @@ def test_gladia_success_callback_with_full_result_gives_inline_utterances() -> N
     assert event.utterances is not None
     assert event.full_text() == "Hello Alan. Hello Ada."
     assert event.language == "en"
+    assert event.summary is None  # no summarization asked for
+
+
+def test_gladia_callback_with_a_summary_carries_it() -> None:
+    body = fixture("gladia/v2-callback.transcription.success.json")
+    body["payload"]["summarization"] = {"success": True, "results": " Ada and Alan met. "}
+    (event,) = gladia_events(GladiaCallback.model_validate(body), "bot-9")
+    assert isinstance(event, TranscriptReady)
+    assert event.summary == "Ada and Alan met."
+    body["payload"]["summarization"] = {"success": False, "results": None}
+    (failed,) = gladia_events(GladiaCallback.model_validate(body), "bot-9")
+    assert isinstance(failed, TranscriptReady)
+    assert failed.summary is None
 
 
 def test_gladia_id_only_webhook_points_at_the_job() -> None:

@@ -178,6 +178,14 @@ async def test_objects_the_lifecycle_rule_deleted_lower_the_level_once_and_expir
 
     # The bucket's lifecycle rule deletes the objects: no code of ours is told.
     user = await user_of(own_db, expiring)
+    for recording in (expiring, kept):  # the transcript JSON each had stored beside its video
+        owner = await user_of(own_db, recording)
+        await own_db.execute(
+            "INSERT INTO recording_artifacts (recording_id, kind, s3_key, size_bytes, checksum)"
+            " VALUES ($1, 'transcription', $2, 0, 'c')",
+            recording.recording_id,
+            recording_key(org, owner, recording.recording_id, "transcription", "json"),
+        )
     for key in (
         recording_key(org, user, expiring.recording_id, "video", "mp4"),
         recording_key(org, user, expiring.recording_id, "audio", "mp3"),
@@ -204,6 +212,12 @@ async def test_objects_the_lifecycle_rule_deleted_lower_the_level_once_and_expir
     )
     assert (await meeting_row(own_db, kept))["recording_status"] == "available"
     assert (await meeting_row(own_db, elsewhere))["video_url"] is not None
+    artifacts = {
+        r["recording_id"]: r["s3_key"]
+        for r in await own_db.fetch("SELECT recording_id, s3_key FROM recording_artifacts")
+    }
+    assert artifacts[expiring.recording_id] is None  # its row no longer leads to a deleted key
+    assert artifacts[kept.recording_id] is not None
 
     # Two replicas on the next slot: one reconciles, the level drops once.
     runs = await asyncio.gather(

@@ -90,8 +90,12 @@ async def test_media_past_its_orgs_retention_is_deleted_and_media_within_it_is_k
         assert await deleted_by_retention(db, meeting)
         assert await under_prefix(s3, stack, meeting.prefix) == []
         row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", meeting.meeting_id)
-        assert (row["video_url"], row["transcript_text"]) == (None, None)
+        assert (row["video_url"], row["transcript_text"], row["summary"]) == (None, None, None)
         assert row["recording_status"] == "media_expired"  # an operator's deletion: `deleted`
+        artifact = await db.fetchrow(
+            "SELECT s3_key FROM recording_artifacts WHERE recording_id = $1", meeting.recording_id
+        )
+        assert artifact["s3_key"] is None  # the transcript JSON went with the prefix
         assert meeting.bot_id in meetingbaas.data_deletions
         assert meeting.gladia_job_id in meetingbaas.deleted_jobs
     for meeting in (within, default_within):
@@ -100,7 +104,12 @@ async def test_media_past_its_orgs_retention_is_deleted_and_media_within_it_is_k
         row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", meeting.meeting_id)
         assert row["video_url"] is not None
         assert row["transcript_text"] is not None
+        assert row["summary"] is not None
         assert row["media_deleted_at"] is None
+        artifact = await db.fetchrow(
+            "SELECT s3_key FROM recording_artifacts WHERE recording_id = $1", meeting.recording_id
+        )
+        assert artifact["s3_key"] == f"{meeting.prefix}transcription.json"
 
     # A second round finds nothing more to do for them.
     before = await db.fetch(

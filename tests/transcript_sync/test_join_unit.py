@@ -27,6 +27,7 @@ from notetaker.transcript_sync.join import (
     Effect,
     JoinState,
     MarkFailed,
+    MeetingDetails,
     RequestThumbnail,
     RequestTranscription,
     WriteThumbnail,
@@ -126,6 +127,23 @@ def test_an_upload_writes_the_video_and_asks_for_a_thumbnail_beside_it() -> None
         video_key="k/video.mp4",
         audio_key="k/audio.flac",
     )
+
+
+def test_an_upload_writes_what_the_provider_said_about_the_meeting_with_the_video() -> None:
+    people = [{"id": None, "name": "Ada Lovelace"}]
+    event = uploaded().model_copy(
+        update={"duration_seconds": 1820.0, "participants": people, "speakers": []}
+    )
+    _, effects = run([event])
+    assert effects[0] == WriteVideo(
+        "bk",
+        "k/video.mp4",
+        "k/audio.flac",
+        details=MeetingDetails(duration_seconds=1820.0, participants=people, speakers=[]),
+    )
+    # An upload that says nothing about the meeting leaves the row's fields as they are.
+    _, effects = run([uploaded()])
+    assert effects[0] == WriteVideo("bk", "k/video.mp4", "k/audio.flac", details=None)
 
 
 def test_the_same_upload_again_changes_nothing() -> None:

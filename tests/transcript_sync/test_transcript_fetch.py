@@ -16,7 +16,12 @@ from pydantic import SecretStr
 
 from notetaker.common.events import TranscriptReady
 from notetaker.common.source_policy import SourcePolicy
-from notetaker.transcript_sync.transcripts import TranscriptRefused, TranscriptUnavailable, resolve
+from notetaker.transcript_sync.transcripts import (
+    TranscriptRefused,
+    TranscriptUnavailable,
+    resolve,
+    resolve_transcript,
+)
 from tests.common.test_source_policy import Counting
 from tests.fixtures import PROVIDER_SAMPLES
 
@@ -84,6 +89,30 @@ async def test_a_transcript_url_is_fetched_and_understood(
     finally:
         await served.stop()
     assert [(u.speaker, u.text) for u in utterances] == [("Ada", "Hello")]
+
+
+async def test_a_fetched_gladia_result_gives_its_language_and_summary(
+    clients: tuple[httpx.AsyncClient, aiohttp.ClientSession],
+) -> None:
+    result = json.loads(
+        (PROVIDER_SAMPLES / "gladia/v2-callback.transcription.success.json").read_text()
+    )
+    document = {"status": "done", "result": result["payload"]}
+    document["result"]["summarization"] = {"success": True, "results": "Ada and Alan met."}
+    served = Served(json.dumps(document).encode())
+    await served.start()
+    try:
+        transcript = await resolve_transcript(
+            *clients, pointer(served.url()), "http://unused", None
+        )
+        # A MeetingBaaS transcript names neither.
+        served.body = json.dumps(DOCUMENT).encode()
+        plain = await resolve_transcript(*clients, pointer(served.url()), "http://unused", None)
+    finally:
+        await served.stop()
+    assert [u.text for u in transcript.utterances] == ["Hello Alan.", "Hello Ada."]
+    assert (transcript.language, transcript.summary) == ("en", "Ada and Alan met.")
+    assert (plain.language, plain.summary) == (None, None)
 
 
 async def test_a_transcript_url_inside_the_network_is_never_connected_to() -> None:

@@ -404,6 +404,7 @@ class MediaDeleter:
             "UPDATE recordings SET media_deleted_at = now(),"
             " upload_lease_token = upload_lease_token + 1, upload_lease_expires_at = NULL,"
             " upload_lease_holder = NULL, provider_video_url = NULL, provider_audio_url = NULL,"
+            " provider_participants = NULL, provider_speakers = NULL,"
             " s3_video_key = NULL, s3_audio_key = NULL, s3_upload_next_retry_at = NULL,"
             " s3_upload_error_message = CASE WHEN s3_upload_status = 'complete'"
             "   THEN s3_upload_error_message ELSE 'media deleted before the upload finished' END,"
@@ -416,9 +417,16 @@ class MediaDeleter:
             "UPDATE meetings SET media_deleted_at = now(), video_url = NULL, audio_url = NULL,"
             " thumbnail_url = NULL, transcript_text = NULL, transcript_json = NULL,"
             " transcript_provider = NULL, transcript_ref = NULL, recording_status = $2,"
+            " participants = NULL, speakers = NULL, summary = NULL,"
             " updated_at = now() WHERE bot_id = $1 AND source = 'notetaker'",
             row["bot_id"],
             MEDIA_EXPIRED if reason == "retention" else "deleted",
+        )
+        # The artifacts' rows stay as the record of what was kept; where they were is gone.
+        await conn.execute(
+            "UPDATE recording_artifacts SET provider_url = NULL, s3_key = NULL, updated_at = now()"
+            " WHERE recording_id = $1",
+            row["id"],
         )
         # Events parked for a retry may carry the transcript; they would also write it again.
         await conn.execute("DELETE FROM parked_events WHERE key = $1", row["bot_id"].encode())

@@ -41,6 +41,19 @@ class Event(BaseModel):
 # the previous version still parses (tests/common/test_event_compatibility.py).
 Extra = dict[str, Any] | None
 
+# What a provider hands over beside the video and audio, each at a URL that expires with them:
+# the transcript JSON as delivered, the raw transcription, the diarization, the chat. Each is made
+# permanent under the recording's prefix (`<kind>.<ext>`), as the video is.
+ArtifactKind = Literal["transcription", "raw_transcription", "diarization", "chat_messages"]
+ARTIFACT_KINDS: tuple[ArtifactKind, ...] = (
+    "transcription",
+    "raw_transcription",
+    "diarization",
+    "chat_messages",
+)
+# The meeting's participants or speakers as the provider listed them (`{"id", "name"}` each).
+People = list[dict[str, Any]] | None
+
 
 class BotStatusChanged(Event):
     """A meeting bot moved to a new state (joining, in call, recording, ...)."""
@@ -72,6 +85,10 @@ class RecordingCompleted(Event):
     duration_seconds: float | None = None
     provider_transcript: bool = False  # the provider sends a transcript too
     extra: Extra = None
+    # The artifacts' URLs (signed like the video's), by kind; none: the provider gave none.
+    artifact_urls: dict[ArtifactKind, str] = Field(default_factory=dict)
+    participants: People = None
+    speakers: People = None
 
 
 class RecordingFailed(Event):
@@ -106,6 +123,7 @@ class TranscriptReady(Event):
     extra: Extra = None
     provider_api: Literal["v1"] | None = None  # fetch it from MeetingBaaS v1's meeting data
     revision: str | None = None  # which of the provider's transcripts (a retranscription's time)
+    summary: str | None = None  # the provider's summary of the meeting (Gladia's summarization)
 
     def fact_key(self) -> str:
         # A retranscription is a fact of its own; every other transcript keeps the id it had.
@@ -129,6 +147,17 @@ class RecordingUploadRequested(Event):
         return f"{self.recording_id}:{self.attempt}"
 
 
+class StoredArtifact(BaseModel):
+    """One artifact made permanent: its object, size and S3 composite checksum."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ArtifactKind
+    key: str
+    size_bytes: int = Field(ge=0)
+    checksum: str
+
+
 class RecordingUploaded(Event):
     """The recording is permanent: its objects are in the private bucket."""
 
@@ -139,9 +168,15 @@ class RecordingUploaded(Event):
     bucket: str
     video_key: str | None = None  # None: an audio-only recording (then `audio_key` is set)
     audio_key: str | None = None
-    size_bytes: int = Field(ge=0)
+    size_bytes: int = Field(ge=0)  # every object stored: video, audio and the artifacts
     checksum: str
     provider_transcript: bool = False
+    # Added after the first version (optional): the artifacts stored beside the media, and what
+    # the provider said about the meeting, for the meetings row.
+    artifacts: list[StoredArtifact] = Field(default_factory=list)
+    duration_seconds: float | None = None
+    participants: People = None
+    speakers: People = None
 
     @model_validator(mode="after")
     def _names_its_media(self) -> RecordingUploaded:

@@ -7,7 +7,8 @@ in its public docs repository; samples in `tests/fixtures/providers/meetingbaas/
 
 - v2, `GET /v2/bots/{bot_id}` ("Get bot details"): `{"success": true, "data": {...}}` with
   `video` and `audio` as in `bot.completed`, each `null` once the bot's data is deleted, which
-  `artifacts_deleted` then says.
+  `artifacts_deleted` then says; the other artifacts (`transcription`, `raw_transcription`,
+  `diarization`, `chat_messages`) signed again beside them.
 - v1, `GET /bots/meeting_data?bot_id=...` ("Get Meeting Data"): the recording's `mp4` at the top
   level beside `bot_data`, an empty string once the file is gone. Only the mp4 is taken: the v1
   `complete` webhook hands over nothing else, and v1's `audio` is an uncompressed WAV.
@@ -19,11 +20,13 @@ another shape is a `ProviderError` (the attempt fails, a later one may succeed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
+
+from notetaker.common.events import ARTIFACT_KINDS, ArtifactKind
 
 Api = Literal["v1", "v2"]
 
@@ -40,6 +43,8 @@ class ProviderError(Exception):
 class RecordingUrls:
     video: str | None  # None: an audio-only recording
     audio: str | None
+    # The other artifacts v2 signs again, by kind (`ARTIFACT_KINDS`); v1 hands over none.
+    artifacts: dict[ArtifactKind, str] = field(default_factory=dict)
 
 
 async def fresh_recording_urls(
@@ -93,7 +98,10 @@ def bot_details_urls(bot_id: str, body: Any) -> RecordingUrls:
             f"MeetingBaaS has no video or audio for bot {bot_id}"
             f" (status {_status(data.get('status'))})"
         )
-    return RecordingUrls(video, audio)
+    artifacts = {kind: _url(data.get(kind)) for kind in ARTIFACT_KINDS}
+    return RecordingUrls(
+        video, audio, {kind: url for kind, url in artifacts.items() if url is not None}
+    )
 
 
 def meeting_data_urls(bot_id: str, body: Any) -> RecordingUrls:

@@ -22,7 +22,16 @@ else:
 log = get_logger(__name__)
 
 RECORDINGS_PREFIX = "meeting-recordings/"
-MediaKind = Literal["video", "audio", "thumbnail"]
+MediaKind = Literal[
+    "video",
+    "audio",
+    "thumbnail",
+    # the provider's artifacts (notetaker.common.events.ArtifactKind)
+    "transcription",
+    "raw_transcription",
+    "diarization",
+    "chat_messages",
+]
 
 
 def recording_key(

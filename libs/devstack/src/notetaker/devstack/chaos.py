@@ -555,7 +555,7 @@ async def report(run: Run) -> Report:
             prefix = f"meeting-recordings/{m.org_id}/"
             listing = await s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
             objects = listing.get("Contents", [])
-            # the stored level counts the recording (video and audio), not its thumbnail
+            # the stored level counts the recording (video, audio, artifacts), not its thumbnail
             held[m.org_id] = sum(o["Size"] for o in objects if "/thumbnail." not in o["Key"])
             held_all[m.org_id] = sum(o["Size"] for o in objects)
             kept[m.org_id] = len(objects)

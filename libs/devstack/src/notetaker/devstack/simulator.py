@@ -89,6 +89,9 @@ class Bot:
     completed_id: str | None = None
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     downloads: dict[str, int] = field(default_factory=dict)
+    artifact_downloads: dict[str, int] = field(default_factory=dict)
+    # Artifacts named in `bot.completed` whose URL answers 404 (the provider no longer has them)
+    gone_artifacts: set[str] = field(default_factory=set)
     released: asyncio.Event = field(default_factory=asyncio.Event)
     bot_name: str = ""
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -146,6 +149,30 @@ def _transcription_document() -> list[dict[str, Any]]:
             t += 0.35
         segments.append({"speaker": speaker, "words": words})
     return segments
+
+
+def artifacts(bot: Bot) -> dict[str, bytes]:
+    """The artifacts a completed bot hands over beside its video and audio, by file name: the
+    transcript JSON, the raw transcription and the diarization when it was transcribed, and the
+    meeting's chat."""
+    files: dict[str, bytes] = {
+        "chat_messages.json": json.dumps(
+            [
+                {"sender": "Ada Lovelace", "sent_at": 2.5, "text": "Slides are in the doc."},
+                {"sender": "Alan Turing", "sent_at": 4.0, "text": f"Thanks ({bot.bot_id})"},
+            ]
+        ).encode()
+    }
+    if bot.transcription:
+        files["transcription.json"] = json.dumps(_transcription_document()).encode()
+        files["raw_transcription.json"] = json.dumps(
+            {"bot_id": bot.bot_id, "provider": "gladia", "result": _gladia_result()}
+        ).encode()
+        files["diarization.jsonl"] = "".join(
+            json.dumps({"speaker": speaker, "start": start, "end": start + 1.5}) + "\n"
+            for speaker, start, _ in TRANSCRIPT
+        ).encode()
+    return files
 
 
 # What a v1 retranscription (`transcription_complete`) hands back through `GET /bots/meeting_data`.
@@ -333,6 +360,12 @@ class ProviderSimulator:
             "audio_size": len(bot.recording.audio),
             "webhooks": bot.webhooks,
             "downloads": bot.downloads,
+            # Every artifact the bot hands over: its size and SHA-256 as served, by file name.
+            "artifacts": {
+                name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                for name, data in artifacts(bot).items()
+            },
+            "artifact_downloads": bot.artifact_downloads,
         }
 
     async def resend_completed(self, bot_id: str, new_delivery_id: bool = False) -> int:
@@ -424,7 +457,7 @@ class ProviderSimulator:
             "diarization": f"{base}/diarization.jsonl" if transcribed else None,
             "raw_transcription": f"{base}/raw_transcription.json" if transcribed else None,
             "transcription": f"{base}/transcription.json" if transcribed else None,
-            "chat_messages": None,
+            "chat_messages": f"{base}/chat_messages.json" if ready else None,
             "transcription_ids": None,
             "transcription_provider": "gladia" if bot.transcription else None,
             "error_code": "BOT_NOT_ACCEPTED" if bot.status == "failed" else None,
@@ -522,6 +555,7 @@ class ProviderSimulator:
             "transcription": f"{base}/transcription.json" if bot.transcription else None,
             "raw_transcription": f"{base}/raw_transcription.json" if bot.transcription else None,
             "diarization": f"{base}/diarization.jsonl" if bot.transcription else None,
+            "chat_messages": f"{base}/chat_messages.json",
             "participants": [{"id": None, "name": n} for n in names],
             "speakers": [{"id": None, "name": n} for n in names],
         }
@@ -705,19 +739,17 @@ class ProviderSimulator:
         if request.method == "GET" and name == "video.mp4" and bot.lies > 0:
             bot.lies -= 1
             return _lying_response(data, headers)
-        spec = request.headers.get("range", "")
-        if spec.startswith("bytes=") and "," not in spec:
-            first, _, last = spec[6:].partition("-")
-            start = int(first) if first else max(0, len(data) - int(last))
-            end = min(len(data) - 1, int(last)) if first and last else len(data) - 1
-            if start >= len(data) or start > end:
-                return Response(status_code=416, headers={"content-range": f"bytes */{len(data)}"})
-            headers["content-range"] = f"bytes {start}-{end}/{len(data)}"
-            body = data[start : end + 1] if request.method == "GET" else b""
-            headers["content-length"] = str(end - start + 1)
-            return Response(body, status_code=206, headers=headers)
-        headers["content-length"] = str(len(data))
-        return Response(data if request.method == "GET" else b"", headers=headers)
+        return _ranged(request, data, headers)
+
+    def _serve_artifact(self, request: Request, bot: Bot, name: str) -> Response | None:
+        """An artifact, unsigned as in the samples' `bot.completed` (ranges answered)."""
+        data = artifacts(bot).get(name)
+        if data is None or name in bot.gone_artifacts:
+            return None
+        if request.method == "GET":
+            bot.artifact_downloads[name] = bot.artifact_downloads.get(name, 0) + 1
+        kind = "application/x-ndjson" if name.endswith(".jsonl") else "application/json"
+        return _ranged(request, data, {"accept-ranges": "bytes", "content-type": kind})
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="MeetingBaaS + Gladia simulator")
@@ -870,9 +902,8 @@ class ProviderSimulator:
                 return self._serve_file(request, bot, name, bot.recording.video, "video/mp4")
             if name == "audio.flac":
                 return self._serve_file(request, bot, name, bot.recording.audio, "audio/flac")
-            if name == "transcription.json" and bot.transcription:
-                return JSONResponse(_transcription_document())
-            return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+            served = self._serve_artifact(request, bot, name)
+            return served or _s3_error(404, "NoSuchKey", "The specified key does not exist.")
 
         @app.post("/v2/pre-recorded", status_code=201)
         async def create_job(request: Request, x_gladia_key: str | None = Header(None)) -> Any:
@@ -988,6 +1019,23 @@ def _platform(meeting_url: str) -> str:
     if "zoom." in meeting_url:
         return "zoom"
     return "teams" if "teams." in meeting_url else "meet"
+
+
+def _ranged(request: Request, data: bytes, headers: dict[str, str]) -> Response:
+    """`data`, or the one range of it the request asks for, as S3 answers."""
+    spec = request.headers.get("range", "")
+    if spec.startswith("bytes=") and "," not in spec:
+        first, _, last = spec[6:].partition("-")
+        start = int(first) if first else max(0, len(data) - int(last))
+        end = min(len(data) - 1, int(last)) if first and last else len(data) - 1
+        if start >= len(data) or start > end:
+            return Response(status_code=416, headers={"content-range": f"bytes */{len(data)}"})
+        headers["content-range"] = f"bytes {start}-{end}/{len(data)}"
+        body = data[start : end + 1] if request.method == "GET" else b""
+        headers["content-length"] = str(end - start + 1)
+        return Response(body, status_code=206, headers=headers)
+    headers["content-length"] = str(len(data))
+    return Response(data if request.method == "GET" else b"", headers=headers)
 
 
 def _lying_response(data: bytes, headers: dict[str, str]) -> Response:

@@ -25,6 +25,8 @@ from pydantic import (
 
 from notetaker.common import gladia
 from notetaker.common.events import (
+    ARTIFACT_KINDS,
+    ArtifactKind,
     BotStatusChanged,
     Event,
     RecordingCompleted,
@@ -90,19 +92,44 @@ class StatusData(BotData):
     status: Status
 
 
+class Person(_Payload):
+    """A participant or speaker as v2 lists them: `{"id": ..., "name": ...}`."""
+
+    id: int | str | None = None
+    name: str = Field("", max_length=500)
+
+
+People = Annotated[list[Person], Field(max_length=10_000)]
+
+
 class CompletedV2Data(BotData):
     # The v2 webhook guide names the video `mp4`; the reference pages and OpenAPI file `video`.
     video: Url | None = None
     mp4: Url | None = None
     audio: Url | None = None
     transcription: Url | None = None
+    # The other artifacts, each at a URL that expires with the video's (ARTIFACT_KINDS).
+    raw_transcription: Url | None = None
+    diarization: Url | None = None
+    chat_messages: Url | None = None
     duration_seconds: Seconds | None = None
     data_deleted: bool = False
+    participants: People | None = None
+    speakers: People | None = None
 
     @property
     def video_url(self) -> str | None:
         found = self.video or self.mp4
         return str(found) if found else None
+
+    def artifact_urls(self) -> dict[ArtifactKind, str]:
+        """Every artifact URL the delivery names (the transcript JSON among them)."""
+        urls = {kind: getattr(self, kind) for kind in ARTIFACT_KINDS}
+        return {kind: str(url) for kind, url in urls.items() if url is not None}
+
+
+def _people(people: list[Person] | None) -> list[dict[str, Any]] | None:
+    return None if people is None else [p.model_dump(mode="json") for p in people]
 
 
 class FailedV2Data(BotData):
@@ -125,6 +152,8 @@ class CompletedV1Data(BotData):
     mp4: Url
     audio: Url | None = None
     transcript: list[V1Segment] = Field([], max_length=100_000)
+    # v1 lists the speakers by name only.
+    speakers: list[Annotated[str, Field(max_length=500)]] | None = Field(None, max_length=10_000)
 
     @field_validator("audio", mode="before")
     @classmethod
@@ -198,6 +227,9 @@ def _completed_v2(data: dict[str, Any], delivered: Delivered) -> list[Event]:
             duration_seconds=d.duration_seconds,
             provider_transcript=d.transcription is not None,
             extra=extra,
+            artifact_urls=d.artifact_urls(),
+            participants=_people(d.participants),
+            speakers=_people(d.speakers),
         )
     ]
     if d.transcription is not None:
@@ -247,6 +279,7 @@ def _completed_v1(data: dict[str, Any], delivered: Delivered) -> list[Event]:
             urls_received_at=delivered.received_at,
             provider_transcript=bool(d.transcript),
             extra=extra,
+            speakers=None if d.speakers is None else [{"id": None, "name": n} for n in d.speakers],
         )
     ]
     if d.transcript:
@@ -348,8 +381,21 @@ class GladiaTranscription(_Payload):
     utterances: list[GladiaUtterance] = Field([], max_length=100_000)
 
 
+class GladiaSummarization(_Payload):
+    """The summarization add-on's result: the summary text in `results`."""
+
+    success: bool = True
+    results: str | None = Field(None, max_length=1_000_000)
+
+
 class GladiaResult(_Payload):
     transcription: GladiaTranscription
+    summarization: GladiaSummarization | None = None
+
+    def summary(self) -> str | None:
+        found = self.summarization
+        text = found.results.strip() if found and found.success and found.results else ""
+        return text or None
 
 
 class GladiaError(_Payload):
@@ -409,6 +455,7 @@ def gladia_events(callback: GladiaCallback, bot_id: str) -> list[Event]:
             provider="gladia",
             job_id=job_id,
             language=languages[0] if languages else None,
+            summary=result.summary(),
             utterances=[
                 Utterance(speaker=f"Speaker {u.speaker}", start=u.start, end=u.end, text=u.text)
                 for u in result.transcription.utterances

@@ -24,8 +24,9 @@ level on; the days before stay as billed.
 
 A complete recording whose video object is gone from the listing (and whose row was last changed
 before the listing began) is marked expired: `media_deleted_at` on the recording and its meeting,
-the meeting's media URLs cleared and its `recording_status` `media_expired`, so every writer
-refuses it as after a deletion and readers see why there is no media.
+the meeting's media URLs and the artifacts' keys cleared and its `recording_status`
+`media_expired`, so every writer refuses it as after a deletion and readers see why there is no
+media.
 
 Several replicas: a run holds a session advisory lock (another replica skips the slot), and the
 run's row (`storage_reconciliations`, keyed by the slot) is written in the transaction that
@@ -284,6 +285,12 @@ async def _mark_expired(
         " s3_audio_key = NULL, upload_lease_token = upload_lease_token + 1,"
         " upload_lease_expires_at = NULL, upload_lease_holder = NULL, updated_at = now()"
         " WHERE id = ANY($1::uuid[])",
+        [r["id"] for r in gone],
+    )
+    # The provider's artifacts lie beside the video, under the same rule: their keys go too.
+    await conn.execute(
+        "UPDATE recording_artifacts SET s3_key = NULL, updated_at = now()"
+        " WHERE recording_id = ANY($1::uuid[])",
         [r["id"] for r in gone],
     )
     await conn.execute(

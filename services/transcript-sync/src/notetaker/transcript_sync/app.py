@@ -387,10 +387,16 @@ class Join:
             video = s3_location(effect.bucket, effect.video_key) if effect.video_key else None
             intent = self._job_intent() if effect.transcribe else None
             written = await meetings.write_video(
-                r.pool, self.source, bot_id, video, audio, transcription=intent
+                r.pool,
+                self.source,
+                bot_id,
+                video,
+                audio,
+                transcription=intent,
+                details=effect.details,
             )
         elif isinstance(effect, WriteTranscript):
-            utterances = await transcripts.resolve(
+            transcript = await transcripts.resolve_transcript(
                 r.http,
                 r.sources,
                 effect.transcript,
@@ -404,8 +410,10 @@ class Join:
                 self.source,
                 bot_id,
                 effect.transcript.provider,
-                utterances,
+                transcript.utterances,
                 transcript_id(effect.transcript),
+                language=transcript.language,
+                summary=transcript.summary,
             )
             await meetings.complete_transcription_job(r.pool, bot_id)
         elif isinstance(effect, WriteThumbnail):

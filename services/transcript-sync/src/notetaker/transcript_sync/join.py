@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -67,6 +68,21 @@ class JoinState(BaseModel):
 
 
 @dataclass(frozen=True)
+class MeetingDetails:
+    """What the provider said about the meeting with its recording, for the fields the product
+    shows (`None`: not said)."""
+
+    duration_seconds: float | None = None
+    participants: list[dict[str, Any]] | None = None
+    speakers: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, event: RecordingUploaded) -> MeetingDetails | None:
+        details = cls(event.duration_seconds, event.participants, event.speakers)
+        return details if details != cls() else None
+
+
+@dataclass(frozen=True)
 class WriteVideo:
     """Write the video and audio (an audio-only recording: no video) into the meeting's row;
     `transcribe`: a Gladia transcript is
@@ -77,6 +93,7 @@ class WriteVideo:
     video_key: str | None
     audio_key: str | None
     transcribe: bool = False
+    details: MeetingDetails | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +172,13 @@ def _uploaded(
     transcript_coming = event.provider_transcript or state.transcript_id is not None
     transcribe = can_transcribe and not transcript_coming and not requested
     effects: list[Effect] = [
-        WriteVideo(event.bucket, event.video_key, event.audio_key, transcribe=transcribe)
+        WriteVideo(
+            event.bucket,
+            event.video_key,
+            event.audio_key,
+            transcribe=transcribe,
+            details=MeetingDetails.of(event),
+        )
     ]
     if state.thumbnail_key is None and event.video_key is not None:
         thumbnail_key = recording_key(

@@ -28,7 +28,7 @@ from notetaker.common.events import MeetingSynced, Utterance
 from notetaker.common.failures import Permanent
 from notetaker.common.s3 import parse_s3_location
 from notetaker.transcript_sync import outbox
-from notetaker.transcript_sync.join import JoinState
+from notetaker.transcript_sync.join import JoinState, MeetingDetails
 
 
 class MeetingMediaDeleted(Permanent):
@@ -131,19 +131,31 @@ async def write_video(
     audio_url: str | None,
     *,
     transcription: JobIntent | None = None,
+    details: MeetingDetails | None = None,
 ) -> MeetingMedia:
     """The video and audio (an audio-only recording: no video); `transcription`: a transcript
-    is owed for them, its job's intent written in the same transaction."""
-    return await _update(
-        pool,
-        source,
-        bot_id,
-        "video_url = $2, audio_url = $3, recording_status = $4",
-        video_url,
-        audio_url,
-        "available",
-        intent=transcription,
+    is owed for them, its job's intent written in the same transaction; `details`: what the
+    provider said about the meeting (a field it did not give keeps what the row has)."""
+    assignments, args = _with_given(
+        ["video_url", "audio_url", "recording_status"],
+        [video_url, audio_url, "available"],
+        {
+            "duration_seconds": details.duration_seconds if details else None,
+            "participants": details.participants if details else None,
+            "speakers": details.speakers if details else None,
+        },
     )
+    return await _update(pool, source, bot_id, assignments, *args, intent=transcription)
+
+
+def _with_given(
+    columns: list[str], values: list[Any], optional: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    """`column = $n` assignments ($2 on) of `columns`, then of each optional column given."""
+    given = [(c, v) for c, v in optional.items() if v is not None]
+    names = columns + [c for c, _ in given]
+    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
+    return assignments, values + [v for _, v in given]
 
 
 async def write_transcript(
@@ -153,20 +165,19 @@ async def write_transcript(
     provider: str,
     utterances: list[Utterance],
     ref: str,
+    *,
+    language: str | None = None,
+    summary: str | None = None,
 ) -> MeetingMedia:
     """The transcript's text and utterances, with which transcript it is (`ref`, the join's
-    `transcript_id`)."""
+    `transcript_id`), and its language and summary when its provider gave them."""
     text = "\n".join(f"{u.speaker}: {u.text}" if u.speaker else u.text for u in utterances)
-    return await _update(
-        pool,
-        source,
-        bot_id,
-        "transcript_text = $2, transcript_json = $3, transcript_provider = $4, transcript_ref = $5",
-        text,
-        [u.model_dump() for u in utterances],
-        provider,
-        ref,
+    assignments, args = _with_given(
+        ["transcript_text", "transcript_json", "transcript_provider", "transcript_ref"],
+        [text, [u.model_dump() for u in utterances], provider, ref],
+        {"language": language, "summary": summary},
     )
+    return await _update(pool, source, bot_id, assignments, *args)
 
 
 async def write_thumbnail(

@@ -114,6 +114,36 @@ def utterances_from_meeting_data(document: Any) -> list[Utterance]:
     return utterances
 
 
+@dataclass(frozen=True)
+class Transcript:
+    """A transcript as written to the meeting: its utterances, and what its provider said about
+    it beside them (the language, a summary), when it said."""
+
+    utterances: list[Utterance]
+    language: str | None = None
+    summary: str | None = None
+
+
+def details_from_document(document: Any) -> tuple[str | None, str | None]:
+    """The language and summary a transcript document gives, when it gives them: Gladia's
+    result (`transcription.languages`, the summarization add-on's `results`), at the top level
+    or under `result` as `GET /v2/pre-recorded/{id}` answers."""
+    if not isinstance(document, dict):
+        return None, None
+    if isinstance(document.get("result"), dict):
+        document = document["result"]
+    language = summary = None
+    transcription = document.get("transcription")
+    if isinstance(transcription, dict):
+        languages = transcription.get("languages")
+        if isinstance(languages, list) and languages and isinstance(languages[0], str):
+            language = languages[0][:20]
+    summarization = document.get("summarization")
+    if isinstance(summarization, dict) and isinstance(summarization.get("results"), str):
+        summary = summarization["results"].strip() or None
+    return language, summary
+
+
 async def resolve(
     http: httpx.AsyncClient,
     sources: aiohttp.ClientSession,
@@ -125,13 +155,39 @@ async def resolve(
     meetingbaas_url: str = "",
     meetingbaas_key: SecretStr | None = None,
 ) -> list[Utterance]:
-    """The utterances of a transcript.ready event, fetching them when only a pointer came.
+    """The utterances of a transcript.ready event (`resolve_transcript`)."""
+    transcript = await resolve_transcript(
+        http,
+        sources,
+        event,
+        gladia_url,
+        gladia_key,
+        max_bytes,
+        meetingbaas_url=meetingbaas_url,
+        meetingbaas_key=meetingbaas_key,
+    )
+    return transcript.utterances
+
+
+async def resolve_transcript(
+    http: httpx.AsyncClient,
+    sources: aiohttp.ClientSession,
+    event: TranscriptReady,
+    gladia_url: str,
+    gladia_key: SecretStr | None,
+    max_bytes: int = MAX_TRANSCRIPT_BYTES,
+    *,
+    meetingbaas_url: str = "",
+    meetingbaas_key: SecretStr | None = None,
+) -> Transcript:
+    """The transcript of a transcript.ready event, fetching it when only a pointer came.
 
     A provider's `transcript_url` is fetched only as the source URL policy allows (`sources` is
     a policy session: public addresses, few redirects); both it and Gladia's result are read as a
-    stream and refused past `max_bytes`, never held whole before that check."""
+    stream and refused past `max_bytes`, never held whole before that check. The language and
+    summary are the event's, else the fetched document's."""
     if event.utterances is not None:
-        return list(event.utterances)
+        return Transcript(list(event.utterances), event.language, event.summary)
     if event.provider_api == "v1" and not (event.transcript_url or event.job_id):
         if meetingbaas_key is None:
             raise TranscriptRefused(
@@ -143,7 +199,9 @@ async def resolve(
         headers = {"x-meeting-baas-api-key": meetingbaas_key.get_secret_value()}
         body = await _fetch_api(http, event.bot_id, url, params, headers, max_bytes)
         try:
-            return utterances_from_meeting_data(json.loads(body))
+            return Transcript(
+                utterances_from_meeting_data(json.loads(body)), event.language, event.summary
+            )
         except (ValueError, RecursionError) as exc:
             raise TranscriptRefused(f"the meeting data of bot {event.bot_id} is not JSON") from exc
         except TranscriptUnavailable as exc:
@@ -164,8 +222,13 @@ async def resolve(
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise TranscriptRefused(f"the transcript of bot {event.bot_id} is not JSON") from exc
+    language, summary = details_from_document(document)
     try:
-        return utterances_from_document(document)
+        return Transcript(
+            utterances_from_document(document),
+            event.language or language,
+            event.summary or summary,
+        )
     except TranscriptUnavailable as exc:
         raise TranscriptRefused(f"the transcript of bot {event.bot_id}: {exc}") from exc
 

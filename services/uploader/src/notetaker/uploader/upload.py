@@ -34,17 +34,20 @@ from prometheus_client import Counter, Histogram
 from notetaker.common.deletion import media_deleted, purge_prefix
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import (
+    ArtifactKind,
     RecordingCompleted,
     RecordingUploaded,
     RecordingUploadFailed,
     RecordingUploadRequested,
     StorageUsage,
+    StoredArtifact,
 )
 from notetaker.common.failures import Kind, classify
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.meetingbaas import ProviderError, RecordingGone, fresh_recording_urls
-from notetaker.common.s3 import S3Client, recording_key, recording_prefix
+from notetaker.common.s3 import MediaKind, S3Client, recording_key, recording_prefix
+from notetaker.common.source_policy import REASON as FORBIDDEN
 from notetaker.uploader import recordings
 from notetaker.uploader.keys import SourceUrlCipher
 from notetaker.uploader.lease import LeaseLost, UploadLease, worker_name
@@ -52,6 +55,7 @@ from notetaker.uploader.ledger import PostgresPartLedger
 from notetaker.uploader.recordings import Recording
 from notetaker.uploader.settings import UploaderSettings
 from notetaker.uploader.transfer import (
+    TOO_LARGE,
     IntegrityError,
     MinRate,
     SourceError,
@@ -83,6 +87,10 @@ DURATION = Histogram(
 
 # A source refusing the URL it was given: its signature expired, or it was revoked.
 REFRESHABLE = ("source_http_403", "source_http_410")
+# An artifact whose source has none (404), or that the policy refuses (where it leads, its
+# size): asking again cannot help, and the recording completes without it (its row says why)
+# rather than fail its video over it.
+ARTIFACT_GONE = ("source_http_404", FORBIDDEN, TOO_LARGE)
 
 
 class SourceExpired(Exception):
@@ -145,6 +153,48 @@ CONTENT_TYPES = {
     "mp3": "audio/mpeg",
     "wav": "audio/wav",
     "m4a": "audio/mp4",
+    "json": "application/json",
+    "jsonl": "application/x-ndjson",
+}
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What one attempt stored: the video and the audio (whichever the recording has) and the
+    provider's artifacts, by kind."""
+
+    video: StoredObject | None
+    audio: StoredObject | None
+    artifacts: dict[ArtifactKind, StoredObject]
+    missing: dict[ArtifactKind, str]  # artifacts not to be had, and why (`ARTIFACT_GONE`)
+
+    @property
+    def objects(self) -> list[StoredObject]:
+        return [o for o in (self.video, self.audio) if o is not None] + list(
+            self.artifacts.values()
+        )
+
+    def stored_artifacts(self) -> list[StoredArtifact]:
+        return [
+            StoredArtifact(
+                kind=kind,
+                key=o.key,
+                size_bytes=o.size_bytes,
+                checksum=f"sha256-composite:{o.checksum}",
+            )
+            for kind, o in self.artifacts.items()
+        ]
+
+
+# The extension of an object whose URL names none.
+DEFAULTS: dict[MediaKind, str] = {
+    "video": "mp4",
+    "audio": "m4a",
+    "thumbnail": "jpg",
+    "transcription": "json",
+    "raw_transcription": "json",
+    "diarization": "jsonl",
+    "chat_messages": "json",
 }
 
 
@@ -271,7 +321,7 @@ class Uploader:
         log.info("upload.started", attempt=recording.retry_count + 1, lease=lease.token)
         started = datetime.now(UTC)
         try:
-            video, audio = await self._copy_fresh(recording, lease)
+            copied = await self._copy_fresh(recording, lease)
         except LeaseLost:
             raise
         except RecordingGone as exc:
@@ -296,10 +346,11 @@ class Uploader:
             )
             return
         # The video, or the audio of an audio-only recording, is the recording's source.
+        video, audio = copied.video, copied.audio
         source = video or audio
         assert source is not None
-        stored = [o for o in (video, audio) if o is not None]
-        size = sum(o.size_bytes for o in stored)
+        stored = copied.objects
+        size = sum(o.size_bytes for o in stored)  # what the org stores: the artifacts too
         await recordings.mark_complete(
             self.pool,
             lease,
@@ -307,6 +358,8 @@ class Uploader:
             audio_key=audio.key if audio else None,
             size_bytes=size,
             checksum=f"sha256-composite:{source.checksum}",
+            artifacts=copied.stored_artifacts(),
+            missing=copied.missing,
         )
         elapsed = (datetime.now(UTC) - started).total_seconds()
         ATTEMPTS.labels("complete").inc()
@@ -318,15 +371,14 @@ class Uploader:
             seconds=round(elapsed, 3),
             video_key=video.key if video else None,
             audio_key=audio.key if audio else None,
+            artifacts=sorted(copied.artifacts),
             parts=sum(o.parts for o in stored),
         )
         done = await recordings.find_by_bot(self.pool, recording.bot_id, self.cipher)
         assert done is not None
         await self._announce(done, parts=sum(o.parts for o in stored))
 
-    async def _copy_fresh(
-        self, recording: Recording, lease: UploadLease
-    ) -> tuple[StoredObject | None, StoredObject | None]:
+    async def _copy_fresh(self, recording: Recording, lease: UploadLease) -> Copied:
         """Copy the recording's files, with URLs the provider signed anew when the ones kept are
         past their validity, before a retry, and once more when the source refuses them (403,
         410); each copy continues from the parts S3 holds."""
@@ -343,13 +395,25 @@ class Uploader:
             recording = await self._refreshed(recording, lease, exc.reason)
         return await self._copy_files(recording, lease)
 
-    async def _copy_files(
-        self, recording: Recording, lease: UploadLease
-    ) -> tuple[StoredObject | None, StoredObject | None]:
-        """The video and the audio, whichever the recording has (an audio-only one, no video)."""
-        video = await self._copy(recording, lease, "video")
-        audio = await self._copy(recording, lease, "audio")
-        return video, audio
+    async def _copy_files(self, recording: Recording, lease: UploadLease) -> Copied:
+        """The video and the audio, whichever the recording has (an audio-only one, no video),
+        then each artifact the provider named, every one through the same copy."""
+        video = await self._copy(recording, lease, "video", recording.video_url)
+        audio = await self._copy(recording, lease, "audio", recording.audio_url)
+        artifacts: dict[ArtifactKind, StoredObject] = {}
+        missing: dict[ArtifactKind, str] = {}
+        for kind, url in sorted(recording.artifact_urls.items()):
+            try:
+                artifact = await self._copy(recording, lease, kind, url)
+            except SourceError as exc:
+                if exc.reason not in ARTIFACT_GONE:
+                    raise  # retried with the recording, as a failure of the video's would be
+                log.warning("upload.artifact_missing", kind=kind, reason=exc.reason)
+                missing[kind] = exc.reason
+                continue
+            assert artifact is not None
+            artifacts[kind] = artifact
+        return Copied(video, audio, artifacts, missing)
 
     async def _refreshed(self, recording: Recording, lease: UploadLease, why: str) -> Recording:
         """The recording with fresh provider URLs (kept, sealed); without a MeetingBaaS key,
@@ -391,26 +455,27 @@ class Uploader:
             video_url=urls.video,
             audio_url=urls.audio,
             received_at=received,
+            artifact_urls=urls.artifacts,
         )
         log.info("upload.urls_refreshed", why=why, api=recording.provider_api)
         return dataclasses.replace(
-            recording, video_url=urls.video, audio_url=urls.audio, urls_received_at=received
+            recording,
+            video_url=urls.video,
+            audio_url=urls.audio,
+            urls_received_at=received,
+            # An artifact the answer does not sign again keeps the URL it had.
+            artifact_urls={**recording.artifact_urls, **urls.artifacts},
         )
 
     async def _copy(
-        self, recording: Recording, lease: UploadLease, kind: str
+        self, recording: Recording, lease: UploadLease, kind: MediaKind, url: str | None
     ) -> StoredObject | None:
-        url = recording.video_url if kind == "video" else recording.audio_url
         if url is None:
             return None
-        ext = extension(url, "mp4" if kind == "video" else "m4a")
         key = recording_key(
-            recording.org_id,
-            recording.user_id,
-            recording.id,
-            "video" if kind == "video" else "audio",
-            ext,
+            recording.org_id, recording.user_id, recording.id, kind, extension(url, DEFAULTS[kind])
         )
+        ext = key.rpartition(".")[2]
         stored = await stream_to_s3(
             self.http,
             self.s3,
@@ -434,18 +499,22 @@ class Uploader:
 
     def _keys(self, recording: Recording) -> list[str]:
         """The object keys this recording's files go to."""
-        keys = []
-        if recording.video_url:
-            ext = extension(recording.video_url, "mp4")
-            keys.append(
-                recording_key(recording.org_id, recording.user_id, recording.id, "video", ext)
+        urls: list[tuple[MediaKind, str | None]] = [
+            ("video", recording.video_url),
+            ("audio", recording.audio_url),
+            *sorted(recording.artifact_urls.items()),
+        ]
+        return [
+            recording_key(
+                recording.org_id,
+                recording.user_id,
+                recording.id,
+                kind,
+                extension(url, DEFAULTS[kind]),
             )
-        if recording.audio_url:
-            ext = extension(recording.audio_url, "m4a")
-            keys.append(
-                recording_key(recording.org_id, recording.user_id, recording.id, "audio", ext)
-            )
-        return keys
+            for kind, url in urls
+            if url
+        ]
 
     async def _fail(
         self, recording: Recording, lease: UploadLease, error: str, *, final: bool, reason: str
@@ -544,6 +613,10 @@ class Uploader:
                     size_bytes=recording.size_bytes,
                     checksum=recording.checksum or "",
                     provider_transcript=recording.provider_transcript,
+                    artifacts=list(recording.artifacts),
+                    duration_seconds=recording.duration_seconds,
+                    participants=recording.participants,
+                    speakers=recording.speakers,
                 ),
                 usage,
             ]

@@ -22,6 +22,7 @@ from notetaker.common.events import StorageUsage
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
 from notetaker.metrics import admin
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import GIB, Prices, apply
 
@@ -57,7 +58,7 @@ async def test_usage_as_json_and_csv_for_the_admin_only(metrics_url: str, db: as
         put_requests=2000,
         occurred_at=datetime.now(UTC),
     )
-    await apply(db, f"admin-{org}", event, Prices(0.023, 0.0, 0.09, 0.005, 0.0004))
+    await apply(db, f"admin-{org}", event, Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004))
     admin = {"authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(base_url=metrics_url) as http:
         as_json = await http.get("/admin/usage", params={"org_id": str(org)}, headers=admin)

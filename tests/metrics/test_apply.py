@@ -9,9 +9,10 @@ import asyncpg
 import pytest
 
 from notetaker.common.events import StorageUsage
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.usage import GIB, Prices, apply, month_to_date
 
-PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)
+PRICES = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
 
 
 def usage(org: uuid.UUID, gib: int, when: datetime) -> StorageUsage:

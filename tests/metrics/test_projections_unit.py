@@ -6,10 +6,11 @@ from datetime import date
 
 import pytest
 
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.projections import WINDOW_DAYS, OrgTrend, Projection, project
 from notetaker.metrics.usage import Prices
 
-PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)
+PRICES = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
 
 
 def test_the_window_is_a_week() -> None:

@@ -20,12 +20,13 @@ import pytest
 
 from notetaker.common.costs import cost_rows
 from notetaker.common.events import StorageUsage
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.projections import projections
 from notetaker.metrics.rollup import next_run, roll_up, roll_up_forever
 from notetaker.metrics.usage import GIB, Prices, apply, month_to_date
 from tests.conftest import eventually
 
-PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)  # the defaults
+PRICES = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)  # the defaults
 DAY_1 = date(2027, 1, 1)  # 62 days: January (31), February (28), March 1 to 3
 DAYS = [DAY_1 + timedelta(days=n) for n in range(62)]
 DOWN = set(DAYS[19:24])  # the metrics service is down on days 20 to 24

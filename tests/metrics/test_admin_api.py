@@ -143,13 +143,14 @@ async def test_the_summary_projects_each_org_and_names_those_over_the_threshold(
     assert answer.status_code == 200, answer.text
     summary = answer.json()
     assert (summary["date"], summary["threshold_usd"], summary["orgs"]) == ("2021-06-15", 50.0, 2)
-    # $90 today is $90/7 a day for the 15 days left, and for July's 31.
+    # 1,000 GiB today is 1,000/7 GiB a day: for the 15 days left all past the free 100 GiB at
+    # $0.09 ($90/7 a day), and for July's 31 from a free 100 GiB again ($9 less).
     dear_figures = {
         "org_id": str(dear),
         "stored_gb": 0.0,
         "month_to_date_usd": 90.0,
         "month_end_usd": pytest.approx(90 + 90 / 7 * 15, abs=1e-6),
-        "next_month_usd": pytest.approx(90 / 7 * 31, abs=1e-6),
+        "next_month_usd": pytest.approx(90 / 7 * 31 - 9, abs=1e-6),
     }
     assert summary["orgs_over_threshold"] == [dear_figures]
     # 10 GiB: half a GB-month to date, the other half to come, a whole one in July (its rows'
@@ -159,7 +160,7 @@ async def test_the_summary_projects_each_org_and_names_those_over_the_threshold(
         "stored_gb": 10.0,
         "month_to_date_usd": pytest.approx(90 + 0.115, abs=1e-4),
         "month_end_usd": pytest.approx(90 + 90 / 7 * 15 + 0.23, abs=1e-4),
-        "next_month_usd": pytest.approx(90 / 7 * 31 + 0.23, abs=1e-4),
+        "next_month_usd": pytest.approx(90 / 7 * 31 - 9 + 0.23, abs=1e-4),
         "over_threshold": True,
     }
     assert set(summary["explained"]) == {

@@ -346,7 +346,7 @@ async def test_an_upload_lands_in_each_metric_row_with_its_cost(usage_db: FakeUs
     assert usage_db.cost(day, "api_requests") == pytest.approx(7.0 + 1.0)
 
 
-async def test_a_download_is_charged_at_the_download_price(usage_db: FakeUsageDb) -> None:
+async def test_a_download_is_charged_through_the_egress_tiers(usage_db: FakeUsageDb) -> None:
     await apply(pool(usage_db), "e1", event(downloaded=4 * GIB, gets=1), PRICES)
     day = NOV_10.date()
     assert (usage_db.value(day, "download_gb"), usage_db.cost(day, "download_gb")) == pytest.approx(

@@ -88,8 +88,16 @@ def test_the_cents_left_over_go_to_the_largest_remainders() -> None:
     assert split_day(0, {"b": 0.75, "a": 0.25}, ten) == {"a": 3, "b": 7}
 
 
+def test_a_day_of_one_cent_is_charged() -> None:
+    # 100.06 GB after the day: 0.54 cents, rounded to 1; the day before had none to pay.
+    assert split_day(100, {"a": 0.06}, AWS_US_EAST) == {"a": 1}
+    assert tiered_usd(0.5, [EgressTier(usd_per_gb=0.10)]) == pytest.approx(0.05)
+
+
 def test_an_org_that_downloaded_nothing_pays_nothing() -> None:
     assert split_day(200, {"a": 5, "idle": 0}, AWS_US_EAST) == {"a": 45, "idle": 0}
+    # A day of rows without downloads (an upload's event writes one at 0) costs nobody anything.
+    assert split_day(200, {"a": 0, "b": 0}, AWS_US_EAST) == {"a": 0, "b": 0}
 
 
 def test_a_month_of_days_adds_up_to_the_platform_bill_to_the_cent() -> None:
@@ -148,19 +156,25 @@ def test_tiers_come_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("tiers", "message"),
     [
-        ([], "at least one egress tier"),
+        ([], "at least one egress tier is needed (the last, without up_to_gb)"),
         (
             [
                 {"up_to_gb": 100, "usd_per_gb": 0},
                 {"up_to_gb": 100, "usd_per_gb": 1},
                 {"usd_per_gb": 1},
             ],
-            "limits must ascend: tier 2's up_to_gb 100 is not above tier 1's 100",
+            "egress tier limits must ascend: tier 2's up_to_gb 100 is not above tier 1's 100",
         ),
-        ([{"up_to_gb": 100, "usd_per_gb": 0}], "the last egress tier must have no up_to_gb"),
-        ([{"usd_per_gb": 0}, {"usd_per_gb": 1}], "tier 1 has no up_to_gb"),
-        ([{"usd_per_gb": -0.01}], "greater than or equal to 0"),
-        ([{"up_to_gb": 0, "usd_per_gb": 1}, {"usd_per_gb": 1}], "greater than 0"),
+        (
+            [{"up_to_gb": 100, "usd_per_gb": 0}],
+            "the last egress tier must have no up_to_gb (null), so every GB has a price",
+        ),
+        (
+            [{"usd_per_gb": 0}, {"usd_per_gb": 1}],
+            "egress tier 1 has no up_to_gb: only the last tier may be open",
+        ),
+        ([{"usd_per_gb": -0.01}], "Input should be greater than or equal to 0"),
+        ([{"up_to_gb": 0, "usd_per_gb": 1}, {"usd_per_gb": 1}], "Input should be greater than 0"),
         ([{"usd_per_gb": 1, "price": 2}], "Extra inputs are not permitted"),
     ],
 )
@@ -168,5 +182,7 @@ def test_tiers_that_do_not_price_every_gb_once_are_refused(
     monkeypatch: pytest.MonkeyPatch, tiers: list[dict[str, float]], message: str
 ) -> None:
     monkeypatch.setenv("NOTETAKER_PRICE_EGRESS_TIERS", json.dumps(tiers))
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(ValidationError) as refused:
         MetricsSettings(_env_file=None)
+    (error,) = refused.value.errors()
+    assert error["msg"].removeprefix("Value error, ") == message

@@ -18,8 +18,9 @@ download costs of a month add up to the platform's tiered bill to the cent, ever
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from fractions import Fraction
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,9 +77,9 @@ def _tiered(gb: Fraction, tiers: Sequence[EgressTier]) -> Fraction:
     cost = Fraction(0)
     floor = Fraction(0)
     for tier in tiers:
+        # Past the previous limit (`floor`, below `gb`, or 0) up to this one's, or to `gb`.
         top = gb if tier.up_to_gb is None else min(gb, Fraction(tier.up_to_gb))
-        if top > floor:
-            cost += (top - floor) * Fraction(Decimal(str(tier.usd_per_gb)))
+        cost += (top - floor) * Fraction(Decimal(str(tier.usd_per_gb)))
         if tier.up_to_gb is None or gb <= tier.up_to_gb:
             break
         floor = Fraction(tier.up_to_gb)
@@ -87,12 +88,7 @@ def _tiered(gb: Fraction, tiers: Sequence[EgressTier]) -> Fraction:
 
 def bill_cents(gb: float, tiers: Sequence[EgressTier]) -> int:
     """The platform's tiered bill for `gb` GB in a month, in whole cents, rounded half up."""
-    exact = _tiered(Fraction(max(gb, 0.0)), tiers) * 100
-    return int(
-        (Decimal(exact.numerator) / Decimal(exact.denominator)).quantize(
-            Decimal(1), rounding=ROUND_HALF_UP
-        )
-    )
+    return math.floor(_tiered(Fraction(max(gb, 0.0)), tiers) * 100 + Fraction(1, 2))
 
 
 def split_day(
@@ -105,7 +101,7 @@ def split_day(
     day_gb = sum(max(gb, 0.0) for gb in by_org.values())
     cents = bill_cents(before_gb + day_gb, tiers) - bill_cents(before_gb, tiers)
     shares = dict.fromkeys(by_org, 0)
-    if cents <= 0 or day_gb <= 0:
+    if day_gb == 0:  # nobody downloaded: nothing to share (and it cost nothing)
         return shares
     total = Fraction(day_gb)
     exact = {org: cents * Fraction(max(gb, 0.0)) / total for org, gb in by_org.items()}

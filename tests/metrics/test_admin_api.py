@@ -260,3 +260,44 @@ async def test_cost_by_type_per_org_per_day_as_json_and_a_streamed_csv(db: async
     chunks = [c async for c in response.body_iterator]
     assert len(chunks) == 2
     assert "".join(str(c) for c in chunks) == text
+
+
+async def test_downloads_are_billed_through_the_platform_tiers(own_db: asyncpg.Pool) -> None:
+    """October 2021 on a database of its own (the tiers apply to every org of it): two orgs
+    download 80 and 40 GiB on the 5th, 20 GiB past the platform's free 100, $1.80 shared 2 : 1;
+    on the 6th the first downloads 10 GiB more, all its own at $0.09. Cost by type and the
+    summary say so, and the orgs' download cost is the platform's bill."""
+    first, second = uuid.UUID(int=1), uuid.UUID(int=2)
+    prices = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
+    for n, (org, gib, day) in enumerate([(first, 80, 5), (second, 40, 5), (first, 10, 6)]):
+        event = StorageUsage(
+            bot_id="b",
+            org_id=org,
+            recording_id=uuid.uuid4(),
+            step="upload",
+            bytes_downloaded=gib * GIB,
+            occurred_at=datetime(2021, 10, day, 12, tzinfo=UTC),
+        )
+        assert await apply(own_db, f"tiered-{n}", event, prices)
+    app = Starlette(routes=admin.routes(MetricsSettings(admin_tokens=[SecretStr(TOKEN)]), own_db))
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://admin"
+    ) as http:
+        daily = await http.get(
+            "/admin/daily", params={"from": "2021-10-01", "to": "2021-10-06"}, headers=auth
+        )
+        as_csv = await http.get(
+            "/admin/daily.csv", params={"from": "2021-10-01", "to": "2021-10-06"}, headers=auth
+        )
+        summary = await http.get("/admin/summary", params={"date": "2021-10-06"}, headers=auth)
+    assert daily.status_code == 200, daily.text
+    assert {(r["org_id"], r["date"]): r["download_usd"] for r in daily.json()["rows"]} == {
+        (str(first), "2021-10-05"): 1.2,
+        (str(second), "2021-10-05"): 0.6,
+        (str(first), "2021-10-06"): 0.9,
+    }
+    assert daily.json()["totals"]["download_usd"] == 2.7
+    parsed = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [float(r["download_usd"]) for r in parsed] == [1.2, 0.9, 0.6]
+    assert summary.json()["platform"]["month_to_date_usd"] == 2.7

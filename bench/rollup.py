@@ -26,10 +26,11 @@ import asyncpg
 
 from notetaker.common.db import migrate
 from notetaker.devstack.stack import start_stack
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.rollup import roll_up_day
 from notetaker.metrics.usage import GIB, Prices
 
-PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)
+PRICES = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
 FIRST_DAY = date(2027, 1, 1)
 RECORDING_BYTES = 50 * 2**20
 

@@ -343,7 +343,11 @@ def test_service_specific_settings(default: list[Manifest], full: list[Manifest]
         "NOTETAKER_UPLOAD_CONCURRENCY",
     } <= data["uploader"].keys()
     assert data["metrics"]["NOTETAKER_STORAGE_PRICE_USD_PER_GB_MONTH"] == "0.023"
-    assert data["metrics"]["NOTETAKER_DOWNLOAD_PRICE_USD_PER_GB"] == "0.09"
+    # The egress tiers as the service reads them: the chart's default is the service's.
+    tiers = MetricsSettings.model_validate(
+        {"price_egress_tiers": json.loads(data["metrics"]["NOTETAKER_PRICE_EGRESS_TIERS"])}
+    ).price_egress_tiers
+    assert tiers == MetricsSettings().price_egress_tiers
     assert data["metrics"]["NOTETAKER_PUT_PRICE_USD_PER_1000"] == "0.005"
     assert data["metrics"]["NOTETAKER_GET_PRICE_USD_PER_1000"] == "0.0004"
     assert data["metrics"]["NOTETAKER_COST_ALERT_THRESHOLD_USD"] == "50"

@@ -22,6 +22,7 @@ from notetaker.common.events import StorageUsage
 from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
 from notetaker.metrics import admin
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import GIB, Prices, apply
 
@@ -57,7 +58,7 @@ async def test_usage_as_json_and_csv_for_the_admin_only(metrics_url: str, db: as
         put_requests=2000,
         occurred_at=datetime.now(UTC),
     )
-    await apply(db, f"admin-{org}", event, Prices(0.023, 0.0, 0.09, 0.005, 0.0004))
+    await apply(db, f"admin-{org}", event, Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004))
     admin = {"authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(base_url=metrics_url) as http:
         as_json = await http.get("/admin/usage", params={"org_id": str(org)}, headers=admin)
@@ -142,13 +143,14 @@ async def test_the_summary_projects_each_org_and_names_those_over_the_threshold(
     assert answer.status_code == 200, answer.text
     summary = answer.json()
     assert (summary["date"], summary["threshold_usd"], summary["orgs"]) == ("2021-06-15", 50.0, 2)
-    # $90 today is $90/7 a day for the 15 days left, and for July's 31.
+    # 1,000 GiB today is 1,000/7 GiB a day: for the 15 days left all past the free 100 GiB at
+    # $0.09 ($90/7 a day), and for July's 31 from a free 100 GiB again ($9 less).
     dear_figures = {
         "org_id": str(dear),
         "stored_gb": 0.0,
         "month_to_date_usd": 90.0,
         "month_end_usd": pytest.approx(90 + 90 / 7 * 15, abs=1e-6),
-        "next_month_usd": pytest.approx(90 / 7 * 31, abs=1e-6),
+        "next_month_usd": pytest.approx(90 / 7 * 31 - 9, abs=1e-6),
     }
     assert summary["orgs_over_threshold"] == [dear_figures]
     # 10 GiB: half a GB-month to date, the other half to come, a whole one in July (its rows'
@@ -158,7 +160,7 @@ async def test_the_summary_projects_each_org_and_names_those_over_the_threshold(
         "stored_gb": 10.0,
         "month_to_date_usd": pytest.approx(90 + 0.115, abs=1e-4),
         "month_end_usd": pytest.approx(90 + 90 / 7 * 15 + 0.23, abs=1e-4),
-        "next_month_usd": pytest.approx(90 / 7 * 31 + 0.23, abs=1e-4),
+        "next_month_usd": pytest.approx(90 / 7 * 31 - 9 + 0.23, abs=1e-4),
         "over_threshold": True,
     }
     assert set(summary["explained"]) == {
@@ -258,3 +260,44 @@ async def test_cost_by_type_per_org_per_day_as_json_and_a_streamed_csv(db: async
     chunks = [c async for c in response.body_iterator]
     assert len(chunks) == 2
     assert "".join(str(c) for c in chunks) == text
+
+
+async def test_downloads_are_billed_through_the_platform_tiers(own_db: asyncpg.Pool) -> None:
+    """October 2021 on a database of its own (the tiers apply to every org of it): two orgs
+    download 80 and 40 GiB on the 5th, 20 GiB past the platform's free 100, $1.80 shared 2 : 1;
+    on the 6th the first downloads 10 GiB more, all its own at $0.09. Cost by type and the
+    summary say so, and the orgs' download cost is the platform's bill."""
+    first, second = uuid.UUID(int=1), uuid.UUID(int=2)
+    prices = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
+    for n, (org, gib, day) in enumerate([(first, 80, 5), (second, 40, 5), (first, 10, 6)]):
+        event = StorageUsage(
+            bot_id="b",
+            org_id=org,
+            recording_id=uuid.uuid4(),
+            step="upload",
+            bytes_downloaded=gib * GIB,
+            occurred_at=datetime(2021, 10, day, 12, tzinfo=UTC),
+        )
+        assert await apply(own_db, f"tiered-{n}", event, prices)
+    app = Starlette(routes=admin.routes(MetricsSettings(admin_tokens=[SecretStr(TOKEN)]), own_db))
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://admin"
+    ) as http:
+        daily = await http.get(
+            "/admin/daily", params={"from": "2021-10-01", "to": "2021-10-06"}, headers=auth
+        )
+        as_csv = await http.get(
+            "/admin/daily.csv", params={"from": "2021-10-01", "to": "2021-10-06"}, headers=auth
+        )
+        summary = await http.get("/admin/summary", params={"date": "2021-10-06"}, headers=auth)
+    assert daily.status_code == 200, daily.text
+    assert {(r["org_id"], r["date"]): r["download_usd"] for r in daily.json()["rows"]} == {
+        (str(first), "2021-10-05"): 1.2,
+        (str(second), "2021-10-05"): 0.6,
+        (str(first), "2021-10-06"): 0.9,
+    }
+    assert daily.json()["totals"]["download_usd"] == 2.7
+    parsed = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [float(r["download_usd"]) for r in parsed] == [1.2, 0.9, 0.6]
+    assert summary.json()["platform"]["month_to_date_usd"] == 2.7

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 import pytest
 
 from notetaker.common.events import StorageUsage
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.usage import GIB, Prices, apply, month_to_date
 
-PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)
+PRICES = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
 
 
 def usage(org: uuid.UUID, gib: int, when: datetime) -> StorageUsage:
@@ -50,3 +53,42 @@ async def test_each_event_counts_once_and_storage_carries_over(db: asyncpg.Pool)
 
     (mine,) = [c for c in await month_to_date(db, today.date()) if c.org_id == str(org)]
     assert mine.stored_bytes == pytest.approx(5 * GIB)
+
+
+async def test_concurrent_downloads_add_up_to_the_platform_bill(own_db: asyncpg.Pool) -> None:
+    """Downloads of several orgs, with uploads between them, applied all at once (as replicas
+    and partitions do): each download reprices its day under the egress lock, none waits for
+    another forever, and the orgs' download costs add up to the platform's tiered bill of the
+    day, each within a cent of its proportional share. A database of its own: the tiers apply
+    to every org of it."""
+    day = datetime(2027, 4, 2, 9, tzinfo=UTC)
+    orgs = [uuid.UUID(int=n) for n in range(1, 6)]
+    events = []
+    for n in range(40):
+        org = orgs[n % len(orgs)]
+        events.append(
+            StorageUsage(
+                bot_id="b",
+                org_id=org,
+                recording_id=uuid.uuid4(),
+                step="upload",
+                bytes_downloaded=(n % len(orgs) + 1) * GIB,
+                get_requests=1,
+                occurred_at=day + timedelta(minutes=n),
+            )
+        )
+        events.append(usage(org, 1, day + timedelta(minutes=n)))
+    applied = await asyncio.wait_for(
+        asyncio.gather(*(apply(own_db, f"c-{n}", e, PRICES) for n, e in enumerate(events))), 60
+    )
+    assert all(applied)
+    rows = await own_db.fetch(
+        "SELECT org_id, value, cost_usd FROM s3_usage_metrics"
+        " WHERE metric_type = 'download_gb' AND date = $1",
+        day.date(),
+    )
+    # 8 downloads of 1 to 5 GiB per org: 120 GiB, 20 past the free 100 at $0.09.
+    assert sum(r["value"] for r in rows) == pytest.approx(120)
+    assert sum(r["cost_usd"] for r in rows) == Decimal("1.80")
+    for r in rows:
+        assert float(r["cost_usd"]) == pytest.approx(1.80 * r["value"] / 120, abs=0.01)

@@ -6,10 +6,17 @@ from datetime import date
 
 import pytest
 
-from notetaker.metrics.projections import WINDOW_DAYS, OrgTrend, Projection, project
+from notetaker.metrics.egress import AWS_US_EAST
+from notetaker.metrics.projections import (
+    WINDOW_DAYS,
+    OrgTrend,
+    PlatformEgress,
+    Projection,
+    project,
+)
 from notetaker.metrics.usage import Prices
 
-PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)
+PRICES = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
 
 
 def test_the_window_is_a_week() -> None:
@@ -52,3 +59,30 @@ def test_a_shrinking_org_never_projects_less_than_nothing_stored() -> None:
     projection = project(trend, date(2027, 2, 28), PRICES)
     assert projection.next_month_usd == pytest.approx(0.01 * 31)  # the transfer only
     assert projection.month_end_usd == pytest.approx(0.3)
+
+
+def test_downloads_are_projected_through_the_platform_tiers() -> None:
+    """January 10th, 21 days left: the platform has downloaded 70 GiB this month and 70 in the
+    last week (10 a day), this org 14 of them (a fifth). The rest of the month takes the platform
+    to 70 + 210 GiB: the first 30 still free, 180 at $0.09; the org pays a fifth. Next month
+    (28 days) is 280 GiB from nothing: 180 past the free 100, a fifth of it the org's."""
+    platform = PlatformEgress(month_to_date_gb=70.0, window_gb=70.0)
+    trend = OrgTrend("org", 1.0, 0.0, 0.0, 0.0, download_window_gb=14.0, download_month_gb=14.0)
+    projection = project(trend, date(2027, 1, 10), PRICES, platform)
+    assert projection.month_end_usd == pytest.approx(1.0 + 180 * 0.09 / 5)
+    assert projection.next_month_usd == pytest.approx(180 * 0.09 / 5)
+
+
+def test_an_org_that_did_not_download_lately_projects_no_egress() -> None:
+    platform = PlatformEgress(month_to_date_gb=500.0, window_gb=700.0)
+    trend = OrgTrend("org", 2.0, 0.0, 0.0, 0.0, download_window_gb=0.0, download_month_gb=50.0)
+    projection = project(trend, date(2027, 1, 10), PRICES, platform)
+    assert (projection.month_end_usd, projection.next_month_usd) == (2.0, 0.0)
+
+
+def test_past_the_free_tier_the_rest_of_the_month_pays_every_gb() -> None:
+    # The platform past 100 GiB already: the org's own 1 GiB a day for 21 days at $0.09.
+    trend = OrgTrend("org", 0.0, 0.0, 0.0, 0.0, download_window_gb=7.0, download_month_gb=300.0)
+    projection = project(trend, date(2027, 1, 10), PRICES)
+    assert projection.month_end_usd == pytest.approx(21 * 0.09)
+    assert projection.next_month_usd == pytest.approx(0.0)  # 28 GiB: within next month's free

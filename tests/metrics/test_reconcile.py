@@ -25,12 +25,13 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.common.s3 import S3Client, recording_key, s3_location
 from notetaker.metrics import reconcile as reconcile_module
 from notetaker.metrics.app import UsageRecorder
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.reconcile import Listing, reconcile, reconcile_forever, usage_event_id
 from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import Prices, apply, month_to_date
 from notetaker.scheduler.retention import apply_retention
 
-PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)
+PRICES = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
 HOUR = timedelta(hours=1)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

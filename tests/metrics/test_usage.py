@@ -8,10 +8,11 @@ from datetime import UTC, date, datetime
 import pytest
 
 from notetaker.common.events import StorageUsage
+from notetaker.metrics.egress import AWS_US_EAST
 from notetaker.metrics.exporter import OTHER, capped
 from notetaker.metrics.usage import GIB, OrgCost, Prices, delta_of
 
-PRICES = Prices(0.023, 0.0, 0.09, 0.005, 0.0004)
+PRICES = Prices(0.023, 0.0, AWS_US_EAST, 0.005, 0.0004)
 
 
 def test_request_and_transfer_costs() -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
@@ -24,6 +25,7 @@ from prometheus_client import REGISTRY
 
 from notetaker.common.events import StorageUsage
 from notetaker.metrics import usage
+from notetaker.metrics.egress import AWS_US_EAST, EgressTier
 from notetaker.metrics.exporter import OTHER, capped, export, export_projections, export_uploads
 from notetaker.metrics.projections import Projection
 from notetaker.metrics.settings import MetricsSettings
@@ -34,7 +36,7 @@ from notetaker.metrics.usage import GIB, OrgCost, Prices, UsageDelta, apply, del
 PRICES = Prices(
     storage_per_gb_month=3.0,
     upload_per_gb=0.5,
-    download_per_gb=0.25,
+    egress=(EgressTier(usd_per_gb=0.25),),  # one tier: every GB the same
     put_per_1000=7.0,
     get_per_1000=2.0,
 )
@@ -71,19 +73,20 @@ def event(
 PRICE_VARIABLES = [
     "NOTETAKER_STORAGE_PRICE_USD_PER_GB_MONTH",
     "NOTETAKER_UPLOAD_PRICE_USD_PER_GB",
-    "NOTETAKER_DOWNLOAD_PRICE_USD_PER_GB",
+    "NOTETAKER_PRICE_EGRESS_TIERS",
     "NOTETAKER_PUT_PRICE_USD_PER_1000",
     "NOTETAKER_GET_PRICE_USD_PER_1000",
 ]
 
 
 def test_prices_come_from_their_own_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in zip(PRICE_VARIABLES, ["1.5", "2.5", "3.5", "4.5", "5.5"], strict=True):
+    tiers = '[{"up_to_gb": 3, "usd_per_gb": 3.5}, {"up_to_gb": null, "usd_per_gb": 0.5}]'
+    for name, value in zip(PRICE_VARIABLES, ["1.5", "2.5", tiers, "4.5", "5.5"], strict=True):
         monkeypatch.setenv(name, value)
     assert Prices.from_settings(MetricsSettings(_env_file=None)) == Prices(
         storage_per_gb_month=1.5,
         upload_per_gb=2.5,
-        download_per_gb=3.5,
+        egress=(EgressTier(up_to_gb=3, usd_per_gb=3.5), EgressTier(usd_per_gb=0.5)),
         put_per_1000=4.5,
         get_per_1000=5.5,
     )
@@ -93,7 +96,7 @@ def test_default_prices_are_the_documented_s3_prices(monkeypatch: pytest.MonkeyP
     for name in PRICE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert Prices.from_settings(MetricsSettings(_env_file=None)) == Prices(
-        0.023, 0.0, 0.09, 0.005, 0.0004
+        0.023, 0.0, AWS_US_EAST, 0.005, 0.0004
     )
 
 
@@ -150,6 +153,7 @@ APPLIED = normalized(
     "INSERT INTO usage_events_applied (event_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING true"
 )
 SHARED_LOCK = normalized("SELECT pg_advisory_xact_lock_shared($1)")
+EXCLUSIVE_LOCK = normalized("SELECT pg_advisory_xact_lock($1)")
 MONTH_TO_DATE = normalized(
     """
     SELECT org_id::text AS org_id,
@@ -183,6 +187,7 @@ class FakeUsageDb:
     statements: int = 0
     rolled_up: set[date] = field(default_factory=set)  # usage_rollup_days
     locks: list[int] = field(default_factory=list)  # advisory locks taken, shared
+    exclusive: list[int] = field(default_factory=list)  # advisory locks taken, exclusively
 
     # asyncpg.Pool and its connection, as far as usage.py uses them
 
@@ -208,13 +213,31 @@ class FakeUsageDb:
                 return None
             self.applied.add(event_id)
             return True
+        if query == normalized(usage._EGRESS_BEFORE):
+            (day,) = args
+            return sum(
+                v[0]
+                for (_, d, m), v in self.rows.items()
+                if m == "download_gb" and day.replace(day=1) <= d < day
+            )
         raise Unknown(sql)
+
+    async def executemany(self, sql: str, args: list[tuple[Any, ...]]) -> None:
+        self.statements += 1
+        if normalized(sql) != normalized(usage._EGRESS_SET):
+            raise Unknown(sql)
+        for org, day, cost in args:
+            if (org, day, "download_gb") in self.rows:
+                self.rows[(org, day, "download_gb")][1] = float(cost)
 
     async def execute(self, sql: str, *args: Any) -> str:
         self.statements += 1
         query = normalized(sql)
         if query == SHARED_LOCK:
             self.locks.extend(args)
+            return "SELECT 1"
+        if query == EXCLUSIVE_LOCK:
+            self.exclusive.extend(args)
             return "SELECT 1"
         if query == normalized(usage._CARRY):
             org, day, price = args
@@ -240,6 +263,15 @@ class FakeUsageDb:
         raise Unknown(sql)
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        if normalized(sql) == normalized(usage._EGRESS_FROM):
+            (day,) = args
+            month_end = day.replace(day=days_in_month(day))
+            found = [
+                {"org_id": o, "date": d, "value": v[0], "cost_usd": Decimal(str(v[1]))}
+                for (o, d, m), v in self.rows.items()
+                if m == "download_gb" and day <= d <= month_end
+            ]
+            return sorted(found, key=lambda r: (r["date"], str(r["org_id"])))
         if normalized(sql) != MONTH_TO_DATE:
             raise Unknown(sql)
         (today,) = args
@@ -314,7 +346,7 @@ async def test_an_upload_lands_in_each_metric_row_with_its_cost(usage_db: FakeUs
     assert usage_db.cost(day, "api_requests") == pytest.approx(7.0 + 1.0)
 
 
-async def test_a_download_is_charged_at_the_download_price(usage_db: FakeUsageDb) -> None:
+async def test_a_download_is_charged_through_the_egress_tiers(usage_db: FakeUsageDb) -> None:
     await apply(pool(usage_db), "e1", event(downloaded=4 * GIB, gets=1), PRICES)
     day = NOV_10.date()
     assert (usage_db.value(day, "download_gb"), usage_db.cost(day, "download_gb")) == pytest.approx(
@@ -322,6 +354,43 @@ async def test_a_download_is_charged_at_the_download_price(usage_db: FakeUsageDb
     )
     assert (usage_db.value(day, "upload_gb"), usage_db.cost(day, "upload_gb")) == (0.0, 0.0)
     assert usage_db.value(day, "storage_gb") == 0.0
+
+
+FREE_GIB = (EgressTier(up_to_gb=1, usd_per_gb=0.0), EgressTier(usd_per_gb=0.25))
+TIERED = Prices(3.0, 0.5, FREE_GIB, 7.0, 2.0)  # the first GiB of the month free, then $0.25
+
+
+async def test_two_orgs_share_the_cost_of_a_day_crossing_the_free_tier(
+    usage_db: FakeUsageDb,
+) -> None:
+    """The tiers apply to the platform's month: each org pays its share of the day's cost."""
+    await apply(pool(usage_db), "e1", event(downloaded=GIB), TIERED)
+    day = NOV_10.date()
+    assert usage_db.cost(day, "download_gb") == 0.0  # the platform's free GiB
+    await apply(pool(usage_db), "e2", event(org=OTHER_ORG, downloaded=3 * GIB), TIERED)
+    # 4 GiB that day, 3 past the free one: 75 cents, shared 1 : 3 (18.75 and 56.25 cents; the
+    # cent left over to the larger remainder).
+    assert usage_db.cost(day, "download_gb") == pytest.approx(0.19)
+    assert usage_db.cost(day, "download_gb", OTHER_ORG) == pytest.approx(0.56)
+    assert usage_db.exclusive == [usage.EGRESS_LOCK, usage.EGRESS_LOCK]
+
+
+async def test_a_late_download_reprices_the_later_days_of_its_month(usage_db: FakeUsageDb) -> None:
+    nov_11, dec_1 = datetime(2026, 11, 11, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    await apply(pool(usage_db), "e1", event(downloaded=2 * GIB, when=nov_11), TIERED)
+    await apply(pool(usage_db), "e2", event(downloaded=2 * GIB, when=dec_1), TIERED)
+    assert usage_db.cost(nov_11.date(), "download_gb") == pytest.approx(0.25)  # 1 GiB free
+    assert usage_db.cost(dec_1.date(), "download_gb") == pytest.approx(0.25)  # free again
+    late = event(org=OTHER_ORG, downloaded=GIB, when=datetime(2026, 11, 10, 9, tzinfo=UTC))
+    await apply(pool(usage_db), "e3", late, TIERED)
+    assert usage_db.cost(NOV_10.date(), "download_gb", OTHER_ORG) == 0.0  # took the free GiB
+    assert usage_db.cost(nov_11.date(), "download_gb") == pytest.approx(0.5)  # none left
+    assert usage_db.cost(dec_1.date(), "download_gb") == pytest.approx(0.25)  # December's own
+
+
+async def test_only_a_download_takes_the_egress_lock(usage_db: FakeUsageDb) -> None:
+    await apply(pool(usage_db), "e1", event(stored=GIB, uploaded=GIB, puts=2), TIERED)
+    assert usage_db.exclusive == []
 
 
 async def test_an_event_counts_once_however_often_it_is_delivered(usage_db: FakeUsageDb) -> None:

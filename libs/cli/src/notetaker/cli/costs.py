@@ -137,7 +137,7 @@ def reconcile_now(
     found and corrected. The run is recorded (storage_reconciliations) like the service's."""
     config = load_settings(CliSettings)
     # A correction changes the stored level alone: only the storage price is ever charged.
-    prices = Prices(config.storage_price_usd_per_gb_month, 0.0, 0.0, 0.0, 0.0)
+    prices = Prices(config.storage_price_usd_per_gb_month, 0.0, (), 0.0, 0.0)
     by = f"notetaker costs reconcile ({getpass.getuser()}@{socket.gethostname()})"
 
     async def go() -> Reconciliation | None:

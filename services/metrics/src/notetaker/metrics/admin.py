@@ -31,12 +31,18 @@ from notetaker.metrics.usage import Prices
 # What the summary's figures mean, served with them (the gauges' help texts say the same).
 EXPLAINED = {
     "stored_gb": "GiB (2^30 bytes) held in S3 at the end of the day.",
-    "month_to_date_usd": "Storage (GiB-hours held), transfer and requests since the 1st.",
+    "month_to_date_usd": "Storage (GiB-hours held), transfer and requests since the 1st;"
+    " downloads are the org's share of each day's tiered egress cost of the platform (the first"
+    " 100 GB of the month free, then by tier), in proportion to its GB that day.",
     "month_end_usd": "Month to date, plus the days left at today's level and at the mean daily"
-    " transfer and request cost of the last 7 days.",
+    " upload and request cost of the last 7 days, plus the org's share of the platform's"
+    " downloads continuing at their mean GB a day of the last 7 days, priced through the egress"
+    " tiers from the month's total so far (its share: its GB over the platform's in those days).",
     "next_month_usd": "Today's level held all next month, plus its mean daily change over the"
     " last 7 days continued through next month (never below nothing stored), plus the last 7"
-    " days' mean daily transfer and request cost for each of its days.",
+    " days' mean daily upload and request cost for each of its days, plus the same share of the"
+    " platform's downloads at the same rate over next month, through the tiers from nothing"
+    " (the free 100 GB again).",
 }
 
 

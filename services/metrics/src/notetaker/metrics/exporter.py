@@ -22,28 +22,36 @@ STORED_BYTES = Gauge(
 )
 COST_MTD = Gauge(
     "notetaker_storage_cost_usd_month_to_date",
-    "Storage, transfer and request cost this calendar month, in USD, per org.",
+    "Storage, transfer and request cost this calendar month, in USD, per org; downloads are the"
+    " org's share of each day's tiered egress cost of the platform (the first 100 GB of the month"
+    " free, then by tier: NOTETAKER_PRICE_EGRESS_TIERS), in proportion to its GB that day.",
     ["org_id"],
 )
 MONTH_END = Gauge(
     "notetaker_storage_cost_usd_projected_month_end",
     "This calendar month's cost projected to its last day, in USD, per org: the month to date,"
-    " plus the days left at today's stored level, plus the same days at the mean daily transfer"
-    f" and request cost of the last {WINDOW_DAYS} days.",
+    " plus the days left at today's stored level, plus the same days at the mean daily upload"
+    f" and request cost of the last {WINDOW_DAYS} days, plus the org's share of the platform's"
+    f" downloads going on at their mean GB a day of the last {WINDOW_DAYS} days, priced through"
+    " the egress tiers from the month's total so far (its share: its GB over the platform's in"
+    " those days).",
     ["org_id"],
 )
 NEXT_MONTH = Gauge(
     "notetaker_storage_cost_usd_projected_next_month",
     "Next calendar month's cost projected, in USD, per org: today's stored level held all month,"
     f" plus its mean daily change over the last {WINDOW_DAYS} days continued through next month"
-    f" (never below nothing stored), plus the mean daily transfer and request cost of the last"
-    f" {WINDOW_DAYS} days for each of its days.",
+    f" (never below nothing stored), plus the mean daily upload and request cost of the last"
+    f" {WINDOW_DAYS} days for each of its days, plus the same share of the platform's downloads"
+    " at the same rate over next month, priced through the egress tiers from nothing (the free"
+    " 100 GB again).",
     ["org_id"],
 )
 DAILY = Gauge(
     "notetaker_storage_cost_usd_daily",
-    "Cost of one UTC day, in USD, per org and type (storage: GiB-hours held that day; upload and"
-    " download: transfer; requests: S3 requests), from the daily rows the rollup completes:"
+    "Cost of one UTC day, in USD, per org and type (storage: GiB-hours held that day; upload:"
+    " transfer in; download: the org's share of the platform's tiered egress cost of the day, in"
+    " proportion to its GB; requests: S3 requests), from the daily rows the rollup completes:"
     " day=today (so far), yesterday, day_before (the day before yesterday). The top N orgs by"
     " these three days' cost have their own series, and so does every org whose yesterday is a"
     " spike (over NOTETAKER_COST_SPIKE_RATIO times the day before and NOTETAKER_COST_SPIKE_MIN_USD"

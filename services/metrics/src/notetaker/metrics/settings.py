@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from notetaker.common.settings import NotetakerSettings, Secrets
+from notetaker.metrics.egress import AWS_US_EAST, EgressTier, check_tiers
 
 
 class MetricsSettings(NotetakerSettings):
@@ -12,7 +13,14 @@ class MetricsSettings(NotetakerSettings):
     http_port: int = Field(8001, description="Port of /metrics, probes and the admin API.")
     storage_price_usd_per_gb_month: float = Field(0.023, description="S3 storage, per GB-month.")
     upload_price_usd_per_gb: float = Field(0.0, description="Ingress, per GB (free on AWS).")
-    download_price_usd_per_gb: float = Field(0.09, description="Egress, per GB.")
+    price_egress_tiers: list[EgressTier] = Field(
+        default_factory=lambda: list(AWS_US_EAST),
+        description="Egress (data transfer out) tiers on the platform's month-to-date total, as"
+        ' JSON: [{"up_to_gb": 100, "usd_per_gb": 0}, ..., {"up_to_gb": null, "usd_per_gb": 0.05}]'
+        " (limits cumulative GB, ascending; the last open). Default: AWS S3 to the internet, US"
+        " East, 2026-12-03: 100 GB free, $0.09 to 10 TB, $0.085 to 50 TB, $0.07 to 150 TB, $0.05"
+        " beyond. Each org pays its share of each day's cost, in proportion to its GB.",
+    )
     put_price_usd_per_1000: float = Field(0.005, description="PUT/COPY/POST/LIST, per 1,000.")
     get_price_usd_per_1000: float = Field(0.0004, description="GET and others, per 1,000.")
     cost_alert_threshold_usd: float = Field(50.0, description="Monthly cost that raises an alert.")
@@ -45,6 +53,12 @@ class MetricsSettings(NotetakerSettings):
         description="Drift between S3 and the stored level that alerts, in percent; every org"
         " past it gets its own drift series.",
     )
+
+    @field_validator("price_egress_tiers")
+    @classmethod
+    def _tiers_price_every_gb_once(cls, tiers: list[EgressTier]) -> list[EgressTier]:
+        return list(check_tiers(tiers))
+
     admin_tokens: Secrets = Field(
         default_factory=list,
         description="Admin API bearer tokens (comma-separated, to rotate); unset: API off.",

@@ -4,8 +4,10 @@ Each event is applied once (its CloudEvent id is recorded in the same transactio
 redeliveries never double-count. Storage is a level, charged as S3 bills it: byte-hours held
 (GB = 2^30 bytes), a GB held all day costing that day's share of a GB-month. A day's
 `storage_gb` row holds the level at the day's end and the cost of the hours each byte was held
-that day; the daily rollup (`rollup.py`) gives every org such a row for every day. Transfer and
-requests are charged as they happen.
+that day; the daily rollup (`rollup.py`) gives every org such a row for every day. Uploads and
+requests are charged as they happen; downloads (egress) through the tiers on the platform's
+month-to-date total, each org's day its share of the platform's cost of that day (`egress.py`),
+so a download reprices every org's download row of its day and of every later day of its month.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import calendar
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 
 from notetaker.common.events import StorageUsage
+from notetaker.metrics.egress import EgressTier, split_month
 from notetaker.metrics.settings import MetricsSettings
 
 GIB = 1024**3
@@ -26,13 +30,18 @@ DAY_SECONDS = 86_400
 # Held shared by `apply`, exclusively by the rollup: a day is carried forward either before an
 # event's change to the level or after it, never from a level the change is still writing.
 STORAGE_LEVEL_LOCK = 0x726F6C6C
+# Held exclusively by `apply` while it adds a download and reprices the month's download rows:
+# each day's split reads every org's download that day, so two downloads are priced one after
+# the other. Taken before the download row is written, so no writer waits for it holding a row
+# it needs.
+EGRESS_LOCK = 0x65677273
 
 
 @dataclass(frozen=True)
 class Prices:
     storage_per_gb_month: float
     upload_per_gb: float
-    download_per_gb: float
+    egress: tuple[EgressTier, ...]  # tiers on the platform's month-to-date downloads
     put_per_1000: float
     get_per_1000: float
 
@@ -41,7 +50,7 @@ class Prices:
         return cls(
             storage_per_gb_month=settings.storage_price_usd_per_gb_month,
             upload_per_gb=settings.upload_price_usd_per_gb,
-            download_per_gb=settings.download_price_usd_per_gb,
+            egress=tuple(settings.price_egress_tiers),
             put_per_1000=settings.put_price_usd_per_1000,
             get_per_1000=settings.get_price_usd_per_1000,
         )
@@ -148,16 +157,51 @@ async def apply(pool: asyncpg.Pool, event_id: str, event: StorageUsage, prices: 
         await conn.execute(
             _ADD, org, day, "upload_gb", delta.upload_gb, delta.upload_gb * prices.upload_per_gb
         )
-        await conn.execute(
-            _ADD,
-            org,
-            day,
-            "download_gb",
-            delta.download_gb,
-            delta.download_gb * prices.download_per_gb,
-        )
+        if delta.download_gb:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", EGRESS_LOCK)
+        await conn.execute(_ADD, org, day, "download_gb", delta.download_gb, 0.0)
+        if delta.download_gb:
+            await reprice_egress(conn, day, prices.egress)
         await conn.execute(_ADD, org, day, "api_requests", delta.requests, delta.request_cost)
     return True
+
+
+# The platform's downloads this month before the day, and every org's download row from the day
+# to the month's end: what the day's and each later day's split depend on.
+_EGRESS_BEFORE = """
+SELECT coalesce(sum(value), 0) FROM s3_usage_metrics
+WHERE metric_type = 'download_gb' AND date >= date_trunc('month', $1::date) AND date < $1::date
+"""
+_EGRESS_FROM = """
+SELECT org_id, date, value, cost_usd FROM s3_usage_metrics
+WHERE metric_type = 'download_gb' AND date >= $1::date
+  AND date < date_trunc('month', $1::date) + interval '1 month'
+ORDER BY date, org_id
+"""
+_EGRESS_SET = """
+UPDATE s3_usage_metrics SET cost_usd = $3::numeric, updated_at = now()
+WHERE org_id = $1 AND date = $2 AND metric_type = 'download_gb'
+"""
+
+
+async def reprice_egress(conn: asyncpg.Connection, day: date, tiers: tuple[EgressTier, ...]) -> int:
+    """Share the platform's tiered egress cost of `day` and of every later day of its month
+    among the orgs that downloaded (`egress.split_day`); the rows whose cost changed. The caller
+    holds the egress lock, in the transaction that changed the day's downloads."""
+    before = float(await conn.fetchval(_EGRESS_BEFORE, day))
+    rows = await conn.fetch(_EGRESS_FROM, day)
+    days: dict[date, dict[str, float]] = {}
+    for r in rows:
+        days.setdefault(r["date"], {})[str(r["org_id"])] = float(r["value"])
+    split = dict(zip(days, split_month(before, days.values(), tiers), strict=True))
+    changed = [
+        (r["org_id"], r["date"], cents)
+        for r in rows
+        if (cents := Decimal(split[r["date"]][str(r["org_id"])]) / 100) != Decimal(r["cost_usd"])
+    ]
+    if changed:
+        await conn.executemany(_EGRESS_SET, changed)
+    return len(changed)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from notetaker.devstack import children
 from notetaker.devstack.media import Recording, demo_recording
 from notetaker.devstack.proxied import Proxied, start_proxied
 from notetaker.devstack.services import SERVICES, ServiceProcess
+from notetaker.devstack.simulator import artifacts
 from notetaker.devstack.stack import Stack, start_stack
 
 MIB = 1024 * 1024
@@ -533,6 +534,8 @@ async def report(run: Run) -> Report:
     same = 0
     held: dict[uuid.UUID, int] = {}
     held_all: dict[uuid.UUID, int] = {}  # the thumbnails too
+    expected_artifacts = same_artifacts = 0
+    missing_artifacts: list[str] = []
     kept: dict[uuid.UUID, int] = {}
     open_uploads = 0
     async with s3_client(settings) as s3:
@@ -551,6 +554,26 @@ async def report(run: Run) -> Report:
                     source.audio_sha256
                 )
             same += ok
+            # Every artifact the bot handed over (chat, transcript JSON, raw transcription,
+            # diarization), stored under the recording's prefix as its file.
+            # (API v2 names them in `bot.completed`; v1's `complete` names none.)
+            served = artifacts(sim.bots[m.bot_id]) if m.plan.webhook_version == 2 else {}
+            expected_artifacts += len(served)
+            found = set()
+            for stored in await db.fetch(
+                "SELECT a.kind, a.s3_key, a.error FROM recording_artifacts a JOIN recordings r"
+                " ON r.id = a.recording_id WHERE r.bot_id = $1",
+                m.bot_id,
+            ):
+                if stored["s3_key"] is None:
+                    missing_artifacts.append(f"{m.plan.index}:{stored['kind']}:{stored['error']}")
+                    continue
+                name = stored["s3_key"].rsplit("/", 1)[-1]
+                got = await s3.get_object(Bucket=settings.s3_bucket, Key=stored["s3_key"])
+                data = await got["Body"].read()
+                same_artifacts += name in served and data == served[name]
+                found.add(name)
+            missing_artifacts += [f"{m.plan.index}:{name}" for name in sorted(set(served) - found)]
         for m in run.meetings:
             prefix = f"meeting-recordings/{m.org_id}/"
             listing = await s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
@@ -565,6 +588,13 @@ async def report(run: Run) -> Report:
         "recordings whose S3 bytes equal the source (sha256)",
         f"{same} of {len(complete)}",
         same == len(complete) == len(expected),
+    )
+
+    out.add(
+        "artifacts whose S3 bytes equal what the bot served (chat, transcripts, diarization)",
+        f"{same_artifacts} of {expected_artifacts}"
+        + (f" (not stored: {missing_artifacts[:6]})" if missing_artifacts else ""),
+        same_artifacts == expected_artifacts > 0,
     )
 
     dead = 0

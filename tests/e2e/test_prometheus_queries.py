@@ -7,7 +7,8 @@ rules. Each dashboard query is run as Grafana runs it (a range query at the pane
 or an instant query for the tables), with `$org` as All and as one org from the org variable's
 own query. Each alert expression is run with its comparisons made `bool`, so it returns the
 series it compares whether or not they pass the threshold. Only the expressions listed in
-FAILURES_ONLY may be empty, and only because nothing failed: they must then be empty.
+FAILURES_ONLY may be empty (nothing of theirs failed); they may hold data too, as the pipeline
+is shared with the package's other tests, some of which make webhooks fail on purpose.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tests.conftest import prometheus_path
 from tests.deploy.test_helm import CHART, NAMESPACE, of_kind, render
 from tests.e2e.conftest import Stored
 
-# Series only a failure writes: these queries are empty while nothing failed (and must be).
+# Series only a failure writes: these queries are empty while nothing of theirs failed.
 FAILURES_ONLY = {
     # A webhook refused (bad signature, unknown bot, ...): the pipeline's deliveries all pass.
     "sum by (provider, reason) (rate(notetaker_ingest_webhooks_rejected_total[5m]))",
@@ -231,8 +232,6 @@ async def test_every_dashboard_query_returns_data(
 
     empty = [q for q, r in results.items() if not r and q.expr not in FAILURES_ONLY]
     assert not empty, f"dashboard queries without data:\n{describe(empty)}"
-    failed = [q for q, r in results.items() if r and q.expr in FAILURES_ONLY]
-    assert not failed, f"failure-only queries with data (something failed?):\n{describe(failed)}"
     # The bars are today's cost by type: the stored recording's storage, at least.
     all_bars = 'org_id=~"' + all_orgs + '"'
     (bars,) = [q for q in checked if q.where == "Daily cost by type" and all_bars in q.expr]

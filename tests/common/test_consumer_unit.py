@@ -16,6 +16,7 @@ from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from notetaker.common import consumer as consumer_module
+from notetaker.common import runtime as runtime_module
 from notetaker.common.consumer import EventConsumer
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, BotStatusChanged, dlq_topic
@@ -499,10 +500,16 @@ def consumer_of(broker: LocalBroker, source: LocalConsumer, handler: Handler) ->
     )
 
 
-async def test_a_consumer_started_while_kafka_is_unreachable_waits_for_it_then_consumes() -> None:
+async def test_a_consumer_started_while_kafka_is_unreachable_waits_for_it_then_consumes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waited = Logged()  # what the wait logs, where an operator reads it
+    monkeypatch.setattr(runtime_module, "log", waited)
     broker = LocalBroker()
     source = broker.consumer(GROUP)
-    source.failing_starts = 3
+    # Six tries fail: the consumer's own OutagePolicy paces them (milliseconds here; the
+    # default backoff would take seconds).
+    source.failing_starts = 6
     handler = Handler()
     consumer = consumer_of(broker, source, handler)
     task = asyncio.create_task(consumer.run())
@@ -513,7 +520,13 @@ async def test_a_consumer_started_while_kafka_is_unreachable_waits_for_it_then_c
             await asyncio.sleep(0.001)
         assert consumer.is_ready()
         # Each failed start was stopped, and each try subscribed again to the same topics.
-        assert (source.stops, source.subscribes, source.topics) == (3, 4, [TOPIC])
+        assert (source.stops, source.subscribes, source.topics) == (6, 7, [TOPIC])
+        unreachable = waited.of("dependency.unreachable")
+        assert [(w["dependency"], w["attempt"]) for w in unreachable] == [
+            ("kafka", n) for n in range(1, 7)
+        ]
+        assert "Unable to bootstrap" in unreachable[0]["error"]
+        assert waited.of("dependency.reachable") == [{"dependency": "kafka", "attempts": 7}]
         broker.publish(status("bot-1"))
         for _ in range(4000):
             if handler.done:

@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -49,6 +50,9 @@ from notetaker.common.events import StorageUsage
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import RECORDINGS_PREFIX, S3Client
 from notetaker.metrics.usage import GIB, STORAGE_LEVEL_LOCK, Prices, shift_level
+
+if TYPE_CHECKING:
+    from notetaker.metrics.inventory import InventorySource
 
 log = get_logger(__name__)
 
@@ -62,6 +66,8 @@ class Listing:
 
     started_at: datetime
     requests: int = 0
+    source: str = "list"  # or "inventory": an S3 Inventory report made at `started_at`
+    manifest_key: str | None = None  # the report's manifest.json
     objects: int = 0
     bytes: int = 0
     by_org: dict[uuid.UUID, int] = field(default_factory=dict)
@@ -150,10 +156,18 @@ class OrgDrift:
     pending_deletion_bytes: int
     corrected_bytes: int = 0
     expired_recordings: tuple[uuid.UUID, ...] = ()
+    # What the usage events applied since the listing began changed that the listing cannot
+    # show: uploads it did not find (+) and deletions of what it found (-).
+    since_listing_bytes: int = 0
 
     @property
     def s3_bytes(self) -> int:
-        return self.listed_bytes - self.in_flight_bytes + self.pending_deletion_bytes
+        return (
+            self.listed_bytes
+            - self.in_flight_bytes
+            + self.pending_deletion_bytes
+            + self.since_listing_bytes
+        )
 
     @property
     def drift_bytes(self) -> int:
@@ -165,7 +179,12 @@ class OrgDrift:
 
     @property
     def worth_a_row(self) -> bool:
-        return bool(self.drift_bytes or self.corrected_bytes or self.expired_recordings)
+        return bool(
+            self.drift_bytes
+            or self.corrected_bytes
+            or self.expired_recordings
+            or self.since_listing_bytes
+        )
 
 
 @dataclass(frozen=True)
@@ -223,6 +242,16 @@ async def _applied(conn: asyncpg.Connection, ids: Iterable[str]) -> set[str]:
     return {r["event_id"] for r in rows}
 
 
+async def _applied_since(conn: asyncpg.Connection, ids: Iterable[str], since: datetime) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT event_id FROM usage_events_applied WHERE event_id = ANY($1::text[])"
+        " AND applied_at >= $2",
+        list(ids),
+        since,
+    )
+    return {r["event_id"] for r in rows}
+
+
 async def _in_flight(conn: asyncpg.Connection, listing: Listing) -> dict[uuid.UUID, int]:
     """Per org, the bytes listed for uploads whose usage event is not applied yet: recordings
     with a row, not deleted, not failed for good."""
@@ -258,6 +287,42 @@ async def _pending_deletions(conn: asyncpg.Connection, listing: Listing) -> dict
     for row in rows:
         if ids[row["recording_id"]] not in applied:
             found[row["org_id"]] = found.get(row["org_id"], 0) + int(row["stored_bytes"])
+    return found
+
+
+async def _since_listing(conn: asyncpg.Connection, listing: Listing) -> dict[uuid.UUID, int]:
+    """Per org, what the usage events applied since the listing began changed in the level and
+    the listing cannot show (a listing a day old, as an inventory report is, misses a day of
+    them; one begun seconds ago, the few that raced it): the bytes of uploads counted since then
+    whose recording the listing did not find (+), and of deletions that emptied their prefix
+    since then and are counted (-)."""
+    found: dict[uuid.UUID, int] = {}
+    # An upload counted since the listing was changed since a little before it (its row is
+    # updated as it completes, its event applied after; the window as for deletions).
+    candidates = [
+        r
+        for r in await conn.fetch(
+            "SELECT id, org_id, s3_file_size_bytes FROM recordings"
+            " WHERE updated_at > $1::timestamptz - interval '7 days' AND s3_file_size_bytes > 0",
+            listing.started_at,
+        )
+        if r["id"] not in listing.by_recording
+    ]
+    ids = {r["id"]: usage_event_id(r["id"], "upload") for r in candidates}
+    since = await _applied_since(conn, ids.values(), listing.started_at)
+    for row in candidates:
+        if ids[row["id"]] in since:
+            found[row["org_id"]] = found.get(row["org_id"], 0) + int(row["s3_file_size_bytes"])
+    deletions = await conn.fetch(
+        "SELECT recording_id, org_id, stored_bytes FROM media_deletions"
+        " WHERE stored_bytes > 0 AND s3_done_at >= $1",
+        listing.started_at,
+    )
+    gone = {r["recording_id"]: usage_event_id(r["recording_id"], "delete") for r in deletions}
+    applied = await _applied(conn, gone.values())
+    for row in deletions:
+        if gone[row["recording_id"]] in applied:
+            found[row["org_id"]] = found.get(row["org_id"], 0) - int(row["stored_bytes"])
     return found
 
 
@@ -331,8 +396,10 @@ async def reconcile(
     slot: datetime,
     by: str,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    inventory: InventorySource | None = None,
 ) -> Reconciliation | None:
-    """Reconcile the slot; None when it was reconciled before or another run is under way."""
+    """Reconcile the slot; None when it was reconciled before, another run is under way, or
+    (with `inventory`) the newest report is the one the previous run read."""
     async with pool.acquire() as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RECONCILE_LOCK):
             return None
@@ -341,11 +408,52 @@ async def reconcile(
                 "SELECT true FROM storage_reconciliations WHERE slot = $1", slot
             ):
                 return None
-            listing = await list_recordings(s3, bucket)
+            listing = None
+            if inventory is not None:
+                listing = await _from_inventory(conn, s3, bucket, inventory, clock())
+                if listing == "unchanged":
+                    return None
+            if not isinstance(listing, Listing):
+                listing = await list_recordings(s3, bucket)
             return await _compare_and_correct(conn, listing, bucket, prices, slot, by, clock)
         finally:
             if not conn.is_closed():
                 await conn.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK)
+
+
+async def _from_inventory(
+    conn: asyncpg.Connection, s3: S3Client, bucket: str, source: InventorySource, now: datetime
+) -> Listing | str | None:
+    """The newest inventory report's listing; "unchanged" when the previous run read that report
+    (a drift is corrected only once two reports agree); None (listing instead) when there is no
+    usable report: missing, malformed or older than `source.max_age`, each logged."""
+    from notetaker.metrics import inventory
+
+    where = f"s3://{source.bucket}/{source.folder(bucket)}"
+    try:
+        key = await inventory.newest_manifest_key(s3, source, bucket)
+        previous = await conn.fetchval(
+            "SELECT manifest_key FROM storage_reconciliations ORDER BY slot DESC LIMIT 1"
+        )
+        if previous == key:
+            log.info("storage.inventory_unchanged", manifest=key)
+            return "unchanged"
+        manifest = await inventory.read_manifest(s3, source, key, bucket)
+        age = now - manifest.created_at
+        if age > source.max_age:
+            log.warning(
+                "storage.inventory_stale",
+                manifest=key,
+                created_at=manifest.created_at.isoformat(),
+                age_hours=round(age.total_seconds() / 3600, 1),
+                max_age_hours=round(source.max_age.total_seconds() / 3600, 1),
+                fallback="list",
+            )
+            return None
+        return await inventory.read_report(s3, source, manifest, bucket)
+    except inventory.InventoryError as exc:
+        log.warning("storage.inventory_unusable", report=where, error=str(exc), fallback="list")
+        return None
 
 
 async def _compare_and_correct(
@@ -364,11 +472,13 @@ async def _compare_and_correct(
         levels = await _levels(conn)
         in_flight = await _in_flight(conn, listing)
         pending = await _pending_deletions(conn, listing)
+        since = await _since_listing(conn, listing)
         expired = await _mark_expired(conn, listing, bucket)
         previous = await _previous(conn, slot)
         now = clock()
         orgs: list[OrgDrift] = []
-        for org in sorted(set(levels) | set(listing.by_org) | set(pending) | set(expired)):
+        every = set(levels) | set(listing.by_org) | set(pending) | set(expired) | set(since)
+        for org in sorted(every):
             found = OrgDrift(
                 org_id=org,
                 level_bytes=levels.get(org, 0),
@@ -376,6 +486,7 @@ async def _compare_and_correct(
                 in_flight_bytes=in_flight.get(org, 0),
                 pending_deletion_bytes=pending.get(org, 0),
                 expired_recordings=tuple(expired.get(org, [])),
+                since_listing_bytes=since.get(org, 0),
             )
             remaining = None if previous is None else previous.get(org, 0)
             corrected = correction(remaining, found.drift_bytes)
@@ -390,15 +501,16 @@ async def _compare_and_correct(
                     found.pending_deletion_bytes,
                     corrected,
                     found.expired_recordings,
+                    found.since_listing_bytes,
                 )
             )
         orgs.sort(key=lambda o: (-abs(o.drift_bytes), str(o.org_id)))
         done = Reconciliation(slot, listing, orgs)
         await conn.execute(
-            "INSERT INTO storage_reconciliations (slot, source, requested_by, listed_at,"
-            " list_requests, objects_listed, bytes_listed, level_bytes, s3_bytes, drift_bytes,"
-            " corrected_bytes, orgs_drifting, recordings_expired)"
-            " VALUES ($1, 'list', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO storage_reconciliations (slot, source, manifest_key, requested_by,"
+            " listed_at, list_requests, objects_listed, bytes_listed, level_bytes, s3_bytes,"
+            " drift_bytes, corrected_bytes, orgs_drifting, recordings_expired)"
+            " VALUES ($1, $13, $14, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             slot,
             by[:200],
             listing.started_at,
@@ -411,11 +523,14 @@ async def _compare_and_correct(
             done.corrected_bytes,
             len(done.drifting),
             len(done.expired),
+            listing.source,
+            listing.manifest_key,
         )
         await conn.executemany(
             "INSERT INTO storage_reconciliation_orgs (slot, org_id, level_bytes, listed_bytes,"
             " in_flight_bytes, pending_deletion_bytes, s3_bytes, drift_bytes, corrected_bytes,"
-            " expired_recordings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " expired_recordings, since_listing_bytes)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             [
                 (
                     slot,
@@ -428,6 +543,7 @@ async def _compare_and_correct(
                     o.drift_bytes,
                     o.corrected_bytes,
                     list(o.expired_recordings),
+                    o.since_listing_bytes,
                 )
                 for o in orgs
                 if o.worth_a_row
@@ -436,6 +552,9 @@ async def _compare_and_correct(
     log.info(
         "storage.reconciled",
         slot=slot.isoformat(),
+        source=listing.source,
+        manifest=listing.manifest_key,
+        listed_at=listing.started_at.isoformat(),
         objects_listed=listing.objects,
         list_requests=listing.requests,
         orgs_drifting=len(done.drifting),
@@ -465,7 +584,8 @@ async def latest(pool: asyncpg.Pool) -> LatestDrift | None:
         return None
     rows = await pool.fetch(
         "SELECT org_id, level_bytes, listed_bytes, in_flight_bytes, pending_deletion_bytes,"
-        " corrected_bytes, expired_recordings FROM storage_reconciliation_orgs"
+        " corrected_bytes, expired_recordings, since_listing_bytes"
+        " FROM storage_reconciliation_orgs"
         " WHERE slot = $1 AND drift_bytes <> 0 ORDER BY abs(drift_bytes) DESC, org_id",
         run["slot"],
     )
@@ -482,6 +602,7 @@ async def latest(pool: asyncpg.Pool) -> LatestDrift | None:
                 int(r["pending_deletion_bytes"]),
                 int(r["corrected_bytes"]),
                 tuple(r["expired_recordings"]),
+                int(r["since_listing_bytes"]),
             )
             for r in rows
         ],
@@ -502,11 +623,20 @@ async def reconcile_forever(
     interval: timedelta,
     retry_seconds: float = 60.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    inventory: InventorySource | None = None,
 ) -> None:
     """Reconcile the current slot now (unless done), then each slot as it begins."""
     while True:
         try:
-            await reconcile(pool, s3, bucket, prices, slot=slot_of(clock(), interval), by="metrics")
+            await reconcile(
+                pool,
+                s3,
+                bucket,
+                prices,
+                slot=slot_of(clock(), interval),
+                by="metrics",
+                inventory=inventory,
+            )
         except Exception as exc:  # S3 or the database: tried again, the service keeps going
             log.warning("storage.reconcile_failed", error=repr(exc), retry_in_seconds=retry_seconds)
             await asyncio.sleep(retry_seconds)

@@ -215,8 +215,9 @@ async def read_report(
         listing.requests += 1
         rows = RowReader(where)
         digest = hashlib.md5()  # noqa: S324  (AWS's checksum of the file)
-        async with answer["Body"] as body:
-            while chunk := await body.read(CHUNK):
+        stream = answer["Body"]  # aiobotocore's StreamingBody: read a chunk at a time
+        async with stream:
+            while chunk := await stream.read(CHUNK):
                 digest.update(chunk)
                 for row in rows.feed(chunk):
                     add_row(listing, manifest.fields, row, source_bucket, where)

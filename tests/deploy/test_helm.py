@@ -1039,7 +1039,7 @@ def test_inventory_reports_are_off_by_default_and_wired_to_the_metrics_service()
         30 * 3600,
     )
     # A bucket without the configuration's id is refused at install, not at the pod's start.
-    with pytest.raises(Exception, match="cost.inventory.configId is required"):
+    with pytest.raises(Exception, match=r"cost\.inventory\.configId is required"):
         render({"cost": {"inventory": {"bucket": "inv"}}})
 
 

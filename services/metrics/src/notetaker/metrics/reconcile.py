@@ -10,13 +10,21 @@ is applied meanwhile, so the levels and the applied events read agree), compares
 - **S3 bytes** of an org = bytes listed under its prefix, less the objects of uploads whose usage
   event is not applied yet (in flight: the level will count them when it lands), plus the bytes
   of deletions that emptied the prefix before the listing and whose usage event is not applied
-  yet (the level will lose them when it lands);
+  yet (the level will lose them when it lands), plus what the events applied since the listing
+  began changed that the listing cannot show (uploads counted since then that it did not find,
+  less deletions since then that are counted: `since_listing_bytes`);
 - **drift** = S3 bytes - level.
+
+Where an S3 Inventory configuration is set (`inventory.py`), the listing is instead the newest
+inventory report, its time the report's creation: every part above is reckoned from then, so a
+report a day old does not make the day since look like drift. A report is used by one run (the
+runs after skip until a new one is delivered, so a correction needs two reports); a stale,
+missing or malformed one is logged and the run lists the bucket.
 
 A drift is corrected only when it **persists across two consecutive runs**, and only by the part
 that persisted (the smaller of the two, same sign; the previous run's drift counted after its
-own correction): an object completing between the listing and the comparison, or an event
-landing in that window, shows as drift in one run and not in the next, so it is never corrected,
+own correction): an object completing while the bucket is listed (a listing is no snapshot),
+or an event landing then, shows as drift in one run and not in the next, so it is never corrected,
 while an object the bucket's lifecycle rule deleted (which no event reports) shows in both and
 is taken off at the second run. The correction changes the level from its time on, as a usage
 event would (`usage.shift_level`): the rollup and the month to date charge from the corrected

@@ -20,7 +20,16 @@ from notetaker.metrics.inventory import InventorySource
 from notetaker.metrics.reconcile import Reconciliation, reconcile, usage_event_id
 from notetaker.metrics.usage import apply
 from tests.metrics.inventory_reports import row, write_report
-from tests.metrics.test_reconcile import HOUR, PRICES, T0, Stored, levels, store, user_of
+from tests.metrics.test_reconcile import (
+    HOUR,
+    PRICES,
+    T0,
+    Stored,
+    count_upload,
+    levels,
+    store,
+    user_of,
+)
 
 CONFIG = "recordings-daily"
 PREFIX = "inventory"
@@ -86,8 +95,10 @@ async def runs(db: asyncpg.Pool) -> list[tuple[str, str | None, int]]:
 
 async def lifecycle_deletes(db: asyncpg.Pool, s3: S3Client, bucket: str, stored: Stored) -> None:
     user = await user_of(db, stored)
-    for kind, ext in (("video", "mp4"), ("audio", "mp3")):
-        key = recording_key(stored.org_id, user, stored.recording_id, kind, ext)
+    for key in (
+        recording_key(stored.org_id, user, stored.recording_id, "video", "mp4"),
+        recording_key(stored.org_id, user, stored.recording_id, "audio", "mp3"),
+    ):
         await s3.delete_object(Bucket=bucket, Key=key)
 
 
@@ -172,8 +183,6 @@ async def test_a_day_old_report_does_not_make_the_day_since_look_like_drift(
         occurred_at=datetime.now(UTC),
     )
     assert await apply(own_db, usage_event_id(deleted.recording_id, "delete"), gone, PRICES)
-    from tests.metrics.test_reconcile import count_upload
-
     await count_upload(own_db, waiting)
     assert await levels(own_db) == {org: 5_300}
 
@@ -184,7 +193,7 @@ async def test_a_day_old_report_does_not_make_the_day_since_look_like_drift(
     assert run is not None
     assert run.listing.source == "inventory"
     assert run.drifting == []
-    ((found),) = run.orgs
+    (found,) = run.orgs
     assert (found.listed_bytes, found.since_listing_bytes, found.s3_bytes) == (
         3_300,  # what the report saw
         4_000 - 2_000,  # counted since: the upload it did not see, the deletion of one it did

@@ -27,6 +27,7 @@ from tests.metrics.test_reconcile import (
     Stored,
     count_upload,
     levels,
+    meeting_row,
     store,
     user_of,
 )
@@ -268,3 +269,42 @@ async def test_a_malformed_report_is_named_in_the_log_and_the_bucket_listed(
     assert key in unusable["error"]
     assert says in unusable["error"]
     assert unusable["fallback"] == "list"
+
+
+async def test_a_report_judges_a_recording_gone_only_once_it_had_time_to_appear_in_it(
+    own_db: asyncpg.Pool, s3: S3Client, bucket: str, destination: str
+) -> None:
+    org = uuid.uuid4()
+    kept = await store(own_db, s3, bucket, org, 500, 0)
+    expired = await store(own_db, s3, bucket, org, 1_000, 0)
+    recent = await store(own_db, s3, bucket, org, 2_000, 0)
+    ages = ((kept, timedelta(days=5)), (expired, timedelta(days=3)), (recent, timedelta(hours=1)))
+    for stored, age in ages:
+        await own_db.execute(
+            "UPDATE recordings SET updated_at = now() - $2::interval WHERE id = $1",
+            stored.recording_id,
+            age,
+        )
+    await lifecycle_deletes(own_db, s3, bucket, expired)
+    # The report misses the recording stored an hour before it (S3 Inventory is eventually
+    # consistent), as it misses the one the lifecycle rule deleted.
+    rows = [r for r in await bucket_rows(s3, bucket) if str(recent.recording_id) not in r[1]]
+    report = await deliver(s3, destination, bucket, datetime.now(UTC), rows)
+    run = await reconcile(
+        own_db, s3, bucket, PRICES, slot=T0, by="test", inventory=source(destination)
+    )
+    assert run is not None
+    assert run.expired == [expired.recording_id]
+    assert (await meeting_row(own_db, expired))["recording_status"] == "media_expired"
+    assert (await meeting_row(own_db, recent))["recording_status"] == "available"
+    assert (await meeting_row(own_db, kept))["recording_status"] == "available"
+
+    # A listing in between (`notetaker costs reconcile`) does not make the report new again.
+    await reconcile(own_db, s3, bucket, PRICES, slot=T0 + HOUR, by="by hand")
+    assert (
+        await reconcile(
+            own_db, s3, bucket, PRICES, slot=T0 + 2 * HOUR, by="test", inventory=source(destination)
+        )
+        is None
+    )
+    assert [(s, m) for s, m, _ in await runs(own_db)] == [("inventory", report), ("list", None)]

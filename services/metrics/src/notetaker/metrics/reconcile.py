@@ -67,6 +67,10 @@ log = get_logger(__name__)
 # One reconciliation at a time, whichever replica or command runs it (a session lock).
 RECONCILE_LOCK = 0x72636E6C
 
+# An inventory report may miss objects written or deleted shortly before it was made (AWS: it is
+# eventually consistent): a recording is judged gone from a report only when its row is older.
+INVENTORY_SETTLE = timedelta(days=1)
+
 
 @dataclass
 class Listing:
@@ -82,6 +86,12 @@ class Listing:
     # recording -> (org, bytes listed under its prefix)
     by_recording: dict[uuid.UUID, tuple[uuid.UUID, int]] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
+
+    @property
+    def settled_before(self) -> datetime:
+        """Objects written before this are in the listing if they exist (a ListObjectsV2
+        listing is strongly consistent; an inventory report, only after a while)."""
+        return self.started_at - (INVENTORY_SETTLE if self.source == "inventory" else timedelta())
 
     def add(self, key: str, size: int) -> None:
         self.objects += 1
@@ -338,16 +348,16 @@ async def _mark_expired(
     conn: asyncpg.Connection, listing: Listing, bucket: str
 ) -> dict[uuid.UUID, list[uuid.UUID]]:
     """Mark the complete recordings whose video object the listing did not find (and whose row
-    did not change since it began) expired, with their meetings; per org, the recordings. A
-    recording whose meeting names another bucket (one the service was configured with before)
-    is not this listing's to judge."""
+    did not change since it began; for an inventory report, since a day before it) expired,
+    with their meetings; per org, the recordings. A recording whose meeting names another
+    bucket (one the service was configured with before) is not this listing's to judge."""
     rows = await conn.fetch(
         "SELECT r.id, r.org_id, r.bot_id, r.s3_video_key FROM recordings r"
         " WHERE r.s3_upload_status = 'complete' AND r.media_deleted_at IS NULL"
         " AND r.s3_video_key IS NOT NULL AND r.updated_at < $1"
         " AND NOT EXISTS (SELECT 1 FROM meetings m WHERE m.bot_id = r.bot_id"
         "   AND m.video_url IS NOT NULL AND m.video_url <> $2 || r.s3_video_key)",
-        listing.started_at,
+        listing.settled_before,
         f"s3://{bucket}/",
     )
     gone = [r for r in rows if r["s3_video_key"] not in listing.keys]
@@ -432,7 +442,7 @@ async def reconcile(
 async def _from_inventory(
     conn: asyncpg.Connection, s3: S3Client, bucket: str, source: InventorySource, now: datetime
 ) -> Listing | str | None:
-    """The newest inventory report's listing; "unchanged" when the previous run read that report
+    """The newest inventory report's listing; "unchanged" when a run read that report before
     (a drift is corrected only once two reports agree); None (listing instead) when there is no
     usable report: missing, malformed or older than `source.max_age`, each logged."""
     from notetaker.metrics import inventory
@@ -440,10 +450,9 @@ async def _from_inventory(
     where = f"s3://{source.bucket}/{source.folder(bucket)}"
     try:
         key = await inventory.newest_manifest_key(s3, source, bucket)
-        previous = await conn.fetchval(
-            "SELECT manifest_key FROM storage_reconciliations ORDER BY slot DESC LIMIT 1"
-        )
-        if previous == key:
+        if await conn.fetchval(
+            "SELECT true FROM storage_reconciliations WHERE manifest_key = $1", key
+        ):
             log.info("storage.inventory_unchanged", manifest=key)
             return "unchanged"
         manifest = await inventory.read_manifest(s3, source, key, bucket)

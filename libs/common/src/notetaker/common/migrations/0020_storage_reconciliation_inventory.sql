@@ -15,3 +15,7 @@ ALTER TABLE storage_reconciliations
 -- misses a day of them. `s3_bytes` includes it.
 ALTER TABLE storage_reconciliation_orgs
     ADD COLUMN since_listing_bytes bigint NOT NULL DEFAULT 0;
+
+-- A report is read by one run: the next runs look its manifest up.
+CREATE INDEX storage_reconciliations_manifest ON storage_reconciliations (manifest_key)
+    WHERE manifest_key IS NOT NULL;

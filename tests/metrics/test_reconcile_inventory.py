@@ -308,3 +308,21 @@ async def test_a_report_judges_a_recording_gone_only_once_it_had_time_to_appear_
         is None
     )
     assert [(s, m) for s, m, _ in await runs(own_db)] == [("inventory", report), ("list", None)]
+
+
+async def test_a_report_still_being_delivered_is_not_read(
+    own_db: asyncpg.Pool, s3: S3Client, bucket: str, destination: str
+) -> None:
+    """AWS writes manifest.checksum last: a dated folder without it is a report in progress."""
+    org = uuid.uuid4()
+    await store(own_db, s3, bucket, org, 1_000, 0)
+    key = await deliver(s3, destination, bucket, datetime.now(UTC), await bucket_rows(s3, bucket))
+    await s3.delete_object(Bucket=destination, Key=key.replace(".json", ".checksum"))
+    with structlog.testing.capture_logs() as logs:
+        run = await reconcile(
+            own_db, s3, bucket, PRICES, slot=T0, by="test", inventory=source(destination)
+        )
+    assert run is not None
+    assert (run.listing.source, run.listing.objects) == ("list", 2)
+    (unusable,) = [line for line in logs if line["event"] == "storage.inventory_unusable"]
+    assert "incomplete" in unusable["error"]

@@ -1025,6 +1025,29 @@ def test_drift_alert_fires_on_an_org_or_the_platform_past_the_percentage(tmp_pat
     assert config["NOTETAKER_STORAGE_RECONCILE_INTERVAL_SECONDS"] == "3600"
 
 
+def test_inventory_reports_are_off_by_default_and_wired_to_the_metrics_service() -> None:
+    """cost.inventory.* reach the metrics service as the settings it reads: unset, it lists the
+    bucket; set, it reads the reports where the inventory configuration delivers them."""
+    off = by_component(render(), "ConfigMap")["metrics"]["data"]
+    assert MetricsSettings.model_validate(settings_of(off)).inventory() is None
+    inventory = {"bucket": "inv", "prefix": "reports", "configId": "daily", "maxAgeHours": 30}
+    on = by_component(render({"cost": {"inventory": inventory}}), "ConfigMap")["metrics"]["data"]
+    source = MetricsSettings.model_validate(settings_of(on)).inventory()
+    assert source is not None
+    assert (source.folder("notetaker-recordings"), source.max_age.total_seconds()) == (
+        "reports/notetaker-recordings/daily/",
+        30 * 3600,
+    )
+    # A bucket without the configuration's id is refused at install, not at the pod's start.
+    with pytest.raises(Exception, match=r"cost\.inventory\.configId is required"):
+        render({"cost": {"inventory": {"bucket": "inv"}}})
+
+
+def settings_of(config: dict[str, str]) -> dict[str, str]:
+    names = ("BUCKET", "PREFIX", "CONFIG_ID", "MAX_AGE_HOURS")
+    return {f"s3_inventory_{n.lower()}": config[f"NOTETAKER_S3_INVENTORY_{n}"] for n in names}
+
+
 def test_stuck_upload_alert_fires_on_an_upload_waiting_past_the_threshold(tmp_path: Path) -> None:
     """NotetakerUploadStuck: the oldest unfinished upload's age, as every metrics replica
     exports it, past an hour for ten minutes; an upload that completes clears it."""

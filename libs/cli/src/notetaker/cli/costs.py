@@ -173,6 +173,7 @@ def reconcile_now(
                     "listed_bytes": o.listed_bytes,
                     "in_flight_bytes": o.in_flight_bytes,
                     "pending_deletion_bytes": o.pending_deletion_bytes,
+                    "since_listing_bytes": o.since_listing_bytes,
                     "s3_bytes": o.s3_bytes,
                     "drift_bytes": o.drift_bytes,
                     "corrected_bytes": o.corrected_bytes,

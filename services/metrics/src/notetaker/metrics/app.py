@@ -133,6 +133,7 @@ async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
                                 settings.s3_bucket,
                                 recorder.prices,
                                 timedelta(seconds=settings.storage_reconcile_interval_seconds),
+                                inventory=settings.inventory(),
                             )
                         )
                     )

@@ -10,13 +10,21 @@ is applied meanwhile, so the levels and the applied events read agree), compares
 - **S3 bytes** of an org = bytes listed under its prefix, less the objects of uploads whose usage
   event is not applied yet (in flight: the level will count them when it lands), plus the bytes
   of deletions that emptied the prefix before the listing and whose usage event is not applied
-  yet (the level will lose them when it lands);
+  yet (the level will lose them when it lands), plus what the events applied since the listing
+  began changed that the listing cannot show (uploads counted since then that it did not find,
+  less deletions since then that are counted: `since_listing_bytes`);
 - **drift** = S3 bytes - level.
+
+Where an S3 Inventory configuration is set (`inventory.py`), the listing is instead the newest
+inventory report, its time the report's creation: every part above is reckoned from then, so a
+report a day old does not make the day since look like drift. A report is used by one run (the
+runs after skip until a new one is delivered, so a correction needs two reports); a stale,
+missing or malformed one is logged and the run lists the bucket.
 
 A drift is corrected only when it **persists across two consecutive runs**, and only by the part
 that persisted (the smaller of the two, same sign; the previous run's drift counted after its
-own correction): an object completing between the listing and the comparison, or an event
-landing in that window, shows as drift in one run and not in the next, so it is never corrected,
+own correction): an object completing while the bucket is listed (a listing is no snapshot),
+or an event landing then, shows as drift in one run and not in the next, so it is never corrected,
 while an object the bucket's lifecycle rule deleted (which no event reports) shows in both and
 is taken off at the second run. The correction changes the level from its time on, as a usage
 event would (`usage.shift_level`): the rollup and the month to date charge from the corrected
@@ -40,6 +48,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -50,10 +59,17 @@ from notetaker.common.logs import get_logger
 from notetaker.common.s3 import RECORDINGS_PREFIX, S3Client
 from notetaker.metrics.usage import GIB, STORAGE_LEVEL_LOCK, Prices, shift_level
 
+if TYPE_CHECKING:
+    from notetaker.metrics.inventory import InventorySource
+
 log = get_logger(__name__)
 
 # One reconciliation at a time, whichever replica or command runs it (a session lock).
 RECONCILE_LOCK = 0x72636E6C
+
+# An inventory report may miss objects written or deleted shortly before it was made (AWS: it is
+# eventually consistent): a recording is judged gone from a report only when its row is older.
+INVENTORY_SETTLE = timedelta(days=1)
 
 
 @dataclass
@@ -62,12 +78,20 @@ class Listing:
 
     started_at: datetime
     requests: int = 0
+    source: str = "list"  # or "inventory": an S3 Inventory report made at `started_at`
+    manifest_key: str | None = None  # the report's manifest.json
     objects: int = 0
     bytes: int = 0
     by_org: dict[uuid.UUID, int] = field(default_factory=dict)
     # recording -> (org, bytes listed under its prefix)
     by_recording: dict[uuid.UUID, tuple[uuid.UUID, int]] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
+
+    @property
+    def settled_before(self) -> datetime:
+        """Objects written before this are in the listing if they exist (a ListObjectsV2
+        listing is strongly consistent; an inventory report, only after a while)."""
+        return self.started_at - (INVENTORY_SETTLE if self.source == "inventory" else timedelta())
 
     def add(self, key: str, size: int) -> None:
         self.objects += 1
@@ -150,10 +174,18 @@ class OrgDrift:
     pending_deletion_bytes: int
     corrected_bytes: int = 0
     expired_recordings: tuple[uuid.UUID, ...] = ()
+    # What the usage events applied since the listing began changed that the listing cannot
+    # show: uploads it did not find (+) and deletions of what it found (-).
+    since_listing_bytes: int = 0
 
     @property
     def s3_bytes(self) -> int:
-        return self.listed_bytes - self.in_flight_bytes + self.pending_deletion_bytes
+        return (
+            self.listed_bytes
+            - self.in_flight_bytes
+            + self.pending_deletion_bytes
+            + self.since_listing_bytes
+        )
 
     @property
     def drift_bytes(self) -> int:
@@ -165,7 +197,12 @@ class OrgDrift:
 
     @property
     def worth_a_row(self) -> bool:
-        return bool(self.drift_bytes or self.corrected_bytes or self.expired_recordings)
+        return bool(
+            self.drift_bytes
+            or self.corrected_bytes
+            or self.expired_recordings
+            or self.since_listing_bytes
+        )
 
 
 @dataclass(frozen=True)
@@ -223,6 +260,16 @@ async def _applied(conn: asyncpg.Connection, ids: Iterable[str]) -> set[str]:
     return {r["event_id"] for r in rows}
 
 
+async def _applied_since(conn: asyncpg.Connection, ids: Iterable[str], since: datetime) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT event_id FROM usage_events_applied WHERE event_id = ANY($1::text[])"
+        " AND applied_at >= $2",
+        list(ids),
+        since,
+    )
+    return {r["event_id"] for r in rows}
+
+
 async def _in_flight(conn: asyncpg.Connection, listing: Listing) -> dict[uuid.UUID, int]:
     """Per org, the bytes listed for uploads whose usage event is not applied yet: recordings
     with a row, not deleted, not failed for good."""
@@ -261,20 +308,56 @@ async def _pending_deletions(conn: asyncpg.Connection, listing: Listing) -> dict
     return found
 
 
+async def _since_listing(conn: asyncpg.Connection, listing: Listing) -> dict[uuid.UUID, int]:
+    """Per org, what the usage events applied since the listing began changed in the level and
+    the listing cannot show (a listing a day old, as an inventory report is, misses a day of
+    them; one begun seconds ago, the few that raced it): the bytes of uploads counted since then
+    whose recording the listing did not find (+), and of deletions that emptied their prefix
+    since then and are counted (-)."""
+    found: dict[uuid.UUID, int] = {}
+    # An upload counted since the listing was changed since a little before it (its row is
+    # updated as it completes, its event applied after; the window as for deletions).
+    candidates = [
+        r
+        for r in await conn.fetch(
+            "SELECT id, org_id, s3_file_size_bytes FROM recordings"
+            " WHERE updated_at > $1::timestamptz - interval '7 days' AND s3_file_size_bytes > 0",
+            listing.started_at,
+        )
+        if r["id"] not in listing.by_recording
+    ]
+    ids = {r["id"]: usage_event_id(r["id"], "upload") for r in candidates}
+    since = await _applied_since(conn, ids.values(), listing.started_at)
+    for row in candidates:
+        if ids[row["id"]] in since:
+            found[row["org_id"]] = found.get(row["org_id"], 0) + int(row["s3_file_size_bytes"])
+    deletions = await conn.fetch(
+        "SELECT recording_id, org_id, stored_bytes FROM media_deletions"
+        " WHERE stored_bytes > 0 AND s3_done_at >= $1",
+        listing.started_at,
+    )
+    gone = {r["recording_id"]: usage_event_id(r["recording_id"], "delete") for r in deletions}
+    applied = await _applied(conn, gone.values())
+    for row in deletions:
+        if gone[row["recording_id"]] in applied:
+            found[row["org_id"]] = found.get(row["org_id"], 0) - int(row["stored_bytes"])
+    return found
+
+
 async def _mark_expired(
     conn: asyncpg.Connection, listing: Listing, bucket: str
 ) -> dict[uuid.UUID, list[uuid.UUID]]:
     """Mark the complete recordings whose video object the listing did not find (and whose row
-    did not change since it began) expired, with their meetings; per org, the recordings. A
-    recording whose meeting names another bucket (one the service was configured with before)
-    is not this listing's to judge."""
+    did not change since it began; for an inventory report, since a day before it) expired,
+    with their meetings; per org, the recordings. A recording whose meeting names another
+    bucket (one the service was configured with before) is not this listing's to judge."""
     rows = await conn.fetch(
         "SELECT r.id, r.org_id, r.bot_id, r.s3_video_key FROM recordings r"
         " WHERE r.s3_upload_status = 'complete' AND r.media_deleted_at IS NULL"
         " AND r.s3_video_key IS NOT NULL AND r.updated_at < $1"
         " AND NOT EXISTS (SELECT 1 FROM meetings m WHERE m.bot_id = r.bot_id"
         "   AND m.video_url IS NOT NULL AND m.video_url <> $2 || r.s3_video_key)",
-        listing.started_at,
+        listing.settled_before,
         f"s3://{bucket}/",
     )
     gone = [r for r in rows if r["s3_video_key"] not in listing.keys]
@@ -331,8 +414,10 @@ async def reconcile(
     slot: datetime,
     by: str,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    inventory: InventorySource | None = None,
 ) -> Reconciliation | None:
-    """Reconcile the slot; None when it was reconciled before or another run is under way."""
+    """Reconcile the slot; None when it was reconciled before, another run is under way, or
+    (with `inventory`) the newest report is the one the previous run read."""
     async with pool.acquire() as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RECONCILE_LOCK):
             return None
@@ -341,11 +426,51 @@ async def reconcile(
                 "SELECT true FROM storage_reconciliations WHERE slot = $1", slot
             ):
                 return None
-            listing = await list_recordings(s3, bucket)
+            listing = None
+            if inventory is not None:
+                listing = await _from_inventory(conn, s3, bucket, inventory, clock())
+                if listing == "unchanged":
+                    return None
+            if not isinstance(listing, Listing):
+                listing = await list_recordings(s3, bucket)
             return await _compare_and_correct(conn, listing, bucket, prices, slot, by, clock)
         finally:
             if not conn.is_closed():
                 await conn.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK)
+
+
+async def _from_inventory(
+    conn: asyncpg.Connection, s3: S3Client, bucket: str, source: InventorySource, now: datetime
+) -> Listing | str | None:
+    """The newest inventory report's listing; "unchanged" when a run read that report before
+    (a drift is corrected only once two reports agree); None (listing instead) when there is no
+    usable report: missing, malformed or older than `source.max_age`, each logged."""
+    from notetaker.metrics import inventory
+
+    where = f"s3://{source.bucket}/{source.folder(bucket)}"
+    try:
+        key = await inventory.newest_manifest_key(s3, source, bucket)
+        if await conn.fetchval(
+            "SELECT true FROM storage_reconciliations WHERE manifest_key = $1", key
+        ):
+            log.info("storage.inventory_unchanged", manifest=key)
+            return "unchanged"
+        manifest = await inventory.read_manifest(s3, source, key, bucket)
+        age = now - manifest.created_at
+        if age > source.max_age:
+            log.warning(
+                "storage.inventory_stale",
+                manifest=key,
+                created_at=manifest.created_at.isoformat(),
+                age_hours=round(age.total_seconds() / 3600, 1),
+                max_age_hours=round(source.max_age.total_seconds() / 3600, 1),
+                fallback="list",
+            )
+            return None
+        return await inventory.read_report(s3, source, manifest, bucket)
+    except inventory.InventoryError as exc:
+        log.warning("storage.inventory_unusable", report=where, error=str(exc), fallback="list")
+        return None
 
 
 async def _compare_and_correct(
@@ -364,11 +489,13 @@ async def _compare_and_correct(
         levels = await _levels(conn)
         in_flight = await _in_flight(conn, listing)
         pending = await _pending_deletions(conn, listing)
+        since = await _since_listing(conn, listing)
         expired = await _mark_expired(conn, listing, bucket)
         previous = await _previous(conn, slot)
         now = clock()
         orgs: list[OrgDrift] = []
-        for org in sorted(set(levels) | set(listing.by_org) | set(pending) | set(expired)):
+        every = set(levels) | set(listing.by_org) | set(pending) | set(expired) | set(since)
+        for org in sorted(every):
             found = OrgDrift(
                 org_id=org,
                 level_bytes=levels.get(org, 0),
@@ -376,6 +503,7 @@ async def _compare_and_correct(
                 in_flight_bytes=in_flight.get(org, 0),
                 pending_deletion_bytes=pending.get(org, 0),
                 expired_recordings=tuple(expired.get(org, [])),
+                since_listing_bytes=since.get(org, 0),
             )
             remaining = None if previous is None else previous.get(org, 0)
             corrected = correction(remaining, found.drift_bytes)
@@ -390,15 +518,16 @@ async def _compare_and_correct(
                     found.pending_deletion_bytes,
                     corrected,
                     found.expired_recordings,
+                    found.since_listing_bytes,
                 )
             )
         orgs.sort(key=lambda o: (-abs(o.drift_bytes), str(o.org_id)))
         done = Reconciliation(slot, listing, orgs)
         await conn.execute(
-            "INSERT INTO storage_reconciliations (slot, source, requested_by, listed_at,"
-            " list_requests, objects_listed, bytes_listed, level_bytes, s3_bytes, drift_bytes,"
-            " corrected_bytes, orgs_drifting, recordings_expired)"
-            " VALUES ($1, 'list', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO storage_reconciliations (slot, source, manifest_key, requested_by,"
+            " listed_at, list_requests, objects_listed, bytes_listed, level_bytes, s3_bytes,"
+            " drift_bytes, corrected_bytes, orgs_drifting, recordings_expired)"
+            " VALUES ($1, $13, $14, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             slot,
             by[:200],
             listing.started_at,
@@ -411,11 +540,14 @@ async def _compare_and_correct(
             done.corrected_bytes,
             len(done.drifting),
             len(done.expired),
+            listing.source,
+            listing.manifest_key,
         )
         await conn.executemany(
             "INSERT INTO storage_reconciliation_orgs (slot, org_id, level_bytes, listed_bytes,"
             " in_flight_bytes, pending_deletion_bytes, s3_bytes, drift_bytes, corrected_bytes,"
-            " expired_recordings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " expired_recordings, since_listing_bytes)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             [
                 (
                     slot,
@@ -428,6 +560,7 @@ async def _compare_and_correct(
                     o.drift_bytes,
                     o.corrected_bytes,
                     list(o.expired_recordings),
+                    o.since_listing_bytes,
                 )
                 for o in orgs
                 if o.worth_a_row
@@ -436,6 +569,9 @@ async def _compare_and_correct(
     log.info(
         "storage.reconciled",
         slot=slot.isoformat(),
+        source=listing.source,
+        manifest=listing.manifest_key,
+        listed_at=listing.started_at.isoformat(),
         objects_listed=listing.objects,
         list_requests=listing.requests,
         orgs_drifting=len(done.drifting),
@@ -465,7 +601,8 @@ async def latest(pool: asyncpg.Pool) -> LatestDrift | None:
         return None
     rows = await pool.fetch(
         "SELECT org_id, level_bytes, listed_bytes, in_flight_bytes, pending_deletion_bytes,"
-        " corrected_bytes, expired_recordings FROM storage_reconciliation_orgs"
+        " corrected_bytes, expired_recordings, since_listing_bytes"
+        " FROM storage_reconciliation_orgs"
         " WHERE slot = $1 AND drift_bytes <> 0 ORDER BY abs(drift_bytes) DESC, org_id",
         run["slot"],
     )
@@ -482,6 +619,7 @@ async def latest(pool: asyncpg.Pool) -> LatestDrift | None:
                 int(r["pending_deletion_bytes"]),
                 int(r["corrected_bytes"]),
                 tuple(r["expired_recordings"]),
+                int(r["since_listing_bytes"]),
             )
             for r in rows
         ],
@@ -502,11 +640,20 @@ async def reconcile_forever(
     interval: timedelta,
     retry_seconds: float = 60.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    inventory: InventorySource | None = None,
 ) -> None:
     """Reconcile the current slot now (unless done), then each slot as it begins."""
     while True:
         try:
-            await reconcile(pool, s3, bucket, prices, slot=slot_of(clock(), interval), by="metrics")
+            await reconcile(
+                pool,
+                s3,
+                bucket,
+                prices,
+                slot=slot_of(clock(), interval),
+                by="metrics",
+                inventory=inventory,
+            )
         except Exception as exc:  # S3 or the database: tried again, the service keeps going
             log.warning("storage.reconcile_failed", error=repr(exc), retry_in_seconds=retry_seconds)
             await asyncio.sleep(retry_seconds)

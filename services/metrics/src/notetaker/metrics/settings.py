@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from pydantic import Field, field_validator, model_validator
 
 from notetaker.common.settings import NotetakerSettings, Secrets
 from notetaker.metrics.egress import AWS_US_EAST, EgressTier, check_tiers
+
+if TYPE_CHECKING:
+    from notetaker.metrics.inventory import InventorySource
 
 
 class MetricsSettings(NotetakerSettings):
@@ -47,12 +53,53 @@ class MetricsSettings(NotetakerSettings):
         description="How often the stored level is reconciled with a listing of the S3 bucket"
         " (0: never); several replicas reconcile each interval once.",
     )
+    s3_inventory_bucket: str = Field(
+        "",
+        description="Bucket an S3 Inventory configuration of the recordings bucket delivers its"
+        " reports to (CSV format); set, reconciliation reads the newest report instead of listing"
+        " the bucket (empty: always list).",
+    )
+    s3_inventory_prefix: str = Field(
+        "",
+        description="The inventory configuration's destination prefix: reports are read from"
+        " <prefix>/<recordings bucket>/<config id>/<YYYY-MM-DDTHH-MMZ>/manifest.json.",
+    )
+    s3_inventory_config_id: str = Field(
+        "", description="The inventory configuration's id (required with the bucket)."
+    )
+    s3_inventory_max_age_hours: float = Field(
+        48.0,
+        gt=0,
+        description="A report older than this is refused (logged storage.inventory_stale) and the"
+        " run lists the bucket instead, as it does when a report is missing or malformed.",
+    )
     storage_drift_alert_percent: float = Field(
         5.0,
         ge=0,
         description="Drift between S3 and the stored level that alerts, in percent; every org"
         " past it gets its own drift series.",
     )
+
+    @model_validator(mode="after")
+    def _inventory_names_its_configuration(self) -> MetricsSettings:
+        if self.s3_inventory_bucket and not self.s3_inventory_config_id:
+            raise ValueError(
+                "NOTETAKER_S3_INVENTORY_CONFIG_ID is required with NOTETAKER_S3_INVENTORY_BUCKET"
+            )
+        return self
+
+    def inventory(self) -> InventorySource | None:
+        """Where reconciliation reads inventory reports; None: it lists the bucket."""
+        from notetaker.metrics.inventory import InventorySource
+
+        if not self.s3_inventory_bucket:
+            return None
+        return InventorySource(
+            self.s3_inventory_bucket,
+            self.s3_inventory_prefix,
+            self.s3_inventory_config_id,
+            timedelta(hours=self.s3_inventory_max_age_hours),
+        )
 
     @field_validator("price_egress_tiers")
     @classmethod

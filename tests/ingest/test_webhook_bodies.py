@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 from pydantic import SecretStr
 
+from notetaker.common.db import create_pool
+from notetaker.common.kafka import EventPublisher
 from notetaker.common.sealing import SourceUrlCipher
 from notetaker.devstack.stack import Stack
+from notetaker.ingest.deliveries import KeptBody, publish_once
 from tests.cli.test_events import cli_env, notetaker
 from tests.ingest.conftest import (
     Ingest,
@@ -132,6 +137,36 @@ async def test_a_bot_whose_media_was_deleted_keeps_no_body(
     body = fixture_body("meetingbaas/v2-bot.completed.json", bot_id)
     answer = await post(f"{ingest.url}/webhooks/meetingbaas", body, ingest.signed(body))
     assert answer.json()["status"] == "deleted"
+    assert await db.fetchval("SELECT count(*) FROM webhook_bodies WHERE bot_id = $1", bot_id) == 0
+
+
+async def test_a_body_arriving_as_its_bots_media_is_deleted_is_not_kept(
+    db: asyncpg.Pool, stack: Stack
+) -> None:
+    """The race the handler's own check cannot close: the deletion marks the bot between that
+    check and the delivery's transaction. The insert itself reads the mark (under a lock a
+    deletion's FOR UPDATE waits for), so the delivery is recorded and its body is not."""
+    bot_id = await known_bot(db)
+    await db.execute("UPDATE recordings SET media_deleted_at = now() WHERE bot_id = $1", bot_id)
+    sealed = SourceUrlCipher([SecretStr(stack.source_url_key)]).seal_body(b"{}")
+    pool = await create_pool(stack.settings(service_name="ingest"))
+    try:
+        new = await publish_once(
+            pool,
+            cast(EventPublisher, None),  # nothing to publish: never used
+            provider="meetingbaas",
+            delivery_ids=[f"msg_{uuid.uuid4().hex}"],
+            event_type="bot.status_change",
+            bot_id=bot_id,
+            events=[],
+            outcome="ignored",
+            timeout=5,
+            kept=KeptBody(sealed, 2, datetime.now(UTC), {}),
+        )
+    finally:
+        await pool.close()
+    assert new is True
+    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE bot_id = $1", bot_id)
     assert await db.fetchval("SELECT count(*) FROM webhook_bodies WHERE bot_id = $1", bot_id) == 0
 
 

@@ -96,12 +96,9 @@ async def publish_once(
                     kept.received_at,
                 )
             if events:
-                sent = (
-                    publisher.publish_all(events)
-                    if replayed_from is None
-                    else publisher.publish_all(events, replayed_from=replayed_from)
+                await asyncio.wait_for(
+                    publisher.publish_all(events, replayed_from=replayed_from), timeout
                 )
-                await asyncio.wait_for(sent, timeout)
     except _Duplicate:
         return False
     return True

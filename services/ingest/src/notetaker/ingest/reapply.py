@@ -121,14 +121,14 @@ async def reapply(
     timeout: float = 10.0,
 ) -> Reapplied:
     """Run the kept body through ingest's parse, map and publish again (see the module)."""
+    if delivery.bot_id is not None and await media_deleted_of(pool, delivery.bot_id):
+        raise NotReapplied(f"bot {delivery.bot_id}'s media was deleted: nothing is re-applied")
     try:
         events = await _events_of(pool, delivery)
     except Problem as exc:  # a body the mapping refuses now (it changed since)
         raise NotReapplied(
             f"the body no longer maps: {exc.title}" + (f" ({exc.detail})" if exc.detail else "")
         ) from exc
-    if delivery.bot_id is not None and await media_deleted_of(pool, delivery.bot_id):
-        raise NotReapplied(f"bot {delivery.bot_id}'s media was deleted: nothing is re-applied")
     reapply_id = f"{REAPPLY_PREFIX}{delivery.delivery_id}:{uuid.uuid4().hex[:12]}"
     await publish_once(
         pool,

@@ -18,7 +18,7 @@ import json
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 import typer
@@ -34,7 +34,9 @@ from notetaker.cli.settings import CliSettings
 from notetaker.common.logs import get_logger
 from notetaker.common.sealing import SourceUrlCipher
 from notetaker.common.settings import load_settings
-from notetaker.ingest.reapply import NotReapplied, Reapplied, kept_delivery, reapply
+
+if TYPE_CHECKING:
+    from notetaker.ingest.reapply import Reapplied
 
 log = get_logger(__name__)
 
@@ -135,6 +137,9 @@ def cipher_of(settings: CliSettings) -> SourceUrlCipher:
 async def kept_body(
     settings: CliSettings, bot_id: str, delivery_id: str, provider: str | None
 ) -> bytes:
+    # ingest's code (FastAPI with it) is imported by the commands that need it only.
+    from notetaker.ingest.reapply import NotReapplied, kept_delivery
+
     cipher = cipher_of(settings)
     async with connect(settings) as c:
         try:
@@ -210,6 +215,8 @@ def show_command(
 async def reapply_kept(
     settings: CliSettings, delivery_id: str, provider: str | None, by: str
 ) -> Reapplied:
+    from notetaker.ingest.reapply import NotReapplied, kept_delivery, reapply
+
     cipher = cipher_of(settings)
     async with connect(settings, kafka=True) as c:
         try:

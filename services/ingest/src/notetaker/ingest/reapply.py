@@ -91,6 +91,12 @@ async def kept_delivery(
         names = ", ".join(sorted(r["provider"] for r in rows))
         raise NotReapplied(f"delivery {delivery_id!r} is one of {names}: give --provider")
     row = rows[0]
+    if row["sealed"] is None and delivery_id.startswith(REAPPLY_PREFIX):
+        original = delivery_id.removeprefix(REAPPLY_PREFIX).rsplit(":", 1)[0]
+        raise NotReapplied(
+            f"{delivery_id!r} is a re-apply, which keeps no body of its own: use the original"
+            f" delivery {original!r}"
+        )
     if row["sealed"] is None:
         if row["media_deleted_at"] is not None:
             raise NotReapplied(

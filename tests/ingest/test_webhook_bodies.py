@@ -200,9 +200,9 @@ async def test_reapplying_a_kept_body_publishes_the_same_events_marked_as_a_repl
     assert outcomes == [(signed["svix-id"], "published"), ("reapply", "reapplied")]
     # A re-apply is no delivery of its own to re-apply: the command names the original.
     reapply_id = listed.json_lines()[1]["delivery_id"]
-    again = await notetaker(env, "webhooks", "reapply", reapply_id, cwd=tmp_path)
-    assert again.returncode == 1
-    assert f"use the original delivery {signed['svix-id']!r}" in again.stderr
+    twice = await notetaker(env, "webhooks", "reapply", reapply_id, cwd=tmp_path)
+    assert twice.returncode == 1
+    assert f"use the original delivery {signed['svix-id']!r}" in twice.stderr
 
 
 async def test_reapplying_a_gladia_callback_finds_its_job_again(

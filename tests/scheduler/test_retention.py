@@ -16,6 +16,7 @@ import aiohttp
 import asyncpg
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from pydantic import SecretStr, ValidationError
 
 from notetaker.common.deletion import MediaDeleter, ProviderAccess
@@ -23,6 +24,7 @@ from notetaker.common.gladia import REQUEST_ID_METADATA
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.retention import RetentionRefused, check_days, set_retention
 from notetaker.common.s3 import S3Client
+from notetaker.common.sealing import SourceUrlCipher
 from notetaker.common.settings import NotetakerSettings
 from notetaker.devstack.simulator import GladiaJob, ProviderSimulator
 from notetaker.devstack.stack import Stack
@@ -308,6 +310,9 @@ async def test_a_gladia_job_submitted_whose_id_was_never_stored_is_found_and_del
     assert "other-job" in meetingbaas.jobs
 
 
+SEALER = SourceUrlCipher([SecretStr(Fernet.generate_key().decode())])
+
+
 async def kept_body(db: asyncpg.Pool, bot_id: str, days_ago: float) -> str:
     """An accepted delivery for `bot_id` whose body ingest kept `days_ago` days ago."""
     delivery_id = f"msg_{uuid.uuid4().hex}"
@@ -322,9 +327,10 @@ async def kept_body(db: asyncpg.Pool, bot_id: str, days_ago: float) -> str:
     await db.execute(
         "INSERT INTO webhook_bodies (provider, delivery_id, bot_id, event_type, sealed,"
         " size_bytes, received_at) VALUES ('meetingbaas', $1, $2, 'bot.status_change',"
-        " 'sealed', 6, $3)",
+        " $3, 2, $4)",
         delivery_id,
         bot_id,
+        SEALER.seal_body(b"{}"),
         received,
     )
     return delivery_id

@@ -44,6 +44,8 @@ SECRET_SETTING = re.compile(r"SECRET|TOKEN|PASSWORD|_KEYS?$|API_KEYS?$")
 NOT_SECRET = {"NOTETAKER_S3_ACCESS_KEY_ID"}  # an identifier, named in S3's own requests
 SEALED_COLUMNS = {("recordings", "provider_video_url"), ("recordings", "provider_audio_url")}
 FERNET_PREFIX = "gAAAAA"  # a Fernet token's version byte and timestamp, base64
+# Binary columns holding a Fernet token (a raw webhook body, compressed then sealed).
+SEALED_BYTES = {("webhook_bodies", "sealed")}
 
 
 @dataclass
@@ -171,6 +173,14 @@ async def findings(
                 found.append(f"{table}.{column}: not sealed ({value[:12]}...)")
                 continue
             found += [f"{table}.{column}: {what}" for what in _leaks(value.encode(), secrets)]
+    for table, column in sorted(SEALED_BYTES):
+        values = await connection.fetch(
+            f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608 - constants
+        )
+        for (value,) in values:
+            scanned.values += 1
+            if not bytes(value).startswith(FERNET_PREFIX.encode()):
+                found.append(f"{table}.{column}: not sealed ({bytes(value)[:12]!r}...)")
     for topic in topics:
         # The provider's URL travels on recording.completed (and stays in its dead letters' values,
         # for replay): there, only a configured secret would be a leak.

@@ -59,6 +59,18 @@ async def test_each_place_the_scan_searches_reports_what_was_planted_there(
                 "https://bucket.example/v.mp4",
                 "source_http_403 from bucket.example: callback token=" + "a" * 64,
             )
+            await connection.execute(
+                "INSERT INTO webhook_deliveries (provider, delivery_id, event_type, bot_id)"
+                " VALUES ('meetingbaas', $1, 'bot.completed', $1)",
+                bot_id,
+            )
+            await connection.execute(  # a webhook body kept as it came, not sealed
+                "INSERT INTO webhook_bodies (provider, delivery_id, bot_id, event_type, sealed,"
+                " size_bytes, received_at) VALUES ('meetingbaas', $1, $1, 'bot.completed',"
+                " $2, 2, now())",
+                bot_id,
+                b'{"event": "bot.completed"}',
+            )
             found = await secret_scan.findings(
                 logs=[log, clean_log],
                 secrets={CONFIGURED},
@@ -77,6 +89,7 @@ async def test_each_place_the_scan_searches_reports_what_was_planted_there(
     assert any(f.startswith(f"{log}.metrics: a configured secret") for f in found)
     assert not any(f.startswith(str(clean_log)) for f in found)
     assert "recordings.provider_video_url: not sealed (https://buck...)" in found
+    assert 'webhook_bodies.sealed: not sealed (b\'{"event": "b\'...)' in found
     assert "recordings.s3_upload_error_message: /token=[0-9a-f]{64}/" in found
     assert any(f.startswith("recording.uploaded 0:7 value: /eyJ") for f in found)
     assert f"{dlq_topic('bot.status')} 0:7 header {DLQ_ERROR_HEADER}: /SIG[0-9a-f]{{24}}/" in found

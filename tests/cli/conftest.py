@@ -4,6 +4,7 @@ them: real rows, real objects under the recording's S3 prefix, a Gladia job the 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -73,8 +74,9 @@ async def stored_meeting(
     """A meeting whose recording the pipeline stored: video, audio, thumbnail, the provider's
     transcript JSON (an artifact, with its `recording_artifacts` row) and something else under its
     prefix, an upload of it left unfinished, its transcript, participants and summary in the
-    meetings row, its provider URLs (sealed) in the recordings row, a MeetingBaaS bot and a
-    finished Gladia job. `created_days_ago` moves the recording back in time (the tests' clock)."""
+    meetings row, its provider URLs (sealed) in the recordings row, its bot.completed webhook
+    accepted with its raw body kept (sealed), a MeetingBaaS bot and a finished Gladia job.
+    `created_days_ago` moves the recording (and its webhook) back in time (the tests' clock)."""
     bot_id = providers.create_bot(hold_completed=True)
     org_id = org_id or uuid.uuid4()
     user_id, recording_id = uuid.uuid4(), uuid.uuid4()
@@ -153,7 +155,35 @@ async def stored_meeting(
         bot_id,
         job_id,
     )
+    # The bot's bot.completed webhook as ingest kept it: accepted, its raw body sealed.
+    body = json.dumps(
+        {"event": "bot.completed", "data": {"bot_id": bot_id, "transcript": TRANSCRIPT_TEXT}}
+    ).encode()
+    await db.execute(
+        "INSERT INTO webhook_deliveries (provider, delivery_id, event_type, bot_id, outcome,"
+        " received_at) VALUES ('meetingbaas', $1, 'bot.completed', $2, 'published', $3)",
+        f"msg_{bot_id}",
+        bot_id,
+        created,
+    )
+    await db.execute(
+        "INSERT INTO webhook_bodies (provider, delivery_id, bot_id, event_type, headers, sealed,"
+        " size_bytes, received_at) VALUES ('meetingbaas', $1, $2, 'bot.completed', $3, $4, $5,"
+        " $6)",
+        f"msg_{bot_id}",
+        bot_id,
+        json.dumps({"svix-id": f"msg_{bot_id}"}),
+        cipher.seal_body(body),
+        len(body),
+        created,
+    )
     return StoredMeeting(meeting_id, recording_id, bot_id, org_id, user_id, prefix, size, job_id)
+
+
+async def kept_bodies(db: asyncpg.Pool, bot_id: str) -> int:
+    """How many raw webhook bodies are kept for the bot."""
+    count: int = await db.fetchval("SELECT count(*) FROM webhook_bodies WHERE bot_id = $1", bot_id)
+    return count
 
 
 async def under_prefix(s3: S3Client, stack: Stack, prefix: str) -> list[str]:

@@ -21,7 +21,13 @@ from notetaker.common.s3 import S3Client
 from notetaker.devstack.s3_proxy import Hold, S3FaultProxy
 from notetaker.devstack.simulator import ProviderSimulator
 from notetaker.devstack.stack import Stack
-from tests.cli.conftest import TRANSCRIPT_TEXT, StoredMeeting, stored_meeting, under_prefix
+from tests.cli.conftest import (
+    TRANSCRIPT_TEXT,
+    StoredMeeting,
+    kept_bodies,
+    stored_meeting,
+    under_prefix,
+)
 from tests.cli.test_events import DEADLINE, NOTETAKER, Result, notetaker
 from tests.e2e.conftest import events_for
 
@@ -94,6 +100,7 @@ async def test_a_stored_meeting_is_deleted_everywhere_once_and_a_second_run_chan
     held = await under_prefix(s3, stack, meeting.prefix)
     # video, audio, thumbnail, the transcript JSON, something else, an upload
     assert len(held) == 6
+    assert await kept_bodies(db, meeting.bot_id) == 1
 
     first = await delete(operator_env, tmp_path, str(meeting.meeting_id), "--by", "ops@test")
     assert first.returncode == 0, first.stderr
@@ -105,6 +112,19 @@ async def test_a_stored_meeting_is_deleted_everywhere_once_and_a_second_run_chan
 
     assert await under_prefix(s3, stack, meeting.prefix) == []
     await assert_media_gone(db, meeting)
+    # The raw webhook body (it holds the transcript) went with the media; that it arrived stays.
+    assert await kept_bodies(db, meeting.bot_id) == 0
+    shown = await notetaker(
+        operator_env,
+        "webhooks",
+        "show",
+        meeting.bot_id,
+        "--body",
+        f"msg_{meeting.bot_id}",
+        cwd=tmp_path,
+    )
+    assert shown.returncode == 1
+    assert "was deleted with the bot's media" in shown.stderr
     audit = await deletion_row(db, meeting)
     assert audit["requested_by"] == "ops@test"
     assert audit["reason"] == "operator"

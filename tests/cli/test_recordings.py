@@ -154,9 +154,11 @@ async def test_show_tells_status_storage_webhooks_events_and_the_meetings_row(
     assert shown["meeting"]["transcript_chars"] == len(TRANSCRIPT_TEXT)
     assert "transcript_text" not in shown["meeting"]  # summarised, never printed whole
     assert shown["deletion"] is None
-    assert [(w["outcome"], w["status"]) for w in shown["webhooks"]] == [
-        ("published", 200),
-        ("refused: unauthenticated", 401),
+    # The meeting's bot.completed (its raw body kept), the one above, the refusal.
+    assert [(w["outcome"], w["status"], w["body_kept"]) for w in shown["webhooks"]] == [
+        ("published", 200, True),
+        ("published", 200, False),
+        ("refused: unauthenticated", 401, False),
     ]
     statuses = [e for e in shown["events"] if e["type"] == "bot.status"]
     assert [e["data"]["status"] for e in statuses] == ["call_ended"]

@@ -413,6 +413,11 @@ def test_secrets_are_only_referenced(
     assert "NOTETAKER_GLADIA_API_KEY" in secret_refs["transcript-sync"]
     assert "NOTETAKER_ADMIN_TOKENS" in secret_refs["metrics"]
     assert "optional" not in secret_refs["uploader"]["NOTETAKER_SOURCE_URL_KEYS"]
+    # Ingest seals the webhook bodies it keeps with the uploader's key ring.
+    assert (
+        secret_refs["ingest"]["NOTETAKER_SOURCE_URL_KEYS"]
+        == secret_refs["uploader"]["NOTETAKER_SOURCE_URL_KEYS"]
+    )
     assert "NOTETAKER_MEETINGBAAS_API_KEY" in secret_refs["scheduler"]
 
 

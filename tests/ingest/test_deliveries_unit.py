@@ -14,6 +14,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
@@ -21,7 +22,7 @@ import pytest
 
 from notetaker.common.events import BotStatusChanged, Event, RecordingFailed
 from notetaker.common.kafka import EventPublisher
-from notetaker.ingest.deliveries import media_deleted_of, publish_once
+from notetaker.ingest.deliveries import KEEP_BODY, KeptBody, media_deleted_of, publish_once
 
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
@@ -36,6 +37,7 @@ INSERT_DELIVERIES = normalized(
     " SELECT $1, d, $3, $4, $5 FROM unnest($2::text[]) AS d"
     " ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING delivery_id"
 )
+KEEP = normalized(KEEP_BODY)
 MEDIA_DELETED = normalized("SELECT media_deleted_at IS NOT NULL FROM recordings WHERE bot_id = $1")
 
 
@@ -48,6 +50,8 @@ class FakeDeliveries:
     rows: dict[tuple[str, str], tuple[str, str | None, str]] = field(default_factory=dict)
     bots: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)  # bots whose media was deleted
+    # webhook_bodies: (provider, delivery id) -> (bot id, event type, headers, sealed, size)
+    bodies: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[FakeDeliveries]:
@@ -55,11 +59,11 @@ class FakeDeliveries:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        saved = dict(self.rows)
+        saved, saved_bodies = dict(self.rows), dict(self.bodies)
         try:
             yield
         except BaseException:
-            self.rows = saved
+            self.rows, self.bodies = saved, saved_bodies
             raise
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, str]]:
@@ -74,6 +78,15 @@ class FakeDeliveries:
                 inserted.append({"delivery_id": delivery_id})
         return inserted
 
+    async def execute(self, sql: str, *args: Any) -> str:
+        if normalized(sql) != KEEP:
+            raise Unknown(sql)
+        provider, delivery_id, bot_id, event_type, headers, sealed, size, _received = args
+        assert isinstance(headers, dict)  # the pool's codec encodes jsonb
+        assert (provider, delivery_id) not in self.bodies  # primary key
+        self.bodies[(provider, delivery_id)] = (bot_id, event_type, headers, sealed, size)
+        return "INSERT 0 1"
+
     async def fetchval(self, sql: str, *args: Any) -> bool | None:
         if normalized(sql) != MEDIA_DELETED:
             raise Unknown(sql)
@@ -86,13 +99,17 @@ class FakePublisher:
     published: list[list[Event]] = field(default_factory=list)
     hang: bool = False
     error: Exception | None = None
+    markers: list[str | None] = field(default_factory=list)  # each batch's replayed_from
 
-    async def publish_all(self, events: Sequence[Event]) -> None:
+    async def publish_all(
+        self, events: Sequence[Event], *, replayed_from: str | None = None
+    ) -> None:
         if self.hang:
             await asyncio.Event().wait()
         if self.error is not None:
             raise self.error
         self.published.append(list(events))
+        self.markers.append(replayed_from)
 
 
 COMPLETED = RecordingFailed(bot_id="bot-1", error_code="X")
@@ -108,6 +125,8 @@ async def deliver(
     provider: str = "meetingbaas",
     outcome: str = "published",
     timeout: float = 5.0,
+    kept: KeptBody | None = None,
+    replayed_from: str | None = None,
 ) -> bool:
     return await publish_once(
         cast(asyncpg.Pool, db),
@@ -119,6 +138,8 @@ async def deliver(
         events=events,
         outcome=outcome,
         timeout=timeout,
+        kept=kept,
+        replayed_from=replayed_from,
     )
 
 
@@ -205,3 +226,38 @@ async def test_a_bot_is_known_once_it_has_a_recording_and_says_whether_its_media
     assert await media_deleted_of(cast(asyncpg.Pool, db), "bot-1") is False
     assert await media_deleted_of(cast(asyncpg.Pool, db), "bot-2") is None
     assert await media_deleted_of(cast(asyncpg.Pool, db), "bot-3") is True
+
+
+def body(sealed: bytes = b"sealed-1") -> KeptBody:
+    return KeptBody(sealed, 42, datetime.now(UTC), {"svix-id": "msg_1"})
+
+
+async def test_an_accepted_deliverys_body_is_kept_under_its_own_id_only() -> None:
+    db, publisher = FakeDeliveries(), FakePublisher()
+    kept = body()
+    assert await deliver(db, publisher, ["msg_1", "fact:bot.failed:bot-1"], kept=kept) is True
+    assert db.bodies == {
+        ("meetingbaas", "msg_1"): ("bot-1", "bot.failed", {"svix-id": "msg_1"}, b"sealed-1", 42)
+    }
+    assert publisher.markers == [None]  # an original delivery is no replay
+
+
+async def test_a_duplicate_keeps_no_second_body_and_a_failed_publish_keeps_none() -> None:
+    db, publisher = FakeDeliveries(), FakePublisher()
+    await deliver(db, publisher, ["msg_1"], kept=body(b"first"))
+    assert await deliver(db, publisher, ["msg_1"], kept=body(b"second")) is False
+    assert [v[3] for v in db.bodies.values()] == [b"first"]
+
+    refused = FakePublisher(error=ConnectionError("broker down"))
+    with pytest.raises(ConnectionError):
+        await deliver(db, refused, ["msg_2"], kept=body(b"lost"))
+    assert ("meetingbaas", "msg_2") not in db.bodies  # rolled back with its delivery
+    assert await deliver(db, publisher, ["msg_2"], kept=body(b"retry")) is True
+    assert db.bodies[("meetingbaas", "msg_2")][3] == b"retry"
+
+
+async def test_a_reapply_is_published_with_its_replay_marker() -> None:
+    db, publisher = FakeDeliveries(), FakePublisher()
+    await deliver(db, publisher, ["reapply:msg_1:1"], replayed_from="webhook:meetingbaas:msg_1")
+    assert publisher.published == [[COMPLETED]]
+    assert publisher.markers == ["webhook:meetingbaas:msg_1"]

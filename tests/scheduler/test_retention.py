@@ -7,14 +7,16 @@ The bucket's lifecycle rule is only a safety net: longer than any retention."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import asyncpg
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from pydantic import SecretStr, ValidationError
 
 from notetaker.common.deletion import MediaDeleter, ProviderAccess
@@ -22,17 +24,18 @@ from notetaker.common.gladia import REQUEST_ID_METADATA
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.retention import RetentionRefused, check_days, set_retention
 from notetaker.common.s3 import S3Client
+from notetaker.common.sealing import SourceUrlCipher
 from notetaker.common.settings import NotetakerSettings
 from notetaker.devstack.simulator import GladiaJob, ProviderSimulator
 from notetaker.devstack.stack import Stack
-from notetaker.scheduler.retention import WHO, apply_retention
+from notetaker.scheduler.retention import WHO, apply_retention, prune_webhook_bodies
 from notetaker.scheduler.transcriptions import poll_overdue_jobs
 from notetaker.transcript_sync.meetings import (
     JobIntent,
     MeetingMediaDeleted,
     start_transcription_job,
 )
-from tests.cli.conftest import StoredMeeting, stored_meeting, under_prefix
+from tests.cli.conftest import StoredMeeting, kept_bodies, stored_meeting, under_prefix
 
 
 @pytest.fixture
@@ -98,6 +101,11 @@ async def test_media_past_its_orgs_retention_is_deleted_and_media_within_it_is_k
         assert artifact["s3_key"] is None  # the transcript JSON went with the prefix
         assert meeting.bot_id in meetingbaas.data_deletions
         assert meeting.gladia_job_id in meetingbaas.deleted_jobs
+        assert await kept_bodies(db, meeting.bot_id) == 0  # its raw webhook body too
+    # A webhook body has its own retention (30 days): 29 days old it is kept, 60 days old it
+    # is pruned although the media is kept.
+    assert await kept_bodies(db, within.bot_id) == 1
+    assert await kept_bodies(db, default_within.bot_id) == 0
     for meeting in (within, default_within):
         assert not await deleted_by_retention(db, meeting)
         assert len(await under_prefix(s3, stack, meeting.prefix)) == 6
@@ -300,3 +308,53 @@ async def test_a_gladia_job_submitted_whose_id_was_never_stored_is_found_and_del
     )
     assert meetingbaas.deleted_jobs == [meeting.gladia_job_id]
     assert "other-job" in meetingbaas.jobs
+
+
+SEALER = SourceUrlCipher([SecretStr(Fernet.generate_key().decode())])
+
+
+async def kept_body(db: asyncpg.Pool, bot_id: str, days_ago: float) -> str:
+    """An accepted delivery for `bot_id` whose body ingest kept `days_ago` days ago."""
+    delivery_id = f"msg_{uuid.uuid4().hex}"
+    received = datetime.now(UTC) - timedelta(days=days_ago)
+    await db.execute(
+        "INSERT INTO webhook_deliveries (provider, delivery_id, event_type, bot_id, outcome,"
+        " received_at) VALUES ('meetingbaas', $1, 'bot.status_change', $2, 'published', $3)",
+        delivery_id,
+        bot_id,
+        received,
+    )
+    await db.execute(
+        "INSERT INTO webhook_bodies (provider, delivery_id, bot_id, event_type, sealed,"
+        " size_bytes, received_at) VALUES ('meetingbaas', $1, $2, 'bot.status_change',"
+        " $3, 2, $4)",
+        delivery_id,
+        bot_id,
+        SEALER.seal_body(b"{}"),
+        received,
+    )
+    return delivery_id
+
+
+async def test_webhook_bodies_past_their_retention_are_pruned_in_batches_and_again_is_a_no_op(
+    db: asyncpg.Pool,
+) -> None:
+    bot_id = str(uuid.uuid4())
+    old = [await kept_body(db, bot_id, days) for days in (31, 45, 400)]
+    recent = [await kept_body(db, bot_id, days) for days in (29, 0)]
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+
+    async with db.acquire() as conn:
+        # Batches of one: every old body goes however many batches it takes.
+        await prune_webhook_bodies(conn, before=cutoff, deadline=time.monotonic() + 60, batch=1)
+        left = await conn.fetch("SELECT delivery_id FROM webhook_bodies WHERE bot_id = $1", bot_id)
+        assert sorted(r["delivery_id"] for r in left) == sorted(recent)
+        # The deliveries stay listed (that they arrived): only their bodies go.
+        deliveries = await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE delivery_id = ANY($1::text[])", old
+        )
+        assert deliveries == len(old)
+        # A second run (another scheduler, a round after) finds nothing of ours to delete.
+        await prune_webhook_bodies(conn, before=cutoff, deadline=time.monotonic() + 60)
+        again = await conn.fetch("SELECT delivery_id FROM webhook_bodies WHERE bot_id = $1", bot_id)
+        assert sorted(r["delivery_id"] for r in again) == sorted(recent)

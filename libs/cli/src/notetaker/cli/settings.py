@@ -1,13 +1,17 @@
 """The command's settings: the services' shared base, plus what deleting media needs (the
-providers, to delete their copies) and the storage price a reconciliation charges. Read from the
+providers, to delete their copies), the storage price a reconciliation charges, and the key
+ring that opens kept webhook bodies. Read from the
 same `NOTETAKER_*` variables as the services."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from notetaker.common.deletion import ProviderAccess
-from notetaker.common.settings import NotetakerSettings, Secret
+from notetaker.common.sealing import fernet_keys
+from notetaker.common.settings import NotetakerSettings, Secret, Secrets
 
 
 class CliSettings(NotetakerSettings):
@@ -24,6 +28,11 @@ class CliSettings(NotetakerSettings):
     )
     meetingbaas_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest one MeetingBaaS (or Gladia) request may take."
+    )
+    source_url_keys: Annotated[Secrets, AfterValidator(fernet_keys)] = Field(
+        default_factory=list,
+        description="Fernet keys of ingest's kept webhook bodies (`webhooks show --body`,"
+        " `webhooks reapply`); empty: the bodies cannot be read.",
     )
     storage_price_usd_per_gb_month: float = Field(
         0.023,

@@ -8,7 +8,8 @@ A deletion is a row of `media_deletions`, written first, then its steps, each st
    its `meetings` row), its upload lease is taken away (an upload in flight can write nothing
    more), its rows are cleared (provider URLs, S3 keys, the meeting's media and transcript
    columns, its `recording_status` `deleted`, or `media_expired` when retention deletes it; events
-   parked for the bot, which may carry a transcript) and the row is written.
+   parked for the bot, which may carry a transcript; the raw webhook bodies kept for the bot) and
+   the row is written.
    From then on every writer refuses the recording: the uploader's lease and writes,
    transcript-sync's `meetings` writes, ingest's publishing.
 2. **S3**: every object under the recording's prefix, listed (not named: video, audio, thumbnail,
@@ -430,6 +431,10 @@ class MediaDeleter:
         )
         # Events parked for a retry may carry the transcript; they would also write it again.
         await conn.execute("DELETE FROM parked_events WHERE key = $1", row["bot_id"].encode())
+        # The kept webhook bodies carry the provider's URLs, transcripts and names. Ingest keeps
+        # a body only while the recording row (locked FOR UPDATE above) is not marked, so none
+        # is written after this.
+        await conn.execute("DELETE FROM webhook_bodies WHERE bot_id = $1", row["bot_id"])
 
     async def _write_intent(
         self, conn: asyncpg.Connection, row: asyncpg.Record, by: str, reason: Reason

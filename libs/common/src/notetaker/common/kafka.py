@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from notetaker.common.envelope import to_message
 from notetaker.common.events import (
+    REPLAYED_FROM_HEADER,
     TOPICS,
     Event,
     dead_letter_headers,
@@ -163,17 +164,23 @@ class EventPublisher:
             headers=list(message.headers.items()),
         )
 
-    async def publish_all(self, events: Iterable[Event]) -> None:
-        """Send a batch concurrently and wait for every acknowledgement."""
+    async def publish_all(
+        self, events: Iterable[Event], *, replayed_from: str | None = None
+    ) -> None:
+        """Send a batch concurrently and wait for every acknowledgement. `replayed_from` marks
+        each record as a replay (`notetaker_replayed_from`: where it comes from)."""
         futures = []
         for event in events:
             message = to_message(event, self.source)
+            headers = list(message.headers.items())
+            if replayed_from is not None:
+                headers.append((REPLAYED_FROM_HEADER, replayed_from.encode()))
             futures.append(
                 await self.producer.send(
                     event.type,
                     value=message.value,
                     key=message.key if isinstance(message.key, bytes) else None,
-                    headers=list(message.headers.items()),
+                    headers=headers,
                 )
             )
         await asyncio.gather(*futures)

@@ -22,6 +22,7 @@ from notetaker.common.db import create_pool
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import metrics_endpoint
+from notetaker.common.sealing import SourceUrlCipher
 from notetaker.ingest import receipts
 from notetaker.ingest.handlers import router
 from notetaker.ingest.problems import REJECTED, Problem, documented
@@ -113,6 +114,11 @@ def create_app(settings: IngestSettings) -> FastAPI:
         app.state.publisher = Publisher(settings)
         app.state.publisher.start()
         app.state.pool = await create_pool(settings)
+        app.state.cipher = (
+            SourceUrlCipher(settings.source_url_keys) if settings.source_url_keys else None
+        )
+        if app.state.cipher is None:
+            log.warning("ingest.bodies_not_kept", hint="set NOTETAKER_SOURCE_URL_KEYS")
         log.info("ingest.started", port=settings.http_port)
         try:
             yield

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from notetaker.common.events import Event
 from notetaker.common.logs import get_logger
+from notetaker.common.sealing import SourceUrlCipher
 from notetaker.ingest import auth, providers, receipts
-from notetaker.ingest.deliveries import media_deleted_of, publish_once
+from notetaker.ingest.deliveries import KeptBody, media_deleted_of, publish_once
 from notetaker.ingest.problems import Problem, documented
 from notetaker.ingest.settings import IngestSettings
 
@@ -147,6 +148,46 @@ def _invalid(exc: ValidationError) -> Problem:
     return Problem(422, "invalid_payload", "Payload does not match the provider's format", detail)
 
 
+def parse_meetingbaas(
+    body: bytes, received_at: datetime
+) -> tuple[providers.MeetingBaasDelivery, str | None, list[Event]]:
+    """A MeetingBaaS body's delivery, bot id and catalog events (a Problem when it is not one):
+    what the endpoint does past authentication, and what re-applying a kept body does again."""
+    delivery = _parse(body, providers.MeetingBaasDelivery)
+    try:
+        bot_id = providers.meetingbaas_bot_id(delivery)
+        events = providers.meetingbaas_events(delivery, received_at)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return delivery, bot_id, events
+
+
+def parse_gladia(body: bytes) -> providers.GladiaCallback:
+    return _parse(body, providers.GladiaCallback)
+
+
+def gladia_mapped(
+    callback: providers.GladiaCallback, bot_id: str
+) -> tuple[list[Event], tuple[str, str] | None]:
+    """A Gladia callback's catalog events and its failure (code, message), if any."""
+    try:
+        events = providers.gladia_events(callback, bot_id)
+        failure = providers.gladia_failure(callback)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return events, failure
+
+
+def _keep(
+    request: Request, body: bytes, received_at: datetime, headers: dict[str, str]
+) -> KeptBody | None:
+    """The body sealed to be kept with its delivery (None: no key ring, bodies are not kept)."""
+    cipher: SourceUrlCipher | None = request.app.state.cipher
+    if cipher is None:
+        return None
+    return KeptBody(cipher.seal_body(body), len(body), received_at, headers)
+
+
 async def _publish(
     request: Request,
     *,
@@ -156,10 +197,12 @@ async def _publish(
     bot_id: str | None,
     events: list[Event],
     media_deleted: bool = False,
+    kept: KeptBody | None = None,
 ) -> Accepted:
     state = request.app.state
     if media_deleted:
         events = []  # deleted stays deleted: acknowledged, so the provider stops retrying
+        kept = None  # and its body is not kept either
     outcome = "deleted" if media_deleted else ("published" if events else "ignored")
     new = await publish_once(
         state.pool,
@@ -171,6 +214,7 @@ async def _publish(
         events=events,
         outcome=outcome,
         timeout=state.settings.publish_timeout_seconds,
+        kept=kept,
     )
     if not new:
         outcome = "duplicate"
@@ -229,13 +273,8 @@ async def meetingbaas_webhook(
             delivery_id=svix_id,
         )
         raise Problem(401, "unauthenticated", "Webhook authentication failed")
-    delivery = _parse(body, providers.MeetingBaasDelivery)
     received_at = datetime.now(UTC)
-    try:
-        bot_id = providers.meetingbaas_bot_id(delivery)
-        events = providers.meetingbaas_events(delivery, received_at)
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
+    delivery, bot_id, events = parse_meetingbaas(body, received_at)
     request.state.bot_id = bot_id
     request.state.event_type = delivery.event
     deleted = await media_deleted_of(pool, bot_id) if events and bot_id else None
@@ -254,6 +293,7 @@ async def meetingbaas_webhook(
         bot_id=bot_id,
         events=events,
         media_deleted=bool(deleted),
+        kept=_keep(request, body, received_at, {"svix-id": svix_id} if svix_id else {}),
     )
 
 
@@ -263,13 +303,13 @@ async def _meeting_of_bot(pool: asyncpg.Pool, bot_id: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class _TranscriptionJob:
+class TranscriptionJob:
     bot_id: str
     job_id: str | None  # None until Gladia's answer to the request is stored
     media_deleted: bool  # the recording's media was deleted: its callback changes nothing
 
 
-async def _transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> _TranscriptionJob | None:
+async def transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> TranscriptionJob | None:
     row = await pool.fetchrow(
         "SELECT j.bot_id, j.job_id, coalesce(r.media_deleted_at IS NOT NULL, false) AS deleted"
         " FROM transcription_jobs j LEFT JOIN recordings r ON r.bot_id = j.bot_id"
@@ -278,10 +318,10 @@ async def _transcription_job(pool: asyncpg.Pool, request_id: uuid.UUID) -> _Tran
     )
     if row is None:
         return None
-    return _TranscriptionJob(row["bot_id"], row["job_id"], row["deleted"])
+    return TranscriptionJob(row["bot_id"], row["job_id"], row["deleted"])
 
 
-async def _keep_job_failure(
+async def keep_job_failure(
     pool: asyncpg.Pool, request_id: uuid.UUID, code: str, message: str
 ) -> None:
     """Why Gladia failed the job, on its row (the same values again for a redelivery)."""
@@ -325,24 +365,20 @@ async def gladia_callback(
     )
     if not verdict.ok:
         raise _refuse_gladia(verdict.reason, request_id=str(request_id))
-    job = await _transcription_job(request.app.state.pool, request_id)
+    job = await transcription_job(request.app.state.pool, request_id)
     if job is None:
         raise _refuse_gladia("no transcription job has this request id", request_id=str(request_id))
     request.state.bot_id = job.bot_id
-    callback = _parse(body, providers.GladiaCallback)
+    callback = parse_gladia(body)
     if job.job_id is not None and callback.job_id != job.job_id:
         raise _refuse_gladia(
             "the job id differs from the one Gladia gave for this request",
             request_id=str(request_id),
             bot_id=job.bot_id,
         )
-    try:
-        events = providers.gladia_events(callback, job.bot_id)
-        failure = providers.gladia_failure(callback)
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
+    events, failure = gladia_mapped(callback, job.bot_id)
     if failure is not None:
-        await _keep_job_failure(request.app.state.pool, request_id, *failure)
+        await keep_job_failure(request.app.state.pool, request_id, *failure)
     job_id = job.job_id or callback.job_id or ""
     request.state.delivery_id = job_id
     return await _publish(
@@ -353,4 +389,5 @@ async def gladia_callback(
         bot_id=job.bot_id,
         events=events,
         media_deleted=job.media_deleted,
+        kept=_keep(request, body, datetime.now(UTC), {"request_id": str(request_id)}),
     )

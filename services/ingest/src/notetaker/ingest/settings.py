@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr
 
+from notetaker.common.sealing import fernet_keys
 from notetaker.common.settings import NotetakerSettings, Secrets
 
 SVIX_PREFIX = "whsec_"
@@ -47,6 +48,11 @@ class IngestSettings(NotetakerSettings):
     gladia_callback_keys: Secrets = Field(
         default_factory=list,
         description="Keys checking Gladia callback tokens (shared with transcript-sync).",
+    )
+    source_url_keys: Annotated[Secrets, AfterValidator(fernet_keys)] = Field(
+        default_factory=list,
+        description="Fernet keys sealing the kept webhook bodies (the uploader's: first encrypts,"
+        " all decrypt); empty: no body is kept.",
     )
     max_body_bytes: int = Field(1_048_576, description="Largest webhook body accepted, in bytes.")
     publish_timeout_seconds: float = Field(

@@ -114,8 +114,9 @@ class Scheduler:
             self.deleter,
             default_days=self.settings.media_retention_days,
             now=datetime.now(UTC),
+            body_retention_days=self.settings.webhook_body_retention_days,
         )
-        return done.resumed + done.expired
+        return done.resumed + done.expired + done.bodies_pruned
 
     async def round(self, conn: asyncpg.Connection) -> None:
         """The jobs, each on `conn` and isolated (a failure is logged and counted, the others

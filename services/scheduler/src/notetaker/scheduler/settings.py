@@ -44,6 +44,9 @@ class SchedulerSettings(NotetakerSettings):
     gladia_poll_every_seconds: float = Field(
         60.0, description="Time between two polls of the same overdue job."
     )
+    webhook_body_retention_days: int = Field(
+        30, ge=1, description="How long ingest's kept raw webhook bodies are kept, in days."
+    )
     webhook_base_url: str = Field(
         "http://127.0.0.1:8000", description="Public base URL of ingest (the bots' callback URL)."
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from cryptography.fernet import Fernet
 from pydantic import AfterValidator, Field, SecretStr
 
+from notetaker.common.sealing import fernet_keys
 from notetaker.common.settings import NotetakerSettings, Secret, Secrets
 from notetaker.uploader.transfer import MAX_RECORDING_BYTES
 
@@ -16,14 +16,7 @@ MIB = 1024 * 1024
 def _fernet_keys(keys: list[SecretStr]) -> list[SecretStr]:
     if not keys:
         raise ValueError("needs at least one key (make one: python -m notetaker.uploader.keys)")
-    for key in keys:
-        try:
-            Fernet(key.get_secret_value())
-        except ValueError:
-            raise ValueError(
-                "holds a key that is not a Fernet key (url-safe base64 of 32 bytes)"
-            ) from None
-    return keys
+    return fernet_keys(keys)
 
 
 class UploaderSettings(NotetakerSettings):

@@ -1,6 +1,7 @@
 """A v2 `bot.completed` with every artifact (issue 18, what it must show, point 2): each one is in
-S3 under the recording's prefix with the size and SHA-256 the provider served, referenced from the
-rows, and counted in the org's storage usage."""
+S3 under the recording's prefix with the size and SHA-256 the provider served (the participants
+and speakers it carried inline: as `participants.json` and `speakers.json`, the lists it
+delivered), referenced from the rows, and counted in the org's storage usage."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ FILES = {
     "diarization": "diarization.jsonl",
     "chat_messages": "chat_messages.json",
 }
+# The lists `bot.completed` carries inline, stored as files too.
+PEOPLE = {"participants": "participants.json", "speakers": "speakers.json"}
 
 
 def one_part_checksum(sha256_hex: str) -> str:
@@ -54,7 +57,7 @@ async def test_every_artifact_of_a_v2_completed_bot_is_stored_referenced_and_cou
             "SELECT * FROM recording_artifacts WHERE recording_id = $1", recording["id"]
         )
     }
-    assert sorted(rows) == sorted(FILES)
+    assert sorted(rows) == sorted(FILES | PEOPLE)
     bucket = pipeline.stack.s3_bucket
     for kind, name in FILES.items():
         source = served["artifacts"][name]
@@ -67,6 +70,19 @@ async def test_every_artifact_of_a_v2_completed_bot_is_stored_referenced_and_cou
         stored = await s3.get_object(Bucket=bucket, Key=row["s3_key"])
         body = await stored["Body"].read()
         assert (len(body), hashlib.sha256(body).hexdigest()) == (source["size"], source["sha256"])
+    # The people lists: each as the webhook carried it, its size and S3's SHA-256 of it recorded.
+    assert sorted(served["people"]) == sorted(PEOPLE.values())
+    people_bytes = 0
+    for kind, name in PEOPLE.items():
+        row = rows[kind]
+        assert row["s3_key"] == f"{prefix}{name}"
+        body = await (await s3.get_object(Bucket=bucket, Key=row["s3_key"]))["Body"].read()
+        assert json.loads(body) == served["people"][name]
+        head = await s3.head_object(Bucket=bucket, Key=row["s3_key"], ChecksumMode="ENABLED")
+        sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        assert head["ChecksumSHA256"] == sha256
+        assert (row["size_bytes"], row["checksum"]) == (len(body), f"sha256:{sha256}")
+        people_bytes += len(body)
     # Copied once each (transcript-sync reads the transcript JSON for the meeting as well).
     downloads = dict(sim.bot(bot_id)["artifact_downloads"])
     assert downloads.pop("transcription.json") >= 1
@@ -74,7 +90,7 @@ async def test_every_artifact_of_a_v2_completed_bot_is_stored_referenced_and_cou
 
     # The recording's stored bytes are all of its objects; its upload event names each artifact.
     total = served["video_size"] + served["audio_size"]
-    total += sum(a["size"] for a in served["artifacts"].values())
+    total += sum(a["size"] for a in served["artifacts"].values()) + people_bytes
     assert recording["s3_file_size_bytes"] == total
     (uploaded,) = [
         e.event
@@ -89,7 +105,7 @@ async def test_every_artifact_of_a_v2_completed_bot_is_stored_referenced_and_cou
     # Counted in the org's storage: everything under the prefix, artifacts included.
     listed = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
     under_prefix = {o["Key"]: o["Size"] for o in listed.get("Contents", [])}
-    assert {rows[k]["s3_key"] for k in FILES} <= set(under_prefix)
+    assert {rows[k]["s3_key"] for k in FILES | PEOPLE} <= set(under_prefix)
 
     async def stored_gb() -> Any:
         return await db.fetchval(
@@ -132,5 +148,11 @@ async def test_an_artifact_the_provider_no_longer_has_does_not_cost_the_recordin
     }
     gone = rows.pop("diarization")
     assert (gone["s3_key"], gone["error"]) == (None, "source_http_404")
-    assert sorted(rows) == ["chat_messages", "raw_transcription", "transcription"]
+    assert sorted(rows) == [
+        "chat_messages",
+        "participants",
+        "raw_transcription",
+        "speakers",
+        "transcription",
+    ]
     assert all(r["s3_key"] and r["error"] is None for r in rows.values())

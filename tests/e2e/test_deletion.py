@@ -95,13 +95,18 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
 
     await eventually(counted, 30, "the upload's stored bytes to be counted")
     prefix = parse_s3_location(row["video_url"])[1].rsplit("/", 1)[0] + "/"
-    # video, audio, thumbnail and the provider's artifacts (its chat: no transcript came with it)
+    # video, audio, thumbnail, the provider's artifacts (its chat: no transcript came with it)
+    # and the participants and speakers it listed
     stored = await under_prefix(s3, pipeline.stack, prefix)
-    assert len(stored) == 3 + len(sim.bot(bot_id)["artifacts"]) == 4
+    served = sim.bot(bot_id)
+    assert len(stored) == 3 + len(served["artifacts"]) + len(served["people"]) == 6
     artifacts = await db.fetch(
-        "SELECT s3_key FROM recording_artifacts WHERE recording_id = $1", recording["id"]
+        "SELECT s3_key FROM recording_artifacts WHERE recording_id = $1 ORDER BY kind",
+        recording["id"],
     )
-    assert [a["s3_key"] for a in artifacts] == [f"{prefix}chat_messages.json"]
+    assert [a["s3_key"] for a in artifacts] == [
+        f"{prefix}{name}.json" for name in ("chat_messages", "participants", "speakers")
+    ]
     job_id = await db.fetchval("SELECT job_id FROM transcription_jobs WHERE bot_id = $1", bot_id)
     assert job_id in sim.jobs
 
@@ -128,11 +133,12 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     assert before[0]["video_url"] is None
     assert before[0]["transcript_text"] is None
     assert before[1]["provider_video_url"] is None
-    artifact = await db.fetchrow(
+    artifacts = await db.fetch(
         "SELECT provider_url, s3_key FROM recording_artifacts WHERE recording_id = $1",
         recording["id"],
     )
-    assert tuple(artifact) == (None, None)  # the chat's row no longer leads anywhere
+    # the chat's row and the people lists' no longer lead anywhere
+    assert [tuple(a) for a in artifacts] == [(None, None)] * 3
     facts_before = await facts(pipeline, bot_id)
     downloads = dict(sim.bot(bot_id)["downloads"])
 

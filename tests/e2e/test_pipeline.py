@@ -252,7 +252,13 @@ async def test_an_audio_only_bot_becomes_a_complete_meeting_with_audio_and_trans
     assert recording["s3_upload_status"] == "complete"
     assert (recording["s3_video_key"], recording["s3_audio_key"]) == (None, key)
     artifacts = sim.bot(bot_id)["artifacts"]  # the transcript JSON, the chat, ...: stored too
-    assert recording["s3_file_size_bytes"] == len(audio) + sum(
+    people = await db.fetchval(  # and the participants and speakers it listed
+        "SELECT sum(size_bytes) FROM recording_artifacts WHERE recording_id = $1"
+        " AND kind IN ('participants', 'speakers')",
+        recording["id"],
+    )
+    assert people > 0
+    assert recording["s3_file_size_bytes"] == len(audio) + people + sum(
         a["size"] for a in artifacts.values()
     )
     assert sim.bot(bot_id)["downloads"] == {"audio.flac": 1}

@@ -53,6 +53,12 @@ ARTIFACT_KINDS: tuple[ArtifactKind, ...] = (
 )
 # The meeting's participants or speakers as the provider listed them (`{"id", "name"}` each).
 People = list[dict[str, Any]] | None
+# The lists the provider hands over inline (in the webhook, not at a URL): the uploader writes
+# each one it was given as `<kind>.json` under the recording's prefix too.
+PeopleKind = Literal["participants", "speakers"]
+PEOPLE_KINDS: tuple[PeopleKind, ...] = ("participants", "speakers")
+# Every kind of artifact stored beside the media (`recording_artifacts.kind`).
+StoredKind = ArtifactKind | PeopleKind
 
 
 class BotStatusChanged(Event):
@@ -148,11 +154,13 @@ class RecordingUploadRequested(Event):
 
 
 class StoredArtifact(BaseModel):
-    """One artifact made permanent: its object, size and S3 composite checksum."""
+    """One artifact made permanent: its object, size and checksum (`sha256-composite:` S3's
+    composite checksum of a copied artifact; `sha256:` the SHA-256 of a people list's JSON, as
+    S3 holds it in `ChecksumSHA256`)."""
 
     model_config = ConfigDict(frozen=True)
 
-    kind: ArtifactKind
+    kind: StoredKind
     key: str
     size_bytes: int = Field(ge=0)
     checksum: str

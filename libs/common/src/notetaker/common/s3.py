@@ -31,6 +31,9 @@ MediaKind = Literal[
     "raw_transcription",
     "diarization",
     "chat_messages",
+    # the people lists the provider hands over inline (notetaker.common.events.PeopleKind)
+    "participants",
+    "speakers",
 ]
 
 

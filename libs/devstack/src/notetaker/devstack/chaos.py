@@ -38,7 +38,7 @@ from notetaker.devstack import children
 from notetaker.devstack.media import Recording, demo_recording
 from notetaker.devstack.proxied import Proxied, start_proxied
 from notetaker.devstack.services import SERVICES, ServiceProcess
-from notetaker.devstack.simulator import artifacts
+from notetaker.devstack.simulator import artifacts, people
 from notetaker.devstack.stack import Stack, start_stack
 
 MIB = 1024 * 1024
@@ -555,10 +555,13 @@ async def report(run: Run) -> Report:
                 )
             same += ok
             # Every artifact the bot handed over (chat, transcript JSON, raw transcription,
-            # diarization), stored under the recording's prefix as its file.
-            # (API v2 names them in `bot.completed`; v1's `complete` names none.)
+            # diarization), stored under the recording's prefix as its file, with the bytes it
+            # served. (API v2 names them in `bot.completed`; v1's `complete` names none.)
             served = artifacts(sim.bots[m.bot_id]) if m.plan.webhook_version == 2 else {}
-            expected_artifacts += len(served)
+            # The participants and speakers its webhook carried inline (v1: the speakers), as
+            # `participants.json` / `speakers.json`: the JSON stored is the lists delivered.
+            listed = people(sim.bots[m.bot_id])
+            expected_artifacts += len(served) + len(listed)
             found = set()
             for stored in await db.fetch(
                 "SELECT a.kind, a.s3_key, a.error FROM recording_artifacts a JOIN recordings r"
@@ -571,9 +574,14 @@ async def report(run: Run) -> Report:
                 name = stored["s3_key"].rsplit("/", 1)[-1]
                 got = await s3.get_object(Bucket=settings.s3_bucket, Key=stored["s3_key"])
                 data = await got["Body"].read()
-                same_artifacts += name in served and data == served[name]
+                if name in listed:
+                    same_artifacts += json.loads(data) == listed[name]
+                else:
+                    same_artifacts += name in served and data == served[name]
                 found.add(name)
-            missing_artifacts += [f"{m.plan.index}:{name}" for name in sorted(set(served) - found)]
+            missing_artifacts += [
+                f"{m.plan.index}:{name}" for name in sorted((set(served) | set(listed)) - found)
+            ]
         for m in run.meetings:
             prefix = f"meeting-recordings/{m.org_id}/"
             listing = await s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
@@ -591,7 +599,8 @@ async def report(run: Run) -> Report:
     )
 
     out.add(
-        "artifacts whose S3 bytes equal what the bot served (chat, transcripts, diarization)",
+        "artifacts whose S3 bytes equal what the bot served (chat, transcripts, diarization;"
+        " participants and speakers as its webhook listed them)",
         f"{same_artifacts} of {expected_artifacts}"
         + (f" (not stored: {missing_artifacts[:6]})" if missing_artifacts else ""),
         same_artifacts == expected_artifacts > 0,

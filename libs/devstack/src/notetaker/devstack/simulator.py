@@ -175,6 +175,22 @@ def artifacts(bot: Bot) -> dict[str, bytes]:
     return files
 
 
+def people(bot: Bot) -> dict[str, list[dict[str, Any]]]:
+    """The people lists a completed bot handed over inline, by the file the uploader stores
+    each as (`participants.json`, `speakers.json`): as its v2 `bot.completed` carried them, or
+    v1's `complete` speakers (names only) as `{"id": null, "name"}`, as ingest reads them.
+    None before it completed."""
+    if bot.webhook_version == 1:
+        if bot.completed_v1_body is None:
+            return {}
+        names = json.loads(bot.completed_v1_body)["data"]["speakers"]
+        return {"speakers.json": [{"id": None, "name": n} for n in names]}
+    if bot.completed_body is None:
+        return {}
+    data = json.loads(bot.completed_body)["data"]
+    return {f"{k}.json": data[k] for k in ("participants", "speakers") if data.get(k) is not None}
+
+
 # What a v1 retranscription (`transcription_complete`) hands back through `GET /bots/meeting_data`.
 RETRANSCRIPT = [("Ada Lovelace", 1.0, "Welcome to the retranscribed product sync.")]
 
@@ -366,6 +382,8 @@ class ProviderSimulator:
                 for name, data in artifacts(bot).items()
             },
             "artifact_downloads": bot.artifact_downloads,
+            # The people lists it handed over inline (not served at a URL), by file name.
+            "people": people(bot),
         }
 
     async def resend_completed(self, bot_id: str, new_delivery_id: bool = False) -> int:

@@ -148,7 +148,7 @@ async def mark_complete(
     missing: Mapping[ArtifactKind, str] | None = None,
 ) -> None:
     """The recording complete, with where each of its objects went (`size_bytes` counts them
-    all, the artifacts too), in one transaction fenced by the lease."""
+    all, the artifacts and the people lists too), in one transaction fenced by the lease."""
     async with pool.acquire() as conn, conn.transaction():
         written = await conn.fetchval(
             "UPDATE recordings SET s3_upload_status = 'complete', s3_video_key = $2,"
@@ -166,10 +166,13 @@ async def mark_complete(
         if written is None:
             raise lease.lost()
         for artifact in artifacts or []:
+            # A people list has no row until now (no URL to keep): it is written here.
             await conn.execute(
-                "UPDATE recording_artifacts SET s3_key = $3, size_bytes = $4, checksum = $5,"
-                " stored_at = now(), error = NULL, updated_at = now()"
-                " WHERE recording_id = $1 AND kind = $2",
+                "INSERT INTO recording_artifacts (recording_id, kind, s3_key, size_bytes,"
+                " checksum, stored_at) VALUES ($1, $2, $3, $4, $5, now())"
+                " ON CONFLICT (recording_id, kind) DO UPDATE SET s3_key = excluded.s3_key,"
+                " size_bytes = excluded.size_bytes, checksum = excluded.checksum,"
+                " stored_at = excluded.stored_at, error = NULL, updated_at = now()",
                 lease.recording_id,
                 artifact.kind,
                 artifact.key,

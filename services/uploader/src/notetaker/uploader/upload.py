@@ -18,11 +18,15 @@ once its lease has run out).
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
+import json
 import posixpath
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
@@ -34,7 +38,9 @@ from prometheus_client import Counter, Histogram
 from notetaker.common.deletion import media_deleted, purge_prefix
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import (
+    PEOPLE_KINDS,
     ArtifactKind,
+    PeopleKind,
     RecordingCompleted,
     RecordingUploaded,
     RecordingUploadFailed,
@@ -158,21 +164,31 @@ CONTENT_TYPES = {
 }
 
 
+def people_json(people: list[dict[str, Any]]) -> bytes:
+    """A people list as it is stored: the list as delivered (its entries in the provider's
+    order), each entry's keys sorted, so every attempt writes the same bytes (the list waits in
+    a jsonb column between attempts, which does not keep key order)."""
+    return json.dumps(people, sort_keys=True, ensure_ascii=False).encode()
+
+
 @dataclass(frozen=True)
 class Copied:
-    """What one attempt stored: the video and the audio (whichever the recording has) and the
-    provider's artifacts, by kind."""
+    """What one attempt stored: the video and the audio (whichever the recording has), the
+    provider's artifacts, by kind, and the people lists it handed over inline."""
 
     video: StoredObject | None
     audio: StoredObject | None
     artifacts: dict[ArtifactKind, StoredObject]
     missing: dict[ArtifactKind, str]  # artifacts not to be had, and why (`ARTIFACT_GONE`)
+    # `checksum`: the object's SHA-256 (base64), as S3 holds it, not a composite
+    people: dict[PeopleKind, StoredObject] = dataclasses.field(default_factory=dict)
 
     @property
     def objects(self) -> list[StoredObject]:
-        return [o for o in (self.video, self.audio) if o is not None] + list(
-            self.artifacts.values()
-        )
+        return [o for o in (self.video, self.audio) if o is not None] + [
+            *self.artifacts.values(),
+            *self.people.values(),
+        ]
 
     def stored_artifacts(self) -> list[StoredArtifact]:
         return [
@@ -183,6 +199,11 @@ class Copied:
                 checksum=f"sha256-composite:{o.checksum}",
             )
             for kind, o in self.artifacts.items()
+        ] + [
+            StoredArtifact(
+                kind=kind, key=o.key, size_bytes=o.size_bytes, checksum=f"sha256:{o.checksum}"
+            )
+            for kind, o in self.people.items()
         ]
 
 
@@ -371,7 +392,7 @@ class Uploader:
             seconds=round(elapsed, 3),
             video_key=video.key if video else None,
             audio_key=audio.key if audio else None,
-            artifacts=sorted(copied.artifacts),
+            artifacts=sorted([*copied.artifacts, *copied.people]),
             parts=sum(o.parts for o in stored),
         )
         done = await recordings.find_by_bot(self.pool, recording.bot_id, self.cipher)
@@ -397,7 +418,8 @@ class Uploader:
 
     async def _copy_files(self, recording: Recording, lease: UploadLease) -> Copied:
         """The video and the audio, whichever the recording has (an audio-only one, no video),
-        then each artifact the provider named, every one through the same copy."""
+        then each artifact the provider named, every one through the same copy; then the people
+        lists it handed over inline."""
         video = await self._copy(recording, lease, "video", recording.video_url)
         audio = await self._copy(recording, lease, "audio", recording.audio_url)
         artifacts: dict[ArtifactKind, StoredObject] = {}
@@ -413,7 +435,37 @@ class Uploader:
                 continue
             assert artifact is not None
             artifacts[kind] = artifact
-        return Copied(video, audio, artifacts, missing)
+        people: dict[PeopleKind, StoredObject] = {}
+        for who in PEOPLE_KINDS:
+            listed = recording.participants if who == "participants" else recording.speakers
+            if listed is not None:
+                people[who] = await self._write_people(recording, lease, who, listed)
+        return Copied(video, audio, artifacts, missing, people)
+
+    async def _write_people(
+        self,
+        recording: Recording,
+        lease: UploadLease,
+        kind: PeopleKind,
+        people: list[dict[str, Any]],
+    ) -> StoredObject:
+        """A people list as `<kind>.json` under the recording's prefix: one put, made only while
+        the lease holds, with its SHA-256, which S3 checks the body against (and refuses a body
+        that differs) and keeps. A retry writes the same bytes to the same key."""
+        body = people_json(people)
+        key = recording_key(recording.org_id, recording.user_id, recording.id, kind, "json")
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        await lease.check()
+        await self.s3.put_object(
+            Bucket=self.settings.s3_bucket,
+            Key=key,
+            Body=body,
+            ContentType=CONTENT_TYPES["json"],
+            ServerSideEncryption="AES256",
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=digest,
+        )
+        return StoredObject(key, len(body), digest, parts=1, resumed_parts=0)
 
     async def _refreshed(self, recording: Recording, lease: UploadLease, why: str) -> Recording:
         """The recording with fresh provider URLs (kept, sealed); without a MeetingBaaS key,

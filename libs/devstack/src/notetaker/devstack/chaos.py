@@ -599,8 +599,8 @@ async def report(run: Run) -> Report:
     )
 
     out.add(
-        "artifacts whose S3 bytes equal what the bot served (chat, transcripts, diarization;"
-        " participants and speakers as its webhook listed them)",
+        # chat, transcripts, diarization as served; participants, speakers as the webhook listed
+        "artifacts in S3 equal to what the bot handed over",
         f"{same_artifacts} of {expected_artifacts}"
         + (f" (not stored: {missing_artifacts[:6]})" if missing_artifacts else ""),
         same_artifacts == expected_artifacts > 0,
@@ -721,16 +721,40 @@ async def report(run: Run) -> Report:
         not expired,
     )
 
+    # Every webhook ingest accepted for a bot still there keeps its raw body (a `fact:` id marks
+    # the same delivery a second time; the run re-applies nothing).
+    kept_bots = [m.bot_id for m in run.meetings if m.bot_id and not m.deleted]
+    bodiless = await db.fetch(
+        "SELECT d.provider, d.delivery_id FROM webhook_deliveries d WHERE d.bot_id = ANY($1)"
+        " AND d.delivery_id NOT LIKE 'fact:%' AND NOT EXISTS (SELECT 1 FROM webhook_bodies b"
+        " WHERE b.provider = d.provider AND b.delivery_id = d.delivery_id)",
+        kept_bots,
+    )
+    accepted = await db.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE bot_id = ANY($1)"
+        " AND delivery_id NOT LIKE 'fact:%'",
+        kept_bots,
+    )
+    out.add(
+        "accepted webhooks without their raw body kept",
+        f"{len(bodiless)} of {accepted}"
+        + (f" (e.g. {[tuple(r) for r in bodiless[:3]]})" if bodiless else ""),
+        not bodiless and accepted > 0,
+    )
+
     undeleted = []
     for m in deleted:
         row = await db.fetchrow(
             "SELECT recording_status, video_url, transcript_text FROM meetings WHERE id = $1",
             m.id,
         )
-        if row["recording_status"] != "deleted" or row["video_url"] or kept[m.org_id]:
+        bodies = await db.fetchval(
+            "SELECT count(*) FROM webhook_bodies WHERE bot_id = $1", m.bot_id
+        )
+        if row["recording_status"] != "deleted" or row["video_url"] or kept[m.org_id] or bodies:
             undeleted.append(m.plan.index)
     out.add(
-        "deleted meetings that stayed deleted",
+        "deleted meetings that stayed deleted (media, rows, raw webhook bodies)",
         f"{len(deleted) - len(undeleted)} of {len(deleted)}",
         not undeleted and len(deleted) == run.options.deletions,
     )

@@ -11,6 +11,7 @@ import asyncio
 import difflib
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Coroutine, Iterable
@@ -281,6 +282,11 @@ async def tail(
     """Print the topic's records until `max_events` were shown or `timeout` passed idle."""
     consumer = await start_consumer(settings)
     shown = 0
+    # Ctrl-C ends the loop at its next turn (a second at most), rather than by cancelling the
+    # task: a cancellation landing inside aiokafka's fetch can be lost, and the tail ran on.
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
     try:
         partitions = topic_partitions(consumer, topic)
         if not partitions:
@@ -305,7 +311,7 @@ async def tail(
         )
         key = bot_id.encode() if bot_id is not None else None
         last_shown = time.monotonic()
-        while max_events is None or shown < max_events:
+        while (max_events is None or shown < max_events) and not interrupted.is_set():
             idle = time.monotonic() - last_shown
             if timeout is not None and idle >= timeout:
                 break
@@ -323,6 +329,7 @@ async def tail(
     except KafkaError as exc:
         raise Stop(f"Kafka at {settings.kafka_bootstrap_servers} failed: {exc!r}") from exc
     finally:
+        loop.remove_signal_handler(signal.SIGINT)
         await consumer.stop()
     return shown
 

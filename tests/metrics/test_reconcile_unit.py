@@ -4,13 +4,21 @@ bounded drift series an operator sees."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import REGISTRY
 
 from notetaker.common.s3 import recording_key
 from notetaker.metrics.exporter import OTHER, export_drift
-from notetaker.metrics.reconcile import LatestDrift, OrgDrift, correction, drift_ratio, parse_key
+from notetaker.metrics.reconcile import (
+    LatestDrift,
+    Listing,
+    OrgDrift,
+    correction,
+    drift_ratio,
+    parse_key,
+)
 
 ORG, USER, RECORDING = (uuid.UUID(int=n) for n in (1, 2, 3))
 
@@ -94,3 +102,16 @@ def test_drift_series_are_the_top_orgs_and_every_org_past_the_alert_percentage()
     export_drift(LatestDrift(10, 10, 0, []), top=2, alert_percent=5.0)
     assert samples("notetaker_storage_reconciliation_drift_bytes") == {}
     assert samples("notetaker_storage_reconciliation_platform_drift_ratio") == {"": 0.0}
+
+
+def test_a_thumbnail_is_listed_but_not_counted_in_its_orgs_bytes() -> None:
+    # No usage event counts a thumbnail, so the level leaves it out and so does the listing.
+    org, user, recording = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    listing = Listing(started_at=datetime(2026, 1, 2, tzinfo=UTC))
+    listing.add(recording_key(org, user, recording, "video", "mp4"), 1_000)
+    listing.add(recording_key(org, user, recording, "chat_messages", "json"), 30)
+    listing.add(recording_key(org, user, recording, "thumbnail", "jpg"), 4_000)
+    assert (listing.objects, listing.bytes) == (3, 5_030)
+    assert listing.by_org == {org: 1_030}
+    assert listing.by_recording == {recording: (org, 1_030)}
+    assert recording_key(org, user, recording, "thumbnail", "jpg") in listing.keys

@@ -111,16 +111,25 @@ async def own_database(stack: Stack) -> AsyncIterator[OwnDatabase]:
         await admin.close()
 
 
+@asynccontextmanager
+async def scratch_bucket(s3: S3Client, prefix: str) -> AsyncIterator[str]:
+    """A new bucket named `prefix-...` on the stack's S3, emptied and removed afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    await s3.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        listed = await s3.list_objects_v2(Bucket=name)
+        for item in listed.get("Contents", []):
+            await s3.delete_object(Bucket=name, Key=item["Key"])
+        await s3.delete_bucket(Bucket=name)
+
+
 @pytest.fixture
 async def own_bucket(s3: S3Client) -> AsyncIterator[str]:
     """A bucket of the test's own on the stack's S3, emptied and removed afterwards."""
-    name = f"own-{uuid.uuid4().hex[:12]}"
-    await s3.create_bucket(Bucket=name)
-    yield name
-    listed = await s3.list_objects_v2(Bucket=name)
-    for item in listed.get("Contents", []):
-        await s3.delete_object(Bucket=name, Key=item["Key"])
-    await s3.delete_bucket(Bucket=name)
+    async with scratch_bucket(s3, "own") as name:
+        yield name
 
 
 async def eventually(

@@ -19,6 +19,7 @@ from notetaker.common.s3 import RECORDINGS_PREFIX, S3Client, recording_key
 from notetaker.metrics.inventory import InventorySource
 from notetaker.metrics.reconcile import Reconciliation, reconcile, usage_event_id
 from notetaker.metrics.usage import apply
+from tests.conftest import scratch_bucket
 from tests.metrics.inventory_reports import row, write_report
 from tests.metrics.test_reconcile import (
     HOUR,
@@ -44,13 +45,8 @@ def bucket(own_bucket: str) -> str:
 @pytest.fixture
 async def destination(s3: S3Client) -> AsyncIterator[str]:
     """The bucket the inventory configuration delivers its reports to."""
-    name = f"inv-{uuid.uuid4().hex[:12]}"
-    await s3.create_bucket(Bucket=name)
-    yield name
-    listed = await s3.list_objects_v2(Bucket=name)
-    for item in listed.get("Contents", []):
-        await s3.delete_object(Bucket=name, Key=item["Key"])
-    await s3.delete_bucket(Bucket=name)
+    async with scratch_bucket(s3, "inv") as name:
+        yield name
 
 
 def source(destination: str, hours: float = 48) -> InventorySource:

@@ -60,6 +60,13 @@ class IngestSettings(NotetakerSettings):
         description="Largest webhook body accepted, in bytes (past it: 413); room for a long"
         " meeting's inline v1 transcript (about 1 MiB an hour with word timings).",
     )
+    inline_transcript_max_bytes: int = Field(
+        262_144,
+        ge=1,
+        description="Largest transcript.ready event carrying its transcript inline, in bytes;"
+        " past it the event points at the kept webhook body instead (needs"
+        " NOTETAKER_SOURCE_URL_KEYS). Well under Kafka's 1 MB message limit.",
+    )
     publish_timeout_seconds: float = Field(
         5.0, description="Longest wait for Kafka's acknowledgement before answering 503."
     )

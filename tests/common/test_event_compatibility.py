@@ -17,12 +17,19 @@ from cloudevents.core.v1.event import CloudEvent
 from notetaker.common.envelope import event_id, from_message
 from notetaker.common.events import (
     BotStatusChanged,
+    KeptBodyRef,
     RecordingCompleted,
     RecordingFailed,
     RecordingUploaded,
     TranscriptReady,
 )
-from notetaker.transcript_sync.join import JoinState, RequestThumbnail, WriteVideo, decide
+from notetaker.transcript_sync.join import (
+    JoinState,
+    RequestThumbnail,
+    WriteTranscript,
+    WriteVideo,
+    decide,
+)
 
 RECORDING = uuid.UUID("00000000-0000-0000-0000-0000000000c3")
 ORG = uuid.UUID("00000000-0000-0000-0000-0000000000a1")
@@ -144,3 +151,47 @@ def test_the_join_decides_a_previous_upload_as_before() -> None:
     assert effects[0] == WriteVideo("bk", "k/video.mp4", "k/audio.flac")
     assert isinstance(effects[1], RequestThumbnail)
     assert state.media_key() == "k/video.mp4"
+
+
+def test_a_previous_inline_transcript_reads_without_a_pointer_and_is_written_as_before() -> None:
+    """The previous version's inline `transcript.ready` (no `body_ref`) parses, keeps its id and
+    its transcript id, and the join writes it from its own utterances, as before."""
+    data = {
+        "bot_id": "bot-1",
+        "provider": "meetingbaas",
+        "utterances": [{"speaker": "Ada", "start": 0.0, "end": 1.5, "text": "Welcome."}],
+        "transcript_url": None,
+        "job_id": None,
+        "language": None,
+        "extra": None,
+        "provider_api": None,
+        "revision": None,
+        "summary": None,
+    }
+    record = _record("transcript.ready", data)
+    assert isinstance(record.key, bytes)
+    event = from_message(list(record.headers.items()), record.key, record.value).event
+    assert isinstance(event, TranscriptReady)
+    assert event.body_ref is None
+    assert event.full_text() == "Welcome."
+    assert event_id(event) == event_id(TranscriptReady(bot_id="bot-1", provider="meetingbaas"))
+    state, effects = decide(JoinState(), event, can_transcribe=False)
+    assert effects == [WriteTranscript(event)]
+    assert state.transcript_id == "meetingbaas:1"
+
+
+def test_a_pointer_event_is_a_transcript_of_its_own_body() -> None:
+    """A new `transcript.ready` pointing at a kept body round-trips, and names its transcript
+    by that body: a redelivery is recognised, another delivery's body is another transcript."""
+    ref = KeptBodyRef(provider="meetingbaas", delivery_id="abc")
+    event = TranscriptReady(bot_id="bot-1", provider="meetingbaas", body_ref=ref)
+    back = TranscriptReady.model_validate_json(event.model_dump_json())
+    assert back.body_ref == ref
+    assert back.utterances is None
+    state, effects = decide(JoinState(), back, can_transcribe=False)
+    assert effects == [WriteTranscript(back)]
+    assert decide(state, back, can_transcribe=False)[1] == []
+    other = back.model_copy(
+        update={"body_ref": KeptBodyRef(provider="meetingbaas", delivery_id="d")}
+    )
+    assert decide(state, other, can_transcribe=False)[1] == [WriteTranscript(other)]

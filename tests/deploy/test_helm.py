@@ -336,7 +336,7 @@ def test_configmaps_hold_the_settings_each_service_reads(
 
 def test_service_specific_settings(default: list[Manifest], full: list[Manifest]) -> None:
     data = {s: c["data"] for s, c in by_component(default, "ConfigMap").items()}
-    assert data["ingest"]["NOTETAKER_MAX_BODY_BYTES"] == "1048576"
+    assert data["ingest"]["NOTETAKER_MAX_BODY_BYTES"] == "16777216"
     assert {
         "NOTETAKER_UPLOAD_PART_SIZE_BYTES",
         "NOTETAKER_UPLOAD_PARTS_IN_FLIGHT",

@@ -115,9 +115,20 @@ class Utterance(BaseModel):
     text: str
 
 
+class KeptBodyRef(BaseModel):
+    """A webhook body ingest kept (`webhook_bodies`, its primary key): where a transcript too
+    large to travel inline in an event is read from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: Literal["meetingbaas", "gladia"]
+    delivery_id: str
+
+
 class TranscriptReady(Event):
-    """A transcript exists: inline, at a provider URL, as a provider job to fetch, or (with
-    only `provider_api`) to be fetched from the provider's API: MeetingBaaS v1's
+    """A transcript exists: inline, at a provider URL, as a provider job to fetch, in a kept
+    webhook body (`body_ref`: an inline transcript too large for the event), or (with only
+    `provider_api`) to be fetched from the provider's API: MeetingBaaS v1's
     `transcription_complete` names only the bot."""
 
     type: ClassVar[str] = "transcript.ready"
@@ -130,6 +141,9 @@ class TranscriptReady(Event):
     provider_api: Literal["v1"] | None = None  # fetch it from MeetingBaaS v1's meeting data
     revision: str | None = None  # which of the provider's transcripts (a retranscription's time)
     summary: str | None = None  # the provider's summary of the meeting (Gladia's summarization)
+    # The delivery whose kept body holds the transcript (`utterances` then absent): ingest's
+    # pointer instead of a transcript larger than NOTETAKER_INLINE_TRANSCRIPT_MAX_BYTES.
+    body_ref: KeptBodyRef | None = None
 
     def fact_key(self) -> str:
         # A retranscription is a fact of its own; every other transcript keeps the id it had.

@@ -20,7 +20,7 @@ from datetime import datetime
 
 import asyncpg
 
-from notetaker.common.events import Event
+from notetaker.common.events import Event, KeptBodyRef, TranscriptReady
 from notetaker.common.kafka import EventPublisher
 
 
@@ -41,6 +41,27 @@ KEEP_BODY = (
     " WHERE coalesce((SELECT media_deleted_at IS NULL FROM recordings WHERE bot_id = $3"
     " FOR KEY SHARE), true)"
 )
+
+
+def pointed(
+    events: Sequence[Event], provider: str, delivery_id: str, max_bytes: int
+) -> list[Event]:
+    """`events`, each `transcript.ready` whose inline transcript makes it larger than
+    `max_bytes` (as JSON) replaced by one pointing at the kept body of `delivery_id` instead
+    (`body_ref`, no utterances): a long meeting's transcript would pass Kafka's message limit.
+    Only for a delivery whose body is kept (transcript-sync reads the transcript from it)."""
+    out: list[Event] = []
+    for event in events:
+        if (
+            isinstance(event, TranscriptReady)
+            and event.utterances is not None
+            and provider in ("meetingbaas", "gladia")
+            and len(event.model_dump_json()) > max_bytes
+        ):
+            ref = KeptBodyRef(provider=provider, delivery_id=delivery_id)
+            event = event.model_copy(update={"utterances": None, "body_ref": ref})
+        out.append(event)
+    return out
 
 
 class _Duplicate(Exception):

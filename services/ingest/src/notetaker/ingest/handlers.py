@@ -19,7 +19,7 @@ from notetaker.common.events import Event
 from notetaker.common.logs import get_logger
 from notetaker.common.sealing import SourceUrlCipher
 from notetaker.ingest import auth, providers, receipts
-from notetaker.ingest.deliveries import KeptBody, media_deleted_of, publish_once
+from notetaker.ingest.deliveries import KeptBody, media_deleted_of, pointed, publish_once
 from notetaker.ingest.problems import Problem, documented
 from notetaker.ingest.settings import IngestSettings
 
@@ -203,6 +203,10 @@ async def _publish(
     if media_deleted:
         events = []  # deleted stays deleted: acknowledged, so the provider stops retrying
         kept = None  # and its body is not kept either
+    if kept is not None:  # a transcript too large to travel inline is read from its body
+        events = pointed(
+            events, provider, delivery_ids[0], state.settings.inline_transcript_max_bytes
+        )
     outcome = "deleted" if media_deleted else ("published" if events else "ignored")
     new = await publish_once(
         state.pool,

@@ -25,7 +25,7 @@ import asyncpg
 from notetaker.common.events import Event
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.sealing import SourceUrlCipher
-from notetaker.ingest.deliveries import media_deleted_of, publish_once
+from notetaker.ingest.deliveries import media_deleted_of, pointed, publish_once
 from notetaker.ingest.handlers import (
     gladia_mapped,
     keep_job_failure,
@@ -34,8 +34,10 @@ from notetaker.ingest.handlers import (
     transcription_job,
 )
 from notetaker.ingest.problems import Problem
+from notetaker.ingest.settings import IngestSettings
 
 REAPPLY_PREFIX = "reapply:"
+INLINE_TRANSCRIPT_MAX_BYTES = IngestSettings.model_fields["inline_transcript_max_bytes"].default
 
 
 class NotReapplied(Exception):
@@ -125,6 +127,7 @@ async def reapply(
     delivery: KeptDelivery,
     *,
     timeout: float = 10.0,
+    inline_transcript_max_bytes: int = INLINE_TRANSCRIPT_MAX_BYTES,
 ) -> Reapplied:
     """Run the kept body through ingest's parse, map and publish again (see the module)."""
     if delivery.bot_id is not None and await media_deleted_of(pool, delivery.bot_id):
@@ -135,6 +138,8 @@ async def reapply(
         raise NotReapplied(
             f"the body no longer maps: {exc.title}" + (f" ({exc.detail})" if exc.detail else "")
         ) from exc
+    # A transcript too large to travel inline points at this very body, as the original did.
+    events = pointed(events, delivery.provider, delivery.delivery_id, inline_transcript_max_bytes)
     reapply_id = f"{REAPPLY_PREFIX}{delivery.delivery_id}:{uuid.uuid4().hex[:12]}"
     await publish_once(
         pool,

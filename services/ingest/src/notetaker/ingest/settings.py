@@ -54,7 +54,19 @@ class IngestSettings(NotetakerSettings):
         description="Fernet keys sealing the kept webhook bodies (the uploader's: first encrypts,"
         " all decrypt); empty: no body is kept.",
     )
-    max_body_bytes: int = Field(1_048_576, description="Largest webhook body accepted, in bytes.")
+    max_body_bytes: int = Field(
+        16_777_216,
+        ge=1,
+        description="Largest webhook body accepted, in bytes (past it: 413); room for a long"
+        " meeting's inline v1 transcript (about 1 MiB an hour with word timings).",
+    )
+    inline_transcript_max_bytes: int = Field(
+        262_144,
+        ge=1,
+        description="Largest transcript.ready event carrying its transcript inline, in bytes;"
+        " past it the event points at the kept webhook body instead (needs"
+        " NOTETAKER_SOURCE_URL_KEYS). Well under Kafka's 1 MB message limit.",
+    )
     publish_timeout_seconds: float = Field(
         5.0, description="Longest wait for Kafka's acknowledgement before answering 503."
     )

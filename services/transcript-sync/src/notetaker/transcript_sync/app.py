@@ -396,15 +396,20 @@ class Join:
                 details=effect.details,
             )
         elif isinstance(effect, WriteTranscript):
-            transcript = await transcripts.resolve_transcript(
-                r.http,
-                r.sources,
-                effect.transcript,
-                self.settings.gladia_api_url,
-                self.settings.gladia_api_key,
-                meetingbaas_url=self.settings.meetingbaas_api_url,
-                meetingbaas_key=self.settings.meetingbaas_api_key,
-            )
+            if effect.transcript.body_ref is not None:  # too large for its event: in its body
+                transcript = await transcripts.kept_transcript(
+                    r.pool, self.settings.source_url_keys, effect.transcript
+                )
+            else:
+                transcript = await transcripts.resolve_transcript(
+                    r.http,
+                    r.sources,
+                    effect.transcript,
+                    self.settings.gladia_api_url,
+                    self.settings.gladia_api_key,
+                    meetingbaas_url=self.settings.meetingbaas_api_url,
+                    meetingbaas_key=self.settings.meetingbaas_api_key,
+                )
             written = await meetings.write_transcript(
                 r.pool,
                 self.source,

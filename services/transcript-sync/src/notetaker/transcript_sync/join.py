@@ -137,6 +137,8 @@ Effect = (
 
 def transcript_id(event: TranscriptReady) -> str:
     source = event.job_id or event.transcript_url or event.revision
+    if source is None and event.body_ref is not None:
+        source = f"body:{event.body_ref.delivery_id}"
     return f"{event.provider}:{source or len(event.utterances or [])}"
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from notetaker.common.sealing import fernet_keys
 from notetaker.common.settings import NotetakerSettings, Secret, Secrets
 
 
@@ -67,4 +69,10 @@ class TranscriptSyncSettings(NotetakerSettings):
         8,
         ge=1,
         description="Tries of a join effect failing transiently before its event is parked.",
+    )
+    source_url_keys: Annotated[Secrets, AfterValidator(fernet_keys)] = Field(
+        default_factory=list,
+        description="Fernet keys opening the webhook bodies ingest keeps (the uploader's and"
+        " ingest's): a transcript too large for its event is read from its body; empty: such a"
+        " transcript is dead-lettered until they are set.",
     )

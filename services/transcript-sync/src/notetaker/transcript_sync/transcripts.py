@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
-from notetaker.common import callback_tokens, gladia, source_policy
+from notetaker.common import callback_tokens, gladia, sealing, source_policy
 from notetaker.common.events import TranscriptReady, Utterance
 from notetaker.common.failures import Permanent
 from notetaker.common.source_policy import SourceForbidden, host_of, is_forbidden_failure
+from notetaker.ingest import providers
 
 # Our request id in a Gladia job's custom_metadata: how a retry finds a job it already submitted.
 REQUEST_ID_METADATA = gladia.REQUEST_ID_METADATA
@@ -142,6 +144,59 @@ def details_from_document(document: Any) -> tuple[str | None, str | None]:
     if isinstance(summarization, dict) and isinstance(summarization.get("results"), str):
         summary = summarization["results"].strip() or None
     return language, summary
+
+
+KEPT_BODY = (
+    "SELECT sealed, received_at FROM webhook_bodies WHERE provider = $1 AND delivery_id = $2"
+)
+
+
+async def kept_transcript(
+    pool: asyncpg.Pool, keys: Sequence[SecretStr], event: TranscriptReady
+) -> Transcript:
+    """The transcript of a transcript.ready event that points at a kept webhook body
+    (`body_ref`: ingest's pointer instead of a transcript too large for the event): the body
+    read from `webhook_bodies`, opened with the key ring (`keys`) and mapped again by ingest's
+    own parsers. A body no longer kept (pruned after its retention, deleted with the bot's
+    media), or none of the keys opening it, is permanent: `TranscriptRefused`."""
+    ref = event.body_ref
+    assert ref is not None
+    where = f"webhook body {ref.provider}/{ref.delivery_id}"
+    if not keys:
+        raise TranscriptRefused(
+            f"bot {event.bot_id}'s transcript is in {where}, and no key opens kept bodies"
+            f" ({sealing.KEYS_SETTING})"
+        )
+    row = await pool.fetchrow(KEPT_BODY, ref.provider, ref.delivery_id)
+    if row is None:
+        raise TranscriptRefused(
+            f"bot {event.bot_id}'s transcript is in {where}, which is no longer kept (pruned"
+            " after NOTETAKER_WEBHOOK_BODY_RETENTION_DAYS, or deleted with the bot's media)"
+        )
+    try:
+        body = sealing.SourceUrlCipher(list(keys)).open_body(row["sealed"])
+    except ValueError as exc:
+        raise TranscriptRefused(f"bot {event.bot_id}'s transcript in {where}: {exc}") from exc
+    try:
+        if ref.provider == "meetingbaas":
+            delivery = providers.MeetingBaasDelivery.model_validate_json(body)
+            events = providers.meetingbaas_events(delivery, row["received_at"])
+        else:
+            callback = providers.GladiaCallback.model_validate_json(body)
+            events = providers.gladia_events(callback, event.bot_id)
+    except ValidationError as exc:
+        raise TranscriptRefused(
+            f"bot {event.bot_id}'s transcript in {where}: the body no longer maps"
+            f" ({exc.error_count()} errors)"
+        ) from exc
+    found = [e for e in events if isinstance(e, TranscriptReady) and e.utterances is not None]
+    if not found:
+        raise TranscriptRefused(f"{where} carries no transcript for bot {event.bot_id}")
+    kept = found[0]
+    assert kept.utterances is not None
+    return Transcript(
+        list(kept.utterances), event.language or kept.language, event.summary or kept.summary
+    )
 
 
 async def resolve(

@@ -178,12 +178,20 @@ def test_a_run_interrupted_with_ctrl_c_stops_the_stack_and_checks(tmp_path: Path
         running.stop()
 
     def test_blocks_with_the_stack_running(stack):
+        Path(os.environ["PIDS_FILE"] + ".running").write_text("1")
         time.sleep(600)
     """,
         pids_file,
     )
     try:
         pids = pids_written(pids_file, run)
+        # Ctrl-C while the test runs (its fixtures set up), as a user interrupts a long test.
+        running_file = Path(f"{pids_file}.running")
+        deadline = time.monotonic() + 60
+        while not running_file.exists():
+            assert run.poll() is None, out(run)
+            assert time.monotonic() < deadline, "the inner test never started"
+            time.sleep(0.05)
         run.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
         output = out(run)
     finally:

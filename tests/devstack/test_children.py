@@ -47,6 +47,9 @@ def run_pytest(tmp_path: Path, test_source: str, pids_file: Path) -> subprocess.
          "-p", "no:cacheprovider", "--rootdir", str(test_file.parent), str(test_file)],
         cwd=REPO,
         env=env,
+        # SIGINT as a terminal's process has it: a run started in the background (`make test &`,
+        # CI runners) inherits it ignored, and an ignored SIGINT would never interrupt the run.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -66,7 +69,14 @@ def pids_written(pids_file: Path, run: subprocess.Popen[str], timeout: float = 6
 
 
 def out(run: subprocess.Popen[str]) -> str:
-    stdout, _ = run.communicate(timeout=120)
+    try:
+        stdout, _ = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        stdout, _ = run.communicate()
+        raise AssertionError(
+            f"the inner run still ran 120 s later; its output:\n{stdout}"
+        ) from None
     return stdout
 
 

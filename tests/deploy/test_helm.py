@@ -765,6 +765,41 @@ def test_dashboard_reads_like_the_admin_page() -> None:
     assert "admin_url" in variables
 
 
+def test_a_release_draws_its_own_alert_threshold_on_the_cost_panels() -> None:
+    """Raising the alert thresholds in the values moves the red line on every cost panel (the
+    table's cost columns too) to where the alerts now fire; other panels keep theirs."""
+    manifests = render({"cost": {"orgMonthlyAlertUsd": 120, "platformMonthlyAlertUsd": 900}})
+    (configmap,) = [c for c in of_kind(manifests, "ConfigMap") if "notetaker.json" in c["data"]]
+    panels = panels_by_title(json.loads(configmap["data"]["notetaker.json"]))
+    for title in (
+        "Month to date",
+        "Projected month end",
+        "Projected next month",
+        "Month-to-date cost per org",
+    ):
+        assert red_line(panels[title]) == 120, title
+    assert red_line(panels["Platform cost, month to date"]) == 900
+    (cells,) = [
+        prop["value"]
+        for override in panels["Top orgs"]["fieldConfig"]["overrides"]
+        for prop in override["properties"]
+        if prop["id"] == "thresholds"
+    ]
+    assert [s["value"] for s in cells["steps"] if s["color"] == "red"] == [120]
+    on_disk = panels_by_title(json.loads((CHART / "dashboards" / "notetaker.json").read_text()))
+    assert red_line(panels["Oldest unfinished upload"]) == red_line(
+        on_disk["Oldest unfinished upload"]
+    )
+    rules = {
+        r["alert"]: r["expr"]
+        for g in of_kind(manifests, "PrometheusRule")[0]["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    assert "> 120" in rules["NotetakerOrgMonthlyCostHigh"]
+    assert "> 900" in rules["NotetakerPlatformMonthlyCostHigh"]
+
+
 # --- promtool --------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import csv
 import hmac
 import io
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -112,10 +112,31 @@ def _bad_query(exc: Exception) -> Response:
     return JSONResponse({"title": f"bad query: {exc}", "status": 400}, 400)
 
 
-def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
-    async def usage(request: Request) -> Response:
+def _unauthorised() -> Response:
+    return JSONResponse({"title": "admin token required", "status": 401}, 401)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+Streamed = Callable[
+    [asyncpg.Connection, date, date, uuid.UUID | None], AsyncIterator[dict[str, object]]
+]
+Answered = Callable[[date, date, uuid.UUID | None], Awaitable[dict[str, object]]]
+
+
+def _report(
+    settings: MetricsSettings,
+    pool: asyncpg.Pool,
+    name: str,
+    columns: tuple[str, ...],
+    streamed: Streamed,
+    answered: Answered,
+) -> Endpoint:
+    """A report for `from`..`to` (this month by default) and an optional `org_id`, behind the
+    admin token: JSON (`answered`, with the period), or at `*.csv` the rows as streamed."""
+
+    async def endpoint(request: Request) -> Response:
         if not _authorised(request, settings):
-            return JSONResponse({"title": "admin token required", "status": 401}, 401)
+            return _unauthorised()
         try:
             since, until = _period(request)
             org = _org(request)
@@ -124,56 +145,44 @@ def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
         if request.url.path.endswith(".csv"):
             return _streamed_csv(
                 pool,
-                f"usage-{since}-{until}.csv",
-                COLUMNS,
-                lambda conn: stream_cost_rows(conn, since, until, org),
+                f"{name}-{since}-{until}.csv",
+                columns,
+                lambda conn: streamed(conn, since, until, org),
             )
+        answer = await answered(since, until, org)
+        return JSONResponse({"from": since.isoformat(), "to": until.isoformat()} | answer)
+
+    return endpoint
+
+
+def routes(settings: MetricsSettings, pool: asyncpg.Pool) -> list[Route]:
+    async def usage_answer(since: date, until: date, org: uuid.UUID | None) -> dict[str, object]:
         rows = [row.as_json() for row in await cost_rows(pool, since, until, org)]
         total = round(sum(float(str(r["cost_usd"])) for r in rows), 6)
-        return JSONResponse(
-            {
-                "from": since.isoformat(),
-                "to": until.isoformat(),
-                "total_cost_usd": total,
-                "rows": rows,
-            }
-        )
+        return {"total_cost_usd": total, "rows": rows}
 
-    async def daily(request: Request) -> Response:
-        if not _authorised(request, settings):
-            return JSONResponse({"title": "admin token required", "status": 401}, 401)
-        try:
-            since, until = _period(request)
-            org = _org(request)
-        except ValueError as exc:
-            return _bad_query(exc)
-        if request.url.path.endswith(".csv"):
-            return _streamed_csv(
-                pool,
-                f"daily-costs-{since}-{until}.csv",
-                DAILY_COLUMNS,
-                lambda conn: stream_daily_costs(conn, since, until, org),
-            )
+    async def daily_answer(since: date, until: date, org: uuid.UUID | None) -> dict[str, object]:
         rows = await daily_costs(pool, since, until, org)
         by_type = {
             column: round(sum(float(str(r[column])) for r in rows), 6)
             for column in ("storage_usd", "upload_usd", "download_usd", "requests_usd", "total_usd")
         }
-        return JSONResponse(
-            {"from": since.isoformat(), "to": until.isoformat(), "totals": by_type, "rows": rows}
-        )
+        return {"totals": by_type, "rows": rows}
+
+    usage = _report(settings, pool, "usage", COLUMNS, stream_cost_rows, usage_answer)
+    daily = _report(settings, pool, "daily-costs", DAILY_COLUMNS, stream_daily_costs, daily_answer)
 
     prices = Prices.from_settings(settings)
 
     async def summary(request: Request) -> Response:
         if not _authorised(request, settings):
-            return JSONResponse({"title": "admin token required", "status": 401}, 401)
+            return _unauthorised()
         try:
             today = date.fromisoformat(
                 request.query_params.get("date", datetime.now(UTC).date().isoformat())
             )
         except ValueError as exc:
-            return JSONResponse({"title": f"bad query: {exc}", "status": 400}, 400)
+            return _bad_query(exc)
         ahead = await projections(pool, today, prices)
         threshold = settings.cost_alert_threshold_usd
         platform = Projection(

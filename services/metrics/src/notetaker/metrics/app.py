@@ -9,15 +9,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from notetaker.common.consumer import EventConsumer
-from notetaker.common.db import create_pool
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import StorageUsage
-from notetaker.common.http import health_app, make_server
-from notetaker.common.kafka import EventPublisher
+from notetaker.common.http import health_app
 from notetaker.common.logs import get_logger
 from notetaker.common.parking import PostgresParking
-from notetaker.common.runtime import serving, unless_stopped, until_stopped
 from notetaker.common.s3 import s3_client
+from notetaker.common.service import run_until_stopped, started
 from notetaker.metrics import (
     admin,
     daily,
@@ -93,55 +91,43 @@ async def run(settings: MetricsSettings, stop: asyncio.Event) -> None:
     async def ready() -> bool:
         return bool(consumers) and consumers[0].is_ready()
 
-    pool = await create_pool(settings)  # connects on first use: PostgreSQL may be down now
-    publisher = EventPublisher(settings)
-    try:
-        app = health_app(ready, admin.routes(settings, pool))
-        async with serving(make_server(app, settings.http_port)) as server:
-            started, _ = await unless_stopped(stop, publisher.start())  # waits for Kafka
-            if not started:
-                return
-            recorder = UsageRecorder(settings, pool)
-            consumer = EventConsumer(
+    def app(pool: asyncpg.Pool) -> object:
+        return health_app(ready, admin.routes(settings, pool))
+
+    async with started(settings, stop, app, settings.http_port) as service:
+        if service is None:
+            return
+        pool = service.pool
+        recorder = UsageRecorder(settings, pool)
+        consumers.append(
+            EventConsumer(
                 settings,
                 GROUP,
                 ["storage.usage"],
                 recorder.handle,
-                publisher,
+                service.publisher,
                 parking=PostgresParking(pool),
             )
-            consumers.append(consumer)
-            tasks = [
-                asyncio.create_task(consumer.run()),
-                asyncio.create_task(recorder.refresh_forever()),
-                asyncio.create_task(
-                    rollup.roll_up_forever(
+        )
+        background = [
+            recorder.refresh_forever(),
+            rollup.roll_up_forever(
+                pool,
+                recorder.prices,
+                timedelta(seconds=settings.usage_rollup_after_midnight_seconds),
+            ),
+        ]
+        async with contextlib.AsyncExitStack() as resources:
+            if settings.storage_reconcile_interval_seconds > 0:
+                s3 = await resources.enter_async_context(s3_client(settings))
+                background.append(
+                    reconcile.reconcile_forever(
                         pool,
+                        s3,
+                        settings.s3_bucket,
                         recorder.prices,
-                        timedelta(seconds=settings.usage_rollup_after_midnight_seconds),
+                        timedelta(seconds=settings.storage_reconcile_interval_seconds),
+                        inventory=settings.inventory(),
                     )
-                ),
-            ]
-            async with contextlib.AsyncExitStack() as resources:
-                if settings.storage_reconcile_interval_seconds > 0:
-                    s3 = await resources.enter_async_context(s3_client(settings))
-                    tasks.append(
-                        asyncio.create_task(
-                            reconcile.reconcile_forever(
-                                pool,
-                                s3,
-                                settings.s3_bucket,
-                                recorder.prices,
-                                timedelta(seconds=settings.storage_reconcile_interval_seconds),
-                                inventory=settings.inventory(),
-                            )
-                        )
-                    )
-                await until_stopped(stop, [*tasks, server])
-                consumer.stop()
-                for background in tasks[1:]:
-                    background.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        await pool.close()
-        await publisher.stop()
+                )
+            await run_until_stopped(stop, service.server, consumers, background)

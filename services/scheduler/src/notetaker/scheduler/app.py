@@ -12,13 +12,13 @@ import asyncpg
 import httpx
 from prometheus_client import Counter
 
-from notetaker.common.db import create_pool
 from notetaker.common.deletion import MediaDeleter, ProviderAccess
-from notetaker.common.http import health_app, make_server
+from notetaker.common.http import health_app
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.logs import get_logger
-from notetaker.common.runtime import serving, unless_stopped, until_stopped
+from notetaker.common.runtime import until_stopped
 from notetaker.common.s3 import s3_client
+from notetaker.common.service import started
 from notetaker.scheduler import bots, retention, retries, transcriptions
 from notetaker.scheduler.leadership import CONNECTION_ERRORS, Leadership, gone
 from notetaker.scheduler.settings import SchedulerSettings
@@ -190,31 +190,25 @@ async def run(settings: SchedulerSettings, stop: asyncio.Event) -> None:
     async def ready() -> bool:
         return connected.is_set()
 
-    pool = await create_pool(settings)  # connects on first use: PostgreSQL may be down now
-    publisher = EventPublisher(settings)
-    try:
-        async with serving(make_server(health_app(ready), settings.http_port)) as server:
-            started, _ = await unless_stopped(stop, publisher.start())  # waits for Kafka
-            if not started:
-                return
-            connected.set()
-            async with (
-                httpx.AsyncClient(timeout=30.0) as http,
-                aiohttp.ClientSession() as provider_http,
-                s3_client(settings) as s3,
-            ):
-                deleter = MediaDeleter(
-                    pool,
-                    s3,
-                    settings.s3_bucket,
-                    publisher,
-                    provider_access(settings),
-                    provider_http,
-                )
-                scheduler = Scheduler(settings, pool, http, publisher, deleter)
-                rounds = asyncio.create_task(scheduler.run(stop))
-                await until_stopped(stop, [rounds, server])
-                await asyncio.gather(rounds, return_exceptions=True)
-    finally:
-        await pool.close()
-        await publisher.stop()
+    async with started(settings, stop, lambda _: health_app(ready), settings.http_port) as service:
+        if service is None:
+            return
+        connected.set()
+        async with (
+            httpx.AsyncClient(timeout=30.0) as http,
+            aiohttp.ClientSession() as provider_http,
+            s3_client(settings) as s3,
+        ):
+            deleter = MediaDeleter(
+                service.pool,
+                s3,
+                settings.s3_bucket,
+                service.publisher,
+                provider_access(settings),
+                provider_http,
+            )
+            scheduler = Scheduler(settings, service.pool, http, service.publisher, deleter)
+            # A round in progress is finished, not cancelled: `Scheduler.run` ends on `stop`.
+            rounds = asyncio.create_task(scheduler.run(stop))
+            await until_stopped(stop, [rounds, service.server])
+            await asyncio.gather(rounds, return_exceptions=True)

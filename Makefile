@@ -23,8 +23,9 @@ typecheck:
 	$(PY) mypy libs/common/src libs/cli/src libs/devstack/src services/ingest/src services/uploader/src \
 		services/transcript-sync/src services/metrics/src services/scheduler/src bench tests
 
+## The 20 slowest tests are listed at the end: the suite is kept under 15 minutes.
 pytest:
-	$(PY) pytest
+	$(PY) pytest --durations=20
 
 ## make fuzz: the long form of the webhook fuzz in make test: NOTETAKER_FUZZ_EXAMPLES cases per
 ## operation and mode (300: over 1,000 signed requests past authentication), only 2xx and 4xx.

@@ -7,9 +7,10 @@ The bucket's lifecycle rule is only a safety net: longer than any retention."""
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -55,6 +56,16 @@ async def deleter(
     await publisher.stop()
 
 
+Store = Callable[..., Awaitable[StoredMeeting]]
+
+
+@pytest.fixture
+def store(stack: Stack, db: asyncpg.Pool, s3: S3Client, meetingbaas: ProviderSimulator) -> Store:
+    """`stored_meeting` (tests/cli/conftest.py) in this test's stack, with the simulator's
+    providers: `await store()`, `await store(org_id=org, created_days_ago=31)`."""
+    return functools.partial(stored_meeting, stack, db, s3, meetingbaas)
+
+
 async def run_round(db: asyncpg.Pool, deleter: MediaDeleter) -> None:
     async with db.acquire() as conn:
         await apply_retention(conn, deleter, default_days=90, now=datetime.now(UTC))
@@ -73,11 +84,11 @@ async def deleted_by_retention(db: asyncpg.Pool, meeting: StoredMeeting) -> bool
 
 
 async def meeting_whose_gladia_job(
-    stack: Stack, db: asyncpg.Pool, s3: S3Client, meetingbaas: ProviderSimulator, job: str
+    store: Store, db: asyncpg.Pool, job: str
 ) -> tuple[StoredMeeting, uuid.UUID]:
-    """A stored meeting (tests/cli/conftest.py) whose Gladia job's row is then set as `job` (the
-    SET list of an UPDATE) says; the meeting, and the job's request id."""
-    meeting = await stored_meeting(stack, db, s3, meetingbaas)
+    """A stored meeting whose Gladia job's row is then set as `job` (the SET list of an UPDATE)
+    says; the meeting, and the job's request id."""
+    meeting = await store()
     request_id: uuid.UUID = await db.fetchval(
         f"UPDATE transcription_jobs SET {job} WHERE bot_id = $1 RETURNING request_id",  # noqa: S608
         meeting.bot_id,
@@ -99,14 +110,15 @@ async def test_media_past_its_orgs_retention_is_deleted_and_media_within_it_is_k
     s3: S3Client,
     meetingbaas: ProviderSimulator,
     deleter: MediaDeleter,
+    store: Store,
 ) -> None:
     short = uuid.uuid4()  # keeps 30 days
     await set_retention(db, short, 30, by="test", safety_net_days=400)
-    past = await stored_meeting(stack, db, s3, meetingbaas, org_id=short, created_days_ago=31)
-    within = await stored_meeting(stack, db, s3, meetingbaas, org_id=short, created_days_ago=29)
+    past = await store(org_id=short, created_days_ago=31)
+    within = await store(org_id=short, created_days_ago=29)
     # An org without its own retention keeps the default, 90 days.
-    default_past = await stored_meeting(stack, db, s3, meetingbaas, created_days_ago=91)
-    default_within = await stored_meeting(stack, db, s3, meetingbaas, created_days_ago=60)
+    default_past = await store(created_days_ago=91)
+    default_within = await store(created_days_ago=60)
 
     await run_round(db, deleter)
 
@@ -157,13 +169,9 @@ async def test_media_past_its_orgs_retention_is_deleted_and_media_within_it_is_k
 
 
 async def test_an_unfinished_deletion_is_finished_by_a_later_round(
-    stack: Stack,
-    db: asyncpg.Pool,
-    s3: S3Client,
-    meetingbaas: ProviderSimulator,
-    deleter: MediaDeleter,
+    db: asyncpg.Pool, meetingbaas: ProviderSimulator, deleter: MediaDeleter, store: Store
 ) -> None:
-    meeting = await stored_meeting(stack, db, s3, meetingbaas)
+    meeting = await store()
     meetingbaas.delete_data_status = 503
     outcome = await deleter.delete(meeting.recording_id, by="ops@test", reason="operator")
     meetingbaas.delete_data_status = None
@@ -206,20 +214,14 @@ async def test_the_bucket_rule_is_a_safety_net_longer_than_any_retention(
 
 
 async def test_a_gladia_intent_never_submitted_is_closed_by_the_deletion_and_never_submitted(
-    stack: Stack,
-    db: asyncpg.Pool,
-    s3: S3Client,
-    meetingbaas: ProviderSimulator,
-    deleter: MediaDeleter,
+    db: asyncpg.Pool, deleter: MediaDeleter, store: Store
 ) -> None:
     """The Gladia job's intent was written with the video and its submit not tried yet when the
     media is deleted: the deletion completes at once (it does not wait an hour for a job id that
     will never come), closing the intent, and transcript-sync then submits nothing."""
     meeting, _ = await meeting_whose_gladia_job(
-        stack,
+        store,
         db,
-        s3,
-        meetingbaas,
         "job_id = NULL, completed_at = NULL, status = 'requested', submitted_at = NULL,"
         " requested_at = now()",
     )
@@ -241,20 +243,14 @@ async def test_a_gladia_intent_never_submitted_is_closed_by_the_deletion_and_nev
 
 
 async def test_the_gladia_job_of_deleted_media_is_closed_and_never_polled(
-    stack: Stack,
-    db: asyncpg.Pool,
-    s3: S3Client,
-    meetingbaas: ProviderSimulator,
-    deleter: MediaDeleter,
+    db: asyncpg.Pool, deleter: MediaDeleter, store: Store
 ) -> None:
     """A job still open when its media is deleted (its callback overdue): the deletion deletes it
     at Gladia and closes its row, and the scheduler's poller never asks Gladia about it again
     (before, it polled the deleted job every round for ever)."""
     meeting, _ = await meeting_whose_gladia_job(
-        stack,
+        store,
         db,
-        s3,
-        meetingbaas,
         "completed_at = NULL, status = 'requested', submitted_at = '2000-01-01',"
         " requested_at = '2000-01-01'",
     )
@@ -282,21 +278,15 @@ async def test_the_gladia_job_of_deleted_media_is_closed_and_never_polled(
 
 
 async def test_a_gladia_job_submitted_whose_id_was_never_stored_is_found_and_deleted(
-    stack: Stack,
-    db: asyncpg.Pool,
-    s3: S3Client,
-    meetingbaas: ProviderSimulator,
-    deleter: MediaDeleter,
+    db: asyncpg.Pool, meetingbaas: ProviderSimulator, deleter: MediaDeleter, store: Store
 ) -> None:
     """Gladia created the job but its id never reached the row (the database failed after the
     POST) and the media was deleted before transcript-sync's retry looked it up: the deletion
     finds the job by our request id and deletes it, instead of calling it never submitted once
     an hour has passed and leaving the transcript at Gladia."""
     meeting, request_id = await meeting_whose_gladia_job(
-        stack,
+        store,
         db,
-        s3,
-        meetingbaas,
         "job_id = NULL, completed_at = NULL, status = 'requested',"
         " submitted_at = now() - interval '2 hours', requested_at = now() - interval '2 hours'",
     )

@@ -889,6 +889,11 @@ def check_rules(
     )
 
 
+def org_series(metric: str, org: str, values: str, pod: str = "metrics-a") -> dict[str, str]:
+    """An input series of `metric` for `org`, as the metrics replica `pod` exports it."""
+    return {"series": f'{metric}{{org_id="{org}", pod="{pod}"}}', "values": values}
+
+
 def rule_case(series: list[dict[str, str]], *checks: dict[str, Any]) -> dict[str, Any]:
     """One promtool test: the input `series`, scraped every minute, and the alert `checks`
     (each a `fires` or a `quiet`)."""
@@ -938,11 +943,11 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
         rule_case(
             [
                 # Two metrics replicas export the same gauges: counted once.
-                {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "60x40"},
-                {"series": f'{mtd}{{org_id="acme", pod="metrics-b"}}', "values": "60x40"},
-                {"series": f'{mtd}{{org_id="small", pod="metrics-a"}}', "values": "49x40"},
+                org_series(mtd, "acme", "60x40"),
+                org_series(mtd, "acme", "60x40", pod="metrics-b"),
+                org_series(mtd, "small", "49x40"),
                 # The sum of the orgs outside the top N is no org: it never pages alone.
-                {"series": f'{mtd}{{org_id="other", pod="metrics-a"}}', "values": "90x40"},
+                org_series(mtd, "other", "90x40"),
                 {"series": f'{attempts}{{outcome="failed"}}', "values": "0+3x40"},
                 {"series": f'{attempts}{{outcome="complete"}}', "values": "0+7x40"},
                 {
@@ -976,8 +981,8 @@ def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
         ),
         rule_case(
             [
-                {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "20x40"},
-                {"series": f'{mtd}{{org_id="beta", pod="metrics-a"}}', "values": "20x40"},
+                org_series(mtd, "acme", "20x40"),
+                org_series(mtd, "beta", "20x40"),
                 {"series": f'{attempts}{{outcome="failed"}}', "values": "0+0x40"},
                 {"series": f'{attempts}{{outcome="complete"}}', "values": "0+10x40"},
                 {
@@ -1008,9 +1013,9 @@ def test_drift_alert_fires_on_an_org_or_the_platform_past_the_percentage(tmp_pat
         rule_case(
             [
                 # Two metrics replicas export the same gauges: one alert per org.
-                {"series": f'{ratio}{{org_id="acme", pod="a"}}', "values": "0.36x30 0x30"},
-                {"series": f'{ratio}{{org_id="acme", pod="b"}}', "values": "0.36x30 0x30"},
-                {"series": f'{ratio}{{org_id="steady", pod="a"}}', "values": "0.04x60"},
+                org_series(ratio, "acme", "0.36x30 0x30", pod="a"),
+                org_series(ratio, "acme", "0.36x30 0x30", pod="b"),
+                org_series(ratio, "steady", "0.04x60", pod="a"),
                 {"series": f'{platform}{{pod="a"}}', "values": "0.02x60"},
             ],
             quiet("3m", "NotetakerStorageDriftHigh"),
@@ -1030,8 +1035,8 @@ def test_drift_alert_fires_on_an_org_or_the_platform_past_the_percentage(tmp_pat
         ),
         rule_case(
             [
-                {"series": f'{ratio}{{org_id="a", pod="a"}}', "values": "0.04x30"},
-                {"series": f'{ratio}{{org_id="other", pod="a"}}', "values": "0.9x30"},
+                org_series(ratio, "a", "0.04x30", pod="a"),
+                org_series(ratio, "other", "0.9x30", pod="a"),
                 {"series": f'{platform}{{pod="a"}}', "values": "0.08x30"},
             ],
             # No org past 5 % (`other` is no org), the platform is.
@@ -1310,11 +1315,11 @@ def test_projected_cost_alerts_fire_on_the_projection(tmp_path: Path) -> None:
         tmp_path,
         rule_case(
             [
-                {"series": f'{end}{{org_id="acme", pod="metrics-a"}}', "values": "70x40"},
-                {"series": f'{end}{{org_id="acme", pod="metrics-b"}}', "values": "70x40"},
-                {"series": f'{end}{{org_id="small", pod="metrics-a"}}', "values": "30x40"},
-                {"series": f'{end}{{org_id="other", pod="metrics-a"}}', "values": "90x40"},
-                {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "10x40"},
+                org_series(end, "acme", "70x40"),
+                org_series(end, "acme", "70x40", pod="metrics-b"),
+                org_series(end, "small", "30x40"),
+                org_series(end, "other", "90x40"),
+                org_series(mtd, "acme", "10x40"),
             ],
             quiet("5m", "NotetakerOrgProjectedMonthlyCostHigh"),
             fires("20m", "NotetakerOrgProjectedMonthlyCostHigh", warning(org_id="acme")),
@@ -1324,8 +1329,8 @@ def test_projected_cost_alerts_fire_on_the_projection(tmp_path: Path) -> None:
         ),
         rule_case(
             [
-                {"series": f'{end}{{org_id="acme", pod="metrics-a"}}', "values": "20x40"},
-                {"series": f'{end}{{org_id="beta", pod="metrics-a"}}', "values": "20x40"},
+                org_series(end, "acme", "20x40"),
+                org_series(end, "beta", "20x40"),
             ],
             quiet("30m", "NotetakerOrgProjectedMonthlyCostHigh"),
             quiet("30m", "NotetakerPlatformProjectedMonthlyCostHigh"),

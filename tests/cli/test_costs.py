@@ -9,16 +9,12 @@ from datetime import date
 from pathlib import Path
 
 import asyncpg
-import httpx
-from pydantic import SecretStr
-from starlette.applications import Starlette
 
 from notetaker.common.s3 import S3Client
 from notetaker.devstack.stack import Stack
-from notetaker.metrics import admin
-from notetaker.metrics.settings import MetricsSettings
 from tests.cli.test_events import cli_env, notetaker
 from tests.conftest import OwnDatabase
+from tests.metrics.conftest import admin_api
 from tests.metrics.test_reconcile import levels, store
 
 MONTH = "2020-02"  # a month no other test writes usage for
@@ -57,11 +53,7 @@ async def test_costs_is_the_admin_apis_table_per_org_and_per_day(
     )
     assert daily.returncode == 0, daily.stderr
     token = "admin-token-of-the-costs-test"
-    settings = MetricsSettings(admin_tokens=[SecretStr(token)])
-    app = Starlette(routes=admin.routes(settings, db))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://admin"
-    ) as http:
+    async with admin_api(db, token) as http:
         served = await http.get(
             "/admin/usage",
             params={"from": "2020-02-01", "to": "2020-02-29", "org_id": str(dear)},

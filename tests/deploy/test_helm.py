@@ -871,192 +871,188 @@ def assert_rule_tests_pass(cases: dict[str, Any], folder: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def check_rules(
+    folder: Path,
+    *cases: dict[str, Any],
+    manifests: list[Manifest] | None = None,
+    annotations: bool = True,
+) -> None:
+    """Write the chart's rules (`manifests`, the default release unless given) to `folder` and
+    run promtool's rule unit tests `cases` (each a `rule_case`) against them."""
+    write_rules(
+        render() if manifests is None else manifests,
+        folder / "rules.yml",
+        annotations=annotations,
+    )
+    assert_rule_tests_pass(
+        {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": list(cases)}, folder
+    )
+
+
+def org_series(metric: str, org: str, values: str, pod: str = "metrics-a") -> dict[str, str]:
+    """An input series of `metric` for `org`, as the metrics replica `pod` exports it."""
+    return {"series": f'{metric}{{org_id="{org}", pod="{pod}"}}', "values": values}
+
+
+def rule_case(series: list[dict[str, str]], *checks: dict[str, Any]) -> dict[str, Any]:
+    """One promtool test: the input `series`, scraped every minute, and the alert `checks`
+    (each a `fires` or a `quiet`)."""
+    return {"interval": "1m", "input_series": series, "alert_rule_test": list(checks)}
+
+
+def fires(
+    eval_time: str, alertname: str, alert: dict[str, Any], *alerts: dict[str, Any]
+) -> dict[str, Any]:
+    """At `eval_time`, `alertname` fires exactly as `alert` and `alerts` (`warning`s or
+    `critical`s)."""
+    return {"eval_time": eval_time, "alertname": alertname, "exp_alerts": [alert, *alerts]}
+
+
+def quiet(eval_time: str, alertname: str) -> dict[str, Any]:
+    """At `eval_time`, `alertname` does not fire."""
+    return {"eval_time": eval_time, "alertname": alertname, "exp_alerts": []}
+
+
+def expected_alert(
+    severity: str, annotations: dict[str, str] | None, labels: dict[str, str]
+) -> dict[str, Any]:
+    alert: dict[str, Any] = {"exp_labels": {"severity": severity, **labels}}
+    if annotations is not None:
+        alert["exp_annotations"] = annotations
+    return alert
+
+
+def warning(annotations: dict[str, str] | None = None, **labels: str) -> dict[str, Any]:
+    """A firing alert of severity warning with these labels (and, given, exactly these
+    annotations; without, none)."""
+    return expected_alert("warning", annotations, labels)
+
+
+def critical(annotations: dict[str, str] | None = None, **labels: str) -> dict[str, Any]:
+    """As `warning`, of severity critical."""
+    return expected_alert("critical", annotations, labels)
+
+
 def test_alerts_fire_on_the_right_series(tmp_path: Path) -> None:
     """promtool's rule unit tests: the alerts fire when, and only when, a platform team wants."""
-    write_rules(render(), tmp_path / "rules.yml", annotations=False)
     mtd = "notetaker_storage_cost_usd_month_to_date"
     attempts = "notetaker_uploader_attempts_total"
     lag = "kafka_consumergroup_lag"
-    cases = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # Two metrics replicas export the same gauges: counted once.
-                    {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "60x40"},
-                    {"series": f'{mtd}{{org_id="acme", pod="metrics-b"}}', "values": "60x40"},
-                    {"series": f'{mtd}{{org_id="small", pod="metrics-a"}}', "values": "49x40"},
-                    # The sum of the orgs outside the top N is no org: it never pages alone.
-                    {"series": f'{mtd}{{org_id="other", pod="metrics-a"}}', "values": "90x40"},
-                    {"series": f'{attempts}{{outcome="failed"}}', "values": "0+3x40"},
-                    {"series": f'{attempts}{{outcome="complete"}}', "values": "0+7x40"},
-                    {
-                        "series": f'{lag}{{consumergroup="notetaker-uploader", '
-                        'topic="recording.completed", partition="0"}',
-                        "values": "600x40",
-                    },
-                    {
-                        "series": f'{lag}{{consumergroup="notetaker-uploader", '
-                        'topic="recording.completed", partition="1"}',
-                        "values": "600x40",
-                    },
-                    {
-                        "series": f'{lag}{{consumergroup="someone-else", topic="x", '
-                        'partition="0"}',
-                        "values": "99999x40",
-                    },
-                ],
-                "alert_rule_test": [
-                    # Not yet: every alert waits out its `for`.
-                    {
-                        "eval_time": "5m",
-                        "alertname": "NotetakerOrgMonthlyCostHigh",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "20m",
-                        "alertname": "NotetakerOrgMonthlyCostHigh",
-                        "exp_alerts": [{"exp_labels": {"severity": "warning", "org_id": "acme"}}],
-                    },
-                    {
-                        # 60 + 49 + 90 = 199 > 50, with acme counted once.
-                        "eval_time": "20m",
-                        "alertname": "NotetakerPlatformMonthlyCostHigh",
-                        "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
-                    },
-                    {
-                        # 30% of attempts fail.
-                        "eval_time": "35m",
-                        "alertname": "NotetakerUploadsFailing",
-                        "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
-                    },
-                    {
-                        # 1,200 events behind, over two partitions; other groups are not ours.
-                        "eval_time": "20m",
-                        "alertname": "NotetakerConsumerLagHigh",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "warning",
-                                    "consumergroup": "notetaker-uploader",
-                                    "topic": "recording.completed",
-                                }
-                            }
-                        ],
-                    },
-                ],
-            },
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "20x40"},
-                    {"series": f'{mtd}{{org_id="beta", pod="metrics-a"}}', "values": "20x40"},
-                    {"series": f'{attempts}{{outcome="failed"}}', "values": "0+0x40"},
-                    {"series": f'{attempts}{{outcome="complete"}}', "values": "0+10x40"},
-                    {
-                        "series": f'{lag}{{consumergroup="notetaker-uploader", '
-                        'topic="recording.completed", partition="0"}',
-                        "values": "999x40",
-                    },
-                ],
-                "alert_rule_test": [
-                    {
-                        "eval_time": "30m",
-                        "alertname": "NotetakerOrgMonthlyCostHigh",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "30m",
-                        "alertname": "NotetakerPlatformMonthlyCostHigh",
-                        "exp_alerts": [],
-                    },
-                    {"eval_time": "30m", "alertname": "NotetakerUploadsFailing", "exp_alerts": []},
-                    {
-                        # 999 events behind: under the threshold.
-                        "eval_time": "30m",
-                        "alertname": "NotetakerConsumerLagHigh",
-                        "exp_alerts": [],
-                    },
-                ],
-            },
-        ],
-    }
-    assert_rule_tests_pass(cases, tmp_path)
+    check_rules(
+        tmp_path,
+        rule_case(
+            [
+                # Two metrics replicas export the same gauges: counted once.
+                org_series(mtd, "acme", "60x40"),
+                org_series(mtd, "acme", "60x40", pod="metrics-b"),
+                org_series(mtd, "small", "49x40"),
+                # The sum of the orgs outside the top N is no org: it never pages alone.
+                org_series(mtd, "other", "90x40"),
+                {"series": f'{attempts}{{outcome="failed"}}', "values": "0+3x40"},
+                {"series": f'{attempts}{{outcome="complete"}}', "values": "0+7x40"},
+                {
+                    "series": f'{lag}{{consumergroup="notetaker-uploader", '
+                    'topic="recording.completed", partition="0"}',
+                    "values": "600x40",
+                },
+                {
+                    "series": f'{lag}{{consumergroup="notetaker-uploader", '
+                    'topic="recording.completed", partition="1"}',
+                    "values": "600x40",
+                },
+                {
+                    "series": f'{lag}{{consumergroup="someone-else", topic="x", partition="0"}}',
+                    "values": "99999x40",
+                },
+            ],
+            # Not yet: every alert waits out its `for`.
+            quiet("5m", "NotetakerOrgMonthlyCostHigh"),
+            fires("20m", "NotetakerOrgMonthlyCostHigh", warning(org_id="acme")),
+            # 60 + 49 + 90 = 199 > 50, with acme counted once.
+            fires("20m", "NotetakerPlatformMonthlyCostHigh", warning()),
+            # 30% of attempts fail.
+            fires("35m", "NotetakerUploadsFailing", warning()),
+            # 1,200 events behind, over two partitions; other groups are not ours.
+            fires(
+                "20m",
+                "NotetakerConsumerLagHigh",
+                warning(consumergroup="notetaker-uploader", topic="recording.completed"),
+            ),
+        ),
+        rule_case(
+            [
+                org_series(mtd, "acme", "20x40"),
+                org_series(mtd, "beta", "20x40"),
+                {"series": f'{attempts}{{outcome="failed"}}', "values": "0+0x40"},
+                {"series": f'{attempts}{{outcome="complete"}}', "values": "0+10x40"},
+                {
+                    "series": f'{lag}{{consumergroup="notetaker-uploader", '
+                    'topic="recording.completed", partition="0"}',
+                    "values": "999x40",
+                },
+            ],
+            quiet("30m", "NotetakerOrgMonthlyCostHigh"),
+            quiet("30m", "NotetakerPlatformMonthlyCostHigh"),
+            quiet("30m", "NotetakerUploadsFailing"),
+            # 999 events behind: under the threshold.
+            quiet("30m", "NotetakerConsumerLagHigh"),
+        ),
+        annotations=False,
+    )
 
 
 def test_drift_alert_fires_on_an_org_or_the_platform_past_the_percentage(tmp_path: Path) -> None:
     """NotetakerStorageDriftHigh: an org's (or the platform's) S3 bytes and stored level more
     than cost.driftAlertPercent (5 %) apart, as the latest reconciliation found them, for five
     minutes; the run that corrects it, and the next one finding nothing, clear it."""
-    write_rules(render(), tmp_path / "rules.yml")
     ratio = "notetaker_storage_reconciliation_drift_ratio"
     platform = "notetaker_storage_reconciliation_platform_drift_ratio"
     description = rule(render(), "NotetakerStorageDriftHigh")["annotations"]["description"]
-    cases = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # Two metrics replicas export the same gauges: one alert per org.
-                    {"series": f'{ratio}{{org_id="acme", pod="a"}}', "values": "0.36x30 0x30"},
-                    {"series": f'{ratio}{{org_id="acme", pod="b"}}', "values": "0.36x30 0x30"},
-                    {"series": f'{ratio}{{org_id="steady", pod="a"}}', "values": "0.04x60"},
-                    {"series": f'{platform}{{pod="a"}}', "values": "0.02x60"},
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "3m", "alertname": "NotetakerStorageDriftHigh", "exp_alerts": []},
+    check_rules(
+        tmp_path,
+        rule_case(
+            [
+                # Two metrics replicas export the same gauges: one alert per org.
+                org_series(ratio, "acme", "0.36x30 0x30", pod="a"),
+                org_series(ratio, "acme", "0.36x30 0x30", pod="b"),
+                org_series(ratio, "steady", "0.04x60", pod="a"),
+                {"series": f'{platform}{{pod="a"}}', "values": "0.02x60"},
+            ],
+            quiet("3m", "NotetakerStorageDriftHigh"),
+            fires(
+                "10m",
+                "NotetakerStorageDriftHigh",
+                warning(
                     {
-                        "eval_time": "10m",
-                        "alertname": "NotetakerStorageDriftHigh",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "warning", "org_id": "acme"},
-                                "exp_annotations": {
-                                    "summary": "acme: S3 and the stored level differ by 36%",
-                                    "description": description,
-                                },
-                            }
-                        ],
+                        "summary": "acme: S3 and the stored level differ by 36%",
+                        "description": description,
                     },
-                    # Corrected: the next runs find no drift.
+                    org_id="acme",
+                ),
+            ),
+            # Corrected: the next runs find no drift.
+            quiet("45m", "NotetakerStorageDriftHigh"),
+        ),
+        rule_case(
+            [
+                org_series(ratio, "a", "0.04x30", pod="a"),
+                org_series(ratio, "other", "0.9x30", pod="a"),
+                {"series": f'{platform}{{pod="a"}}', "values": "0.08x30"},
+            ],
+            # No org past 5 % (`other` is no org), the platform is.
+            fires(
+                "10m",
+                "NotetakerStorageDriftHigh",
+                warning(
                     {
-                        "eval_time": "45m",
-                        "alertname": "NotetakerStorageDriftHigh",
-                        "exp_alerts": [],
+                        "summary": "platform: S3 and the stored level differ by 8%",
+                        "description": description,
                     },
-                ],
-            },
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": f'{ratio}{{org_id="a", pod="a"}}', "values": "0.04x30"},
-                    {"series": f'{ratio}{{org_id="other", pod="a"}}', "values": "0.9x30"},
-                    {"series": f'{platform}{{pod="a"}}', "values": "0.08x30"},
-                ],
-                "alert_rule_test": [
-                    {
-                        # No org past 5 % (`other` is no org), the platform is.
-                        "eval_time": "10m",
-                        "alertname": "NotetakerStorageDriftHigh",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "warning", "org_id": "platform"},
-                                "exp_annotations": {
-                                    "summary": "platform: S3 and the stored level differ by 8%",
-                                    "description": description,
-                                },
-                            }
-                        ],
-                    },
-                ],
-            },
-        ],
-    }
-    assert_rule_tests_pass(cases, tmp_path)
+                    org_id="platform",
+                ),
+            ),
+        ),
+    )
     # The percentage is a value, and the metrics service is told the same.
     manifests = render({"cost": {"driftAlertPercent": 12.5}})
     assert rule(manifests, "NotetakerStorageDriftHigh")["expr"].count("> 0.125") == 2
@@ -1091,62 +1087,49 @@ def settings_of(config: dict[str, str]) -> dict[str, str]:
 def test_stuck_upload_alert_fires_on_an_upload_waiting_past_the_threshold(tmp_path: Path) -> None:
     """NotetakerUploadStuck: the oldest unfinished upload's age, as every metrics replica
     exports it, past an hour for ten minutes; an upload that completes clears it."""
-    write_rules(render(), tmp_path / "rules.yml")
     age = "notetaker_upload_oldest_unfinished_age_seconds"
-    cases = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # Two replicas see the same recording waiting since 40 minutes before the
-                    # series starts (2400 s), then growing a minute a minute; at 40m it is
-                    # copied and the oldest left is 5 minutes old.
-                    {"series": f'{age}{{pod="metrics-a"}}', "values": "2400+60x39 300x20"},
-                    {"series": f'{age}{{pod="metrics-b"}}', "values": "2400+60x39 300x20"},
-                ],
-                "alert_rule_test": [
-                    # At 20m it has waited exactly an hour: not yet past the threshold.
-                    {"eval_time": "20m", "alertname": "NotetakerUploadStuck", "exp_alerts": []},
-                    # Past the hour since 21m, for ten minutes at 31m.
-                    {"eval_time": "30m", "alertname": "NotetakerUploadStuck", "exp_alerts": []},
+    check_rules(
+        tmp_path,
+        rule_case(
+            [
+                # Two replicas see the same recording waiting since 40 minutes before the
+                # series starts (2400 s), then growing a minute a minute; at 40m it is
+                # copied and the oldest left is 5 minutes old.
+                {"series": f'{age}{{pod="metrics-a"}}', "values": "2400+60x39 300x20"},
+                {"series": f'{age}{{pod="metrics-b"}}', "values": "2400+60x39 300x20"},
+            ],
+            # At 20m it has waited exactly an hour: not yet past the threshold.
+            quiet("20m", "NotetakerUploadStuck"),
+            # Past the hour since 21m, for ten minutes at 31m.
+            quiet("30m", "NotetakerUploadStuck"),
+            fires(
+                "31m",
+                "NotetakerUploadStuck",
+                warning(
                     {
-                        "eval_time": "31m",
-                        "alertname": "NotetakerUploadStuck",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "warning"},
-                                "exp_annotations": {
-                                    "summary": "A recording has waited 1h 11m 0s to be copied"
-                                    " to S3",
-                                    "description": "The oldest upload that is neither complete"
-                                    " nor failed for good became available more than 3600"
-                                    " seconds ago; retries take about 17 minutes and provider"
-                                    " URLs expire after about 4 hours. notetaker_uploads shows"
-                                    " the uploads by status. Look for the recording in"
-                                    " PostgreSQL (recordings: s3_upload_status,"
-                                    " upload_lease_holder, upload_lease_expires_at,"
-                                    " s3_upload_error_message) and in the uploader's and"
-                                    " scheduler's logs (upload.busy, upload.lease_lost,"
-                                    " upload.failed).",
-                                },
-                            }
-                        ],
-                    },
-                    {"eval_time": "45m", "alertname": "NotetakerUploadStuck", "exp_alerts": []},
-                ],
-            },
-        ],
-    }
-    assert_rule_tests_pass(cases, tmp_path)
+                        "summary": "A recording has waited 1h 11m 0s to be copied to S3",
+                        "description": "The oldest upload that is neither complete"
+                        " nor failed for good became available more than 3600"
+                        " seconds ago; retries take about 17 minutes and provider"
+                        " URLs expire after about 4 hours. notetaker_uploads shows"
+                        " the uploads by status. Look for the recording in"
+                        " PostgreSQL (recordings: s3_upload_status,"
+                        " upload_lease_holder, upload_lease_expires_at,"
+                        " s3_upload_error_message) and in the uploader's and"
+                        " scheduler's logs (upload.busy, upload.lease_lost,"
+                        " upload.failed).",
+                    }
+                ),
+            ),
+            quiet("45m", "NotetakerUploadStuck"),
+        ),
+    )
 
 
 def test_dead_letter_alert_fires_on_the_first_dead_letter_and_names_the_replay_command(
     tmp_path: Path,
 ) -> None:
     """NotetakerEventsDeadLettered, with its annotations rendered as Alertmanager gets them."""
-    write_rules(render(), tmp_path / "rules.yml")
     dlq = "notetaker_consumer_events_dead_lettered_total"
 
     def series(group: str, topic: str, pod: str, values: str) -> dict[str, str]:
@@ -1156,9 +1139,8 @@ def test_dead_letter_alert_fires_on_the_first_dead_letter_and_names_the_replay_c
         }
 
     def firing(group: str, topic: str, value: int) -> dict[str, Any]:
-        return {
-            "exp_labels": {"severity": "warning", "group": group, "topic": topic},
-            "exp_annotations": {
+        return warning(
+            {
                 "summary": f"Consumer group {group} dead-lettered events from {topic}:"
                 f" they wait on {topic}.dlq to be replayed",
                 "description": f"{value} event(s) of {topic} could not be parsed or kept failing"
@@ -1172,111 +1154,82 @@ def test_dead_letter_alert_fires_on_the_first_dead_letter_and_names_the_replay_c
                 f" some). Each dead letter is published once to {topic}, however often the"
                 " command runs.",
             },
-        }
+            group=group,
+            topic=topic,
+        )
 
-    cases = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # Old dead letters, nothing new since: quiet once Prometheus has 30 minutes
-                    # of history (in its first 30 minutes a standing count reads as new).
-                    series("notetaker-metrics", "storage.usage", "c", "3x100"),
-                    # Started at 0 (as consumers start their series), one dead letter at 50m.
-                    series("notetaker-uploader", "recording.completed", "a", "0x49 1x50"),
-                    # A counter first written at 1 (no 0 ever scraped): still the first one.
-                    series("notetaker-transcript-sync", "transcript.ready", "b", "_x50 1x50"),
-                    # A pod restarted: a new series at 0 is no dead letter.
-                    series("notetaker-uploader", "recording.completed", "d", "_x50 0x50"),
-                ],
-                "alert_rule_test": [
-                    {
-                        "eval_time": "45m",
-                        "alertname": "NotetakerEventsDeadLettered",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "55m",
-                        "alertname": "NotetakerEventsDeadLettered",
-                        "exp_alerts": [
-                            firing("notetaker-uploader", "recording.completed", 1),
-                            firing("notetaker-transcript-sync", "transcript.ready", 1),
-                        ],
-                    },
-                    # 30 minutes without a new one: resolved.
-                    {
-                        "eval_time": "85m",
-                        "alertname": "NotetakerEventsDeadLettered",
-                        "exp_alerts": [],
-                    },
-                ],
-            },
-        ],
-    }
-    assert_rule_tests_pass(cases, tmp_path)
+    check_rules(
+        tmp_path,
+        rule_case(
+            [
+                # Old dead letters, nothing new since: quiet once Prometheus has 30 minutes
+                # of history (in its first 30 minutes a standing count reads as new).
+                series("notetaker-metrics", "storage.usage", "c", "3x100"),
+                # Started at 0 (as consumers start their series), one dead letter at 50m.
+                series("notetaker-uploader", "recording.completed", "a", "0x49 1x50"),
+                # A counter first written at 1 (no 0 ever scraped): still the first one.
+                series("notetaker-transcript-sync", "transcript.ready", "b", "_x50 1x50"),
+                # A pod restarted: a new series at 0 is no dead letter.
+                series("notetaker-uploader", "recording.completed", "d", "_x50 0x50"),
+            ],
+            quiet("45m", "NotetakerEventsDeadLettered"),
+            fires(
+                "55m",
+                "NotetakerEventsDeadLettered",
+                firing("notetaker-uploader", "recording.completed", 1),
+                firing("notetaker-transcript-sync", "transcript.ready", 1),
+            ),
+            # 30 minutes without a new one: resolved.
+            quiet("85m", "NotetakerEventsDeadLettered"),
+        ),
+    )
 
 
 def test_parked_events_alert_fires_after_half_an_hour_of_parked_events(tmp_path: Path) -> None:
     """NotetakerEventsParked: quiet for a parked event retried within 30 minutes, firing for
     one still parked after 30, resolved once it is handled."""
-    write_rules(render(), tmp_path / "rules.yml")
     gauge = "notetaker_consumer_parked_events"
-    cases = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # parked for 10 minutes, then handled
+    check_rules(
+        tmp_path,
+        rule_case(
+            [
+                # parked for 10 minutes, then handled
+                {
+                    "series": f'{gauge}{{group="notetaker-metrics", topic="storage.usage"}}',
+                    "values": "0x10 1x10 0x60",
+                },
+                # two parked from minute 10 until minute 70
+                {
+                    "series": f"{gauge}{{group='notetaker-uploader', topic='recording.completed'}}",
+                    "values": "0x10 2x60 0x20",
+                },
+            ],
+            quiet("30m", "NotetakerEventsParked"),
+            fires(
+                "50m",
+                "NotetakerEventsParked",
+                warning(
                     {
-                        "series": f'{gauge}{{group="notetaker-metrics", topic="storage.usage"}}',
-                        "values": "0x10 1x10 0x60",
+                        "summary": "Consumer group notetaker-uploader has had events"
+                        " of recording.completed parked for 30 minutes",
+                        "description": "2 event(s) of recording.completed kept"
+                        " failing in notetaker-uploader after their retries and wait"
+                        " in the parked_events table, retried from there (30 s,"
+                        " doubling to an hour). They are not lost, but not applied"
+                        " either.",
+                        "runbook": 'See why: SELECT topic, "offset", attempts, error,'
+                        " next_attempt_at FROM parked_events WHERE consumer_group ="
+                        " 'notetaker-uploader' ORDER BY parked_at. Fix the cause (a"
+                        " provider refusing, a bug); each is retried when due, and"
+                        " dead-lettered if the error turns out permanent.",
                     },
-                    # two parked from minute 10 until minute 70
-                    {
-                        "series": f"{gauge}{{group='notetaker-uploader',"
-                        " topic='recording.completed'}",
-                        "values": "0x10 2x60 0x20",
-                    },
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "30m", "alertname": "NotetakerEventsParked", "exp_alerts": []},
-                    {
-                        "eval_time": "50m",
-                        "alertname": "NotetakerEventsParked",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "warning",
-                                    "group": "notetaker-uploader",
-                                    "topic": "recording.completed",
-                                },
-                                "exp_annotations": {
-                                    "summary": "Consumer group notetaker-uploader has had events"
-                                    " of recording.completed parked for 30 minutes",
-                                    "description": "2 event(s) of recording.completed kept"
-                                    " failing in notetaker-uploader after their retries and wait"
-                                    " in the parked_events table, retried from there (30 s,"
-                                    " doubling to an hour). They are not lost, but not applied"
-                                    " either.",
-                                    "runbook": 'See why: SELECT topic, "offset", attempts, error,'
-                                    " next_attempt_at FROM parked_events WHERE consumer_group ="
-                                    " 'notetaker-uploader' ORDER BY parked_at. Fix the cause (a"
-                                    " provider refusing, a bug); each is retried when due, and"
-                                    " dead-lettered if the error turns out permanent.",
-                                },
-                            }
-                        ],
-                    },
-                    {"eval_time": "85m", "alertname": "NotetakerEventsParked", "exp_alerts": []},
-                ],
-            },
-        ],
-    }
-    assert_rule_tests_pass(cases, tmp_path)
+                    group="notetaker-uploader",
+                    topic="recording.completed",
+                ),
+            ),
+            quiet("85m", "NotetakerEventsParked"),
+        ),
+    )
 
 
 # --- the operators' toolbox ------------------------------------------------------------------
@@ -1356,75 +1309,40 @@ def test_every_service_reads_the_retention_and_the_safety_net_is_longer() -> Non
 def test_projected_cost_alerts_fire_on_the_projection(tmp_path: Path) -> None:
     """An org heading past the threshold alerts before its month to date passes it: per org
     (never the summed `other`, never twice for two metrics replicas) and for the platform."""
-    write_rules(render(), tmp_path / "rules.yml", annotations=False)
     end = "notetaker_storage_cost_usd_projected_month_end"
     mtd = "notetaker_storage_cost_usd_month_to_date"
-    cases = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": f'{end}{{org_id="acme", pod="metrics-a"}}', "values": "70x40"},
-                    {"series": f'{end}{{org_id="acme", pod="metrics-b"}}', "values": "70x40"},
-                    {"series": f'{end}{{org_id="small", pod="metrics-a"}}', "values": "30x40"},
-                    {"series": f'{end}{{org_id="other", pod="metrics-a"}}', "values": "90x40"},
-                    {"series": f'{mtd}{{org_id="acme", pod="metrics-a"}}', "values": "10x40"},
-                ],
-                "alert_rule_test": [
-                    {
-                        "eval_time": "5m",
-                        "alertname": "NotetakerOrgProjectedMonthlyCostHigh",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "20m",
-                        "alertname": "NotetakerOrgProjectedMonthlyCostHigh",
-                        "exp_alerts": [{"exp_labels": {"severity": "warning", "org_id": "acme"}}],
-                    },
-                    {
-                        # 70 + 30 + 90 = 190 > 50, acme counted once.
-                        "eval_time": "20m",
-                        "alertname": "NotetakerPlatformProjectedMonthlyCostHigh",
-                        "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
-                    },
-                    {
-                        "eval_time": "20m",
-                        "alertname": "NotetakerOrgMonthlyCostHigh",
-                        "exp_alerts": [],
-                    },
-                ],
-            },
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": f'{end}{{org_id="acme", pod="metrics-a"}}', "values": "20x40"},
-                    {"series": f'{end}{{org_id="beta", pod="metrics-a"}}', "values": "20x40"},
-                ],
-                "alert_rule_test": [
-                    {
-                        "eval_time": "30m",
-                        "alertname": "NotetakerOrgProjectedMonthlyCostHigh",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "30m",
-                        "alertname": "NotetakerPlatformProjectedMonthlyCostHigh",
-                        "exp_alerts": [],
-                    },
-                ],
-            },
-        ],
-    }
-    assert_rule_tests_pass(cases, tmp_path)
+    check_rules(
+        tmp_path,
+        rule_case(
+            [
+                org_series(end, "acme", "70x40"),
+                org_series(end, "acme", "70x40", pod="metrics-b"),
+                org_series(end, "small", "30x40"),
+                org_series(end, "other", "90x40"),
+                org_series(mtd, "acme", "10x40"),
+            ],
+            quiet("5m", "NotetakerOrgProjectedMonthlyCostHigh"),
+            fires("20m", "NotetakerOrgProjectedMonthlyCostHigh", warning(org_id="acme")),
+            # 70 + 30 + 90 = 190 > 50, acme counted once.
+            fires("20m", "NotetakerPlatformProjectedMonthlyCostHigh", warning()),
+            quiet("20m", "NotetakerOrgMonthlyCostHigh"),
+        ),
+        rule_case(
+            [
+                org_series(end, "acme", "20x40"),
+                org_series(end, "beta", "20x40"),
+            ],
+            quiet("30m", "NotetakerOrgProjectedMonthlyCostHigh"),
+            quiet("30m", "NotetakerPlatformProjectedMonthlyCostHigh"),
+        ),
+        annotations=False,
+    )
 
 
 def test_daily_cost_spike_alerts_fire_on_a_jump_and_never_on_cents(tmp_path: Path) -> None:
     """NotetakerOrgDailyCostSpike and NotetakerPlatformDailyCostSpike: yesterday's cost over
     twice the day before's and over the minimum more (2 USD an org, 10 the platform), summed
     over the cost types, each replica's series counted once, for 30 minutes."""
-    write_rules(render(), tmp_path / "rules.yml")
     daily = "notetaker_storage_cost_usd_daily"
 
     def day(org: str, kind: str, which: str, usd: float, pod: str = "metrics-a") -> dict[str, str]:
@@ -1434,9 +1352,8 @@ def test_daily_cost_spike_alerts_fire_on_a_jump_and_never_on_cents(tmp_path: Pat
         }
 
     def org_spike(org: str, usd: str) -> dict[str, Any]:
-        return {
-            "exp_labels": {"severity": "warning", "org_id": org},
-            "exp_annotations": {
+        return warning(
+            {
                 "summary": f"Org {org} spent {usd} USD on recordings storage yesterday, a jump"
                 " from the day before",
                 "description": "The org's cost yesterday (a whole UTC day: storage, upload,"
@@ -1445,115 +1362,76 @@ def test_daily_cost_spike_alerts_fire_on_a_jump_and_never_on_cents(tmp_path: Pat
                 f' by type per day; notetaker_storage_cost_usd_daily{{org_id="{org}"}} shows which'
                 " type jumped.",
             },
-        }
+            org_id=org,
+        )
 
-    cases = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # acme: 12 USD yesterday (storage and download) after 4: a spike. Two
-                    # metrics replicas export it: counted once.
-                    day("acme", "storage", "yesterday", 10),
-                    day("acme", "download", "yesterday", 2),
-                    day("acme", "storage", "day_before", 4),
-                    day("acme", "storage", "yesterday", 10, "metrics-b"),
-                    day("acme", "download", "yesterday", 2, "metrics-b"),
-                    day("acme", "storage", "day_before", 4, "metrics-b"),
-                    # Tripled, but cents.
-                    day("cents", "storage", "yesterday", 0.03),
-                    day("cents", "storage", "day_before", 0.01),
-                    # 10 USD more, but only 1.5 times.
-                    day("steady", "storage", "yesterday", 30),
-                    day("steady", "storage", "day_before", 20),
-                    # The orgs outside the top N together: no single org, never pages alone.
-                    day("other", "storage", "yesterday", 50),
-                    day("other", "storage", "day_before", 1),
-                    # Today so far counts for neither.
-                    day("steady", "storage", "today", 500),
-                ],
-                "alert_rule_test": [
+    check_rules(
+        tmp_path,
+        rule_case(
+            [
+                # acme: 12 USD yesterday (storage and download) after 4: a spike. Two
+                # metrics replicas export it: counted once.
+                day("acme", "storage", "yesterday", 10),
+                day("acme", "download", "yesterday", 2),
+                day("acme", "storage", "day_before", 4),
+                day("acme", "storage", "yesterday", 10, "metrics-b"),
+                day("acme", "download", "yesterday", 2, "metrics-b"),
+                day("acme", "storage", "day_before", 4, "metrics-b"),
+                # Tripled, but cents.
+                day("cents", "storage", "yesterday", 0.03),
+                day("cents", "storage", "day_before", 0.01),
+                # 10 USD more, but only 1.5 times.
+                day("steady", "storage", "yesterday", 30),
+                day("steady", "storage", "day_before", 20),
+                # The orgs outside the top N together: no single org, never pages alone.
+                day("other", "storage", "yesterday", 50),
+                day("other", "storage", "day_before", 1),
+                # Today so far counts for neither.
+                day("steady", "storage", "today", 500),
+            ],
+            quiet("20m", "NotetakerOrgDailyCostSpike"),
+            fires("35m", "NotetakerOrgDailyCostSpike", org_spike("acme", "12.00")),
+            # 92.03 USD yesterday after 25.01: over twice, and 67 USD more.
+            fires(
+                "35m",
+                "NotetakerPlatformDailyCostSpike",
+                warning(
                     {
-                        "eval_time": "20m",
-                        "alertname": "NotetakerOrgDailyCostSpike",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "35m",
-                        "alertname": "NotetakerOrgDailyCostSpike",
-                        "exp_alerts": [org_spike("acme", "12.00")],
-                    },
-                    {
-                        # 92.03 USD yesterday after 25.01: over twice, and 67 USD more.
-                        "eval_time": "35m",
-                        "alertname": "NotetakerPlatformDailyCostSpike",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "warning"},
-                                "exp_annotations": {
-                                    "summary": "Recordings storage cost 92.03 USD yesterday, a"
-                                    " jump from the day before",
-                                    "description": "The platform's cost yesterday (a whole UTC"
-                                    " day) was more than 2 times the day before's and more than"
-                                    " 10 USD above it. The dashboard's daily cost by type and top"
-                                    " orgs show where it comes from; GET /admin/daily has every"
-                                    " org's day.",
-                                },
-                            }
-                        ],
-                    },
-                ],
-            },
-            {
-                "interval": "1m",
-                "input_series": [
-                    # One org jumps 2.5 USD (3 after 0.5): it pages; the platform's day goes
-                    # from 20.5 to 33 USD, not twice: the platform does not.
-                    day("small", "requests", "yesterday", 3),
-                    day("small", "requests", "day_before", 0.5),
-                    day("steady", "storage", "yesterday", 30),
-                    day("steady", "storage", "day_before", 20),
-                ],
-                "alert_rule_test": [
-                    {
-                        "eval_time": "35m",
-                        "alertname": "NotetakerOrgDailyCostSpike",
-                        "exp_alerts": [org_spike("small", "3.00")],
-                    },
-                    {
-                        "eval_time": "35m",
-                        "alertname": "NotetakerPlatformDailyCostSpike",
-                        "exp_alerts": [],
-                    },
-                ],
-            },
-            {
-                "interval": "1m",
-                "input_series": [
-                    # Quiet days: 0.01 to 0.03 USD, and 40 to 45 USD.
-                    day("cents", "storage", "yesterday", 0.03),
-                    day("cents", "storage", "day_before", 0.01),
-                    day("big", "storage", "yesterday", 45),
-                    day("big", "storage", "day_before", 40),
-                ],
-                "alert_rule_test": [
-                    {
-                        "eval_time": "50m",
-                        "alertname": "NotetakerOrgDailyCostSpike",
-                        "exp_alerts": [],
-                    },
-                    {
-                        "eval_time": "50m",
-                        "alertname": "NotetakerPlatformDailyCostSpike",
-                        "exp_alerts": [],
-                    },
-                ],
-            },
-        ],
-    }
-    assert_rule_tests_pass(cases, tmp_path)
+                        "summary": "Recordings storage cost 92.03 USD yesterday, a"
+                        " jump from the day before",
+                        "description": "The platform's cost yesterday (a whole UTC"
+                        " day) was more than 2 times the day before's and more than"
+                        " 10 USD above it. The dashboard's daily cost by type and top"
+                        " orgs show where it comes from; GET /admin/daily has every"
+                        " org's day.",
+                    }
+                ),
+            ),
+        ),
+        rule_case(
+            [
+                # One org jumps 2.5 USD (3 after 0.5): it pages; the platform's day goes
+                # from 20.5 to 33 USD, not twice: the platform does not.
+                day("small", "requests", "yesterday", 3),
+                day("small", "requests", "day_before", 0.5),
+                day("steady", "storage", "yesterday", 30),
+                day("steady", "storage", "day_before", 20),
+            ],
+            fires("35m", "NotetakerOrgDailyCostSpike", org_spike("small", "3.00")),
+            quiet("35m", "NotetakerPlatformDailyCostSpike"),
+        ),
+        rule_case(
+            [
+                # Quiet days: 0.01 to 0.03 USD, and 40 to 45 USD.
+                day("cents", "storage", "yesterday", 0.03),
+                day("cents", "storage", "day_before", 0.01),
+                day("big", "storage", "yesterday", 45),
+                day("big", "storage", "day_before", 40),
+            ],
+            quiet("50m", "NotetakerOrgDailyCostSpike"),
+            quiet("50m", "NotetakerPlatformDailyCostSpike"),
+        ),
+    )
 
 
 def test_daily_spike_thresholds_follow_values() -> None:
@@ -1574,10 +1452,20 @@ def test_daily_spike_thresholds_follow_values() -> None:
 
 def promtool_cases() -> dict[str, set[bool]]:
     """Alert name -> whether this file's promtool rule unit tests expect it firing (True),
-    quiet (False), or both: every `alert_rule_test` entry, read from the source."""
+    quiet (False), or both: every `alert_rule_test` entry, read from the source (a `fires` or
+    `quiet` call, or a literal entry)."""
     tree = ast.parse(Path(__file__).read_text())
     found: dict[str, set[bool]] = {}
     for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("fires", "quiet")
+            and len(node.args) >= 2
+            and isinstance(alert := node.args[1], ast.Constant)
+            and isinstance(alert.value, str)
+        ):
+            found.setdefault(alert.value, set()).add(node.func.id == "fires")
         if not isinstance(node, ast.Dict):
             continue
         entry = {
@@ -1610,7 +1498,6 @@ def test_service_down_alert_fires_for_a_pod_of_this_release_unscraped_for_five_m
 ) -> None:
     """NotetakerServiceDown: a pod of this release and namespace Prometheus cannot scrape for
     5 minutes; another release's or namespace's pod, or a short blip, is not ours to page."""
-    write_rules(render(), tmp_path / "rules.yml")
 
     def up(job: str, namespace: str, pod: str, values: str) -> dict[str, str]:
         return {
@@ -1618,43 +1505,30 @@ def test_service_down_alert_fires_for_a_pod_of_this_release_unscraped_for_five_m
             "values": values,
         }
 
-    cases = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    up("notetaker-uploader", NAMESPACE, "uploader-a", "1x5 0x20"),
-                    up("notetaker-uploader", NAMESPACE, "uploader-b", "1x30"),
-                    up("notetaker-ingest", NAMESPACE, "ingest-a", "1x5 0x2 1x20"),  # a blip
-                    up("notetaker-uploader", "staging", "uploader-s", "0x30"),
-                    up("someone-else", NAMESPACE, "x", "0x30"),
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "8m", "alertname": "NotetakerServiceDown", "exp_alerts": []},
+    check_rules(
+        tmp_path,
+        rule_case(
+            [
+                up("notetaker-uploader", NAMESPACE, "uploader-a", "1x5 0x20"),
+                up("notetaker-uploader", NAMESPACE, "uploader-b", "1x30"),
+                up("notetaker-ingest", NAMESPACE, "ingest-a", "1x5 0x2 1x20"),  # a blip
+                up("notetaker-uploader", "staging", "uploader-s", "0x30"),
+                up("someone-else", NAMESPACE, "x", "0x30"),
+            ],
+            quiet("8m", "NotetakerServiceDown"),
+            fires(
+                "15m",
+                "NotetakerServiceDown",
+                critical(
                     {
-                        "eval_time": "15m",
-                        "alertname": "NotetakerServiceDown",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "critical",
-                                    "job": "notetaker-uploader",
-                                    "namespace": NAMESPACE,
-                                    "pod": "uploader-a",
-                                },
-                                "exp_annotations": {
-                                    "summary": "notetaker-uploader pod uploader-a cannot be"
-                                    " scraped",
-                                    "description": "Prometheus cannot reach the pod's /metrics"
-                                    " endpoint: the pod is down or wedged.",
-                                },
-                            }
-                        ],
+                        "summary": "notetaker-uploader pod uploader-a cannot be scraped",
+                        "description": "Prometheus cannot reach the pod's /metrics"
+                        " endpoint: the pod is down or wedged.",
                     },
-                ],
-            },
-        ],
-    }
-    assert_rule_tests_pass(cases, tmp_path)
+                    job="notetaker-uploader",
+                    namespace=NAMESPACE,
+                    pod="uploader-a",
+                ),
+            ),
+        ),
+    )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from notetaker.common.envelope import Envelope, from_message
@@ -101,3 +102,16 @@ async def one_stored_meeting(pipeline: Pipeline, db: asyncpg.Pool) -> Stored:
 @pytest.fixture
 def after_one_meeting(one_stored_meeting: Stored) -> Pipeline:
     return one_stored_meeting.pipeline
+
+
+async def post_v1_webhook(pipeline: Pipeline, body: str | bytes, timeout: float) -> httpx.Response:
+    """A MeetingBaaS v1 webhook (authenticated by its API key) to the pipeline's ingest; its
+    answer."""
+    headers = {
+        "content-type": "application/json",
+        "x-meeting-baas-api-key": pipeline.keys["api_key"],
+    }
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        return await http.post(
+            f"{pipeline.ingest_url}/webhooks/meetingbaas", content=body, headers=headers
+        )

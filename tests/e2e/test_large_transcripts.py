@@ -16,7 +16,7 @@ from notetaker.common.events import TranscriptReady
 from notetaker.devstack.pipeline import Pipeline
 from notetaker.ingest.settings import IngestSettings
 from tests.conftest import eventually, records_up_to_marker
-from tests.e2e.conftest import meeting_with_bot
+from tests.e2e.conftest import meeting_with_bot, post_v1_webhook
 
 INLINE_MAX = IngestSettings.model_fields["inline_transcript_max_bytes"].default
 
@@ -49,15 +49,7 @@ async def post_v1_complete(
             },
         }
     ).encode()
-    headers = {
-        "content-type": "application/json",
-        "x-meeting-baas-api-key": pipeline.keys["api_key"],
-    }
-    async with httpx.AsyncClient(timeout=60) as http:
-        answer = await http.post(
-            f"{pipeline.ingest_url}/webhooks/meetingbaas", content=body, headers=headers
-        )
-    return body, answer
+    return body, await post_v1_webhook(pipeline, body, timeout=60)
 
 
 async def transcript_records(pipeline: Pipeline, bot_id: str) -> list[Any]:

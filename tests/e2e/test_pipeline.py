@@ -20,7 +20,7 @@ from notetaker.devstack.pipeline import Pipeline
 from notetaker.devstack.simulator import GladiaJob
 from notetaker.devstack.stack import Stack
 from tests.conftest import eventually
-from tests.e2e.conftest import Meeting, events_for, meeting_with_bot
+from tests.e2e.conftest import Meeting, events_for, meeting_with_bot, post_v1_webhook
 
 
 async def complete_row(db: asyncpg.Pool, meeting: Meeting, timeout: float = 60) -> Any:
@@ -280,14 +280,7 @@ async def test_a_v1_retranscription_replaces_the_meetings_transcript(
     assert "Welcome to the weekly product sync." in row["transcript_text"]
 
     body = json.dumps({"event": "transcription_complete", "data": {"bot_id": bot_id}})
-    headers = {
-        "content-type": "application/json",
-        "x-meeting-baas-api-key": pipeline.keys["api_key"],
-    }
-    async with httpx.AsyncClient(timeout=10) as http:
-        answer = await http.post(
-            f"{pipeline.ingest_url}/webhooks/meetingbaas", content=body, headers=headers
-        )
+    answer = await post_v1_webhook(pipeline, body, timeout=10)
     assert answer.status_code == 200, answer.text
     assert answer.json()["events"] == ["transcript.ready"]
 

@@ -163,6 +163,9 @@ async def gladia_job(
     return request_id
 
 
+JSON = {"content-type": "application/json"}
+
+
 def fixture_body(name: str, bot_id: str) -> str:
     """A provider sample with its placeholders (port, bot id) filled in."""
     data: dict[str, Any] = json.loads(
@@ -170,6 +173,14 @@ def fixture_body(name: str, bot_id: str) -> str:
     )
     if "data" in data:
         data["data"]["bot_id"] = bot_id
+    return json.dumps(data)
+
+
+def gladia_body(job_id: str | None = None) -> str:
+    """Gladia's callback for a finished job (the provider sample), for `job_id` when given."""
+    data = json.loads(fixture_body("gladia/v2-callback.transcription.success.json", ""))
+    if job_id is not None:
+        data["id"] = job_id
     return json.dumps(data)
 
 

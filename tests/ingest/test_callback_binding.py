@@ -15,18 +15,18 @@ import pytest
 
 from notetaker.devstack.stack import Stack
 from tests.ingest.conftest import (
+    JSON,
     Ingest,
     assert_nothing_published,
     bot_with_meeting,
     fixture_body,
+    gladia_body,
     gladia_job,
     kafka_records,
     known_bot,
     post,
 )
 from tests.ingest.test_webhooks_http import assert_refused, rejected_total
-
-JSON = {"content-type": "application/json"}
 
 
 def callback_headers(secret: str) -> dict[str, str]:
@@ -116,13 +116,6 @@ async def test_a_callback_whose_body_names_no_bot_is_401(
 
 
 # --- Gladia callbacks ------------------------------------------------------------------------
-
-
-def gladia_body(job_id: str | None = None) -> str:
-    data = json.loads(fixture_body("gladia/v2-callback.transcription.success.json", ""))
-    if job_id is not None:
-        data["id"] = job_id
-    return json.dumps(data)
 
 
 @pytest.mark.parametrize("key", ["old", "new"])

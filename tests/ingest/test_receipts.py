@@ -14,16 +14,16 @@ import asyncpg
 from notetaker.devstack.stack import Stack
 from tests.cli.test_events import cli_env, notetaker
 from tests.ingest.conftest import (
+    JSON,
     Ingest,
     assert_nothing_published,
     fixture_body,
+    gladia_body,
     gladia_job,
     kafka_records,
     known_bot,
     post,
 )
-
-JSON = {"content-type": "application/json"}
 
 
 def status_change(bot_id: str, code: str) -> str:
@@ -94,9 +94,7 @@ async def test_a_bot_whose_media_was_deleted_is_acknowledged_and_nothing_is_publ
     answer = await post(f"{ingest.url}/webhooks/meetingbaas", completed, ingest.signed(completed))
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"status": "deleted", "events": []}
-    gladia = json.loads(fixture_body("gladia/v2-callback.transcription.success.json", ""))
-    gladia["id"] = job_id
-    answer = await post(ingest.gladia_url(request_id), json.dumps(gladia), JSON)
+    answer = await post(ingest.gladia_url(request_id), gladia_body(job_id), JSON)
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"status": "deleted", "events": []}
 

@@ -21,16 +21,16 @@ from notetaker.devstack.stack import Stack
 from notetaker.ingest.deliveries import KeptBody, publish_once
 from tests.cli.test_events import cli_env, notetaker
 from tests.ingest.conftest import (
+    JSON,
     Ingest,
     fixture_body,
+    gladia_body,
     gladia_job,
     kafka_records,
     known_bot,
     post,
     whsec,
 )
-
-JSON = {"content-type": "application/json"}
 
 
 def as_sent(bot_id: str) -> str:
@@ -211,9 +211,7 @@ async def test_reapplying_a_gladia_callback_finds_its_job_again(
     bot_id = await known_bot(db)
     job_id = str(uuid.uuid4())
     request_id = await gladia_job(db, bot_id, job_id)
-    callback = json.loads(fixture_body("gladia/v2-callback.transcription.success.json", ""))
-    callback["id"] = job_id
-    answer = await post(ingest.gladia_url(request_id), json.dumps(callback), JSON)
+    answer = await post(ingest.gladia_url(request_id), gladia_body(job_id), JSON)
     assert answer.status_code == 200, answer.text
     delivery_id = await db.fetchval(
         "SELECT delivery_id FROM webhook_bodies WHERE bot_id = $1", bot_id

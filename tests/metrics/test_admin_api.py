@@ -13,8 +13,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
-from starlette.applications import Starlette
 from starlette.responses import StreamingResponse
 
 from notetaker.common.costs import DAILY_COLUMNS, stream_daily_costs
@@ -23,8 +21,8 @@ from notetaker.devstack.services import ServiceProcess
 from notetaker.devstack.stack import Stack, free_port
 from notetaker.metrics import admin
 from notetaker.metrics.egress import AWS_US_EAST
-from notetaker.metrics.settings import MetricsSettings
 from notetaker.metrics.usage import GIB, Prices, apply
+from tests.metrics.conftest import admin_api
 
 TOKEN = "admin-secret-token"
 NEXT_TOKEN = "admin-token-after-rotation"
@@ -125,11 +123,7 @@ async def test_the_summary_projects_each_org_and_names_those_over_the_threshold(
         " VALUES ($1, '2021-06-15', 'download_gb', 1000, 90)",
         dear,
     )
-    settings = MetricsSettings(admin_tokens=[SecretStr(TOKEN)])
-    app = Starlette(routes=admin.routes(settings, db))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://admin"
-    ) as http:
+    async with admin_api(db, TOKEN) as http:
         answer = await http.get(
             "/admin/summary",
             params={"date": "2021-06-15"},
@@ -188,13 +182,9 @@ async def test_cost_by_type_per_org_per_day_as_json_and_a_streamed_csv(db: async
             " 0.0005)",
             org,
         )
-    settings = MetricsSettings(admin_tokens=[SecretStr(TOKEN)])
-    app = Starlette(routes=admin.routes(settings, db))
     period = {"from": "2021-08-01", "to": "2021-08-31"}
     auth = {"authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://admin"
-    ) as http:
+    async with admin_api(db, TOKEN) as http:
         one = await http.get(
             "/admin/daily", params={**period, "org_id": str(orgs[0])}, headers=auth
         )
@@ -279,11 +269,8 @@ async def test_downloads_are_billed_through_the_platform_tiers(own_db: asyncpg.P
             occurred_at=datetime(2021, 10, day, 12, tzinfo=UTC),
         )
         assert await apply(own_db, f"tiered-{n}", event, prices)
-    app = Starlette(routes=admin.routes(MetricsSettings(admin_tokens=[SecretStr(TOKEN)]), own_db))
     auth = {"authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://admin"
-    ) as http:
+    async with admin_api(own_db, TOKEN) as http:
         daily = await http.get(
             "/admin/daily", params={"from": "2021-10-01", "to": "2021-10-06"}, headers=auth
         )

@@ -1,16 +1,21 @@
-"""What the scheduler's tests share: calendar meetings, and a MeetingBaaS to deploy bots on."""
+"""What the scheduler's tests share: calendar meetings, a MeetingBaaS to deploy bots on, and one
+round of the poller of overdue Gladia jobs against a Gladia the test plays."""
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import httpx
 import pytest
+from pydantic import SecretStr
 
+from notetaker.common.kafka import EventPublisher
 from notetaker.devstack.simulator import ProviderSimulator
+from notetaker.scheduler.transcriptions import poll_overdue_jobs
 from tests.conftest import quiet_simulator
 
 
@@ -45,3 +50,22 @@ async def meetingbaas() -> AsyncIterator[ProviderSimulator]:
     listens), and serve a few bytes, not a made-up video."""
     async with quiet_simulator() as simulator:
         yield simulator
+
+
+async def poll_gladia(
+    db: asyncpg.Pool,
+    publisher: EventPublisher,
+    gladia: Callable[[httpx.Request], httpx.Response],
+) -> int:
+    """One round of the poller of overdue Gladia jobs (overdue after a minute), against a Gladia
+    that answers every request with `gladia`; how many finished jobs it announced."""
+    async with httpx.AsyncClient(transport=httpx.MockTransport(gladia)) as http:
+        return await poll_overdue_jobs(
+            db,
+            http,
+            publisher,
+            api_url="https://gladia.example",
+            api_key=SecretStr("gladia-api-key-of-ours"),
+            overdue_seconds=60,
+            every_seconds=60,
+        )

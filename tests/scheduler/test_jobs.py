@@ -22,10 +22,9 @@ from notetaker.common.kafka import EventPublisher
 from notetaker.devstack.stack import Stack
 from notetaker.scheduler.bots import DueMeeting, MeetingBaaS, create_bot, due_meetings, link_bot
 from notetaker.scheduler.retries import request_due_retries
-from notetaker.scheduler.transcriptions import poll_overdue_jobs
 from tests.e2e.conftest import events_for
 from tests.fixtures import PROVIDER_SAMPLES
-from tests.scheduler.conftest import add_meeting
+from tests.scheduler.conftest import add_meeting, poll_gladia
 
 SECOND = timedelta(seconds=1)
 
@@ -214,16 +213,7 @@ async def test_overdue_gladia_jobs_are_polled_by_their_plain_job_id_only(
         done = request.url.path.endswith(str(rows["done"][1]))
         return httpx.Response(200, json={"status": "done" if done else "queued"})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(gladia)) as http:
-        await poll_overdue_jobs(
-            db,
-            http,
-            publisher,
-            api_url="https://gladia.example",
-            api_key=SecretStr("gladia-api-key-of-ours"),
-            overdue_seconds=60,
-            every_seconds=60,
-        )
+    await poll_gladia(db, publisher, gladia)
     done_bot, done_job = rows["done"]
     assert f"/v2/pre-recorded/{done_job}" in asked
     # every request named a plain job id (other tests' overdue rows may be polled too)
@@ -262,16 +252,7 @@ async def test_a_job_gladia_failed_is_closed_with_its_error_code_beside_the_call
         body = {"status": "error", "error_code": 422} if failed else {"status": "queued"}
         return httpx.Response(200, json=body)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(gladia)) as http:
-        announced = await poll_overdue_jobs(
-            db,
-            http,
-            publisher,
-            api_url="https://gladia.example",
-            api_key=SecretStr("gladia-api-key-of-ours"),
-            overdue_seconds=60,
-            every_seconds=60,
-        )
+    announced = await poll_gladia(db, publisher, gladia)
     row = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", bot_id)
     assert (row["status"], row["error_code"]) == ("error", "422")
     assert row["error_message"] == "audio_url could not be downloaded"

@@ -7,9 +7,10 @@ The bucket's lifecycle rule is only a safety net: longer than any retention."""
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -19,7 +20,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr, ValidationError
 
-from notetaker.common.deletion import MediaDeleter, ProviderAccess
+from notetaker.common.deletion import MediaDeleter, Outcome, ProviderAccess
 from notetaker.common.gladia import REQUEST_ID_METADATA
 from notetaker.common.kafka import EventPublisher
 from notetaker.common.retention import RetentionRefused, check_days, set_retention
@@ -29,13 +30,13 @@ from notetaker.common.settings import NotetakerSettings
 from notetaker.devstack.simulator import GladiaJob, ProviderSimulator
 from notetaker.devstack.stack import Stack
 from notetaker.scheduler.retention import WHO, apply_retention, prune_webhook_bodies
-from notetaker.scheduler.transcriptions import poll_overdue_jobs
 from notetaker.transcript_sync.meetings import (
     JobIntent,
     MeetingMediaDeleted,
     start_transcription_job,
 )
 from tests.cli.conftest import StoredMeeting, kept_bodies, stored_meeting, under_prefix
+from tests.scheduler.conftest import poll_gladia
 
 
 @pytest.fixture
@@ -55,6 +56,16 @@ async def deleter(
     await publisher.stop()
 
 
+Store = Callable[..., Awaitable[StoredMeeting]]
+
+
+@pytest.fixture
+def store(stack: Stack, db: asyncpg.Pool, s3: S3Client, meetingbaas: ProviderSimulator) -> Store:
+    """`stored_meeting` (tests/cli/conftest.py) in this test's stack, with the simulator's
+    providers: `await store()`, `await store(org_id=org, created_days_ago=31)`."""
+    return functools.partial(stored_meeting, stack, db, s3, meetingbaas)
+
+
 async def run_round(db: asyncpg.Pool, deleter: MediaDeleter) -> None:
     async with db.acquire() as conn:
         await apply_retention(conn, deleter, default_days=90, now=datetime.now(UTC))
@@ -72,20 +83,42 @@ async def deleted_by_retention(db: asyncpg.Pool, meeting: StoredMeeting) -> bool
     return True
 
 
+async def meeting_whose_gladia_job(
+    store: Store, db: asyncpg.Pool, job: str
+) -> tuple[StoredMeeting, uuid.UUID]:
+    """A stored meeting whose Gladia job's row is then set as `job` (the SET list of an UPDATE)
+    says; the meeting, and the job's request id."""
+    meeting = await store()
+    request_id: uuid.UUID = await db.fetchval(
+        f"UPDATE transcription_jobs SET {job} WHERE bot_id = $1 RETURNING request_id",  # noqa: S608
+        meeting.bot_id,
+    )
+    return meeting, request_id
+
+
+async def deleted_at_once(deleter: MediaDeleter, meeting: StoredMeeting) -> Outcome:
+    """An operator's deletion of the meeting's media, complete in this one run."""
+    outcome = await deleter.delete(meeting.recording_id, by="test", reason="operator")
+    assert outcome is not None
+    assert outcome.deletion.done, outcome.deletion.last_error
+    return outcome
+
+
 async def test_media_past_its_orgs_retention_is_deleted_and_media_within_it_is_kept(
     stack: Stack,
     db: asyncpg.Pool,
     s3: S3Client,
     meetingbaas: ProviderSimulator,
     deleter: MediaDeleter,
+    store: Store,
 ) -> None:
     short = uuid.uuid4()  # keeps 30 days
     await set_retention(db, short, 30, by="test", safety_net_days=400)
-    past = await stored_meeting(stack, db, s3, meetingbaas, org_id=short, created_days_ago=31)
-    within = await stored_meeting(stack, db, s3, meetingbaas, org_id=short, created_days_ago=29)
+    past = await store(org_id=short, created_days_ago=31)
+    within = await store(org_id=short, created_days_ago=29)
     # An org without its own retention keeps the default, 90 days.
-    default_past = await stored_meeting(stack, db, s3, meetingbaas, created_days_ago=91)
-    default_within = await stored_meeting(stack, db, s3, meetingbaas, created_days_ago=60)
+    default_past = await store(created_days_ago=91)
+    default_within = await store(created_days_ago=60)
 
     await run_round(db, deleter)
 
@@ -136,13 +169,9 @@ async def test_media_past_its_orgs_retention_is_deleted_and_media_within_it_is_k
 
 
 async def test_an_unfinished_deletion_is_finished_by_a_later_round(
-    stack: Stack,
-    db: asyncpg.Pool,
-    s3: S3Client,
-    meetingbaas: ProviderSimulator,
-    deleter: MediaDeleter,
+    db: asyncpg.Pool, meetingbaas: ProviderSimulator, deleter: MediaDeleter, store: Store
 ) -> None:
-    meeting = await stored_meeting(stack, db, s3, meetingbaas)
+    meeting = await store()
     meetingbaas.delete_data_status = 503
     outcome = await deleter.delete(meeting.recording_id, by="ops@test", reason="operator")
     meetingbaas.delete_data_status = None
@@ -185,26 +214,20 @@ async def test_the_bucket_rule_is_a_safety_net_longer_than_any_retention(
 
 
 async def test_a_gladia_intent_never_submitted_is_closed_by_the_deletion_and_never_submitted(
-    stack: Stack,
-    db: asyncpg.Pool,
-    s3: S3Client,
-    meetingbaas: ProviderSimulator,
-    deleter: MediaDeleter,
+    db: asyncpg.Pool, deleter: MediaDeleter, store: Store
 ) -> None:
     """The Gladia job's intent was written with the video and its submit not tried yet when the
     media is deleted: the deletion completes at once (it does not wait an hour for a job id that
     will never come), closing the intent, and transcript-sync then submits nothing."""
-    meeting = await stored_meeting(stack, db, s3, meetingbaas)
-    await db.execute(
-        "UPDATE transcription_jobs SET job_id = NULL, completed_at = NULL, status = 'requested',"
-        " submitted_at = NULL, requested_at = now() WHERE bot_id = $1",
-        meeting.bot_id,
+    meeting, _ = await meeting_whose_gladia_job(
+        store,
+        db,
+        "job_id = NULL, completed_at = NULL, status = 'requested', submitted_at = NULL,"
+        " requested_at = now()",
     )
 
-    outcome = await deleter.delete(meeting.recording_id, by="test", reason="operator")
+    outcome = await deleted_at_once(deleter, meeting)
 
-    assert outcome is not None
-    assert outcome.deletion.done, outcome.deletion.last_error
     assert outcome.deletion.gladia_outcome == "no job (intent never submitted)"
     job = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", meeting.bot_id)
     assert (job["status"], job["job_id"]) == ("deleted", None)
@@ -220,24 +243,18 @@ async def test_a_gladia_intent_never_submitted_is_closed_by_the_deletion_and_nev
 
 
 async def test_the_gladia_job_of_deleted_media_is_closed_and_never_polled(
-    stack: Stack,
-    db: asyncpg.Pool,
-    s3: S3Client,
-    meetingbaas: ProviderSimulator,
-    deleter: MediaDeleter,
+    db: asyncpg.Pool, deleter: MediaDeleter, store: Store
 ) -> None:
     """A job still open when its media is deleted (its callback overdue): the deletion deletes it
     at Gladia and closes its row, and the scheduler's poller never asks Gladia about it again
     (before, it polled the deleted job every round for ever)."""
-    meeting = await stored_meeting(stack, db, s3, meetingbaas)
-    await db.execute(
-        "UPDATE transcription_jobs SET completed_at = NULL, status = 'requested',"
-        " submitted_at = '2000-01-01', requested_at = '2000-01-01' WHERE bot_id = $1",
-        meeting.bot_id,
+    meeting, _ = await meeting_whose_gladia_job(
+        store,
+        db,
+        "completed_at = NULL, status = 'requested', submitted_at = '2000-01-01',"
+        " requested_at = '2000-01-01'",
     )
-    outcome = await deleter.delete(meeting.recording_id, by="test", reason="operator")
-    assert outcome is not None
-    assert outcome.deletion.done, outcome.deletion.last_error
+    await deleted_at_once(deleter, meeting)
     job = await db.fetchrow("SELECT * FROM transcription_jobs WHERE bot_id = $1", meeting.bot_id)
     assert job["status"] == "deleted"
     assert job["completed_at"] is not None
@@ -252,21 +269,7 @@ async def test_the_gladia_job_of_deleted_media_is_closed_and_never_polled(
         asked.append(request.url.path)
         return httpx.Response(200, json={"status": "queued"})
 
-    publisher = EventPublisher(stack.settings(service_name="scheduler"))
-    await publisher.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(gladia)) as http:
-            await poll_overdue_jobs(
-                db,
-                http,
-                publisher,
-                api_url="https://gladia.example",
-                api_key=SecretStr("gladia-api-key-of-ours"),
-                overdue_seconds=60,
-                every_seconds=60,
-            )
-    finally:
-        await publisher.stop()
+    await poll_gladia(db, deleter.publisher, gladia)
     assert f"/v2/pre-recorded/{meeting.gladia_job_id}" not in asked
     polled = await db.fetchval(
         "SELECT poll_count FROM transcription_jobs WHERE bot_id = $1", meeting.bot_id
@@ -275,22 +278,17 @@ async def test_the_gladia_job_of_deleted_media_is_closed_and_never_polled(
 
 
 async def test_a_gladia_job_submitted_whose_id_was_never_stored_is_found_and_deleted(
-    stack: Stack,
-    db: asyncpg.Pool,
-    s3: S3Client,
-    meetingbaas: ProviderSimulator,
-    deleter: MediaDeleter,
+    db: asyncpg.Pool, meetingbaas: ProviderSimulator, deleter: MediaDeleter, store: Store
 ) -> None:
     """Gladia created the job but its id never reached the row (the database failed after the
     POST) and the media was deleted before transcript-sync's retry looked it up: the deletion
     finds the job by our request id and deletes it, instead of calling it never submitted once
     an hour has passed and leaving the transcript at Gladia."""
-    meeting = await stored_meeting(stack, db, s3, meetingbaas)
-    request_id = await db.fetchval(
-        "UPDATE transcription_jobs SET job_id = NULL, completed_at = NULL, status = 'requested',"
-        " submitted_at = now() - interval '2 hours', requested_at = now() - interval '2 hours'"
-        " WHERE bot_id = $1 RETURNING request_id",
-        meeting.bot_id,
+    meeting, request_id = await meeting_whose_gladia_job(
+        store,
+        db,
+        "job_id = NULL, completed_at = NULL, status = 'requested',"
+        " submitted_at = now() - interval '2 hours', requested_at = now() - interval '2 hours'",
     )
     job = meetingbaas.jobs[meeting.gladia_job_id]
     job.custom_metadata = {REQUEST_ID_METADATA: str(request_id), "bot_id": meeting.bot_id}
@@ -298,10 +296,8 @@ async def test_a_gladia_job_submitted_whose_id_was_never_stored_is_found_and_del
     other.custom_metadata = {REQUEST_ID_METADATA: str(uuid.uuid4())}
     meetingbaas.jobs[other.id] = other
 
-    outcome = await deleter.delete(meeting.recording_id, by="test", reason="operator")
+    outcome = await deleted_at_once(deleter, meeting)
 
-    assert outcome is not None
-    assert outcome.deletion.done, outcome.deletion.last_error
     assert (outcome.deletion.gladia_job_id, outcome.deletion.gladia_outcome) == (
         meeting.gladia_job_id,
         "deleted",

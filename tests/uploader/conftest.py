@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,6 +23,19 @@ async def source() -> AsyncIterator[RecordingSource]:
     await src.start()
     yield src
     await src.stop()
+
+
+async def served_recording(db: asyncpg.Pool, source: RecordingSource, data: bytes) -> Any:
+    """A deployed bot's recordings row, nothing copied yet, whose provider's file server
+    `source` serves `data` as `<bot_id>.mp4`; the row."""
+    bot_id = str(uuid.uuid4())
+    source.files[f"{bot_id}.mp4"] = data
+    return await db.fetchrow(
+        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3) RETURNING *",
+        uuid.uuid4(),
+        uuid.uuid4(),
+        bot_id,
+    )
 
 
 async def recording_ready_at(stack: Stack, db: asyncpg.Pool, video_url: str) -> str:

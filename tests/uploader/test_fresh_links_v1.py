@@ -40,6 +40,7 @@ from notetaker.uploader.transfer import copy_clients
 from notetaker.uploader.upload import Uploader
 from tests.conftest import eventually
 from tests.fixtures import PROVIDER_SAMPLES
+from tests.uploader.conftest import served_recording
 
 MIB = 1024 * 1024
 KEY = "meetingbaas-key-of-the-v1-tests"
@@ -123,18 +124,11 @@ async def worker(stack: Stack, source: RecordingSource) -> AsyncIterator[Worker]
 async def v1_recording(db: asyncpg.Pool, worker: Worker, data: bytes, fault: Fault) -> Any:
     """A deployed bot whose recording v1's `complete` webhook announced, its source serving
     `data` with `fault`; the recordings row and the event."""
-    bot_id = str(uuid.uuid4())
-    name = f"{bot_id}.mp4"
-    worker.source.files[name] = data
+    row = await served_recording(db, worker.source, data)
+    name = f"{row['bot_id']}.mp4"
     worker.source.faults[name] = fault
-    row = await db.fetchrow(
-        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3) RETURNING *",
-        uuid.uuid4(),
-        uuid.uuid4(),
-        bot_id,
-    )
     event = RecordingCompleted(
-        bot_id=bot_id,
+        bot_id=row["bot_id"],
         provider_api="v1",
         video_url=worker.source.url(name),
         urls_received_at=datetime.now(UTC),

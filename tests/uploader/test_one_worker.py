@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import pytest
@@ -33,6 +32,7 @@ from notetaker.uploader.settings import UploaderSettings
 from notetaker.uploader.transfer import copy_clients
 from notetaker.uploader.upload import Uploader
 from tests.conftest import eventually
+from tests.uploader.conftest import served_recording
 
 MIB = 1024 * 1024
 
@@ -87,17 +87,6 @@ async def pair(stack: Stack) -> AsyncIterator[tuple[Worker, Worker]]:
         yield workers[0], workers[1]
 
 
-async def new_recording(db: asyncpg.Pool, source: RecordingSource, data: bytes) -> Any:
-    bot_id = str(uuid.uuid4())
-    source.files[f"{bot_id}.mp4"] = data
-    return await db.fetchrow(
-        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3) RETURNING *",
-        uuid.uuid4(),
-        uuid.uuid4(),
-        bot_id,
-    )
-
-
 async def open_upload(s3: S3Client, stack: Stack, key: str) -> str:
     async def probe() -> str | None:
         listing = await s3.list_multipart_uploads(Bucket=stack.s3_bucket, Prefix=key)
@@ -116,7 +105,7 @@ async def test_two_workers_handed_one_recording_make_one_copy_and_a_stale_one_st
 ) -> None:
     a, b = pair
     data = os.urandom(12 * MIB)
-    row = await new_recording(db, source, data)
+    row = await served_recording(db, source, data)
     name = f"{row['bot_id']}.mp4"
     key = recording_key(row["org_id"], row["user_id"], row["id"], "video", "mp4")
     held_a = Gate(at=10 * MIB)  # worker a holds its body once two parts are sent

@@ -34,6 +34,7 @@ from notetaker.devstack.stack import Stack
 from notetaker.uploader.settings import UploaderSettings
 from notetaker.uploader.transfer import copy_clients
 from notetaker.uploader.upload import Uploader
+from tests.uploader.conftest import served_recording
 
 # As a v2 `bot.completed` lists them: keys in the provider's order, not sorted, and a name
 # beyond ASCII.
@@ -75,14 +76,8 @@ async def completed(
 ) -> tuple[Any, Envelope]:
     """A deployed bot whose provider says its recording is ready, with the people lists given;
     the recordings row and the `recording.completed`."""
-    bot_id = str(uuid.uuid4())
-    source.files[f"{bot_id}.mp4"] = video
-    row = await db.fetchrow(
-        "INSERT INTO recordings (org_id, user_id, bot_id) VALUES ($1, $2, $3) RETURNING *",
-        uuid.uuid4(),
-        uuid.uuid4(),
-        bot_id,
-    )
+    row = await served_recording(db, source, video)
+    bot_id = row["bot_id"]
     event = RecordingCompleted(
         bot_id=bot_id,
         video_url=source.url(f"{bot_id}.mp4"),

@@ -36,10 +36,10 @@ def gladia_result(utterances: int, words: int) -> dict[str, Any]:
     """A Gladia pre-recorded result as `GET /v2/pre-recorded/{id}` and the callback carry it:
     utterances with word timings and confidences, sentences, subtitles (SRT and VTT), metadata
     and the summarization, named entity recognition and chapterization add-ons."""
-    spoken = []
+    spoken: list[dict[str, Any]] = []
     for u in range(utterances):
         start = u * 10.0
-        timed = [
+        timed: list[dict[str, Any]] = [
             {
                 "word": f" u{u}w{w}",
                 "start": round(start + w * 0.3, 2),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from typing import cast
 
 import asyncpg
 from botocore.exceptions import ClientError
@@ -44,12 +45,6 @@ RECORDING_OF_BOT = (
 def gladia_result_key(prefix: str) -> str:
     """Where a recording's Gladia result lives, under its prefix (`recording_prefix`)."""
     return f"{prefix}{GLADIA_RESULT_NAME}"
-
-
-def sha256_checksum(body: bytes) -> str:
-    """The checksum recorded for the object: `sha256:` and its SHA-256 as S3 keeps it (base64
-    of `ChecksumSHA256`), as for the people lists."""
-    return "sha256:" + base64.b64encode(hashlib.sha256(body).digest()).decode()
 
 
 @dataclass(frozen=True)
@@ -82,6 +77,14 @@ async def archive_gladia_result(
         recording_prefix(recording["org_id"], recording["user_id"], recording["id"])
     )
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    archived = Archived(key, len(body), f"sha256:{digest}")
+    held = await pool.fetchrow(
+        "SELECT s3_key, checksum FROM recording_artifacts WHERE recording_id = $1"
+        " AND kind = 'gladia_result'",
+        recording["id"],
+    )
+    if held is not None and (held["s3_key"], held["checksum"]) == (key, archived.checksum):
+        return archived  # stored and counted already (a retry, a redelivery)
     await s3.put_object(
         Bucket=bucket,
         Key=key,
@@ -91,25 +94,32 @@ async def archive_gladia_result(
         ChecksumAlgorithm="SHA256",
         ChecksumSHA256=digest,
     )
-    if await pool.fetchval(
-        "SELECT media_deleted_at IS NOT NULL FROM recordings WHERE id = $1", recording["id"]
-    ):
-        # Deleted while we stored: the deletion may have listed the prefix before the put.
-        await s3.delete_object(Bucket=bucket, Key=key)
-        log.info("gladia_result.media_deleted", bot_id=bot_id, key=key)
-        raise MeetingMediaDeleted(f"bot {bot_id}'s media was deleted")
-    archived = Archived(key, len(body), f"sha256:{digest}")
-    await record_later_object(
-        pool,
-        publisher,
-        bot_id=bot_id,
-        org_id=recording["org_id"],
-        recording_id=recording["id"],
-        kind="gladia_result",
-        key=key,
-        size=archived.size,
-        checksum=archived.checksum,
-    )
+    # Checked again, and recorded, with the recording's row held (FOR KEY SHARE, as ingest keeps
+    # a body): a deletion (FOR UPDATE on that row) either marked it before, and the object is
+    # deleted again here, or waits for this transaction and then sees the row it must take off
+    # and lists the object it must delete.
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchrow(
+            "SELECT media_deleted_at IS NOT NULL AS deleted FROM recordings WHERE id = $1"
+            " FOR KEY SHARE",
+            recording["id"],
+        )
+        if deleted is None or deleted["deleted"]:
+            # Deleted while we stored: the deletion may have listed the prefix before the put.
+            await s3.delete_object(Bucket=bucket, Key=key)
+            log.info("gladia_result.media_deleted", bot_id=bot_id, key=key)
+            raise MeetingMediaDeleted(f"bot {bot_id}'s media was deleted")
+        await record_later_object(
+            cast(asyncpg.Pool, conn),  # a connection in its transaction does what it asks
+            publisher,
+            bot_id=bot_id,
+            org_id=recording["org_id"],
+            recording_id=recording["id"],
+            kind="gladia_result",
+            key=key,
+            size=archived.size,
+            checksum=archived.checksum,
+        )
     log.info("gladia_result.archived", bot_id=bot_id, key=key, size=archived.size)
     return archived
 

@@ -21,6 +21,7 @@ from notetaker.common.events import StorageUsage, TranscriptReady
 from notetaker.common.s3 import S3Client, recording_prefix
 from notetaker.devstack.stack import Stack
 from notetaker.transcript_sync.archive import archive_gladia_result
+from notetaker.transcript_sync.transcripts import archived_transcript
 from tests.fixtures import PROVIDER_SAMPLES
 from tests.transcript_sync.fakes import Record, Worker, forget_group, worker
 from tests.transcript_sync.test_join_state import handled, recorded_upload
@@ -189,3 +190,16 @@ async def test_an_archive_stored_while_the_media_was_deleted_is_deleted_again(
     assert await archive_row(db, upload.recording_id) is None
     assert gladia_usage(running) == []
     assert running.table == {}  # dropped, as any event about deleted media
+
+
+def test_an_archived_callback_and_an_archived_answer_read_as_when_they_came() -> None:
+    bot_id = str(uuid.uuid4())
+    event = TranscriptReady(bot_id=bot_id, provider="gladia", job_id=str(uuid.uuid4()))
+    from_callback = archived_transcript(event, SAMPLE.encode())
+    from_answer = archived_transcript(event, ANSWER.encode())
+    assert from_callback == from_answer
+    assert [(u.speaker, u.text) for u in from_callback.utterances] == [
+        ("Speaker 0", "Hello Alan."),
+        ("Speaker 1", "Hello Ada."),
+    ]
+    assert (from_callback.language, from_callback.delivered) == ("en", None)

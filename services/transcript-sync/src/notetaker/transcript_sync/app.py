@@ -445,7 +445,7 @@ class Join:
                 r.pool, r.s3, bucket=settings.s3_bucket, bot_id=event.bot_id
             )
             if stored is not None:
-                return transcripts.transcript_of_document(event, stored)
+                return transcripts.archived_transcript(event, stored)
         if event.body_ref is not None:  # too large for its event: in its body
             return await transcripts.kept_transcript(r.pool, keys, event)
         transcript = await transcripts.resolve_transcript(

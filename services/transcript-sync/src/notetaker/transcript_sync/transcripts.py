@@ -9,6 +9,7 @@ not be reached) is transient.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -191,29 +192,58 @@ async def kept_transcript(
         body = sealing.SourceUrlCipher(list(keys)).open_body(row["sealed"])
     except ValueError as exc:
         raise TranscriptRefused(f"bot {event.bot_id}'s transcript in {where}: {exc}") from exc
+    if ref.provider == "gladia":
+        return _from_gladia_callback(event, body, where, delivered=body)
     try:
-        if ref.provider == "meetingbaas":
-            delivery = providers.MeetingBaasDelivery.model_validate_json(body)
-            events = providers.meetingbaas_events(delivery, row["received_at"])
-        else:
-            callback = providers.GladiaCallback.model_validate_json(body)
-            events = providers.gladia_events(callback, event.bot_id)
+        delivery = providers.MeetingBaasDelivery.model_validate_json(body)
+        events = providers.meetingbaas_events(delivery, row["received_at"])
     except ValidationError as exc:
         raise TranscriptRefused(
             f"bot {event.bot_id}'s transcript in {where}: the body no longer maps"
             f" ({exc.error_count()} errors)"
         ) from exc
+    return _carried(event, events, where)
+
+
+def _from_gladia_callback(
+    event: TranscriptReady, body: bytes, where: str, *, delivered: bytes | None
+) -> Transcript:
+    """The transcript a Gladia callback's body carries, mapped by ingest's own parsers."""
+    try:
+        callback = providers.GladiaCallback.model_validate_json(body)
+        events = providers.gladia_events(callback, event.bot_id)
+    except ValidationError as exc:
+        raise TranscriptRefused(
+            f"bot {event.bot_id}'s transcript in {where}: the body no longer maps"
+            f" ({exc.error_count()} errors)"
+        ) from exc
+    return dataclasses.replace(_carried(event, events, where), delivered=delivered)
+
+
+def _carried(event: TranscriptReady, events: Sequence[Any], where: str) -> Transcript:
     found = [e for e in events if isinstance(e, TranscriptReady) and e.utterances is not None]
     if not found:
         raise TranscriptRefused(f"{where} carries no transcript for bot {event.bot_id}")
     kept = found[0]
     assert kept.utterances is not None
     return Transcript(
-        list(kept.utterances),
-        event.language or kept.language,
-        event.summary or kept.summary,
-        delivered=body if ref.provider == "gladia" else None,
+        list(kept.utterances), event.language or kept.language, event.summary or kept.summary
     )
+
+
+def archived_transcript(event: TranscriptReady, body: bytes) -> Transcript:
+    """The transcript in our archived copy of Gladia's document (`gladia-result.json`): a
+    callback's body, read as ingest reads callbacks, or the API's answer, read as it was when
+    fetched. Nothing left to archive (`delivered` None)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise TranscriptRefused(f"bot {event.bot_id}'s archived Gladia result is not JSON") from exc
+    if isinstance(document, dict) and "event" in document and "payload" in document:
+        return _from_gladia_callback(
+            event, body, f"bot {event.bot_id}'s archived Gladia result", delivered=None
+        )
+    return transcript_of_document(event, body)
 
 
 DELIVERED_GLADIA_BODY = (

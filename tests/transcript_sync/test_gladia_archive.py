@@ -17,7 +17,7 @@ from botocore.exceptions import EndpointConnectionError
 from pydantic import SecretStr
 
 from notetaker.common.db import create_pool
-from notetaker.common.events import StorageUsage, TranscriptReady
+from notetaker.common.events import KeptBodyRef, StorageUsage, TranscriptReady
 from notetaker.common.s3 import S3Client, recording_prefix
 from notetaker.devstack.stack import Stack
 from notetaker.transcript_sync.archive import archive_gladia_result
@@ -203,3 +203,31 @@ def test_an_archived_callback_and_an_archived_answer_read_as_when_they_came() ->
         ("Speaker 1", "Hello Ada."),
     ]
     assert (from_callback.language, from_callback.delivered) == ("en", None)
+
+
+async def test_a_pointer_to_a_pruned_body_is_read_from_the_archive(
+    db: asyncpg.Pool, pool: asyncpg.Pool, stack: Stack, s3: S3Client
+) -> None:
+    api = GladiaApi()
+    running = archiving(pool, stack, s3, api)
+    meeting, upload = await recorded_upload(db, provider_transcript=True)
+    ref = KeptBodyRef(provider="gladia", delivery_id="pruned-after-30-days")
+    pointer = TranscriptReady(bot_id=meeting.bot_id, provider="gladia", body_ref=ref)
+    try:
+        await handled(running, [upload])
+        await archive_gladia_result(
+            pool,
+            s3,
+            running.publisher,
+            bucket=stack.s3_bucket,
+            bot_id=meeting.bot_id,
+            body=SAMPLE.encode(),
+        )
+        await handled(running, [pointer])  # not refused: the body is gone, our copy is not
+    finally:
+        await forget_group(db, running.group)
+    row = await db.fetchrow("SELECT * FROM meetings WHERE id = $1", meeting.id)
+    assert row["transcript_text"] == "Speaker 0: Hello Alan.\nSpeaker 1: Hello Ada."
+    assert (row["transcript_provider"], row["language"]) == ("gladia", "en")
+    assert api.gets == []
+    assert len(gladia_usage(running)) == 1  # the archive's own count, nothing more

@@ -110,6 +110,14 @@ async def test_show_tells_status_storage_webhooks_events_and_the_meetings_row(
     tmp_path: Path,
 ) -> None:
     meeting = await stored_meeting(stack, db, s3, providers)
+    # Gladia's result as transcript-sync records it beside the video (the object is not needed).
+    await db.execute(
+        "INSERT INTO recording_artifacts (recording_id, kind, s3_key, size_bytes, checksum,"
+        " stored_at, usage_step) VALUES ($1, 'gladia_result', $2, 2048, 'sha256:abc=', now(),"
+        " 'gladia_result:->sha256:abc=')",
+        meeting.recording_id,
+        f"{meeting.prefix}gladia-result.json",
+    )
     await db.execute(
         "INSERT INTO webhook_deliveries (provider, delivery_id, event_type, bot_id, outcome)"
         " VALUES ('meetingbaas', $1, 'bot.completed', $2, 'published')",
@@ -154,6 +162,10 @@ async def test_show_tells_status_storage_webhooks_events_and_the_meetings_row(
     assert shown["meeting"]["transcript_chars"] == len(TRANSCRIPT_TEXT)
     assert "transcript_text" not in shown["meeting"]  # summarised, never printed whole
     assert shown["deletion"] is None
+    gladia = [a for a in shown["artifacts"] if a["kind"] == "gladia_result"]
+    assert [(a["s3_key"], a["size_bytes"], a["checksum"]) for a in gladia] == [
+        (f"{meeting.prefix}gladia-result.json", 2048, "sha256:abc=")
+    ]
     # The meeting's bot.completed (its raw body kept), the one above, the refusal.
     assert [(w["outcome"], w["status"], w["body_kept"]) for w in shown["webhooks"]] == [
         ("published", 200, True),
@@ -164,7 +176,14 @@ async def test_show_tells_status_storage_webhooks_events_and_the_meetings_row(
     assert [e["data"]["status"] for e in statuses] == ["call_ended"]
 
     assert readable.returncode == 0, readable.stderr
-    for expected in (str(meeting.recording_id), "Budget review", "video.mp4", "refused"):
+    for expected in (
+        str(meeting.recording_id),
+        "Budget review",
+        "video.mp4",
+        "refused",
+        "artifact gladia_result",
+        "gladia-result.json",
+    ):
         assert expected in readable.stdout, expected
 
 

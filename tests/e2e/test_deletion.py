@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from standardwebhooks.webhooks import Webhook
@@ -81,6 +82,14 @@ async def snapshot(db: asyncpg.Pool, bot_id: str) -> tuple[Any, ...]:
     return tuple(rows)
 
 
+# Gladia's archived result (a later object, `later_objects.py`) is counted in the level; the
+# deletion path takes off only the upload's bytes until it also takes off what the rows of
+# LATER_KINDS hold (being done beside this change): until then the level stays at the archive's
+# size after the deletion. Strict: once that lands, this test passes and the marker must go.
+@pytest.mark.xfail(
+    strict=True,
+    reason="the deletion path does not yet take off later objects (LATER_KINDS) from the level",
+)
 async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     pipeline: Pipeline, db: asyncpg.Pool, s3: S3Client, tmp_path: Path
 ) -> None:
@@ -90,22 +99,33 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     recording = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
     size = recording["s3_file_size_bytes"]
 
+    # The upload's bytes and Gladia's result, archived once the transcript is written.
+    async def archive_size() -> Any:
+        return await db.fetchval(
+            "SELECT size_bytes FROM recording_artifacts WHERE recording_id = $1"
+            " AND kind = 'gladia_result' AND usage_step IS NOT NULL",
+            recording["id"],
+        )
+
+    size += await eventually(archive_size, 30, "Gladia's result to be archived")
+
     async def counted() -> bool:
         return bool(await stored_level(db, org) == size)
 
     await eventually(counted, 30, "the upload's stored bytes to be counted")
     prefix = parse_s3_location(row["video_url"])[1].rsplit("/", 1)[0] + "/"
-    # video, audio, thumbnail, the provider's artifacts (its chat: no transcript came with it)
-    # and the participants and speakers it listed
+    # video, audio, thumbnail, the provider's artifacts (its chat: no transcript came with it),
+    # the participants and speakers it listed, and Gladia's result
     stored = await under_prefix(s3, pipeline.stack, prefix)
     served = sim.bot(bot_id)
-    assert len(stored) == 3 + len(served["artifacts"]) + len(served["people"]) == 6
+    assert len(stored) == 3 + len(served["artifacts"]) + len(served["people"]) + 1 == 7
     artifacts = await db.fetch(
         "SELECT s3_key FROM recording_artifacts WHERE recording_id = $1 ORDER BY kind",
         recording["id"],
     )
     assert [a["s3_key"] for a in artifacts] == [
-        f"{prefix}{name}.json" for name in ("chat_messages", "participants", "speakers")
+        f"{prefix}{name}.json"
+        for name in ("chat_messages", "gladia-result", "participants", "speakers")
     ]
     job_id = await db.fetchval("SELECT job_id FROM transcription_jobs WHERE bot_id = $1", bot_id)
     assert job_id in sim.jobs
@@ -137,8 +157,8 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
         "SELECT provider_url, s3_key FROM recording_artifacts WHERE recording_id = $1",
         recording["id"],
     )
-    # the chat's row and the people lists' no longer lead anywhere
-    assert [tuple(a) for a in artifacts] == [(None, None)] * 3
+    # the chat's row, the people lists' and Gladia's result's no longer lead anywhere
+    assert [tuple(a) for a in artifacts] == [(None, None)] * 4
     facts_before = await facts(pipeline, bot_id)
     downloads = dict(sim.bot(bot_id)["downloads"])
 

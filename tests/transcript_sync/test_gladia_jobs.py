@@ -109,10 +109,21 @@ class Gladia:
 
 
 class PresigningS3:
+    """Presigns, and keeps what is put (Gladia's archived result) in a dict."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+
     async def generate_presigned_url(
         self, operation: str, Params: dict[str, str], ExpiresIn: int
     ) -> str:
         return f"https://s3.example/{Params['Bucket']}/{Params['Key']}?X-Amz-Signature=s"
+
+    async def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> None:
+        self.objects[(Bucket, Key)] = Body
+
+    async def delete_object(self, *, Bucket: str, Key: str) -> None:
+        self.objects.pop((Bucket, Key), None)
 
 
 GLADIA_SETTINGS: dict[str, Any] = {

@@ -201,6 +201,21 @@ async def stored_objects(c: Connections, row: RecordingRow) -> dict[str, Any]:
     return {"prefix": prefix, "objects": objects, "multipart_uploads": uploads}
 
 
+async def artifact_rows(pool: asyncpg.Pool, row: RecordingRow) -> list[dict[str, Any]]:
+    """What `recording_artifacts` records of the recording: each artifact the provider handed
+    over, the people lists, and the objects written after the upload (the thumbnail, Gladia's
+    result as delivered), with where each is stored, its size and checksum, or why it is not."""
+    found = await pool.fetch(
+        "SELECT kind, s3_key, size_bytes, checksum, stored_at, error, usage_step"
+        " FROM recording_artifacts WHERE recording_id = $1 ORDER BY kind",
+        row.id,
+    )
+    return [
+        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in dict(a).items()}
+        for a in found
+    ]
+
+
 async def meeting_row(pool: asyncpg.Pool, row: RecordingRow) -> dict[str, Any] | None:
     """The meetings row, with its transcript summarised (never printed whole)."""
     found = await pool.fetchrow(
@@ -273,6 +288,7 @@ async def show(
         row = await find_recording(c.pool, ref)
         details: dict[str, Any] = {"recording": row_json(row)}
         details["storage"] = await stored_objects(c, row)
+        details["artifacts"] = await artifact_rows(c.pool, row)
         details["meeting"] = await meeting_row(c.pool, row)
         deletion = await find_deletion(c.pool, row.id)
         details["deletion"] = deletion.as_json() if deletion else None
@@ -295,8 +311,9 @@ def show_command(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Everything about one recording: status, error, retries, what S3 holds (objects, and the
-    parts of an unfinished upload), the webhooks received for its bot, its events, its meetings
-    row and its deletion, if any."""
+    parts of an unfinished upload), its artifacts as `recording_artifacts` records them (the
+    provider's, the people lists, the thumbnail, Gladia's result), the webhooks received for
+    its bot, its events, its meetings row and its deletion, if any."""
     config = settings()
     row, details, webhooks, events = run(show(config, ref, with_events))
     if json_output:
@@ -338,6 +355,13 @@ def print_recording(row: RecordingRow, details: dict[str, Any]) -> None:
         )
     if not storage["objects"] and not storage["multipart_uploads"]:
         head.add_row("  ", "nothing stored")
+    for a in details["artifacts"]:
+        where = (
+            f"{a['s3_key'].rsplit('/', 1)[-1]}  {human_size(a['size_bytes'])}  {a['checksum']}"
+            if a["s3_key"]
+            else f"not stored ({a['error'] or 'deleted'})"
+        )
+        head.add_row(f"  artifact {a['kind']}", where)
     meeting = details["meeting"]
     if meeting is None:
         head.add_row("Meetings row", "none")

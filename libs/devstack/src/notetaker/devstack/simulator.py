@@ -137,6 +137,10 @@ class GladiaJob:
     status: str = "queued"
     callbacks: list[int] = field(default_factory=list)
     custom_metadata: dict[str, Any] | None = None
+    # The job's result (`payload` of its callback, `result` of `GET /v2/pre-recorded/{id}`), and
+    # the callback's body exactly as posted, once it was.
+    result: dict[str, Any] = field(default_factory=lambda: _gladia_result())
+    delivered: bytes | None = None
 
 
 def _transcription_document() -> list[dict[str, Any]]:
@@ -250,6 +254,8 @@ class ProviderSimulator:
         self.bots: dict[str, Bot] = {}
         self.jobs: dict[str, GladiaJob] = {}
         self.gladia_requests: list[tuple[str, str]] = []  # (method, path) of each API request
+        # A bot's Gladia result, when a test gives one (else the transcript every job returns).
+        self.gladia_results: dict[str, dict[str, Any]] = {}
         self.create_requests: list[dict[str, Any]] = []  # body of each `POST /v2/bots`
         self.refused_meeting_urls: set[str] = set()  # `POST /v2/bots` answers 400 for these
         self.deleted_recordings: set[str] = set()  # bots whose recording the provider dropped
@@ -718,10 +724,14 @@ class ProviderSimulator:
         job.status = "done"
         if not (self.config.gladia_send_callbacks and job.callback_url):
             return
-        body = {"id": job.id, "event": "transcription.success", "payload": _gladia_result()}
+        body = {"id": job.id, "event": "transcription.success", "payload": job.result}
+        job.delivered = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
         for attempt in range(1, 6):
             try:
-                response = await self._http.post(job.callback_url, json=body)
+                response = await self._http.post(
+                    job.callback_url, content=job.delivered, headers=headers
+                )
                 job.callbacks.append(response.status_code)
                 if response.status_code < 500:
                     return
@@ -928,12 +938,16 @@ class ProviderSimulator:
             if bad_key(x_gladia_key, self.config.gladia_api_key):
                 return JSONResponse({"statusCode": 401, "message": "Invalid API key"}, 401)
             body = await request.json()
+            metadata = body.get("custom_metadata")
             job = GladiaJob(
                 str(uuid.uuid4()),
                 body.get("audio_url", ""),
                 (body.get("callback_config") or {}).get("url"),
-                custom_metadata=body.get("custom_metadata"),
+                custom_metadata=metadata,
             )
+            bot_id = metadata.get("bot_id") if isinstance(metadata, dict) else None
+            if bot_id in self.gladia_results:
+                job.result = self.gladia_results[bot_id]
             self.jobs[job.id] = job
             self._spawn(self._run_job(job))
             return {"id": job.id, "result_url": f"{self.base_url}/v2/pre-recorded/{job.id}"}
@@ -966,7 +980,7 @@ class ProviderSimulator:
                 "file": {"source": job.audio_url},
             }
             if job.status == "done":
-                answer["result"] = _gladia_result()
+                answer["result"] = job.result
             return answer
 
         @app.delete("/v2/pre-recorded/{job_id}")

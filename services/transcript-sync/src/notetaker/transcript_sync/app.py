@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -42,13 +43,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from notetaker.common.consumer import dead_letter
 from notetaker.common.envelope import EnvelopeError, from_message
-from notetaker.common.events import Event
+from notetaker.common.events import Event, TranscriptReady
 from notetaker.common.failures import Kind, OutagePolicy, RetryPolicy, attempts, classify
 from notetaker.common.logs import get_logger
 from notetaker.common.metrics import CONSUMER_DLQ
 from notetaker.common.parking import PARKED, Parked, Parking, PostgresParking, show_waiting
 from notetaker.common.s3 import s3_location
-from notetaker.transcript_sync import media, meetings, outbox, transcripts
+from notetaker.transcript_sync import archive, media, meetings, outbox, transcripts
 from notetaker.transcript_sync.join import (
     Effect,
     JoinState,
@@ -396,20 +397,7 @@ class Join:
                 details=effect.details,
             )
         elif isinstance(effect, WriteTranscript):
-            if effect.transcript.body_ref is not None:  # too large for its event: in its body
-                transcript = await transcripts.kept_transcript(
-                    r.pool, self.settings.source_url_keys, effect.transcript
-                )
-            else:
-                transcript = await transcripts.resolve_transcript(
-                    r.http,
-                    r.sources,
-                    effect.transcript,
-                    self.settings.gladia_api_url,
-                    self.settings.gladia_api_key,
-                    meetingbaas_url=self.settings.meetingbaas_api_url,
-                    meetingbaas_key=self.settings.meetingbaas_api_key,
-                )
+            transcript = await self._transcript(effect.transcript)
             written = await meetings.write_transcript(
                 r.pool,
                 self.source,
@@ -430,6 +418,52 @@ class Join:
         await outbox.flush(r.pool, r.send, self.source, bot_id.encode())
         if written.changed:
             log.info("meeting.synced", bot_id=bot_id, meeting_id=str(written.id))
+        if isinstance(effect, WriteTranscript) and transcript.delivered is not None:
+            # After the row: an S3 outage (waited out) or an error here fails the effect, whose
+            # retry writes the same row again (unchanged, nothing announced) and then stores.
+            await archive.archive_gladia_result(
+                r.pool,
+                r.s3,
+                r.publisher,
+                bucket=self.settings.s3_bucket,
+                bot_id=bot_id,
+                body=transcript.delivered,
+            )
+
+    async def _transcript(self, event: TranscriptReady) -> transcripts.Transcript:
+        """The transcript of a transcript.ready event, with Gladia's document as delivered when
+        it is still to be archived (`Transcript.delivered`).
+
+        A Gladia transcript that must be read (not inline) is read from our archived copy when
+        we have one (a retry, a replay: the job's result does not change), else from the kept
+        callback body (`body_ref`) or Gladia's API. An inline one is the event's; its document
+        is the callback's body ingest kept."""
+        r, settings = self.resources, self.settings
+        keys = settings.source_url_keys
+        if event.provider == "gladia" and event.utterances is None:
+            stored = await archive.stored_gladia_result(
+                r.pool, r.s3, bucket=settings.s3_bucket, bot_id=event.bot_id
+            )
+            if stored is not None:
+                return transcripts.archived_transcript(event, stored)
+        if event.body_ref is not None:  # too large for its event: in its body
+            return await transcripts.kept_transcript(r.pool, keys, event)
+        transcript = await transcripts.resolve_transcript(
+            r.http,
+            r.sources,
+            event,
+            settings.gladia_api_url,
+            settings.gladia_api_key,
+            meetingbaas_url=settings.meetingbaas_api_url,
+            meetingbaas_key=settings.meetingbaas_api_key,
+        )
+        if event.provider == "gladia" and transcript.delivered is None:
+            body = await transcripts.delivered_gladia_body(r.pool, keys, event)
+            if body is None:
+                log.warning("gladia_result.not_kept", bot_id=event.bot_id, job_id=event.job_id)
+            else:
+                transcript = dataclasses.replace(transcript, delivered=body)
+        return transcript
 
     def _job_intent(self) -> meetings.JobIntent:
         """A Gladia job's intent: a request id of ours and its callback token's expiry."""

@@ -9,6 +9,7 @@ not be reached) is transient.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -56,8 +57,7 @@ class ProviderAnswered(TranscriptUnavailable):
 def utterances_from_document(document: Any) -> list[Utterance]:
     """Understand the transcript formats we receive: word segments or Gladia utterances."""
     if isinstance(document, dict):
-        if "result" in document and isinstance(document["result"], dict):
-            document = document["result"]
+        document = _gladia_result_of(document)
         if "transcription" in document and isinstance(document["transcription"], dict):
             document = document["transcription"]
         for key in ("utterances", "transcript", "segments"):
@@ -82,6 +82,19 @@ def utterances_from_document(document: Any) -> list[Utterance]:
         if text:
             utterances.append(Utterance(speaker=speaker, start=start, end=end, text=text))
     return utterances
+
+
+def _gladia_result_of(document: dict[str, Any]) -> dict[str, Any]:
+    """Gladia's result in a document that holds one: under `result` (`GET /v2/pre-recorded/{id}`)
+    or `payload` (a callback's body, as archived), else the document itself."""
+    for key in ("result", "payload"):
+        if isinstance(document.get(key), dict) and "transcription" in document[key]:
+            found: dict[str, Any] = document[key]
+            return found
+    if isinstance(document.get("result"), dict):
+        result: dict[str, Any] = document["result"]
+        return result
+    return document
 
 
 MAX_TRANSCRIPT_BYTES = 64 * 1024 * 1024  # hours of words with timings fit in a few MiB
@@ -124,6 +137,9 @@ class Transcript:
     utterances: list[Utterance]
     language: str | None = None
     summary: str | None = None
+    # Gladia's document exactly as delivered (the callback's body, or the API's answer), which
+    # transcript-sync archives beside the video (`archive.py`); None for other providers.
+    delivered: bytes | None = None
 
 
 def details_from_document(document: Any) -> tuple[str | None, str | None]:
@@ -132,8 +148,7 @@ def details_from_document(document: Any) -> tuple[str | None, str | None]:
     or under `result` as `GET /v2/pre-recorded/{id}` answers."""
     if not isinstance(document, dict):
         return None, None
-    if isinstance(document.get("result"), dict):
-        document = document["result"]
+    document = _gladia_result_of(document)
     language = summary = None
     transcription = document.get("transcription")
     if isinstance(transcription, dict):
@@ -177,18 +192,35 @@ async def kept_transcript(
         body = sealing.SourceUrlCipher(list(keys)).open_body(row["sealed"])
     except ValueError as exc:
         raise TranscriptRefused(f"bot {event.bot_id}'s transcript in {where}: {exc}") from exc
+    if ref.provider == "gladia":
+        return _from_gladia_callback(event, body, where, delivered=body)
     try:
-        if ref.provider == "meetingbaas":
-            delivery = providers.MeetingBaasDelivery.model_validate_json(body)
-            events = providers.meetingbaas_events(delivery, row["received_at"])
-        else:
-            callback = providers.GladiaCallback.model_validate_json(body)
-            events = providers.gladia_events(callback, event.bot_id)
+        delivery = providers.MeetingBaasDelivery.model_validate_json(body)
+        events = providers.meetingbaas_events(delivery, row["received_at"])
     except ValidationError as exc:
         raise TranscriptRefused(
             f"bot {event.bot_id}'s transcript in {where}: the body no longer maps"
             f" ({exc.error_count()} errors)"
         ) from exc
+    return _carried(event, events, where)
+
+
+def _from_gladia_callback(
+    event: TranscriptReady, body: bytes, where: str, *, delivered: bytes | None
+) -> Transcript:
+    """The transcript a Gladia callback's body carries, mapped by ingest's own parsers."""
+    try:
+        callback = providers.GladiaCallback.model_validate_json(body)
+        events = providers.gladia_events(callback, event.bot_id)
+    except ValidationError as exc:
+        raise TranscriptRefused(
+            f"bot {event.bot_id}'s transcript in {where}: the body no longer maps"
+            f" ({exc.error_count()} errors)"
+        ) from exc
+    return dataclasses.replace(_carried(event, events, where), delivered=delivered)
+
+
+def _carried(event: TranscriptReady, events: Sequence[Any], where: str) -> Transcript:
     found = [e for e in events if isinstance(e, TranscriptReady) and e.utterances is not None]
     if not found:
         raise TranscriptRefused(f"{where} carries no transcript for bot {event.bot_id}")
@@ -197,6 +229,46 @@ async def kept_transcript(
     return Transcript(
         list(kept.utterances), event.language or kept.language, event.summary or kept.summary
     )
+
+
+def archived_transcript(event: TranscriptReady, body: bytes) -> Transcript:
+    """The transcript in our archived copy of Gladia's document (`gladia-result.json`): a
+    callback's body, read as ingest reads callbacks, or the API's answer, read as it was when
+    fetched. Nothing left to archive (`delivered` None)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise TranscriptRefused(f"bot {event.bot_id}'s archived Gladia result is not JSON") from exc
+    if isinstance(document, dict) and "event" in document and "payload" in document:
+        return _from_gladia_callback(
+            event, body, f"bot {event.bot_id}'s archived Gladia result", delivered=None
+        )
+    return transcript_of_document(event, body)
+
+
+DELIVERED_GLADIA_BODY = (
+    "SELECT b.sealed FROM webhook_bodies b JOIN transcription_jobs j"
+    " ON b.delivery_id = j.request_id::text || ':' || $2 || ':transcription.success'"
+    " WHERE j.bot_id = $1 AND b.provider = 'gladia'"
+)
+
+
+async def delivered_gladia_body(
+    pool: asyncpg.Pool, keys: Sequence[SecretStr], event: TranscriptReady
+) -> bytes | None:
+    """The body of the callback that carried a Gladia transcript inline (`utterances` in the
+    event), as ingest kept it: the delivery of our request's job (`<request id>:<job id>:
+    transcription.success`, ingest's delivery id). None when no body is kept (ingest has no key
+    ring, or the body was pruned) or none of `keys` opens it."""
+    if event.job_id is None or not keys:
+        return None
+    sealed = await pool.fetchval(DELIVERED_GLADIA_BODY, event.bot_id, event.job_id)
+    if sealed is None:
+        return None
+    try:
+        return sealing.SourceUrlCipher(list(keys)).open_body(sealed)
+    except ValueError:
+        return None
 
 
 async def resolve(
@@ -273,6 +345,16 @@ async def resolve_transcript(
         body = await _fetch_api(http, event.bot_id, url, {}, headers, max_bytes)
     else:
         raise TranscriptRefused(f"transcript for bot {event.bot_id} has no content or source")
+    return transcript_of_document(
+        event, body, delivered=bytes(body) if event.provider == "gladia" else None
+    )
+
+
+def transcript_of_document(
+    event: TranscriptReady, body: bytes | bytearray, *, delivered: bytes | None = None
+) -> Transcript:
+    """The transcript a fetched (or stored) document holds; refused for good when it is not
+    JSON or holds none."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -283,6 +365,7 @@ async def resolve_transcript(
             utterances_from_document(document),
             event.language or language,
             event.summary or summary,
+            delivered=delivered,
         )
     except TranscriptUnavailable as exc:
         raise TranscriptRefused(f"the transcript of bot {event.bot_id}: {exc}") from exc

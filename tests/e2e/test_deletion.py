@@ -88,13 +88,15 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     bot_id, row = await completed_meeting(pipeline, db, transcription=False)  # Gladia's
     org = row["org_id"]
     recording = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
-    size = recording["s3_file_size_bytes"]
+    prefix = parse_s3_location(row["video_url"])[1].rsplit("/", 1)[0] + "/"
+    thumbnail = await s3.head_object(Bucket=pipeline.stack.s3_bucket, Key=f"{prefix}thumbnail.jpg")
+    # the upload's bytes and the thumbnail's, each counted by its own usage event
+    size = recording["s3_file_size_bytes"] + thumbnail["ContentLength"]
 
     async def counted() -> bool:
         return bool(await stored_level(db, org) == size)
 
-    await eventually(counted, 30, "the upload's stored bytes to be counted")
-    prefix = parse_s3_location(row["video_url"])[1].rsplit("/", 1)[0] + "/"
+    await eventually(counted, 30, "the upload's and the thumbnail's stored bytes to be counted")
     # video, audio, thumbnail, the provider's artifacts (its chat: no transcript came with it)
     # and the participants and speakers it listed
     stored = await under_prefix(s3, pipeline.stack, prefix)
@@ -106,7 +108,7 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     )
     assert [a["s3_key"] for a in artifacts] == [
         f"{prefix}{name}.json" for name in ("chat_messages", "participants", "speakers")
-    ]
+    ] + [f"{prefix}thumbnail.jpg"]
     job_id = await db.fetchval("SELECT job_id FROM transcription_jobs WHERE bot_id = $1", bot_id)
     assert job_id in sim.jobs
 
@@ -137,8 +139,8 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
         "SELECT provider_url, s3_key FROM recording_artifacts WHERE recording_id = $1",
         recording["id"],
     )
-    # the chat's row and the people lists' no longer lead anywhere
-    assert [tuple(a) for a in artifacts] == [(None, None)] * 3
+    # the chat's row, the people lists' and the thumbnail's no longer lead anywhere
+    assert [tuple(a) for a in artifacts] == [(None, None)] * 4
     facts_before = await facts(pipeline, bot_id)
     downloads = dict(sim.bot(bot_id)["downloads"])
 

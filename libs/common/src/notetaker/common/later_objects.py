@@ -71,18 +71,19 @@ async def record_later_object(
 ) -> bool:
     """Count and record the object just stored at `key` (call after it is written, and after
     checking the recording's media was not deleted meanwhile). False, counting nothing, when the
-    recording's media was deleted (or expired) meanwhile: the caller deletes the object again."""
+    recording's media was deleted (or expired) meanwhile, or the recording has no row (none to
+    keep media for): the caller deletes the object again."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             _LOCK_NAMESPACE,
             f"{recording_id}:{kind}",
         )
-        deleted = await conn.fetchval(
-            "SELECT media_deleted_at IS NOT NULL FROM recordings WHERE id = $1 FOR KEY SHARE",
+        kept = await conn.fetchval(
+            "SELECT media_deleted_at IS NULL FROM recordings WHERE id = $1 FOR KEY SHARE",
             recording_id,
         )
-        if deleted:
+        if not kept:  # deleted, or no row
             return False
         row = await conn.fetchrow(
             "SELECT s3_key, size_bytes, checksum FROM recording_artifacts"

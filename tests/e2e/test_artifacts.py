@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import asyncpg
-import pytest
 
 from notetaker.common.events import RecordingUploaded
 from notetaker.common.s3 import S3Client, parse_s3_location, recording_prefix
@@ -57,8 +56,16 @@ async def test_every_artifact_of_a_v2_completed_bot_is_stored_referenced_and_cou
             "SELECT * FROM recording_artifacts WHERE recording_id = $1", recording["id"]
         )
     }
+    # The thumbnail is recorded beside them (a later object, counted by its own usage event).
+    thumbnail = rows.pop("thumbnail")
     assert sorted(rows) == sorted(FILES | PEOPLE)
     bucket = pipeline.stack.s3_bucket
+    assert thumbnail["s3_key"] == f"{prefix}thumbnail.jpg"
+    head = await s3.head_object(Bucket=bucket, Key=thumbnail["s3_key"], ChecksumMode="ENABLED")
+    assert (thumbnail["size_bytes"], thumbnail["checksum"]) == (
+        head["ContentLength"],
+        f"sha256:{head['ChecksumSHA256']}",
+    )
     for kind, name in FILES.items():
         source = served["artifacts"][name]
         row = rows[kind]
@@ -107,15 +114,19 @@ async def test_every_artifact_of_a_v2_completed_bot_is_stored_referenced_and_cou
     under_prefix = {o["Key"]: o["Size"] for o in listed.get("Contents", [])}
     assert {rows[k]["s3_key"] for k in FILES | PEOPLE} <= set(under_prefix)
 
+    # The org's level: the upload's bytes and the thumbnail's, each counted by its own event.
+    charged = total + thumbnail["size_bytes"]
+    assert sum(under_prefix.values()) == charged
+
     async def stored_gb() -> Any:
-        return await db.fetchval(
+        level = await db.fetchval(
             "SELECT value FROM s3_usage_metrics WHERE org_id = $1 AND metric_type = 'storage_gb'"
-            " AND value > 0",
+            " ORDER BY date DESC LIMIT 1",
             recording["org_id"],
         )
+        return level is not None and abs(float(level) * GIB - charged) < 1
 
-    level = await eventually(stored_gb, 30, "the upload's storage to be counted")
-    assert level == pytest.approx(total / GIB)
+    await eventually(stored_gb, 30, "the upload's and the thumbnail's storage to be counted")
 
     # The meetings row carries what the provider said about the meeting, as the product shows it.
     people = [{"id": None, "name": "Ada Lovelace"}, {"id": None, "name": "Alan Turing"}]
@@ -147,6 +158,7 @@ async def test_an_artifact_the_provider_no_longer_has_does_not_cost_the_recordin
         )
     }
     gone = rows.pop("diarization")
+    assert rows.pop("thumbnail")["s3_key"].endswith("/thumbnail.jpg")  # a later object
     assert (gone["s3_key"], gone["error"]) == (None, "source_http_404")
     assert sorted(rows) == [
         "chat_messages",

@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from standardwebhooks.webhooks import Webhook
@@ -82,14 +81,6 @@ async def snapshot(db: asyncpg.Pool, bot_id: str) -> tuple[Any, ...]:
     return tuple(rows)
 
 
-# Gladia's archived result (a later object, `later_objects.py`) is counted in the level; the
-# deletion path takes off only the upload's bytes until it also takes off what the rows of
-# LATER_KINDS hold (being done beside this change): until then the level stays at the archive's
-# size after the deletion. Strict: once that lands, this test passes and the marker must go.
-@pytest.mark.xfail(
-    strict=True,
-    reason="the deletion path does not yet take off later objects (LATER_KINDS) from the level",
-)
 async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     pipeline: Pipeline, db: asyncpg.Pool, s3: S3Client, tmp_path: Path
 ) -> None:
@@ -97,7 +88,10 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     bot_id, row = await completed_meeting(pipeline, db, transcription=False)  # Gladia's
     org = row["org_id"]
     recording = await db.fetchrow("SELECT * FROM recordings WHERE bot_id = $1", bot_id)
-    size = recording["s3_file_size_bytes"]
+    prefix = parse_s3_location(row["video_url"])[1].rsplit("/", 1)[0] + "/"
+    thumbnail = await s3.head_object(Bucket=pipeline.stack.s3_bucket, Key=f"{prefix}thumbnail.jpg")
+    # the upload's bytes and the thumbnail's, each counted by its own usage event
+    size = recording["s3_file_size_bytes"] + thumbnail["ContentLength"]
 
     # The upload's bytes and Gladia's result, archived once the transcript is written.
     async def archive_size() -> Any:
@@ -112,8 +106,7 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     async def counted() -> bool:
         return bool(await stored_level(db, org) == size)
 
-    await eventually(counted, 30, "the upload's stored bytes to be counted")
-    prefix = parse_s3_location(row["video_url"])[1].rsplit("/", 1)[0] + "/"
+    await eventually(counted, 30, "the upload's, thumbnail's and archive's bytes to be counted")
     # video, audio, thumbnail, the provider's artifacts (its chat: no transcript came with it),
     # the participants and speakers it listed, and Gladia's result
     stored = await under_prefix(s3, pipeline.stack, prefix)
@@ -126,7 +119,7 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
     assert [a["s3_key"] for a in artifacts] == [
         f"{prefix}{name}.json"
         for name in ("chat_messages", "gladia-result", "participants", "speakers")
-    ]
+    ] + [f"{prefix}thumbnail.jpg"]
     job_id = await db.fetchval("SELECT job_id FROM transcription_jobs WHERE bot_id = $1", bot_id)
     assert job_id in sim.jobs
 
@@ -157,8 +150,8 @@ async def test_a_deleted_meeting_stays_deleted_whatever_comes_late(
         "SELECT provider_url, s3_key FROM recording_artifacts WHERE recording_id = $1",
         recording["id"],
     )
-    # the chat's row, the people lists' and Gladia's result's no longer lead anywhere
-    assert [tuple(a) for a in artifacts] == [(None, None)] * 4
+    # the chat's row, the people lists', Gladia's result's and the thumbnail's lead nowhere
+    assert [tuple(a) for a in artifacts] == [(None, None)] * 5
     facts_before = await facts(pipeline, bot_id)
     downloads = dict(sim.bot(bot_id)["downloads"])
 

@@ -48,11 +48,19 @@ async def publish(pipeline: Pipeline, event: Event, source: str) -> None:
 
 
 async def uploaded_event(
-    pipeline: Pipeline, s3: S3Client, meeting: Meeting, provider_transcript: bool = True
+    pipeline: Pipeline,
+    db: asyncpg.Pool,
+    s3: S3Client,
+    meeting: Meeting,
+    provider_transcript: bool = True,
 ) -> RecordingUploaded:
-    """What the uploader announces once a real video is stored; `provider_transcript`: the
+    """What the uploader announces once a real video is stored (of the meeting's recording row:
+    the thumbnailer records the thumbnail it makes against it); `provider_transcript`: the
     provider said a transcript comes with the recording."""
-    recording_id = uuid.uuid4()
+    recording_id = (
+        await db.fetchval("SELECT id FROM recordings WHERE bot_id = $1", meeting.bot_id)
+        or uuid.uuid4()
+    )  # a meeting without one (Fathom's): none the pipeline would make either
     key = recording_key(meeting.org_id, meeting.user_id, recording_id, "video", "mp4")
     video = demo_recording().video
     await s3.put_object(Bucket=pipeline.stack.s3_bucket, Key=key, Body=video)
@@ -129,7 +137,7 @@ async def until_the_join_handles(
     while True:
         other = await meeting_with_bot(db, bot_on_the_partition_of(pipeline, bot_id))
         if kind == "upload":
-            await publish(pipeline, await uploaded_event(pipeline, s3, other), "uploader")
+            await publish(pipeline, await uploaded_event(pipeline, db, s3, other), "uploader")
         else:
             await publish(pipeline, transcript_event(other.bot_id), "ingest")
 
@@ -160,7 +168,7 @@ async def test_a_restart_of_the_join_worker_between_the_two_events_loses_nothing
     transcript that came on its own (MeetingBaaS v1 `transcription_complete`, the recording's
     webhook promising none), the upload asks Gladia for no transcript, which would replace it."""
     meeting = await meeting_with_bot(db, str(uuid.uuid4()))
-    upload = await uploaded_event(pipeline, s3, meeting, provider_transcript=first == "upload")
+    upload = await uploaded_event(pipeline, db, s3, meeting, provider_transcript=first == "upload")
     transcript = transcript_event(meeting.bot_id)
     before, after = (upload, transcript) if first == "upload" else (transcript, upload)
 
@@ -220,7 +228,7 @@ async def test_a_fathom_meeting_is_never_touched(
     before = dict(await db.fetchrow("SELECT * FROM meetings WHERE id = $1", fathom_id))
     counted_before = await join_dead_letters(pipeline, "transcript.ready")
     meeting = Meeting(fathom_id, org, user, bot_id)
-    await publish(pipeline, await uploaded_event(pipeline, s3, meeting), "uploader")
+    await publish(pipeline, await uploaded_event(pipeline, db, s3, meeting), "uploader")
     await publish(pipeline, transcript_event(bot_id), "ingest")
 
     async def dead_lettered() -> list[Any]:

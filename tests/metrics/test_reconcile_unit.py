@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import REGISTRY
 
-from notetaker.common.s3 import recording_key
+from notetaker.common.s3 import recording_key, recording_prefix
 from notetaker.metrics.exporter import OTHER, export_drift
 from notetaker.metrics.reconcile import (
     LatestDrift,
@@ -104,14 +104,20 @@ def test_drift_series_are_the_top_orgs_and_every_org_past_the_alert_percentage()
     assert samples("notetaker_storage_reconciliation_platform_drift_ratio") == {"": 0.0}
 
 
-def test_a_thumbnail_is_listed_but_not_counted_in_its_orgs_bytes() -> None:
-    # No usage event counts a thumbnail, so the level leaves it out and so does the listing.
+def test_a_thumbnail_counts_in_its_orgs_bytes_apart_from_the_upload() -> None:
+    # The thumbnail is charged (its own usage events), so its org's bytes hold it; it is kept
+    # apart from the upload's objects, whose event is another.
     org, user, recording = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     listing = Listing(started_at=datetime(2026, 1, 2, tzinfo=UTC))
     listing.add(recording_key(org, user, recording, "video", "mp4"), 1_000)
     listing.add(recording_key(org, user, recording, "chat_messages", "json"), 30)
     listing.add(recording_key(org, user, recording, "thumbnail", "jpg"), 4_000)
-    assert (listing.objects, listing.bytes) == (3, 5_030)
-    assert listing.by_org == {org: 1_030}
+    listing.add(recording_prefix(org, user, recording) + "gladia-result.json", 7)
+    assert (listing.objects, listing.bytes) == (4, 5_037)
+    assert listing.by_org == {org: 5_037}
     assert listing.by_recording == {recording: (org, 1_030)}
+    assert listing.later == {
+        (recording, "thumbnail"): (org, 4_000),
+        (recording, "gladia_result"): (org, 7),
+    }
     assert recording_key(org, user, recording, "thumbnail", "jpg") in listing.keys

@@ -2,8 +2,9 @@
 making one again.
 
 Regenerating publishes the pipeline's own `thumbnail.requested` (what transcript-sync sends once
-a video is stored): the uploader's thumbnailer writes the JPEG beside the video and announces
-`thumbnail.generated`, and transcript-sync writes `meetings.thumbnail_url`.
+a video is stored): the uploader's thumbnailer writes the JPEG beside the video, counts it in the
+org's stored level (a replaced thumbnail by the difference in size; the same bytes again, not at
+all) and announces `thumbnail.generated`, and transcript-sync writes `meetings.thumbnail_url`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,14 @@ A deletion is a row of `media_deletions`, written first, then its steps, each st
    mark deletes it again itself, so an object written before the listing is listed and one
    written after it is removed by its writer.
 3. **usage**: a `storage.usage` event (step `delete`) taking off the org's stored level the bytes
-   the recording's upload added, with an event id of its own so metrics applies it once.
+   the recording's events added, with an event id of its own so metrics applies it once: the
+   upload's (the recording's size, when complete) and its later objects' (the thumbnail, Gladia's
+   result: the sizes their `recording_artifacts` rows hold, `later_objects.py`). They are reckoned
+   at the intent, in its transaction (`stored_bytes`), before the artifacts' keys are cleared: a
+   later object is recorded under a share lock of the recording's row, so one recorded before
+   the mark is in the sum, and one stored after it is counted nowhere (its producer finds the
+   recording deleted, and deletes the object again if the purge missed it). A resumed deletion
+   takes off what its row says, whenever it resumes.
 4. **MeetingBaaS** deletes the bot's data (`provider_data.delete_bot_data`), once the bot has
    left its meeting.
 5. **Gladia** deletes the transcription job, when one was asked for.
@@ -46,6 +53,7 @@ from botocore.exceptions import ClientError
 
 from notetaker.common.events import StorageUsage
 from notetaker.common.kafka import EventPublisher
+from notetaker.common.later_objects import later_bytes
 from notetaker.common.logs import get_logger
 from notetaker.common.provider_data import (
     NotYet,
@@ -450,7 +458,8 @@ class MediaDeleter:
             recording_prefix(row["org_id"], row["user_id"], row["id"]),
             reason,
             by[:200],
-            row["size"] if row["status"] == "complete" else 0,
+            (row["size"] if row["status"] == "complete" else 0)
+            + await later_bytes(conn, row["id"]),
         )
 
     async def _purge(self, conn: asyncpg.Connection, deletion: Deletion) -> None:

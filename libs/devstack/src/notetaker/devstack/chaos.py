@@ -585,8 +585,8 @@ async def report(run: Run) -> Report:
             prefix = f"meeting-recordings/{m.org_id}/"
             listing = await s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
             objects = listing.get("Contents", [])
-            # the stored level counts the recording (video, audio, artifacts), not its thumbnail
-            held[m.org_id] = sum(o["Size"] for o in objects if "/thumbnail." not in o["Key"])
+            # the stored level counts every object: video, audio, artifacts and the thumbnail
+            held[m.org_id] = sum(o["Size"] for o in objects)
             kept[m.org_id] = len(objects)
             uploads = await s3.list_multipart_uploads(Bucket=settings.s3_bucket, Prefix=prefix)
             open_uploads += len(uploads.get("Uploads", []))

@@ -7,12 +7,18 @@ each org's bytes from the keys (`meeting-recordings/{org}/{user}/{recording}/...
 transaction holding the storage-level lock exclusively (as the daily rollup does: no usage event
 is applied meanwhile, so the levels and the applied events read agree), compares:
 
-- **S3 bytes** of an org = bytes listed under its prefix, less the objects of uploads whose usage
-  event is not applied yet (in flight: the level will count them when it lands), plus the bytes
-  of deletions that emptied the prefix before the listing and whose usage event is not applied
-  yet (the level will lose them when it lands), plus what the events applied since the listing
+- **S3 bytes** of an org = bytes listed under its prefix (every object: the upload's, and the
+  later objects, the thumbnail and Gladia's result, which are charged too), less what the level
+  does not count yet (in flight: the level will count it when its event lands): the objects of
+  uploads whose usage event is not applied yet, and of a later object (`later_objects.py`, one
+  event per change of it, whose step its `recording_artifacts` row names) the listed bytes less
+  what the level counts of it: all of them when no row records it yet (written, its event not
+  published yet), the change's bytes when the row's event is not applied yet; plus the bytes of
+  deletions that emptied the prefix before the listing and whose usage event is not applied
+  yet (the level will lose them when it lands); plus what the events applied since the listing
   began changed that the listing cannot show (uploads counted since then that it did not find,
-  less deletions since then that are counted: `since_listing_bytes`);
+  later objects counted since then less what the listing saw of them, less deletions since then
+  that are counted: `since_listing_bytes`);
 - **drift** = S3 bytes - level.
 
 Where an S3 Inventory configuration is set (`inventory.py`), the listing is instead the newest
@@ -55,6 +61,7 @@ import asyncpg
 from notetaker.common.deletion import MEDIA_EXPIRED
 from notetaker.common.envelope import event_id
 from notetaker.common.events import StorageUsage
+from notetaker.common.later_objects import LATER_KINDS, later_kind
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import RECORDINGS_PREFIX, S3Client
 from notetaker.metrics.usage import GIB, STORAGE_LEVEL_LOCK, Prices, shift_level
@@ -83,8 +90,11 @@ class Listing:
     objects: int = 0
     bytes: int = 0
     by_org: dict[uuid.UUID, int] = field(default_factory=dict)
-    # recording -> (org, bytes listed under its prefix)
+    # recording -> (org, bytes of its upload's objects listed under its prefix)
     by_recording: dict[uuid.UUID, tuple[uuid.UUID, int]] = field(default_factory=dict)
+    # (recording, kind) -> (org, bytes) of the later objects listed (the thumbnail, Gladia's
+    # result: `later_objects.py`), each counted by events of its own
+    later: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, int]] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
 
     @property
@@ -98,20 +108,18 @@ class Listing:
         self.bytes += size
         self.keys.add(key)
         owner = parse_key(key)
-        if owner is None or key.rsplit("/", 1)[-1].startswith(UNCOUNTED):
+        if owner is None:
             return
         org, recording = owner
         self.by_org[org] = self.by_org.get(org, 0) + size
-        if recording is not None:
-            _, held = self.by_recording.get(recording, (org, 0))
-            self.by_recording[recording] = (org, held + size)
-
-
-# What no usage event counts, so the level leaves it out too: the thumbnail (a few KiB a
-# recording, written after the upload's event). Counted here, reconciliation would add its bytes
-# and a deletion, which takes off what the events counted, would leave them charged until two
-# more runs took them off again.
-UNCOUNTED = "thumbnail."
+        if recording is None:
+            return
+        kind = later_kind(key)
+        if kind is not None:
+            self.later[(recording, kind)] = (org, size)
+            return
+        _, held = self.by_recording.get(recording, (org, 0))
+        self.by_recording[recording] = (org, held + size)
 
 
 def parse_key(key: str) -> tuple[uuid.UUID, uuid.UUID | None] | None:
@@ -351,6 +359,86 @@ async def _since_listing(conn: asyncpg.Connection, listing: Listing) -> dict[uui
     return found
 
 
+async def _applied_when(conn: asyncpg.Connection, ids: Iterable[str]) -> dict[str, datetime]:
+    rows = await conn.fetch(
+        "SELECT event_id, applied_at FROM usage_events_applied WHERE event_id = ANY($1::text[])",
+        list(ids),
+    )
+    return {r["event_id"]: r["applied_at"] for r in rows}
+
+
+@dataclass
+class LaterParts:
+    """Per org, the later objects' parts of the comparison (see `_later_objects`)."""
+
+    in_flight: dict[uuid.UUID, int] = field(default_factory=dict)
+    since_listing: dict[uuid.UUID, int] = field(default_factory=dict)
+
+    def add(self, part: dict[uuid.UUID, int], org: uuid.UUID, size: int) -> None:
+        if size:
+            part[org] = part.get(org, 0) + size
+
+
+async def _later_objects(conn: asyncpg.Connection, listing: Listing) -> LaterParts:
+    """The later objects (thumbnail, Gladia's result), each counted by one event per change
+    (`later_objects.py`), whose row says the object's size, its last change's step and the bytes
+    that step moves the level by: until that event is applied the level counts the size less
+    those bytes. Per org:
+
+    - in flight (subtracted): of an object listed, what the level does not count yet: the listed
+      bytes less what the level counts (all of them for an object with no row yet, written and
+      not recorded; the difference for a replacement whose event is not applied);
+    - since the listing (added): of an object whose event was applied since the listing began,
+      what the level counts less what the listing saw (the whole object when it did not see it);
+    - of a recording whose deletion emptied its prefix before the listing, the bytes of a change
+      not applied yet are in flight: the deletion's event takes off the object's whole size."""
+    found = LaterParts()
+    listed_recordings = list({rid for rid, _ in listing.later})
+    rows = await conn.fetch(
+        "SELECT a.recording_id, a.kind, a.size_bytes, a.usage_step,"
+        " coalesce(a.usage_bytes, a.size_bytes) AS usage_bytes, r.org_id,"
+        " EXISTS (SELECT 1 FROM media_deletions d WHERE d.recording_id = a.recording_id"
+        "   AND d.s3_done_at < $3) AS purged_before"
+        " FROM recording_artifacts a JOIN recordings r ON r.id = a.recording_id"
+        " WHERE a.kind = ANY($1::text[]) AND a.usage_step IS NOT NULL"
+        " AND (a.recording_id = ANY($2::uuid[])"
+        "   OR a.updated_at > $3::timestamptz - interval '7 days')",
+        list(LATER_KINDS),
+        listed_recordings,
+        listing.started_at,
+    )
+    recorded = {(r["recording_id"], r["kind"]): r for r in rows}
+    ids = {key: usage_event_id(key[0], r["usage_step"]) for key, r in recorded.items()}
+    applied = await _applied_when(conn, ids.values())
+    unrecorded = [key for key in listing.later if key not in recorded]
+    known = {
+        r["id"]
+        for r in await conn.fetch(
+            "SELECT id FROM recordings WHERE id = ANY($1::uuid[])",
+            list({rid for rid, _ in unrecorded}),
+        )
+    }
+    for key in unrecorded:
+        if key[0] in known:  # written, its event not published yet
+            org, size = listing.later[key]
+            found.add(found.in_flight, org, size)
+    for key, row in recorded.items():
+        org, size, change = row["org_id"], int(row["size_bytes"] or 0), int(row["usage_bytes"])
+        applied_at = applied.get(ids[key])
+        counted = size if applied_at is not None else size - change
+        if row["purged_before"]:
+            if applied_at is None:
+                found.add(found.in_flight, org, change)
+            continue
+        listed = listing.later.get(key)
+        listed_size = listed[1] if listed is not None else 0
+        if applied_at is not None and applied_at >= listing.started_at:
+            found.add(found.since_listing, org, counted - listed_size)
+        elif listed is not None:
+            found.add(found.in_flight, org, listed_size - counted)
+    return found
+
+
 async def _mark_expired(
     conn: asyncpg.Connection, listing: Listing, bucket: str
 ) -> dict[uuid.UUID, list[uuid.UUID]]:
@@ -497,11 +585,17 @@ async def _compare_and_correct(
         in_flight = await _in_flight(conn, listing)
         pending = await _pending_deletions(conn, listing)
         since = await _since_listing(conn, listing)
+        later = await _later_objects(conn, listing)
+        for part, into in ((later.in_flight, in_flight), (later.since_listing, since)):
+            for org, size in part.items():
+                into[org] = into.get(org, 0) + size
         expired = await _mark_expired(conn, listing, bucket)
         previous = await _previous(conn, slot)
         now = clock()
         orgs: list[OrgDrift] = []
-        every = set(levels) | set(listing.by_org) | set(pending) | set(expired) | set(since)
+        every = (
+            set(levels) | set(listing.by_org) | set(pending) | set(expired) | set(since)
+        ) | set(in_flight)
         for org in sorted(every):
             found = OrgDrift(
                 org_id=org,

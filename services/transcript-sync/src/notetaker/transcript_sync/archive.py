@@ -21,20 +21,19 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import cast
 
 import asyncpg
 from botocore.exceptions import ClientError
 
 from notetaker.common.kafka import EventPublisher
-from notetaker.common.later_objects import record_later_object
+from notetaker.common.later_objects import LATER_NAME_OF, record_later_object
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import S3Client, recording_prefix
 from notetaker.transcript_sync.meetings import MeetingMediaDeleted
 
 log = get_logger(__name__)
 
-GLADIA_RESULT_NAME = "gladia-result.json"
+GLADIA_RESULT_NAME = LATER_NAME_OF["gladia_result"]
 
 RECORDING_OF_BOT = (
     "SELECT id, org_id, user_id, media_deleted_at IS NOT NULL AS deleted FROM recordings"
@@ -94,32 +93,26 @@ async def archive_gladia_result(
         ChecksumAlgorithm="SHA256",
         ChecksumSHA256=digest,
     )
-    # Checked again, and recorded, with the recording's row held (FOR KEY SHARE, as ingest keeps
-    # a body): a deletion (FOR UPDATE on that row) either marked it before, and the object is
-    # deleted again here, or waits for this transaction and then sees the row it must take off
-    # and lists the object it must delete.
-    async with pool.acquire() as conn, conn.transaction():
-        deleted = await conn.fetchrow(
-            "SELECT media_deleted_at IS NOT NULL AS deleted FROM recordings WHERE id = $1"
-            " FOR KEY SHARE",
-            recording["id"],
-        )
-        if deleted is None or deleted["deleted"]:
-            # Deleted while we stored: the deletion may have listed the prefix before the put.
-            await s3.delete_object(Bucket=bucket, Key=key)
-            log.info("gladia_result.media_deleted", bot_id=bot_id, key=key)
-            raise MeetingMediaDeleted(f"bot {bot_id}'s media was deleted")
-        await record_later_object(
-            cast(asyncpg.Pool, conn),  # a connection in its transaction does what it asks
-            publisher,
-            bot_id=bot_id,
-            org_id=recording["org_id"],
-            recording_id=recording["id"],
-            kind="gladia_result",
-            key=key,
-            size=archived.size,
-            checksum=archived.checksum,
-        )
+    # Checked again and recorded in one transaction holding the recording's row (FOR KEY SHARE,
+    # `record_later_object`): a deletion (FOR UPDATE on that row) either marked it before, and the
+    # object is deleted again here, or waits for the record and then takes off what it counted and
+    # lists the object it must delete.
+    recorded = await record_later_object(
+        pool,
+        publisher,
+        bot_id=bot_id,
+        org_id=recording["org_id"],
+        recording_id=recording["id"],
+        kind="gladia_result",
+        key=key,
+        size=archived.size,
+        checksum=archived.checksum,
+    )
+    if not recorded:
+        # Deleted while we stored: the deletion may have listed the prefix before the put.
+        await s3.delete_object(Bucket=bucket, Key=key)
+        log.info("gladia_result.media_deleted", bot_id=bot_id, key=key)
+        raise MeetingMediaDeleted(f"bot {bot_id}'s media was deleted")
     log.info("gladia_result.archived", bot_id=bot_id, key=key, size=archived.size)
     return archived
 

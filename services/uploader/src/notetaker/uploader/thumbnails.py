@@ -7,11 +7,19 @@ Nothing is made for a recording whose media was deleted, and a thumbnail stored 
 being deleted is deleted again: the recording is checked before and after the JPEG is written
 (a deletion marks the recording before it lists its objects, so a thumbnail written before the
 mark is listed, and one written after it is seen here).
+
+A stored thumbnail is charged: it is recorded and counted in the org's stored level by its own
+`storage.usage` event (`later_objects.record_later_object`, kind `thumbnail`), before
+`thumbnail.generated` is announced; a regenerated one moves the level by the difference in size.
+The record refuses a recording deleted since the check (the deletion takes off what was recorded
+before its mark), and the thumbnail is then deleted again, counted nowhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import time
 from dataclasses import dataclass
@@ -26,6 +34,7 @@ from notetaker.common.deletion import media_deleted
 from notetaker.common.envelope import Envelope
 from notetaker.common.events import ThumbnailGenerated, ThumbnailRequested
 from notetaker.common.kafka import EventPublisher
+from notetaker.common.later_objects import record_later_object
 from notetaker.common.logs import get_logger
 from notetaker.common.s3 import S3Client
 
@@ -241,14 +250,31 @@ class Thumbnailer:
             return
         finally:
             THUMBNAIL_BYTES_READ.inc(source.bytes_read)
+        digest = base64.b64encode(hashlib.sha256(thumbnail.jpeg).digest()).decode()
         await self.s3.put_object(
             Bucket=event.bucket,
             Key=event.thumbnail_key,
             Body=thumbnail.jpeg,
             ContentType="image/jpeg",
             ServerSideEncryption="AES256",
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=digest,
         )
         if await self._deleted(event):
+            return
+        counted = await record_later_object(
+            self.pool,
+            self.publisher,
+            bot_id=event.bot_id,
+            org_id=event.org_id,
+            recording_id=event.recording_id,
+            kind="thumbnail",
+            key=event.thumbnail_key,
+            size=len(thumbnail.jpeg),
+            checksum=f"sha256:{digest}",
+        )
+        if not counted:  # deleted between the check and the record: nothing is counted
+            await self._delete_thumbnail(event)
             return
         log.info(
             "thumbnail.stored",
@@ -274,6 +300,10 @@ class Thumbnailer:
         stored after the deletion listed the recording's objects)."""
         if not await media_deleted(self.pool, event.recording_id):
             return False
+        await self._delete_thumbnail(event)
+        return True
+
+    async def _delete_thumbnail(self, event: ThumbnailRequested) -> None:
         await self.s3.delete_object(Bucket=event.bucket, Key=event.thumbnail_key)
         log.info(
             "thumbnail.media_deleted",
@@ -281,4 +311,3 @@ class Thumbnailer:
             recording_id=str(event.recording_id),
             key=event.thumbnail_key,
         )
-        return True

@@ -138,6 +138,10 @@ class _Connection:
         self._pool.check(sql)
         return await self._conn.fetchrow(sql, *args)
 
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        self._pool.check(sql)
+        return await self._conn.fetchval(sql, *args)
+
     async def execute(self, sql: str, *args: Any) -> Any:
         self._pool.check(sql)
         return await self._conn.execute(sql, *args)

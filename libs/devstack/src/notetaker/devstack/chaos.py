@@ -32,13 +32,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from notetaker.common.envelope import EnvelopeError, from_message
 from notetaker.common.events import TOPICS, MeetingSynced, dlq_topic
+from notetaker.common.later_objects import LATER_NAME_OF
 from notetaker.common.logs import configure_logging
 from notetaker.common.s3 import s3_client
 from notetaker.devstack import children
 from notetaker.devstack.media import Recording, demo_recording
 from notetaker.devstack.proxied import Proxied, start_proxied
 from notetaker.devstack.services import SERVICES, ServiceProcess
-from notetaker.devstack.simulator import artifacts, people
+from notetaker.devstack.simulator import ProviderSimulator, artifacts, people
 from notetaker.devstack.stack import Stack, start_stack
 
 MIB = 1024 * 1024
@@ -519,6 +520,25 @@ def _index_of(run: Run, meeting_id: uuid.UUID) -> int:
     return next(m.plan.index for m in run.meetings if m.id == meeting_id)
 
 
+GLADIA_RESULT_NAME = LATER_NAME_OF["gladia_result"]
+
+
+def gladia_delivered(sim: ProviderSimulator, bot_id: str) -> Callable[[bytes], bool] | None:
+    """Whether an archived Gladia result is what Gladia delivered for the bot's job: its
+    callback's body byte for byte, or the answer of `GET /v2/pre-recorded/{id}` with the job's
+    result (the callback refused while ingest was down: the poller read the job); None when no
+    job of the bot's finished."""
+    jobs = [
+        j
+        for j in sim.jobs.values()
+        if (j.custom_metadata or {}).get("bot_id") == bot_id and j.status == "done"
+    ]
+    if not jobs:
+        return None
+    job = jobs[-1]
+    return lambda data: data == job.delivered or json.loads(data).get("result") == job.result
+
+
 async def report(run: Run) -> Report:
     out = Report()
     db, sim, stack = run.db, run.proxied.pipeline.simulator, run.proxied.pipeline.stack
@@ -560,7 +580,10 @@ async def report(run: Run) -> Report:
             # The participants and speakers its webhook carried inline (v1: the speakers), as
             # `participants.json` / `speakers.json`: the JSON stored is the lists delivered.
             listed = people(sim.bots[m.bot_id])
-            expected_artifacts += len(served) + len(listed)
+            # Gladia's result, archived as `gladia-result.json`: its callback's body as posted
+            # (or, without a callback, the result `GET /v2/pre-recorded/{id}` answered).
+            gladia = gladia_delivered(sim, m.bot_id) if m.plan.transcript == "gladia" else None
+            expected_artifacts += len(served) + len(listed) + (gladia is not None)
             found = set()
             for stored in await db.fetch(
                 "SELECT a.kind, a.s3_key, a.error FROM recording_artifacts a JOIN recordings r"
@@ -575,12 +598,13 @@ async def report(run: Run) -> Report:
                 data = await got["Body"].read()
                 if name in listed:
                     same_artifacts += json.loads(data) == listed[name]
+                elif name == GLADIA_RESULT_NAME:
+                    same_artifacts += gladia is not None and gladia(data)
                 else:
                     same_artifacts += name in served and data == served[name]
                 found.add(name)
-            missing_artifacts += [
-                f"{m.plan.index}:{name}" for name in sorted((set(served) | set(listed)) - found)
-            ]
+            wanted = set(served) | set(listed) | ({GLADIA_RESULT_NAME} if gladia else set())
+            missing_artifacts += [f"{m.plan.index}:{name}" for name in sorted(wanted - found)]
         for m in run.meetings:
             prefix = f"meeting-recordings/{m.org_id}/"
             listing = await s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
@@ -597,7 +621,8 @@ async def report(run: Run) -> Report:
     )
 
     out.add(
-        # chat, transcripts, diarization as served; participants, speakers as the webhook listed
+        # chat, transcripts, diarization as served; participants, speakers as the webhook listed;
+        # Gladia's result as Gladia delivered it
         "artifacts in S3 equal to what the bot handed over",
         f"{same_artifacts} of {expected_artifacts}"
         + (f" (not stored: {missing_artifacts[:6]})" if missing_artifacts else ""),
